@@ -1,0 +1,38 @@
+"""`edgetune <verb> ...`: one verb per host module, imported only when used.
+
+Each verb's module defines `cli(argv: list[str]) -> int` with its own argparse parser, so the
+CLI stays fast (no TensorFlow import for `monitor`, `flash`, `deploy`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: edgetune <verb> [options]   (edgetune <verb> -h for a verb's options)", "", "verbs:"]
+    lines += [f"  {v:<10} {h}" for v, (_, h) in sorted(VERBS.items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"edgetune: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(VERBS[verb][0])
+    return int(module.cli(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
