@@ -12,6 +12,8 @@ import sys
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
+    "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
+    "quantize": ("edgetune.quantize", "full-integer int8 TFLite conversion plus export metadata"),
 }
 
 
