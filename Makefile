@@ -1,0 +1,63 @@
+# edgetune: `make setup` once on a fresh Debian machine, then `make test`.
+#
+#   make setup                    apt packages, MicroPython source, .venv, unix firmware
+#   make test                     rebuild the unix firmware if needed, run the pytest suite
+#   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
+#   make clean                    remove our build outputs (keeps downloaded sources and .venv)
+#
+# MICROPY_DIR=/path uses your own MicroPython checkout instead of build/micropython.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BOARD ?= unix
+BOARDS := unix
+MICROPY_DIR_GIVEN := $(filter command line environment,$(origin MICROPY_DIR))
+MICROPY_DIR ?= $(CURDIR)/build/micropython
+override MICROPY_DIR := $(abspath $(MICROPY_DIR))
+JOBS ?= 2
+PYTHON := $(CURDIR)/.venv/bin/python
+PYTEST_ARGS ?=
+
+# The unix port with our module; everything optional that needs absent lib/ submodules or
+# system libraries is switched off, and nothing is frozen (so no mpy-cross is needed).
+UNIX_BUILD := $(CURDIR)/build/unix
+UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
+	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
+
+.PHONY: help setup test firmware firmware-unix clean check-micropython
+
+help:
+	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
+
+setup:
+	MICROPY_DIR="$(if $(MICROPY_DIR_GIVEN),$(MICROPY_DIR))" \
+		bash scripts/setup.sh
+
+test: firmware-unix
+	@test -x $(PYTHON) || { echo "make test: no .venv; run: make setup" >&2; exit 1; }
+	$(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS)
+
+ifeq ($(filter $(BOARD),$(BOARDS)),)
+firmware:
+	@echo "make firmware: unknown BOARD=$(BOARD); known boards: $(BOARDS)" >&2; exit 2
+else
+firmware: firmware-$(BOARD)
+endif
+
+check-micropython:
+	@test -e $(MICROPY_DIR)/py/mpconfig.h || { \
+		echo "no MicroPython source at $(MICROPY_DIR); run: make setup (or pass MICROPY_DIR=/path/to/micropython)" >&2; \
+		exit 1; }
+
+# Always descend into the port: its own dependency tracking rebuilds exactly what changed
+# (including edits to native_modules/edgetune/*.c) and is a ~0.2 s no-op otherwise.
+firmware-unix: check-micropython
+	$(MAKE) -C $(MICROPY_DIR)/ports/unix -j$(JOBS) $(UNIX_MAKE_ARGS)
+	@cmp -s $(UNIX_BUILD)/obj/micropython $(UNIX_BUILD)/micropython || \
+		{ cp $(UNIX_BUILD)/obj/micropython $(UNIX_BUILD)/micropython.tmp && \
+		  mv $(UNIX_BUILD)/micropython.tmp $(UNIX_BUILD)/micropython && \
+		  echo "firmware: $(UNIX_BUILD)/micropython"; }
+
+clean:
+	rm -rf build/unix build/scratch

@@ -1,0 +1,18 @@
+# The edgetune user C module for make-based MicroPython ports (unix, qemu, ...).
+# Build with: make -C $(MICROPY_DIR)/ports/<port> USER_C_MODULES=<dir that holds edgetune/>
+# The same source list is in micropython.cmake (rp2, esp32).
+
+EDGETUNE_MOD_DIR := $(USERMOD_DIR)
+
+# Bindings, the .etm parser/arena planner and the plain-C99 kernels, picked up by wildcard so
+# a new kernel file needs no edit here.
+EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/modedgetune.c $(EDGETUNE_MOD_DIR)/model.c $(EDGETUNE_MOD_DIR)/kernels/*.c))
+
+SRC_USERMOD_C += $(EDGETUNE_SRC_C)
+CFLAGS_USERMOD += -I$(EDGETUNE_MOD_DIR) -I$(EDGETUNE_MOD_DIR)/kernels
+
+# Arithmetic contract (ARCHITECTURE.md §3): no FMA contraction in our sources, so float code
+# gives the same bits as the numpy twin on every ISA. Applied per object file (the object
+# paths mirror how py/py.mk names user-module objects), not to the rest of MicroPython.
+EDGETUNE_OBJ := $(addprefix $(BUILD)/,$(patsubst $(USER_C_MODULES)/%.c,%.o,$(EDGETUNE_SRC_C)))
+$(EDGETUNE_OBJ): CFLAGS += -ffp-contract=off
