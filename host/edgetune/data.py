@@ -254,12 +254,14 @@ def rotate(recs: Sequence[Recording], r: np.ndarray) -> list[Recording]:
     r = np.asarray(r, np.float64)
     if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-9) or np.linalg.det(r) < 0:
         raise ValueError("rotation must be a proper 3x3 rotation matrix")
-    out = []
-    for rec in recs:
-        x = rec.x.astype(np.float64)
-        y = np.concatenate([x[:, :3] @ r.T, x[:, 3:] @ r.T], axis=1).astype(np.float32)
-        out.append(replace(rec, x=y, name=rec.name + "+rot"))
-    return out
+    return [replace(rec, x=rotate_array(rec.x, r), name=rec.name + "+rot") for rec in recs]
+
+
+def rotate_array(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Rotate (..., 6) samples: accel (channels 0-2) and gyro (3-5) both become R @ v."""
+    x64 = np.asarray(x, np.float64)
+    r = np.asarray(r, np.float64)
+    return np.concatenate([x64[..., :3] @ r.T, x64[..., 3:] @ r.T], axis=-1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- scenarios

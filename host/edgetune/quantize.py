@@ -41,13 +41,14 @@ def convert(model: Any, representative: np.ndarray) -> bytes:
 
 
 def io_quant(tflite: bytes) -> tuple[tuple[float, int], tuple[float, int], tuple[int, ...]]:
-    """((input scale, zp), (output scale, zp), input shape) read from the flatbuffer."""
-    import tensorflow as tf
+    """((input scale, zp), (output scale, zp), input shape) as the tflite-micro interpreter sees them."""
+    from tflite_micro.python.tflite_micro import runtime
 
-    it = tf.lite.Interpreter(model_content=tflite)
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    return ((float(i["quantization"][0]), int(i["quantization"][1])),
-            (float(o["quantization"][0]), int(o["quantization"][1])), tuple(int(d) for d in i["shape"]))
+    it = runtime.Interpreter.from_bytes(tflite)
+    i, o = it.get_input_details(0), it.get_output_details(0)
+    qi, qo = i["quantization_parameters"], o["quantization_parameters"]
+    return ((float(qi["scales"][0]), int(qi["zero_points"][0])),
+            (float(qo["scales"][0]), int(qo["zero_points"][0])), tuple(int(d) for d in i["shape"]))
 
 
 def metadata(sc: data.Scenario, tflite: bytes, extra: dict[str, Any] | None = None) -> dict[str, Any]:
