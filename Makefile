@@ -36,7 +36,9 @@ setup:
 
 test: firmware-unix
 	@test -x $(PYTHON) || { echo "make test: no .venv; run: make setup" >&2; exit 1; }
-	$(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS)
+	@set +e; $(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$rc
 
 ifeq ($(filter $(BOARD),$(BOARDS)),)
 firmware:

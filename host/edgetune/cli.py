@@ -11,6 +11,7 @@ import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "emulate": ("edgetune.emulate", "run a MicroPython script on an emulated board (unix port)"),
     "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
     "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
     "quantize": ("edgetune.quantize", "full-integer int8 TFLite conversion plus export metadata"),
