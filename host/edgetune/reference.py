@@ -235,21 +235,31 @@ def average_pool_2d(x: np.ndarray, *, filter_h: int, filter_w: int, stride_h: in
     return np.clip(_c_div_round(acc, count), act_min, act_max).astype(np.int8)
 
 
+MEAN_REQUANT, MEAN_PLAIN = 0, 1  # Layer.p0 of a MEAN layer (see prepare.mean_params)
+
+
 def mean(x: np.ndarray, *, input_offset: int, output_offset: int, multiplier: int, shift: int, p0: int,
          act_min: int = -128, act_max: int = 127) -> np.ndarray:
-    """Global average over H and W of (N, H, W, C) → (N, C), as TFLM's int8 MEAN kernel.
+    """Global average over H and W of (N, H, W, C) -> (N, C), as TFLM's int8 MEAN kernel.
 
-    Integer path of reference_integer_ops::Mean: acc = sum(x + input_offset) over the H*W
-    positions (channel-outer, int32 accumulator); acc = MultiplyByQuantizedMultiplier(acc,
-    multiplier, shift) with multiplier/shift = QuantizeMultiplier(s_in / s_out); then divide by
-    the element count p0 = H*W rounding half away from zero; add the output offset; clamp.
+    sum = the int32 sum of the raw int8 values of a channel over the n = H*W positions; then, by
+    mode p0 (prepare.mean_params is normative):
+    - MEAN_REQUANT (reference QuantizedMeanOrSum): out = clamp(MultiplyByQuantizedMultiplier(
+      sum + input_offset * n, multiplier, shift) + output_offset) with the 1/n already folded
+      into multiplier/shift on the host;
+    - MEAN_PLAIN (reference Mean, input and output quantization identical): out = sum / n with C
+      division (truncating toward zero), clamped.
     """
-    n, h, w, c = x.shape
-    count = h * w if p0 == 0 else p0
-    acc = (x.astype(np.int64) + input_offset).sum(axis=(1, 2))
-    acc = multiply_by_quantized_multiplier(wrap_int32(acc), multiplier, shift)
-    acc = _c_div_round(acc, count) + output_offset
-    return np.clip(acc, act_min, act_max).astype(np.int8)
+    n_pos = x.shape[1] * x.shape[2]
+    total = wrap_int32(x.astype(np.int64).sum(axis=(1, 2)))
+    if p0 == MEAN_PLAIN:
+        out = np.where(total >= 0, total // n_pos, -((-total) // n_pos))
+    elif p0 == MEAN_REQUANT:
+        acc = wrap_int32(total + input_offset * n_pos)
+        out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
+    else:
+        raise ValueError(f"mean: unknown mode p0={p0}")
+    return np.clip(out, act_min, act_max).astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------
