@@ -1,0 +1,50 @@
+/*
+ * FULLY_CONNECTED, int8 activations and per-output-channel int8 weights.
+ * Arithmetic of TFLM reference_integer_ops::FullyConnectedPerChannel (a per-tensor
+ * weight scale is stored as the same multiplier repeated for every channel,
+ * which gives exactly reference_integer_ops::FullyConnected with weights_offset 0).
+ */
+#include "et_kernels.h"
+#include "et_requant.h"
+
+/*
+ * et_fully_connected_s8 - matrix-vector product with per-channel requantization.
+ *
+ * out[b,oc] = clamp(MBQM(sum_d w[oc,d] * (in[b,d] + input_offset) + bias[oc],
+ *                        mult[oc], shift[oc]) + output_offset, act_min, act_max)
+ *
+ * params        input/output offsets and the clamp
+ * quant         output_depth multipliers and shifts
+ * batches       number of rows of input (1 for the .etm chain)
+ * accum_depth   K, elements per input row;  input: batches*K values
+ * output_depth  C_out;  filter: (C_out, K) row-major weights
+ * bias          C_out int32 values, or NULL for no bias
+ * output        batches*C_out values, written
+ *
+ * Buffers: input and output must not overlap. No scratch buffer is needed.
+ * Returns ET_OK, or ET_ERR_ARG for non-positive sizes.
+ */
+et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
+    int32_t batches, int32_t accum_depth, const int8_t *input,
+    int32_t output_depth, const int8_t *filter,
+    const int32_t *bias, int8_t *output) {
+    if (batches < 1 || accum_depth < 1 || output_depth < 1) {
+        return ET_ERR_ARG;
+    }
+    for (int32_t b = 0; b < batches; ++b) {
+        const int8_t *in_b = input + (size_t)b * accum_depth;
+        for (int32_t oc = 0; oc < output_depth; ++oc) {
+            const int8_t *w = filter + (size_t)oc * accum_depth;
+            int32_t acc = 0;
+            for (int32_t d = 0; d < accum_depth; ++d) {
+                acc += (int32_t)w[d] * ((int32_t)in_b[d] + params->input_offset);
+            }
+            if (bias) {
+                acc = (int32_t)((uint32_t)acc + (uint32_t)bias[oc]); /* wraps like TFLM, defined in C */
+            }
+            output[(size_t)b * output_depth + oc] = et_requantize_s8(acc, quant->multiplier[oc], quant->shift[oc],
+                params->output_offset, params->act_min, params->act_max);
+        }
+    }
+    return ET_OK;
+}

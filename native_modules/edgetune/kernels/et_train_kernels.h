@@ -1,0 +1,72 @@
+/*
+ * Public declarations of the edgetune training kernels (docs/training.md is
+ * the normative arithmetic): the loss and its gradient at the logits, the
+ * activation masks, the transposed (input-gradient) ops, the weight/bias
+ * gradient sums and the QAS / int8-SGD update with fractional residuals.
+ *
+ * Gradients are int16 with one float32 scale per tensor; accumulators are
+ * int32 (the bounds of docs/training.md §4b are checked by the caller, once,
+ * when the model is built). None of the kernels allocates memory; every buffer
+ * is passed in by the caller (train.c carves them out of the training arena).
+ */
+#ifndef EDGETUNE_ET_TRAIN_KERNELS_H
+#define EDGETUNE_ET_TRAIN_KERNELS_H
+
+#include "et_types.h"
+
+/*
+ * The weights of a layer as the training forward/backward sees them: int8
+ * weights in the .etm (flash), of which some output channels may have a RAM
+ * copy that training updates. map == NULL means no RAM copy at all.
+ */
+typedef struct {
+    const int8_t *flash; /* the .etm weights, storage order */
+    const int16_t *map;  /* C_out entries: slot of the channel in ram, or -1 */
+    const int8_t *ram;   /* slot-major: slot s holds per_channel weights in storage order */
+    int32_t per_channel; /* weights per output channel (KH*KW*C_in, KH*KW or K) */
+} et_weights_t;
+
+/* --- loss (et_softmax_xent_f32.c) --- */
+float et_softmax_xent_f32(const int8_t *logits, int32_t n_classes, float scale, int32_t zero_point,
+    int32_t label, float *work, int16_t *grad, float *grad_scale);
+
+/* --- masks (et_relu_grad_s8.c) --- */
+void et_relu_mask_s8(const int8_t *y, int32_t n, int32_t act_min, int32_t act_max, uint8_t *mask);
+void et_relu_grad_s16(int16_t *grad, int32_t n, const uint8_t *mask);
+
+/* --- per-channel scale folding and requantization (et_grad_requant.c, et_grad_fold_s16.c) --- */
+void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *ratio,
+    int16_t *out);
+float et_grad_requant_s32(int32_t *acc, int32_t n, float acc_scale);
+
+/* --- input gradients (transposed ops) --- */
+void et_fully_connected_grad_s8(const int16_t *h, int32_t output_depth, int32_t accum_depth,
+    const et_weights_t *weights, int32_t *acc);
+void et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *filter_dims, const et_weights_t *weights,
+    const et_dims_t *output_dims, const int16_t *h, int32_t *acc);
+void et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *filter_dims, const et_weights_t *weights,
+    const et_dims_t *output_dims, const int16_t *h, int32_t *acc);
+void et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const int8_t *input, const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
+void et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
+void et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int32_t *acc);
+
+/* --- weight gradient sums (et_weight_grad_s8.c) --- */
+int64_t et_bias_grad_s16(const int16_t *grad, int32_t positions, int32_t channels, int32_t c);
+int64_t et_conv_weight_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const int8_t *input, const et_dims_t *filter_dims, const et_dims_t *output_dims,
+    const int16_t *grad, int32_t c, int32_t k);
+int64_t et_depthwise_conv_weight_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const int8_t *input, const et_dims_t *filter_dims, const et_dims_t *output_dims,
+    const int16_t *grad, int32_t c, int32_t k);
+
+/* --- updates (et_update.c) --- */
+float et_update_factor(float base, float scale, int qas);
+int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *velocity, int16_t *residual);
+int8_t et_update_apply_s8(int8_t w, int32_t n);
+int32_t et_update_apply_s32(int32_t b, int32_t n);
+
+#endif /* EDGETUNE_ET_TRAIN_KERNELS_H */
