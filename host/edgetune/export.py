@@ -262,52 +262,59 @@ def _check_multipliers(who: str, mult: np.ndarray, shift: np.ndarray) -> None:
 
 
 def _walk_chain(G: _Graph) -> list[int]:
-    """Operator indices from the model input to the model output (side shape ops excluded)."""
+    """Operator indices from the model input to the model output, found by walking back from the
+    output through each operator's data input (input 0). Operands at other positions (weights,
+    bias, a RESHAPE's shape, MEAN's axes) are not part of the chain."""
     g = G.g
-    cur, out = int(g.inputs[0]), int(g.outputs[0])
+    cur, tin = int(g.outputs[0]), int(g.inputs[0])
     chain: list[int] = []
-    seen: set[int] = set()
-    while True:
-        data_consumers = [k for k, pos in G.consumers.get(cur, []) if G.opname(k) != "SHAPE"]
-        if not data_consumers:
-            if cur != out:
-                raise ValueError(f"the operators do not form a chain: {G.desc(cur)} is not consumed by any "
-                                 f"operator but the model output is {G.desc(out)}")
-            return chain
-        if len(data_consumers) > 1:
-            ks = ", ".join(G.where(k) for k in data_consumers)
-            raise ValueError(f"the operators do not form a chain: {G.desc(cur)} feeds {ks}")
-        k = data_consumers[0]
-        op = g.operators[k]
-        if int(op.inputs[0]) != cur:
-            raise ValueError(f"the operators do not form a chain: {G.where(k)} reads {G.desc(cur)} "
-                             f"as input {[int(x) for x in op.inputs].index(cur)}, not as its data input")
-        if k in seen:
+    while cur != tin:
+        k = G.producer.get(cur)
+        if k is None:
+            raise ValueError(f"the operators do not form a chain from the model input to the output: "
+                             f"{G.desc(cur)} is not computed from the model input")
+        if k in chain:
             raise ValueError(f"the operators do not form a chain: {G.where(k)} reached twice")
-        seen.add(k)
+        op = g.operators[k]
+        if op.inputs is None or len(op.inputs) == 0 or op.outputs is None or len(op.outputs) != 1:
+            raise ValueError(f"{G.where(k)} must have a data input and exactly one output")
         chain.append(k)
-        if op.outputs is None or len(op.outputs) != 1:
-            raise ValueError(f"{G.where(k)} must have exactly one output")
-        if cur == out:
-            raise ValueError(f"the model output {G.desc(out)} is consumed by {G.where(k)}")
-        cur = int(op.outputs[0])
+        cur = int(op.inputs[0])
+    chain.reverse()
+    return chain
 
 
 def _check_side_ops(G: _Graph, chain: list[int]) -> None:
-    """Every operator off the chain must be int32 shape arithmetic feeding a RESHAPE's shape."""
+    """Operators off the chain may only compute the shape operand of a chain RESHAPE (what Keras
+    `Flatten` emits for a dynamic batch: SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE). Chain
+    activations must not feed anything else."""
     on_chain = set(chain)
-    for k, op in enumerate(G.g.operators or []):
-        if k in on_chain:
-            continue
+    side = [k for k in range(len(G.g.operators or [])) if k not in on_chain]
+    side_set = set(side)
+    for k in side:
         name = G.opname(k)
-        outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-        if name not in _SHAPE_OPS or any(G.ttype(i) not in ("INT32", "INT64") for i in outs):
+        op = G.g.operators[k]
+        if name not in _SHAPE_OPS and name not in _NOOP_OPS:
             raise ValueError(f"the operators do not form a chain: {G.where(k)} is not on the path "
                              "from the model input to the model output")
-        for i in outs:
+        for i in (int(x) for x in (op.outputs if op.outputs is not None else [])):
+            if i == int(G.g.outputs[0]):
+                raise ValueError(f"{G.where(k)} writes the model output but is off the chain")
             for kk, pos in G.consumers.get(i, []):
-                if kk in on_chain and not (G.opname(kk) in _NOOP_OPS and pos == 1):
-                    raise ValueError(f"{G.where(kk)} takes a computed input from {G.where(k)}; not supported")
+                if kk in side_set:
+                    continue
+                if not (G.opname(kk) in _NOOP_OPS and pos == 1):
+                    raise ValueError(f"the operators do not form a chain: {G.where(kk)} reads the output "
+                                     f"of {G.where(k)}, which is not on the path from the model input")
+    # each chain activation is read as data by exactly its chain successor (side shape ops aside)
+    for n, k in enumerate(chain):
+        i = int(G.g.operators[k].outputs[0])
+        for kk, pos in G.consumers.get(i, []):
+            if kk in side_set and G.opname(kk) in ("SHAPE",) + tuple(_NOOP_OPS):
+                continue
+            if n + 1 < len(chain) and kk == chain[n + 1] and pos == 0:
+                continue
+            raise ValueError(f"the operators do not form a chain: {G.desc(i)} also feeds {G.where(kk)}")
 
 
 def tflite_to_etm(tflite: bytes, meta: dict | None = None) -> EtmModel:
@@ -497,7 +504,7 @@ def tflite_to_etm(tflite: bytes, meta: dict | None = None) -> EtmModel:
             prepare.check_multiplier(who, mp.multiplier, mp.shift)
             ly.multipliers = np.array([mp.multiplier], np.int32)
             ly.shifts = np.array([mp.shift], np.int32)
-            ly.p0 = mp.mode
+            ly.p0 = mp.p0
             ly.output = new_act(i_out, (1, 1, 1, c))
         layers.append(ly)
 

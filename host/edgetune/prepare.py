@@ -37,11 +37,6 @@ TFL_ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH",
 # TFLite Padding codes (schema.fbs)
 PADDING_SAME, PADDING_VALID = 0, 1
 
-# MEAN modes stored in Layer.p0
-MEAN_REQUANT = 0  # out = clamp(MBQM(sum - in_zp*N, mult, shift) + out_zp)
-MEAN_PLAIN = 1  # out = trunc(sum / N)   (input and output quantization identical)
-
-
 def round_half_away(x: float) -> int:
     """C `std::round` / TFLM `TfLiteRound`: nearest integer, halves away from zero (exact)."""
     a = abs(x)
@@ -239,40 +234,38 @@ class MeanParams:
 
     multiplier: int
     shift: int
-    mode: int  # MEAN_REQUANT or MEAN_PLAIN, stored in Layer.p0
+    p0: int = 0  # reserved: TFLM has a single int8 MEAN path; stored as Layer.p0
 
 
 def mean_params(in_scale: float, in_zp: int, out_scale: float, out_zp: int,
                 num_elements: int) -> MeanParams:
     """Prepare + the Eval-time constant folding of TFLM's int8 MEAN.
 
-    Mirrors reduce_common.cc `PrepareMeanOrSumHelper` / `EvalIntegerMean` and
-    kernels/internal/reference/reduce.h `Mean` / `QuantizedMeanOrSum` (compute_sum = false).
-    With N = H*W elements per channel (the reduced axes) and sum = Σ int8 inputs (int32):
+    Mirrors micro/kernels/reduce_common.cc `PrepareMeanOrSumHelper` (Prepare) and
+    `EvalIntegerMean` -> micro/kernels/internal/reference/reduce.h `QuantizedMeanOrSum` with
+    compute_sum = false (Eval). With N = H*W elements per channel (the reduced axes):
 
-    * MEAN_PLAIN, chosen when `in_zp == out_zp and float(in_scale) == float(out_scale)`
-      (reference `Mean<int8_t, int32_t>`):
-          out = (int8)(sum / N)          C division, truncating toward zero; no clamp needed.
-      multiplier/shift are stored but unused.
+        (m0, s0) = QuantizeMultiplier(double(in_scale) / double(out_scale))          [Prepare]
+        k = floor(log2(N)) (= 63 - clz64(N));  k = min(k, 32);  k = min(k, 31 + s0)
+        multiplier = (int32)(((int64)m0 << k) / N);   shift = s0 - k                 [Eval]
 
-    * MEAN_REQUANT otherwise (reference `QuantizedMeanOrSum`):
-          (m0, s0) = QuantizeMultiplier(double(in_scale) / double(out_scale))      [Prepare]
-          k = floor(log2(N)) = 63 - clz64(N);  k = min(k, 32);  k = min(k, 31 + s0)
-          multiplier = (int32)(((int64)m0 << k) / N);  shift = s0 - k             [Eval; folded here]
-          out = clamp(MultiplyByQuantizedMultiplier(sum - in_zp * N, multiplier, shift) + out_zp,
-                      -128, 127)
-      (MultiplyByQuantizedMultiplier with double rounding, as for conv; int32 arithmetic.)
+    and for every channel c, with sum = the int32 sum of the N int8 inputs of channel c:
 
-    The .etm stores `multiplier`/`shift` (n_mult = 1), `p0 = mode`, input_offset = -in_zp,
-    output_offset = out_zp; N comes from the input shape.
+        out[c] = clamp(MultiplyByQuantizedMultiplier(sum - in_zp * N, multiplier, shift)
+                       + out_zp, -128, 127)
+
+    (MultiplyByQuantizedMultiplier with double rounding, int32 input, as for conv). The Eval
+    folding depends only on N, so it is done here: the .etm stores `multiplier`/`shift`
+    (n_mult = 1), p0 = 0, input_offset = -in_zp, output_offset = out_zp; the kernel takes N from
+    the input shape. Older TFLM versions had a second path (`reference_ops::Mean`, truncating
+    `sum / N`) when input and output quantization were identical; the installed tflite-micro
+    (0.dev20261023) uses the path above in that case too (checked against the interpreter).
     """
     if num_elements < 1:
         raise ValueError("MEAN over an empty axis")
     m0, s0 = quantize_multiplier(float(_f32(in_scale)) / float(_f32(out_scale)))
-    if int(in_zp) == int(out_zp) and _f32(in_scale) == _f32(out_scale):
-        return MeanParams(m0, s0, MEAN_PLAIN)
     k = num_elements.bit_length() - 1
     k = min(k, 32)
     k = min(k, 31 + s0)
     mult = (m0 << k) // num_elements
-    return MeanParams(int(np.int32(mult)), s0 - k, MEAN_REQUANT)
+    return MeanParams(int(mult), s0 - k, 0)
