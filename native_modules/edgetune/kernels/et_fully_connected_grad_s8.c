@@ -1,0 +1,34 @@
+/*
+ * FULLY_CONNECTED backward: gradient w.r.t. the input (docs/training.md §4b).
+ */
+#include "et_train_kernels.h"
+
+/*
+ * et_fully_connected_grad_s8 - acc[k] = sum_c w[c, k] * h[c].
+ *
+ * h             output_depth int16 folded output gradients
+ * accum_depth   K, the input size
+ * weights       (C_out, K) weights as the forward used them (RAM copies of
+ *               the trained channels take precedence over flash)
+ * acc           accum_depth int32, written (|acc| < 32767 * 127 * C_out,
+ *               which the caller bounds below 2^31)
+ */
+void et_fully_connected_grad_s8(const int16_t *h, int32_t output_depth, int32_t accum_depth,
+    const et_weights_t *weights, int32_t *acc) {
+    for (int32_t k = 0; k < accum_depth; ++k) {
+        acc[k] = 0;
+    }
+    for (int32_t c = 0; c < output_depth; ++c) {
+        const int32_t hc = h[c];
+        if (hc == 0) {
+            continue;
+        }
+        const int8_t *w = weights->flash + (size_t)c * accum_depth;
+        if (weights->map && weights->map[c] >= 0) {
+            w = weights->ram + (size_t)weights->map[c] * weights->per_channel;
+        }
+        for (int32_t k = 0; k < accum_depth; ++k) {
+            acc[k] += (int32_t)w[k] * hc;
+        }
+    }
+}
