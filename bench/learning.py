@@ -1,0 +1,346 @@
+"""Learning-quality benchmark: personalization on a shifted domain of the real watch data.
+
+    python bench/learning.py [--scenario rotation] [--seeds 5] [--out build/bench]
+
+writes build/bench/learning.json and build/bench/learning.png. For every seed it pre-trains a
+model of the zoo on the scenario's source domain (cached under OUT/learning_models/), quantizes
+it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
+
+- no adaptation (fp32 Keras model, and the int8 .etm through the numpy forward twin);
+- fp32 fine-tuning in TensorFlow of a scheme: classifier only / biases + classifier /
+  sparse (biases of all layers + classifier + half the output channels of the last conv,
+  channels picked by the device's l1 criterion on the int8 weights, docs/training.md §1) /
+  full (every weight, a reference ceiling);
+- int8 on-device fine-tuning (QAS and plain int8 SGD) of the same schemes: see
+  `int8_rows`, the hook the numpy training twin plugs into.
+
+Same adaptation samples (k per class from the shifted domain's fit region, drawn with the
+seed), same number of steps (`--adapt-epochs` passes over them), batch 1 (one sample per step,
+as on the device), plain SGD without momentum, sample order drawn with the seed. The learning
+rate of each scheme is picked from a grid by the mean accuracy over seeds on the fit-val region
+(never trained on); accuracies are reported on the eval region (disjoint in time from both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ logging drowns the table
+
+from edgetune import data  # noqa: E402
+
+LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+SCHEMES = ("classifier", "bias+classifier", "sparse", "full")
+INT8_MODES = ("int8 QAS", "int8 SGD")
+
+
+@dataclass
+class SeedRun:
+    """Everything one seed's adaptation needs: the pre-trained models and the samples."""
+
+    seed: int
+    run_dir: str
+    etm_path: str
+    tflite_path: str
+    meta: dict[str, Any]
+    fit_idx: np.ndarray  # indices into scenario.shift_fit
+    order: np.ndarray  # (steps,) indices into fit_idx: the SGD sample order
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "values": [float(x) for x in v]}
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def prepare_seed(sc: data.Scenario, cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> SeedRun:
+    """Pre-train (cached), quantize and export the model of one seed; draw its samples."""
+    from edgetune import cli, pretrain, quantize
+
+    tag = f"{sc.name}_{args.variant}_e{args.epochs}_s{seed}"
+    d = os.path.join(args.out, "learning_models", tag)
+    tfl, etm = os.path.join(d, "model.tflite"), os.path.join(d, "model.etm")
+    if not os.path.exists(os.path.join(d, "result.json")):
+        m, hist = pretrain.pretrain(sc, args.variant, args.epochs, seed, progress=not args.no_progress)
+        pretrain.save_run(d, m, sc, hist, cfg, {"variant": args.variant, "epochs": args.epochs, "seed": seed,
+                                                "batch": pretrain.DEFAULTS["batch"], "lr": pretrain.DEFAULTS["lr"]})
+    if not os.path.exists(etm):
+        quantize.quantize_run(d, tfl)
+        if cli.main(["export", tfl, "-o", etm, "--meta", quantize.meta_path(tfl)]) != 0:
+            raise RuntimeError(f"export of {tfl} failed")
+    with open(quantize.meta_path(tfl)) as f:
+        meta = json.load(f)
+    fit_idx = data.per_class_sample(sc.shift_fit, args.k, seed)
+    steps = args.adapt_epochs * len(fit_idx)
+    rng = np.random.default_rng(1000 + seed)
+    order = np.concatenate([rng.permutation(len(fit_idx)) for _ in range(args.adapt_epochs)])[:steps]
+    return SeedRun(seed, d, etm, tfl, meta, fit_idx, order)
+
+
+def keras_weight_layers(model: Any) -> list[Any]:
+    return [ly for ly in model.layers if any(w.path.endswith("kernel") for w in ly.weights)]
+
+
+def l1_channels(etm_path: str, weight_layer: int, ratio_den: int) -> list[int]:
+    """The device's channel choice (docs/training.md §1): largest sum |w_q|, ties to the lower index."""
+    from edgetune.modelfile import NONE, OP_DEPTHWISE_CONV_2D, read_etm
+
+    with open(etm_path, "rb") as f:
+        em = read_etm(f.read())
+    wl = [ly for ly in em.layers if ly.weight != NONE]
+    ly = wl[weight_layer]
+    w = em.tensors[ly.weight].data.astype(np.int64)
+    per = np.abs(w).reshape(-1, w.shape[-1]).sum(0) if ly.op == OP_DEPTHWISE_CONV_2D else np.abs(w).reshape(w.shape[0], -1).sum(1)
+    n_sel = max(1, len(per) // ratio_den)
+    picked = sorted(range(len(per)), key=lambda c: (-per[c], c))[:n_sel]
+    return sorted(picked)
+
+
+def scheme_masks(model: Any, scheme: str, etm_path: str) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """Per trainable variable a 0/1 mask (same shape), the trainable count and a description."""
+    wls = keras_weight_layers(model)
+    last_conv = max(i for i, ly in enumerate(wls) if ly is not wls[-1])
+    masks, desc = [], {"layers": {}}
+    for v in model.trainable_variables:
+        lname = v.path.split("/")[0]
+        li = [ly.name for ly in wls].index(lname)
+        is_bias = v.path.endswith("bias")
+        m = np.zeros(v.shape, np.float32)
+        if scheme == "full" or li == len(wls) - 1:
+            m[...] = 1
+        elif scheme in ("bias+classifier", "sparse") and is_bias:
+            m[...] = 1
+        elif scheme == "sparse" and li == last_conv and not is_bias:
+            ch = l1_channels(etm_path, li, 2)
+            m[..., ch] = 1  # Keras kernels keep the output channel last
+            desc["sparse_layer"], desc["sparse_channels"] = lname, ch
+        elif scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}")
+        masks.append(m)
+        if m.any():
+            desc["layers"].setdefault(lname, []).append(f"{'bias' if is_bias else 'kernel'}:{int(m.sum())}")
+    return masks, int(sum(m.sum() for m in masks)), desc
+
+
+# ----------------------------------------------------------------------------- fp32 fine-tuning
+
+
+class FloatTuner:
+    """SGD (batch 1, no momentum) on a Keras model with per-variable gradient masks, in one tf.function."""
+
+    def __init__(self, model: Any):
+        import tensorflow as tf
+
+        self.tf, self.model = tf, model
+        self.w0 = [np.array(w) for w in model.get_weights()]
+        self.masks = [tf.Variable(np.zeros(v.shape, np.float32), trainable=False) for v in model.trainable_variables]
+        import keras
+
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function(reduce_retracing=True)
+        def run(x, y, order, lr):
+            for i in tf.range(tf.shape(order)[0]):
+                j = order[i]
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y[j:j + 1], model(x[j:j + 1], training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                for v, g, m in zip(model.trainable_variables, grads, self.masks):
+                    v.assign_sub(lr * g * m)
+            return loss
+
+        self._run = run
+
+    def tune(self, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray, order: np.ndarray, lr: float) -> None:
+        tf = self.tf
+        self.model.set_weights(self.w0)
+        for var, m in zip(self.masks, masks):
+            var.assign(m)
+        self._run(tf.constant(x), tf.constant(y.astype(np.int32)), tf.constant(order.astype(np.int32)), tf.constant(lr, tf.float32))
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        logits = self.model(x, training=False)
+        return float(np.mean(np.argmax(np.asarray(logits), 1) == y))
+
+
+# ----------------------------------------------------------------------------- int8 hook
+
+
+def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """HOOK for the int8 on-device rows (numpy training twin, host/edgetune/training.py).
+
+    To fill in, for each mode in INT8_MODES ("int8 QAS", "int8 SGD") and each scheme in
+    SCHEMES[:3]: for every lr in the grid and every SeedRun r, load r.etm_path, build the scheme
+    (the sparse channels are `l1_channels(r.etm_path, last_conv, 2)`, the classifier always
+    trains), train on the int8 fit windows `int8_windows(sc, sc.shift_fit.take(r.fit_idx), r.meta)`
+    one sample per step in the order r.order (len = steps), then measure accuracy on
+    int8_windows(sc, sc.shift_val, r.meta) (lr choice, mean over seeds) and on sc.shift_eval
+    (reported). Return rows shaped like the fp32 rows (see `tune_rows`).
+    Until the twin exists this returns the rows marked pending: no numbers are invented.
+    """
+    try:
+        import edgetune.training  # noqa: F401
+        have = True
+    except ImportError:
+        have = False
+    status = ("pending: bench/learning.py int8_rows is not wired to edgetune.training yet" if have
+              else "pending: numpy training twin (host/edgetune/training.py) not available")
+    return [{"name": s, "precision": mode, "status": status} for mode in INT8_MODES for s in SCHEMES[:3]]
+
+
+def int8_windows(sc: data.Scenario, w: data.Windows, meta: dict[str, Any]) -> np.ndarray:
+    from edgetune import quantize
+
+    return quantize.quantize_input(sc, w.x, meta["input_scale"], meta["input_zero_point"])
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def tune_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) -> list[dict[str, Any]]:
+    import keras
+
+    xv, yv = sc.norm.apply(sc.shift_val.x), sc.shift_val.y
+    xe, ye = sc.norm.apply(sc.shift_eval.x), sc.shift_eval.y
+    xs_fit = sc.norm.apply(sc.shift_fit.x)
+    # res[scheme][lr] = list over seeds of (val acc, eval acc)
+    res: dict[str, dict[float, list[tuple[float, float]]]] = {s: {lr: [] for lr in args.lrs} for s in args.schemes}
+    info: dict[str, Any] = {}
+    for r in runs:
+        model = keras.models.load_model(os.path.join(r.run_dir, "model.keras"), compile=False)
+        tuner = FloatTuner(model)
+        x, y = xs_fit[r.fit_idx], sc.shift_fit.y[r.fit_idx]
+        for s in args.schemes:
+            masks, n_train, desc = scheme_masks(model, s, r.etm_path)
+            info.setdefault(s, {"trainable_params": n_train, **desc})
+            for lr in args.lrs:
+                tuner.tune(masks, x, y, r.order, lr)
+                res[s][lr].append((tuner.accuracy(xv, yv), tuner.accuracy(xe, ye)))
+            print(f"  seed {r.seed} {s:<16} " + " ".join(f"{lr:g}:{res[s][lr][-1][1]:.3f}" for lr in args.lrs), flush=True)
+    rows = []
+    for s in args.schemes:
+        best = max(args.lrs, key=lambda lr: (np.mean([v for v, _ in res[s][lr]]), -lr))
+        rows.append({
+            "name": s, "precision": "fp32 (TensorFlow)", "lr": best,
+            "accuracy": stats([e for _, e in res[s][best]]),
+            "val_accuracy": stats([v for v, _ in res[s][best]]),
+            "lr_grid": {f"{lr:g}": {"val_mean": float(np.mean([v for v, _ in res[s][lr]])),
+                                    "eval_mean": float(np.mean([e for _, e in res[s][lr]]))} for lr in args.lrs},
+            **info[s],
+        })
+    return rows
+
+
+def no_adaptation_rows(sc: data.Scenario, runs: list[SeedRun]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import keras
+
+    from edgetune import reference
+    from edgetune.modelfile import read_etm
+
+    fp, i8, src = [], [], []
+    for r in runs:
+        m = keras.models.load_model(os.path.join(r.run_dir, "model.keras"), compile=False)
+        fp.append(float(np.mean(np.argmax(np.asarray(m(sc.norm.apply(sc.shift_eval.x))), 1) == sc.shift_eval.y)))
+        src.append(float(np.mean(np.argmax(np.asarray(m(sc.norm.apply(sc.test.x))), 1) == sc.test.y)))
+        with open(r.etm_path, "rb") as f:
+            em = read_etm(f.read())
+        q = reference.forward_batch(em, int8_windows(sc, sc.shift_eval, r.meta)).reshape(len(sc.shift_eval), -1)
+        i8.append(float(np.mean(np.argmax(q, 1) == sc.shift_eval.y)))
+    rows = [{"name": "no adaptation", "precision": "fp32 (TensorFlow)", "accuracy": stats(fp)},
+            {"name": "no adaptation", "precision": "int8 (.etm, numpy forward twin)", "accuracy": stats(i8)}]
+    return rows, {"source_test_accuracy": stats(src)}
+
+
+def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from edgetune import pretrain
+
+    cfg = pretrain.scenario_config({"scenario": name})
+    sc = pretrain.scenario_from_config(cfg)
+    t0 = time.time()
+    runs = [prepare_seed(sc, cfg, args, s) for s in range(args.seed0, args.seed0 + args.seeds)]
+    print(f"{name}: models ready ({time.time() - t0:.0f} s)", flush=True)
+    rows, extra = no_adaptation_rows(sc, runs)
+    rows += tune_rows(sc, runs, args)
+    rows += int8_rows(sc, runs, args)
+    return {
+        "scenario": name, "split": sc.info, "variant": args.variant, "pretrain_epochs": args.epochs,
+        "seeds": [r.seed for r in runs], **extra,
+        "adapt": {"k_per_class": args.k, "n_fit": int(len(runs[0].fit_idx)), "steps": int(len(runs[0].order)),
+                  "batch": 1, "optimizer": "SGD, no momentum, constant lr", "lr_grid": list(args.lrs),
+                  "lr_choice": "max mean accuracy over seeds on shift_val (fit-val region)",
+                  "n_val": len(sc.shift_val), "n_eval": len(sc.shift_eval)},
+        "rows": rows, "seconds": round(time.time() - t0, 1),
+    }
+
+
+def plot(results: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        rows = [r for r in res["rows"] if "accuracy" in r]
+        labels = [f"{r['name']}\n{r['precision'].split(' ')[0]}" + (f"\nlr {r['lr']:g}" if "lr" in r else "") for r in rows]
+        means = [r["accuracy"]["mean"] for r in rows]
+        stds = [r["accuracy"]["std"] for r in rows]
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=["#999", "#bbb"] + ["#4c72b0"] * (len(rows) - 2))
+        ax.axhline(res["source_test_accuracy"]["mean"], ls="--", color="k", lw=1, label="source domain (no shift)")
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy on shifted eval windows")
+        ax.set_title(f"{res['scenario']} shift, {res['variant']} model, {len(res['seeds'])} seeds, "
+                     f"{res['adapt']['n_fit']} samples x {res['adapt']['steps'] // max(1, res['adapt']['n_fit'])}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", default="rotation", help=f"comma list of {data.SCENARIOS} or 'all'")
+    p.add_argument("--variant", default="small")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seed0", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=30, help="pre-training epochs")
+    p.add_argument("--k", type=int, default=8, help="adaptation samples per class")
+    p.add_argument("--adapt-epochs", type=int, default=10, help="passes over the adaptation samples")
+    p.add_argument("--lrs", type=lambda s: tuple(float(v) for v in s.split(",")), default=LR_GRID)
+    p.add_argument("--schemes", type=lambda s: tuple(s.split(",")), default=SCHEMES)
+    p.add_argument("--out", default="build/bench")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    names = data.SCENARIOS if args.scenario == "all" else tuple(args.scenario.split(","))
+    os.makedirs(args.out, exist_ok=True)
+    results = [run_scenario(n, args) for n in names]
+    out = {"benchmark": "learning", "data": "seglearn smartwatch shoulder exercises (watch_dataset.npy, BSD-3)",
+           "scenarios": results}
+    with open(os.path.join(args.out, "learning.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    plot(results, os.path.join(args.out, "learning.png"))
+    for res in results:
+        print(f"\n{res['scenario']}: source-domain accuracy {res['source_test_accuracy']['mean']:.3f}")
+        for r in res["rows"]:
+            if "accuracy" in r:
+                a = r["accuracy"]
+                print(f"  {r['name']:<16} {r['precision']:<32} {a['mean']:.3f} ± {a['std']:.3f}" + (f"  lr {r['lr']:g}" if "lr" in r else ""))
+            else:
+                print(f"  {r['name']:<16} {r['precision']:<32} {r['status']}")
+    print(f"wrote {os.path.join(args.out, 'learning.json')} and learning.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
