@@ -215,6 +215,25 @@ def tflite_model(seed: int) -> bytes:
     return data
 
 
+def tflite_named(name: str, build, input_shape: tuple[int, ...], seed: int = 0) -> bytes:
+    """Convert a fixed Keras model `build()` (standard-normal calibration data), cached under
+    build/testmodels/ as `<name>.tflite`: for hand-written test models."""
+    path = CACHE / f"{name}.tflite"
+    if path.exists():
+        return path.read_bytes()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    calib = np.random.default_rng(seed).standard_normal((32, *input_shape)).astype(np.float32)
+    data = convert(build(), calib)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
+
+
 def tflite_models(seeds) -> dict[int, bytes]:
     return {s: tflite_model(s) for s in seeds}
 

@@ -268,16 +268,16 @@ def test_fully_connected_matches_loops():
                 assert got[n, c] == min(max(mbqm_c(acc, int(mult[c]), int(shift[c])) + out_off, -128), 127)
 
 
-def test_mean_modes():
+def test_mean_matches_loops():
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (2, 3, 5, 4)).astype(np.int8)
     s = x.astype(np.int64).sum(axis=(1, 2))
-    plain = ref.mean(x, input_offset=0, output_offset=0, multiplier=0, shift=0, p0=ref.MEAN_PLAIN)
-    assert np.array_equal(plain, np.vectorize(c_div)(s, 15))
     m, sh, in_off, out_off = 1431655765, -3, 17, -9
-    got = ref.mean(x, input_offset=in_off, output_offset=out_off, multiplier=m, shift=sh, p0=ref.MEAN_REQUANT)
+    got = ref.mean(x, input_offset=in_off, output_offset=out_off, multiplier=m, shift=sh)
     want = np.vectorize(lambda v: min(max(mbqm_c(int(v) + in_off * 15, m, sh) + out_off, -128), 127))(s)
     assert np.array_equal(got, want)
+    with pytest.raises(ValueError):
+        ref.mean(x, input_offset=0, output_offset=0, multiplier=m, shift=sh, p0=1)
 
 
 # ------------------------------------------------------------------ forward over a hand-built model
@@ -302,7 +302,7 @@ def _hand_model():
               input_offset=3, output_offset=-128, act_min=-128, act_max=127,
               multipliers=np.full(4, 1374389535, np.int32), shifts=np.full(4, -5, np.int32)),
         Layer(OP_MEAN, 3, 4, input_offset=128, output_offset=-100, multipliers=np.array([1288490189], np.int32),
-              shifts=np.array([-2], np.int32), p0=ref.MEAN_REQUANT),
+              shifts=np.array([-2], np.int32)),
         Layer(OP_FULLY_CONNECTED, 4, 6, weight=5, input_offset=100, output_offset=5,
               multipliers=np.full(3, 1145324612, np.int32), shifts=np.full(3, -10, np.int32)),
     ]

@@ -235,30 +235,22 @@ def average_pool_2d(x: np.ndarray, *, filter_h: int, filter_w: int, stride_h: in
     return np.clip(_c_div_round(acc, count), act_min, act_max).astype(np.int8)
 
 
-MEAN_REQUANT, MEAN_PLAIN = 0, 1  # Layer.p0 of a MEAN layer (see prepare.mean_params)
-
-
-def mean(x: np.ndarray, *, input_offset: int, output_offset: int, multiplier: int, shift: int, p0: int,
+def mean(x: np.ndarray, *, input_offset: int, output_offset: int, multiplier: int, shift: int, p0: int = 0,
          act_min: int = -128, act_max: int = 127) -> np.ndarray:
     """Global average over H and W of (N, H, W, C) -> (N, C), as TFLM's int8 MEAN kernel.
 
-    sum = the int32 sum of the raw int8 values of a channel over the n = H*W positions; then, by
-    mode p0 (prepare.mean_params is normative):
-    - MEAN_REQUANT (reference QuantizedMeanOrSum): out = clamp(MultiplyByQuantizedMultiplier(
-      sum + input_offset * n, multiplier, shift) + output_offset) with the 1/n already folded
-      into multiplier/shift on the host;
-    - MEAN_PLAIN (reference Mean, input and output quantization identical): out = sum / n with C
-      division (truncating toward zero), clamped.
+    TFLM's QuantizedMeanOrSum (compute_sum = false): with n = H*W and sum the int32 sum of the raw
+    int8 values of a channel, out = clamp(MultiplyByQuantizedMultiplier(sum + input_offset * n,
+    multiplier, shift) + output_offset). The 1/n is already folded into multiplier/shift on the
+    host (prepare.mean_params is normative); TFLM takes this path even when input and output
+    quantization are identical. p0 is reserved and must be 0.
     """
+    if p0 != 0:
+        raise ValueError(f"mean: p0 must be 0, got {p0}")
     n_pos = x.shape[1] * x.shape[2]
     total = wrap_int32(x.astype(np.int64).sum(axis=(1, 2)))
-    if p0 == MEAN_PLAIN:
-        out = np.where(total >= 0, total // n_pos, -((-total) // n_pos))
-    elif p0 == MEAN_REQUANT:
-        acc = wrap_int32(total + input_offset * n_pos)
-        out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
-    else:
-        raise ValueError(f"mean: unknown mode p0={p0}")
+    acc = wrap_int32(total + input_offset * n_pos)
+    out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
     return np.clip(out, act_min, act_max).astype(np.int8)
 
 
