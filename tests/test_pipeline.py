@@ -85,6 +85,19 @@ def test_export_matches_tflite_micro_on_test_windows(run, scenario):
     np.testing.assert_array_equal(got, want)
 
 
+def test_footprint_matches_the_exported_model(run, scenario):
+    # model.footprint (Keras-side budget) == memory.py's arena and the .etm's constant bytes
+    from edgetune import memory
+
+    m, _ = scenario
+    if not run["etm"].exists():
+        assert cli.main(["export", str(run["tflite"]), "-o", str(run["etm"]), "--meta", str(run["meta"])]) == 0
+    em = read_etm(run["etm"].read_bytes())
+    fp = model.footprint(m)
+    assert fp.arena_bytes == memory.inference_arena(em)
+    assert fp.weight_bytes == sum(t.nbytes for t in em.tensors if t.data is not None)
+
+
 def test_int8_model_keeps_float_accuracy(run, scenario):
     m, sc = scenario
     meta = json.loads(run["meta"].read_text())
