@@ -59,6 +59,92 @@ def inference_plan(model: EtmModel) -> list[tuple[int, int, int]]:
     return plan
 
 
-# Training arena (docs/training.md §6): work (inference ping-pong / gradient buffers), saved
-# activations and masks, trainable params + residuals (+ momentum), loss. To be added here as
-# `training_arena(model, scheme) -> int` with its per-region plan, reusing `inference_arena`.
+# ============================================================================================
+# Training arena (docs/training.md §6). Section owned by the training core (TRAINPY); the C
+# module (train.c) lays out its arena with exactly these rules.
+#   1. work    max(A, 8*G): inference ping-pong, then the two int32/int16 gradient buffers
+#   2. saved   per layer i = first..L-1: input copy (if needed), output mask (1 bit/element)
+#   3. params  per scheme entry: bias, channel map, weights, residuals, momentum
+#   4. loss    float32 per class
+# Every item starts at a multiple of 4 (sizes rounded up).
+# ============================================================================================
+
+from dataclasses import dataclass, field  # noqa: E402
+
+
+@dataclass
+class Region:
+    """One region of the training arena and its items (name, layer, offset, size)."""
+
+    name: str
+    offset: int
+    size: int
+    items: list[tuple[str, int, int, int]] = field(default_factory=list)
+
+
+def _needs_input(model: EtmModel, scheme, i: int) -> bool:
+    from .modelfile import OP_MAX_POOL_2D
+
+    e = scheme.entry(i)
+    return bool(e is not None and e.channels) or (model.layers[i].op == OP_MAX_POOL_2D and i > scheme.first)
+
+
+def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[str, int, int]]:
+    """(name, layer, aligned size) of the params region items in order (docs/training.md §6.3)."""
+    from .scheme import out_channels, per_channel
+
+    items = []
+    for e in scheme.entries:
+        c_out = out_channels(model, e.layer)
+        n_w = len(e.channels) * per_channel(model, e.layer)
+        n_b = c_out if e.bias else 0
+        if e.bias:
+            items.append(("bias", e.layer, align4(4 * c_out)))
+        if e.channels:
+            items.append(("channel_map", e.layer, align4(2 * c_out)))
+            items.append(("weights", e.layer, align4(n_w)))
+        items.append(("residuals", e.layer, align4(2 * (n_b + n_w))))
+        if momentum:
+            items.append(("momentum", e.layer, align4(4 * (n_b + n_w))))
+    return items
+
+
+def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Region]:
+    """The training arena's regions with their items; [] when nothing trains."""
+    first = scheme.first
+    if first is None:
+        return []
+    chain = activation_chain(model)
+    size = [model.tensors[t].size for t in chain]
+    n_layers = len(model.layers)
+    g_max = max(size[j] for j in range(first + 1, n_layers + 1))
+    work = Region("work", 0, max(inference_arena(model), 8 * g_max),
+                  [("activations", -1, 0, inference_arena(model)), ("grad0", -1, 0, 4 * g_max),
+                   ("grad1", -1, 4 * g_max, 4 * g_max)])
+    regions = [work]
+    off = work.size
+    saved = Region("saved", off, 0)
+    for i in range(first, n_layers):
+        if _needs_input(model, scheme, i):
+            saved.items.append(("input", i, off, align4(size[i])))
+            off += align4(size[i])
+        n = align4((size[i + 1] + 7) // 8)
+        saved.items.append(("mask", i, off, n))
+        off += n
+    saved.size = off - saved.offset
+    params = Region("params", off, 0)
+    for name, layer, n in params_items(model, scheme, momentum):
+        params.items.append((name, layer, off, n))
+        off += n
+    params.size = off - params.offset
+    n_cls = model.tensors[model.output].size
+    loss = Region("loss", off, align4(4 * n_cls), [("loss", -1, off, align4(4 * n_cls))])
+    return regions + [saved, params, loss]
+
+
+def training_arena(model: EtmModel, scheme, momentum: bool = False) -> int:
+    """Bytes of the training arena (docs/training.md §6); the inference arena when nothing trains."""
+    regions = training_layout(model, scheme, momentum)
+    if not regions:
+        return inference_arena(model)
+    return regions[-1].offset + regions[-1].size
