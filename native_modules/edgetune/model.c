@@ -255,11 +255,12 @@ static const char *check_layer(const et_model_t *m, unsigned i, const et_layer_t
                     l->bias, (long)out_c);
             }
         }
-        if (l->input_offset != -tin.zero_point || l->output_offset != tout.zero_point) {
-            return fail(e, MSG_PREFIX "offsets %ld/%ld do not match the zero points %ld/%ld of tensors %u/%u", i,
-                name, (long)l->input_offset, (long)l->output_offset, (long)tin.zero_point, (long)tout.zero_point,
-                l->input, l->output);
-        }
+    }
+    if ((has_weights || l->op == ET_OP_MEAN)
+        && (l->input_offset != -tin.zero_point || l->output_offset != tout.zero_point)) {
+        return fail(e, MSG_PREFIX "offsets %ld/%ld do not match the zero points %ld/%ld of tensors %u/%u", i,
+            name, (long)l->input_offset, (long)l->output_offset, (long)tin.zero_point, (long)tout.zero_point,
+            l->input, l->output);
     }
 
     switch (l->op) {
@@ -327,8 +328,8 @@ static const char *check_layer(const et_model_t *m, unsigned i, const et_layer_t
                 return fail(e, MSG_PREFIX "output shape (%u, %u, %u, %u) is not (1, 1, 1, %ld)", i, name,
                     tout.shape[0], tout.shape[1], tout.shape[2], tout.shape[3], (long)in_c);
             }
-            if (l->n_mult != 1 || l->p0 < 0) {
-                return fail(e, MSG_PREFIX "needs exactly 1 multiplier (has %u) and p0 >= 0 (is %ld)", i, name,
+            if (l->n_mult != 1 || l->p0 != 0) {
+                return fail(e, MSG_PREFIX "needs exactly 1 multiplier (has %u) and p0 = 0 (is %ld)", i, name,
                     l->n_mult, (long)l->p0);
             }
             break;
@@ -574,7 +575,7 @@ const int8_t *et_model_forward(const et_model_t *m, uint8_t *arena, const int8_t
             }
             case ET_OP_MEAN: {
                 const et_mean_params_t p = {
-                    l.input_offset, l.output_offset, l.multipliers[0], l.shifts[0], l.p0, l.act_min, l.act_max,
+                    l.input_offset, l.output_offset, l.multipliers[0], l.shifts[0], l.act_min, l.act_max,
                 };
                 st = et_mean_s8(&p, &din, x, y);
                 break;

@@ -68,13 +68,13 @@ typedef struct {
     int32_t act_max;
 } et_pool_params_t;
 
-/* MEAN over H and W (global average) parameters. */
+/* MEAN over H and W (global average) parameters, as host/edgetune/prepare.py
+ * mean_params computes them (TFLM QuantizedMeanOrSum with 1/N folded in). */
 typedef struct {
     int32_t input_offset;  /* -input zero point */
     int32_t output_offset; /* output zero point */
-    int32_t multiplier;    /* single requantization multiplier */
+    int32_t multiplier;    /* requantization multiplier with 1/(H*W) folded in */
     int32_t shift;
-    int32_t p0;            /* op parameter from the .etm, see et_mean_s8.c */
     int32_t act_min;
     int32_t act_max;
 } et_mean_params_t;
