@@ -78,11 +78,12 @@ def et_expf(x) -> np.ndarray:
     x = np.asarray(x, dtype=F32)
     k = round_sat(x * F32(1.44269504), LIM30)
     kf = k.astype(F32)
-    r = (x - kf * F32(0.693145752)) - kf * F32(1.42860677e-06)
-    p = r * _EXP_C[0]
-    for c in _EXP_C[1:-1]:
-        p = r * (c + p)
-    p = _EXP_C[-1] + p
+    with np.errstate(over="ignore", invalid="ignore"):  # only for x < -87, whose result is 0
+        r = (x - kf * F32(0.693145752)) - kf * F32(1.42860677e-06)
+        p = r * _EXP_C[0]
+        for c in _EXP_C[1:-1]:
+            p = r * (c + p)
+        p = _EXP_C[-1] + p
     ok = (x >= F32(-87.0)) & (k >= -126)
     kk = np.where(ok, k, 0) + 127
     scale = (kk.astype(np.uint32) << np.uint32(23)).view(F32)
@@ -158,7 +159,9 @@ class StepInfo:
 
     loss: np.float32
     g_logits: np.ndarray | None = None  # dL/dz, float32
-    grads: dict = dataclasses.field(default_factory=dict)  # layer -> {"b": ..., "w": ...} (float64 real units)
+    # layer -> {"b": dL/db, "w": dL/dW[slot, k] (float64, real units: s_g*G, s_g*s_x*A),
+    #           "db", "dw": the steps d in 2^-15 LSB before momentum (int64)}
+    grads: dict = dataclasses.field(default_factory=dict)
     stopped_at: int | None = None
 
 
@@ -534,7 +537,7 @@ class Trainer:
             f = (neg / s_b) if qas else (neg * s_b)
             d = round_sat((f * G.astype(F32)) * F32(32768.0))
             if info is not None:
-                info.grads.setdefault(i, {})["b"] = float(s_g) * G.astype(np.float64)
+                info.grads.setdefault(i, {}).update(b=float(s_g) * G.astype(np.float64), db=d.copy())
             self.res_b[i][:] = self._apply(d, self.res_b[i], self.mom_b[i], self.bias[i].reshape(-1), True)
         if e.channels:
             sel = self.sel[i]
@@ -546,7 +549,7 @@ class Trainer:
             f = (base / s_w) if qas else (base * s_w)
             d = round_sat((f[:, None] * A.astype(F32)) * F32(32768.0))
             if info is not None:
-                info.grads.setdefault(i, {})["w"] = float(s_g) * float(s_x) * A.astype(np.float64)
+                info.grads.setdefault(i, {}).update(w=float(s_g) * float(s_x) * A.astype(np.float64), dw=d.copy())
             view = channel_weights(m, i, self.weight[i])
             wsel = view[sel].astype(np.int64)
             self.res_w[i][:] = self._apply(d, self.res_w[i], self.mom_w[i], wsel, False)
