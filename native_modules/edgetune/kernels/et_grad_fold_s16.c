@@ -6,18 +6,19 @@
 #include "et_mathf.h"
 
 /*
- * et_grad_fold_s16 - out[p, c] = round_sat((float)grad[p, c] * ratio[c], 32767)
- * with ratio[c] = s_w[c] / max_c s_w[c] in (0, 1].
+ * et_grad_fold_s16 - out[p, c] = round_sat((float)grad[p, c] * r_c, 32767)
+ * with r_c = scales[c] / scale_max (float32; scale_max = max_c scales[c] > 0).
+ * scales == NULL means a per-tensor weight scale: r_c = 1.
  *
  * grad, out  positions x channels int16 (NHWC), must not overlap
  */
-void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *ratio,
-    int16_t *out) {
-    for (int32_t p = 0; p < positions; ++p) {
-        const int16_t *g = grad + (size_t)p * channels;
-        int16_t *o = out + (size_t)p * channels;
-        for (int32_t c = 0; c < channels; ++c) {
-            o[c] = (int16_t)et_round_sat((float)g[c] * ratio[c], 32767);
+void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *scales,
+    float scale_max, int16_t *out) {
+    for (int32_t c = 0; c < channels; ++c) {
+        const float r = scales ? scales[c] / scale_max : 1.0f;
+        for (int32_t p = 0; p < positions; ++p) {
+            const size_t j = (size_t)p * channels + c;
+            out[j] = (int16_t)et_round_sat((float)grad[j] * r, 32767);
         }
     }
 }

@@ -35,8 +35,8 @@ void et_relu_mask_s8(const int8_t *y, int32_t n, int32_t act_min, int32_t act_ma
 void et_relu_grad_s16(int16_t *grad, int32_t n, const uint8_t *mask);
 
 /* --- per-channel scale folding and requantization (et_grad_requant.c, et_grad_fold_s16.c) --- */
-void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *ratio,
-    int16_t *out);
+void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *scales,
+    float scale_max, int16_t *out);
 float et_grad_requant_s32(int32_t *acc, int32_t n, float acc_scale);
 
 /* --- input gradients (transposed ops) --- */
@@ -62,6 +62,17 @@ int64_t et_conv_weight_grad_s8(const et_conv_params_t *params, const et_dims_t *
 int64_t et_depthwise_conv_weight_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
     const int8_t *input, const et_dims_t *filter_dims, const et_dims_t *output_dims,
     const int16_t *grad, int32_t c, int32_t k);
+
+/* --- forward of the RAM-copied channels (et_train_forward_s8.c) --- */
+void et_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
+    const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c);
+void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
+    const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c);
+void et_fully_connected_channel_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
+    int32_t accum_depth, const int8_t *input, const int8_t *w, const int32_t *bias, int8_t *output,
+    int32_t c);
 
 /* --- updates (et_update.c) --- */
 float et_update_factor(float base, float scale, int qas);

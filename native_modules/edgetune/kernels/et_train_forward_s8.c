@@ -1,0 +1,106 @@
+/*
+ * Forward of single output channels whose weights live in a RAM copy
+ * (docs/training.md §2). train.c runs the inference kernel for the whole layer
+ * with the flash weights, then recomputes the trained channels with these,
+ * which repeat the arithmetic of et_conv_s8 / et_depthwise_conv_s8 /
+ * et_fully_connected_s8 term for term for one channel.
+ */
+#include "et_train_kernels.h"
+#include "et_requant.h"
+
+static inline int32_t add_bias(int32_t acc, const int32_t *bias, int32_t c) {
+    return bias ? (int32_t)((uint32_t)acc + (uint32_t)bias[c]) : acc; /* wraps like TFLM */
+}
+
+/*
+ * et_conv_channel_s8 - output channel c of et_conv_s8 (n == 1) with the
+ * channel's KH*KW*C_in weights `w` (storage order) instead of the filter's.
+ * bias: C_out values or NULL. Writes only output[..., c].
+ */
+void et_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
+    const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c) {
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
+    for (int32_t oy = 0; oy < out_h; ++oy) {
+        const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+        for (int32_t ox = 0; ox < out_w; ++ox) {
+            const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+            int32_t acc = 0;
+            for (int32_t ky = 0; ky < k_h; ++ky) {
+                const int32_t iy = in_y0 + ky;
+                if (iy < 0 || iy >= in_h) {
+                    continue;
+                }
+                for (int32_t kx = 0; kx < k_w; ++kx) {
+                    const int32_t ix = in_x0 + kx;
+                    if (ix < 0 || ix >= in_w) {
+                        continue;
+                    }
+                    const int8_t *px = input + ((size_t)iy * in_w + ix) * in_c;
+                    const int8_t *wk = w + ((size_t)ky * k_w + kx) * in_c;
+                    for (int32_t ic = 0; ic < in_c; ++ic) {
+                        acc += (int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset);
+                    }
+                }
+            }
+            acc = add_bias(acc, bias, c);
+            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(acc, quant->multiplier[c],
+                quant->shift[c], params->output_offset, params->act_min, params->act_max);
+        }
+    }
+}
+
+/*
+ * et_depthwise_conv_channel_s8 - output channel c of et_depthwise_conv_s8
+ * (n == 1) with the channel's KH*KW weights `w` in (ky, kx) order.
+ */
+void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
+    const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c) {
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
+    const int32_t ic = c / params->depth_multiplier;
+    for (int32_t oy = 0; oy < out_h; ++oy) {
+        const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+        for (int32_t ox = 0; ox < out_w; ++ox) {
+            const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+            int32_t acc = 0;
+            for (int32_t ky = 0; ky < k_h; ++ky) {
+                const int32_t iy = in_y0 + ky;
+                if (iy < 0 || iy >= in_h) {
+                    continue;
+                }
+                for (int32_t kx = 0; kx < k_w; ++kx) {
+                    const int32_t ix = in_x0 + kx;
+                    if (ix < 0 || ix >= in_w) {
+                        continue;
+                    }
+                    const int32_t x = input[((size_t)iy * in_w + ix) * in_c + ic];
+                    acc += (int32_t)w[ky * k_w + kx] * (x + params->input_offset);
+                }
+            }
+            acc = add_bias(acc, bias, c);
+            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(acc, quant->multiplier[c],
+                quant->shift[c], params->output_offset, params->act_min, params->act_max);
+        }
+    }
+}
+
+/*
+ * et_fully_connected_channel_s8 - output c of et_fully_connected_s8 (one
+ * batch) with the channel's K weights `w`.
+ */
+void et_fully_connected_channel_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
+    int32_t accum_depth, const int8_t *input, const int8_t *w, const int32_t *bias, int8_t *output,
+    int32_t c) {
+    int32_t acc = 0;
+    for (int32_t d = 0; d < accum_depth; ++d) {
+        acc += (int32_t)w[d] * ((int32_t)input[d] + params->input_offset);
+    }
+    acc = add_bias(acc, bias, c);
+    output[c] = et_requantize_s8(acc, quant->multiplier[c], quant->shift[c], params->output_offset,
+        params->act_min, params->act_max);
+}

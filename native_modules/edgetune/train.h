@@ -1,0 +1,91 @@
+/*
+ * On-device training of an .etm model (docs/training.md is the normative
+ * arithmetic; §6 the arena layout, §7 the trained-weights file).
+ *
+ * Plain C99, no MicroPython headers, no allocation: the caller provides the
+ * per-layer table (one et_train_layer_t per model layer) and the arena
+ * (et_train_t.arena_size bytes, 4-byte aligned).
+ *
+ * Life cycle: fill the scheme (scheme.h) into layers[i].s, et_train_plan()
+ * (validation + layout), allocate the arena, et_train_init() (copies the
+ * trainable parameters from the model, selects channels, zeroes residuals and
+ * momentum; also used by reset), then et_train_step() / et_train_forward().
+ */
+#ifndef EDGETUNE_TRAIN_H
+#define EDGETUNE_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "scheme.h"
+
+#define ET_STATE_MAGIC "EDTW"
+#define ET_STATE_VERSION 1
+#define ET_STATE_HEADER 32
+
+/* Per-layer plan: the scheme entry and arena offsets (0 = absent unless noted). */
+typedef struct {
+    et_scheme_layer_t s;
+    uint16_t c_out;         /* output channels (weight layers) */
+    uint32_t per_channel;   /* weights per output channel (weight layers) */
+    float s_wmax;           /* max weight scale (weight layers at or above `first`) */
+    uint32_t saved_in;      /* saved input copy, if has_saved_in */
+    uint32_t mask;          /* output mask (layers >= first) */
+    uint32_t bias;          /* bias copy (int32 x c_out) */
+    uint32_t map;           /* channel map (int16 x c_out) */
+    uint32_t wcopy;         /* weight copy (n_sel x per_channel int8) */
+    uint32_t resid;         /* residuals (int16: c_out bias ones, then n_sel x per_channel) */
+    uint32_t mom;           /* momentum (float32, same order), if momentum is on */
+    uint8_t has_saved_in;
+} et_train_layer_t;
+
+typedef struct {
+    const et_model_t *m;
+    et_train_layer_t *layers;   /* m->n_layers entries */
+    uint8_t *arena;
+    int first;                  /* first trained layer, -1: nothing trains */
+    float momentum;             /* beta, 0 = off */
+    size_t arena_size;          /* whole training arena (= inference arena if nothing trains) */
+    size_t work_size;           /* region 1 */
+    size_t grad_elems;          /* G: elements of the largest gradient tensor */
+    size_t params_off, params_size;
+    size_t loss_off;
+    size_t peak;                /* highest arena offset written so far */
+    uint32_t n_trainable;       /* trainable parameter count */
+} et_train_t;
+
+/*
+ * Validate the scheme in layers[i].s against the model (scales, accumulator
+ * bounds of docs/training.md §4b) and lay out the arena. Returns NULL or a
+ * message (details in err). Nothing else is touched.
+ */
+const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *layers, float momentum,
+    char *err, size_t err_len);
+
+/* Copy the trainable parameters from the model, select channels, zero residuals and momentum. */
+void et_train_init(et_train_t *t, uint8_t *arena);
+
+/* Forward pass with the trained parameters (and saving); returns the output in the arena. */
+const int8_t *et_train_forward(et_train_t *t, const int8_t *input);
+
+/*
+ * One training step on one sample (label < output size, lr finite: checked by
+ * the caller). qas != 0: QAS step, else plain int8 SGD. Returns the loss.
+ */
+float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr, int qas);
+
+/* CRC-32 of the scheme encoded as the .etm scheme section (docs/training.md §1). */
+uint32_t et_train_scheme_crc(const et_train_t *t);
+
+/* Size of the trained-weights file, and its 32-byte header (the params region follows verbatim). */
+size_t et_train_state_size(const et_train_t *t);
+void et_train_state_header(const et_train_t *t, uint8_t *hdr);
+
+/* Check a trained-weights file fully; NULL if it can be loaded, else a message. */
+const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t len, char *err, size_t err_len);
+
+/* Load a file that passed et_train_state_check. */
+void et_train_state_load(et_train_t *t, const uint8_t *buf);
+
+#endif /* EDGETUNE_TRAIN_H */
