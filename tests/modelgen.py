@@ -10,7 +10,8 @@ quantization parameters (zero points, multipliers, shifts) vary. The output is l
 SOFTMAX).
 
 Conversion uses the real TFLite converter (int8 weights/activations, int8 input and output,
-representative dataset). Results are cached as build/testmodels/v<GEN_VERSION>/<seed>.tflite
+representative dataset), then `edit_tflite` removes zero biases and widens some RELU/RELU6
+output ranges (paths the converter alone never produces). Results are cached as build/testmodels/v<GEN_VERSION>/<seed>.tflite
 (+ .json with the architecture), so TensorFlow is imported only when a model is missing.
 Bump GEN_VERSION whenever the generator changes what a seed produces.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-GEN_VERSION = 1
+GEN_VERSION = 2
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "testmodels" / f"v{GEN_VERSION}"
 
@@ -61,7 +62,7 @@ def _spec(seed: int) -> dict:
         kind = str(rng.choice(["conv", "dw", "maxpool", "avgpool"], p=[0.4, 0.25, 0.175, 0.175]))
         if min(spatial) < 2 and kind in ("maxpool", "avgpool"):
             kind = "conv"
-        pad = str(rng.choice(["same", "valid"]))
+        pad = str(rng.choice(["same", "valid"], p=[0.5, 0.5] if kind in ("conv", "dw") else [0.7, 0.3]))
         if kind in ("conv", "dw"):
             k = kernel(spatial)
             s = [int(rng.choice([1, 1, 2, 3])) if n > 2 else 1 for n in spatial]
@@ -106,7 +107,9 @@ def _spec(seed: int) -> dict:
     return dict(seed=seed, version=GEN_VERSION, input_shape=shape, layers=layers, head=head,
                 gap_keepdims=gap_keepdims, dense=dense,
                 in_scale=float(np.exp(rng.uniform(np.log(0.2), np.log(5.0)))),
-                in_shift=float(rng.uniform(-1.0, 1.0)))
+                in_shift=float(rng.uniform(-1.0, 1.0)),
+                strip_bias=bool(rng.random() < 0.5), widen_relu=bool(rng.random() < 0.5),
+                edit_seed=int(rng.integers(1 << 30)))
 
 
 def _activation(x, act: str):
@@ -195,6 +198,62 @@ def convert(model, calib: np.ndarray) -> bytes:
     return conv.convert()
 
 
+_MEAN, _RESHAPE, _CONV, _DW, _FC, _MAXPOOL, _AVGPOOL = 40, 22, 3, 4, 9, 17, 1  # BuiltinOperator codes
+_PASS_THROUGH = {_RESHAPE, 70, 43, _MAXPOOL, _AVGPOOL}  # + EXPAND_DIMS, SQUEEZE: same quantization in and out
+
+
+def edit_tflite(data: bytes, strip_bias: bool, widen_relu: bool, seed: int) -> bytes:
+    """Post-conversion edits that keep the model valid but reach kernel paths the converter never
+    emits on its own:
+
+    - strip_bias: the converter gives every CONV_2D / DEPTHWISE_CONV_2D a bias operand (zeros for
+      `use_bias=False`); an all-zero bias is removed (operand -1), which TFLM allows.
+    - widen_relu: the converter quantizes a fused RELU/RELU6 output over exactly [0, max], so the
+      activation clamp never bites. Here some such outputs get a wider scale and a zero point above
+      -128 (act_min > -128, and act_max < 127 for RELU6); the new quantization is carried through
+      the following reshapes/pools, and the consumer's bias scale is set to s_in * s_w[c].
+    """
+    from tflite_micro.python.tflite_micro import runtime
+
+    if not (strip_bias or widen_relu):
+        return data
+    import flatbuffers
+
+    rng = np.random.default_rng(seed)
+    mo = runtime.convert_bytearray_to_object(data)
+    g = mo.subgraphs[0]
+    code = [runtime.get_builtin_code_from_operator_code(mo.operatorCodes[op.opcodeIndex]) for op in g.operators]
+    consumer = {int(op.inputs[0]): k for k, op in enumerate(g.operators)}
+    for k, op in enumerate(g.operators):
+        if strip_bias and code[k] in (_CONV, _DW) and len(op.inputs) > 2 and op.inputs[2] >= 0:
+            buf = mo.buffers[g.tensors[op.inputs[2]].buffer].data
+            if buf is not None and not np.any(np.asarray(buf)):
+                op.inputs = np.array(op.inputs[:2], np.int32)  # an absent optional operand
+        act = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+        if widen_relu and code[k] in (_CONV, _DW, _FC) and act in (1, 3) and rng.random() < 0.7:
+            q = g.tensors[op.outputs[0]].quantization
+            scale = float(q.scale[0]) * float(rng.uniform(0.8, 3.0))
+            zp = int(rng.integers(-110, 30))
+            t = int(op.outputs[0])
+            while True:
+                tq = g.tensors[t].quantization
+                tq.scale, tq.zeroPoint = [np.float32(scale)], [zp]
+                c = consumer.get(t)
+                if c is None:
+                    break
+                if code[c] in _PASS_THROUGH:
+                    t = int(g.operators[c].outputs[0])
+                    continue
+                cop = g.operators[c]
+                if code[c] in (_CONV, _DW, _FC) and len(cop.inputs) > 2 and cop.inputs[2] >= 0:
+                    wq = g.tensors[cop.inputs[1]].quantization
+                    g.tensors[cop.inputs[2]].quantization.scale = [np.float32(scale * float(w)) for w in wq.scale]
+                break
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(mo.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 def spec(seed: int) -> dict:
     return _spec(seed)
 
@@ -207,6 +266,7 @@ def tflite_model(seed: int) -> bytes:
     sp = _spec(seed)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     data = convert(build_keras(sp), representative(sp))
+    data = edit_tflite(data, sp["strip_bias"], sp["widen_relu"], sp["edit_seed"])
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(data)
