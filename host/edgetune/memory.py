@@ -13,8 +13,8 @@ largest consecutive pair:
 
 No other scratch: the kernels need none.
 
-Training (docs/training.md §6) extends this block; `training_arena` will live in this module
-next to `inference_arena` (not implemented yet).
+Training (docs/training.md §6) extends this block: `training_layout` / `training_arena` below
+(the section owned by the training core).
 """
 
 from __future__ import annotations
