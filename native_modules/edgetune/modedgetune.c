@@ -17,12 +17,17 @@
 #include "py/runtime.h"
 
 #include "model.h"
+#include "train.h"
+#include "kernels/et_mathf.h"
+#include "kernels/et_train_kernels.h"
 
 typedef struct _edgetune_model_obj_t {
     mp_obj_base_t base;
     mp_obj_t buf_obj;    /* keeps the .etm buffer alive; weights are read from it */
     et_model_t model;    /* points into buf_obj's data */
-    uint8_t *arena;      /* model.arena_size bytes from the GC heap */
+    uint8_t *arena;      /* train.arena_size bytes from the GC heap (training arena, docs/training.md §6) */
+    et_train_layer_t *tlayers; /* model.n_layers entries: the scheme and its arena plan */
+    et_train_t train;    /* training state; train.m points at model above */
 } edgetune_model_obj_t;
 
 static const char *const act_names[] = { "NONE", "RELU", "RELU6" };
@@ -39,31 +44,107 @@ static void check_buffer_unchanged(edgetune_model_obj_t *self) {
     }
 }
 
-static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
-    mp_arg_check_num(n_args, n_kw, 1, 1, false);
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(args[0], &bi, MP_BUFFER_READ);
-    if (((uintptr_t)bi.buf & 3u) != 0) {
-        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: model buffer must be 4-byte aligned (copy it into a bytes object)"));
+/* The scheme argument of Model(): None (the .etm's, else the default) or
+ * {"n_bias": n, "weights": [(layer, den), ...]} with den 1, 2, 4 or 8 (ratio 1/den). */
+static void scheme_from_obj(const et_model_t *m, mp_obj_t scheme, et_scheme_layer_t *out) {
+    char err[160];
+    const char *msg = NULL;
+    if (scheme == mp_const_none) {
+        if (m->scheme_off) {
+            msg = et_scheme_parse(m, out, err, sizeof err);
+        } else {
+            et_scheme_default(m, out);
+        }
+    } else {
+        if (!mp_obj_is_type(scheme, &mp_type_dict)) {
+            mp_raise_TypeError(MP_ERROR_TEXT("edgetune: scheme must be None or a dict"));
+        }
+        mp_map_t *map = mp_obj_dict_get_map(scheme);
+        mp_int_t n_bias = 0;
+        mp_map_elem_t *e = mp_map_lookup(map, MP_OBJ_NEW_QSTR(MP_QSTR_n_bias), MP_MAP_LOOKUP);
+        if (e) {
+            n_bias = mp_obj_get_int(e->value);
+        }
+        uint8_t den[ET_MAX_LAYERS];
+        memset(den, 0, sizeof den);
+        e = mp_map_lookup(map, MP_OBJ_NEW_QSTR(MP_QSTR_weights), MP_MAP_LOOKUP);
+        if (e) {
+            size_t n;
+            mp_obj_t *items;
+            mp_obj_get_array(e->value, &n, &items);
+            for (size_t k = 0; k < n; ++k) {
+                mp_obj_t *pair;
+                mp_obj_get_array_fixed_n(items[k], 2, &pair);
+                mp_int_t layer = mp_obj_get_int(pair[0]), d = mp_obj_get_int(pair[1]);
+                if (layer < 0) {
+                    layer += m->n_layers;
+                }
+                if (layer < 0 || layer >= m->n_layers || (d != 1 && d != 2 && d != 4 && d != 8) || den[layer]) {
+                    mp_raise_ValueError(MP_ERROR_TEXT("edgetune: scheme weights need (layer, 1|2|4|8) pairs, each layer once"));
+                }
+                den[layer] = (uint8_t)d;
+            }
+        }
+        if (n_bias < 0) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: scheme n_bias must be >= 0"));
+        }
+        msg = et_scheme_build(m, (uint32_t)n_bias, den, out, err, sizeof err);
     }
+    if (msg) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+}
+
+static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
+    enum { ARG_buf, ARG_scheme, ARG_momentum };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_buf, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_scheme, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_momentum, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+    };
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all_kw_array(n_args, n_kw, args, MP_ARRAY_SIZE(allowed), allowed, a);
+    const float momentum = a[ARG_momentum].u_obj == MP_OBJ_NULL ? 0.0f : (float)mp_obj_get_float(a[ARG_momentum].u_obj);
+    if (!(momentum >= 0.0f && momentum < 1.0f)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: momentum must be in [0, 1)"));
+    }
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(a[ARG_buf].u_obj, &bi, MP_BUFFER_READ);
     et_model_t model;
     char err[192];
     const char *msg = et_model_init(&model, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
     if (msg) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
     }
-    uint8_t *arena = m_malloc_maybe(model.arena_size);
+    et_train_layer_t *tlayers = m_new0(et_train_layer_t, model.n_layers);
+    et_scheme_layer_t *sl = m_new(et_scheme_layer_t, model.n_layers);
+    scheme_from_obj(&model, a[ARG_scheme].u_obj, sl);
+    for (unsigned i = 0; i < model.n_layers; ++i) {
+        tlayers[i].s = sl[i];
+    }
+    m_del(et_scheme_layer_t, sl, model.n_layers);
+    et_train_t train;
+    msg = et_train_plan(&train, &model, tlayers, momentum, err, sizeof err);
+    if (msg) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+    uint8_t *arena = m_malloc_maybe(train.arena_size);
     if (arena == NULL) {
         gc_info_t info;
         gc_info(&info);
         mp_raise_msg_varg(&mp_type_MemoryError,
             MP_ERROR_TEXT("edgetune: model needs %u bytes of arena, the largest free heap block has %u"),
-            (unsigned)model.arena_size, (unsigned)(info.max_free * MICROPY_BYTES_PER_GC_BLOCK));
+            (unsigned)train.arena_size, (unsigned)(info.max_free * MICROPY_BYTES_PER_GC_BLOCK));
     }
     edgetune_model_obj_t *self = mp_obj_malloc(edgetune_model_obj_t, type);
-    self->buf_obj = args[0];
+    self->buf_obj = a[ARG_buf].u_obj;
     self->model = model;
     self->arena = arena;
+    self->tlayers = tlayers;
+    self->train = train;
+    self->train.m = &self->model;
+    self->train.layers = tlayers;
+    et_train_init(&self->train, arena);
     return MP_OBJ_FROM_PTR(self);
 }
 
@@ -77,11 +158,7 @@ static const int8_t *run(edgetune_model_obj_t *self, mp_obj_t x_in) {
             (unsigned)xb.len, (unsigned)n_in);
     }
     check_buffer_unchanged(self);
-    const int8_t *y = et_model_forward(&self->model, self->arena, (const int8_t *)xb.buf);
-    if (y == NULL) {
-        mp_raise_msg(&mp_type_RuntimeError, MP_ERROR_TEXT("edgetune: a kernel rejected its arguments"));
-    }
-    return y;
+    return et_train_forward(&self->train, (const int8_t *)xb.buf);
 }
 
 static mp_obj_t edgetune_model_predict(mp_obj_t self_in, mp_obj_t x_in) {
@@ -104,6 +181,165 @@ static mp_obj_t edgetune_model_predict_class(mp_obj_t self_in, mp_obj_t x_in) {
     return MP_OBJ_NEW_SMALL_INT((mp_int_t)best);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_predict_class_obj, edgetune_model_predict_class);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Training (docs/training.md): train, evaluate, save, load, reset                           */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The input buffer of x, checked against the model's input size. */
+static const int8_t *input_of(edgetune_model_obj_t *self, mp_obj_t x_in) {
+    mp_buffer_info_t xb;
+    mp_get_buffer_raise(x_in, &xb, MP_BUFFER_READ);
+    const size_t n_in = et_model_input_size(&self->model);
+    if (xb.len != n_in) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: input has %u bytes, the model expects %u"),
+            (unsigned)xb.len, (unsigned)n_in);
+    }
+    return (const int8_t *)xb.buf;
+}
+
+static int32_t label_of(edgetune_model_obj_t *self, mp_obj_t label_in) {
+    const mp_int_t label = mp_obj_get_int(label_in);
+    const size_t n = et_model_output_size(&self->model);
+    if (label < 0 || (size_t)label >= n) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: label %d out of range 0..%u"), (int)label,
+            (unsigned)(n - 1));
+    }
+    return (int32_t)label;
+}
+
+/* m.train(x, label, lr=0.01, qas=True) -> loss (float): one SGD step on one sample. */
+static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_x, ARG_label, ARG_lr, ARG_qas };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_x, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_label, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_lr, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_qas, MP_ARG_BOOL, {.u_bool = true} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    const int8_t *x = input_of(self, a[ARG_x].u_obj);
+    const int32_t label = label_of(self, a[ARG_label].u_obj);
+    const float lr = a[ARG_lr].u_obj == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(a[ARG_lr].u_obj);
+    if (!(lr - lr == 0.0f)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
+    }
+    check_buffer_unchanged(self);
+    const float loss = et_train_step(&self->train, x, label, lr, a[ARG_qas].u_bool);
+    return mp_obj_new_float((mp_float_t)loss);
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_train_obj, 3, edgetune_model_train);
+
+/* m.evaluate(xs, labels) -> (loss, accuracy): mean loss and accuracy over the samples. */
+static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj_t labels_in) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    size_t n, n_labels;
+    mp_obj_t *xs, *labels;
+    mp_obj_get_array(xs_in, &n, &xs);
+    mp_obj_get_array(labels_in, &n_labels, &labels);
+    if (n == 0 || n != n_labels) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: evaluate needs as many labels as inputs (at least one)"));
+    }
+    for (size_t k = 0; k < n; ++k) {
+        (void)input_of(self, xs[k]);
+        (void)label_of(self, labels[k]);
+    }
+    check_buffer_unchanged(self);
+    et_tensor_t to;
+    et_model_tensor(&self->model, self->model.output, &to);
+    const size_t n_out = et_model_output_size(&self->model);
+    float total = 0.0f;
+    size_t correct = 0;
+    for (size_t k = 0; k < n; ++k) {
+        const int32_t label = label_of(self, labels[k]);
+        const int8_t *y = et_train_forward(&self->train, input_of(self, xs[k]));
+        const float loss = et_softmax_xent_loss_f32(y, (int32_t)n_out, to.scale, to.zero_point, label);
+        total = k == 0 ? loss : total + loss;
+        size_t best = 0;
+        for (size_t c = 1; c < n_out; ++c) {
+            if (y[c] > y[best]) {
+                best = c;
+            }
+        }
+        correct += best == (size_t)label ? 1u : 0u;
+    }
+    mp_obj_t items[2] = {
+        mp_obj_new_float((mp_float_t)(total / (float)n)),
+        mp_obj_new_float((mp_float_t)((float)correct / (float)n)),
+    };
+    return mp_obj_new_tuple(2, items);
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_evaluate);
+
+/* Call f.<method>(args...) through the runtime. */
+static mp_obj_t call_method(mp_obj_t obj, qstr name, size_t n_args, const mp_obj_t *args) {
+    mp_obj_t call[2 + 2];
+    mp_load_method(obj, name, call);
+    for (size_t k = 0; k < n_args; ++k) {
+        call[2 + k] = args[k];
+    }
+    return mp_call_method_n_kw(n_args, 0, call);
+}
+
+static mp_obj_t open_file(mp_obj_t path, const char *mode) {
+    mp_obj_t args[2] = { path, mp_obj_new_str(mode, strlen(mode)) };
+    mp_obj_t open_fn = mp_load_global(MP_QSTR_open);
+    return mp_call_function_n_kw(open_fn, 2, 0, args);
+}
+
+/* m.save(path): the trained-weights file (docs/training.md §7), written as path + ".tmp"
+ * and renamed over path. */
+static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    uint8_t hdr[ET_STATE_HEADER];
+    et_train_state_header(&self->train, hdr);
+    mp_obj_t tmp = mp_binary_op(MP_BINARY_OP_ADD, path, mp_obj_new_str(".tmp", 4));
+    mp_obj_t f = open_file(tmp, "wb");
+    mp_obj_t chunk = mp_obj_new_bytes(hdr, sizeof hdr);
+    call_method(f, MP_QSTR_write, 1, &chunk);
+    if (self->train.params_size) {
+        chunk = mp_obj_new_memoryview('B', self->train.params_size, self->arena + self->train.params_off);
+        call_method(f, MP_QSTR_write, 1, &chunk);
+    }
+    call_method(f, MP_QSTR_close, 0, NULL);
+    mp_obj_t os = mp_import_name(MP_QSTR_os, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+    mp_obj_t names[2] = { tmp, path };
+    mp_call_function_n_kw(mp_load_attr(os, MP_QSTR_rename), 2, 0, names);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_save_obj, edgetune_model_save);
+
+/* m.load(path): read a trained-weights file; everything is checked before the model
+ * changes (ValueError and the current weights stay). */
+static mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    mp_obj_t f = open_file(path, "rb");
+    mp_obj_t data = call_method(f, MP_QSTR_read, 0, NULL);
+    call_method(f, MP_QSTR_close, 0, NULL);
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
+    char err[160];
+    const char *msg = et_train_state_check(&self->train, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
+    if (msg) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+    et_train_state_load(&self->train, (const uint8_t *)bi.buf);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_obj, edgetune_model_load);
+
+/* m.reset(): back to the flashed weights; residuals and momentum zero. */
+static mp_obj_t edgetune_model_reset(mp_obj_t self_in) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    et_train_init(&self->train, self->arena);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_reset_obj, edgetune_model_reset);
 
 static mp_obj_t shape_tuple(const et_tensor_t *t) {
     mp_obj_t items[4];
@@ -159,7 +395,22 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
     store(d, "output_shape", shape_tuple(&tout));
     store_quant(d, "input_scale", "input_zero_point", &tin);
     store_quant(d, "output_scale", "output_zero_point", &tout);
-    store(d, "arena", mp_obj_new_int_from_uint(m->arena_size));
+    store(d, "arena", mp_obj_new_int_from_uint(self->train.arena_size));
+    store(d, "inference_arena", mp_obj_new_int_from_uint(m->arena_size));
+    store(d, "peak", mp_obj_new_int_from_uint(self->train.peak));
+    store(d, "trainable", mp_obj_new_int_from_uint(self->train.n_trainable));
+    mp_obj_t scheme = mp_obj_new_list(0, NULL);
+    for (unsigned i = 0; i < m->n_layers; ++i) {
+        const et_train_layer_t *tl = &self->tlayers[i];
+        if (tl->s.flags) {
+            mp_obj_t e[3] = {
+                MP_OBJ_NEW_SMALL_INT(i), mp_obj_new_bool(tl->s.flags & ET_SCHEME_BIAS),
+                MP_OBJ_NEW_SMALL_INT(tl->s.n_sel),
+            };
+            mp_obj_list_append(scheme, mp_obj_new_tuple(3, e));
+        }
+    }
+    store(d, "scheme", scheme);
     store(d, "model_bytes", mp_obj_new_int_from_uint(m->len));
     return d;
 }
@@ -169,6 +420,11 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_predict), MP_ROM_PTR(&edgetune_model_predict_obj) },
     { MP_ROM_QSTR(MP_QSTR_predict_class), MP_ROM_PTR(&edgetune_model_predict_class_obj) },
     { MP_ROM_QSTR(MP_QSTR_info), MP_ROM_PTR(&edgetune_model_info_obj) },
+    { MP_ROM_QSTR(MP_QSTR_train), MP_ROM_PTR(&edgetune_model_train_obj) },
+    { MP_ROM_QSTR(MP_QSTR_evaluate), MP_ROM_PTR(&edgetune_model_evaluate_obj) },
+    { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
+    { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
+    { MP_ROM_QSTR(MP_QSTR_reset), MP_ROM_PTR(&edgetune_model_reset_obj) },
 };
 static MP_DEFINE_CONST_DICT(edgetune_model_locals_dict, edgetune_model_locals_dict_table);
 

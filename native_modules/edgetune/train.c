@@ -449,11 +449,14 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
     et_tensor_t to;
     et_model_tensor(m, m->output, &to);
     const int32_t n_classes = (int32_t)et_model_output_size(m);
+    if (t->first < 0) {
+        return et_softmax_xent_loss_f32(y, n_classes, to.scale, to.zero_point, label);
+    }
     float s_g = 0.0f;
     const float loss = et_softmax_xent_f32(y, n_classes, to.scale, to.zero_point, label,
         (float *)(void *)(arena + t->loss_off), (int16_t *)(void *)arena, &s_g);
     touch(t, t->loss_off + 4u * (size_t)n_classes);
-    if (t->first < 0 || s_g == 0.0f) {
+    if (s_g == 0.0f) {
         return loss;
     }
     touch(t, 2u * (size_t)n_classes);

@@ -60,3 +60,25 @@ float et_softmax_xent_f32(const int8_t *logits, int32_t n_classes, float scale, 
     *grad_scale = s_g;
     return loss;
 }
+
+/*
+ * et_softmax_xent_loss_f32 - the loss of et_softmax_xent_f32 alone (same
+ * operations in the same order, so the same bits), without a work buffer:
+ * z_k is recomputed from the logits where needed. For evaluate() and for
+ * models with nothing to train.
+ */
+float et_softmax_xent_loss_f32(const int8_t *logits, int32_t n_classes, float scale, int32_t zero_point,
+    int32_t label) {
+    float m = scale * (float)((int32_t)logits[0] - zero_point);
+    for (int32_t k = 1; k < n_classes; ++k) {
+        const float z = scale * (float)((int32_t)logits[k] - zero_point);
+        if (z > m) {
+            m = z;
+        }
+    }
+    float sum = 0.0f;
+    for (int32_t k = 0; k < n_classes; ++k) {
+        sum = sum + et_expf(scale * (float)((int32_t)logits[k] - zero_point) - m);
+    }
+    return (et_logf(sum) + m) - scale * (float)((int32_t)logits[label] - zero_point);
+}

@@ -29,6 +29,8 @@ typedef struct {
 /* --- loss (et_softmax_xent_f32.c) --- */
 float et_softmax_xent_f32(const int8_t *logits, int32_t n_classes, float scale, int32_t zero_point,
     int32_t label, float *work, int16_t *grad, float *grad_scale);
+float et_softmax_xent_loss_f32(const int8_t *logits, int32_t n_classes, float scale, int32_t zero_point,
+    int32_t label);
 
 /* --- masks (et_relu_grad_s8.c) --- */
 void et_relu_mask_s8(const int8_t *y, int32_t n, int32_t act_min, int32_t act_max, uint8_t *mask);
