@@ -150,6 +150,7 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
 
 /* Run the model on x; returns a pointer to the output inside the arena. */
 static const int8_t *run(edgetune_model_obj_t *self, mp_obj_t x_in) {
+    check_buffer_unchanged(self); /* before anything reads the model buffer */
     mp_buffer_info_t xb;
     mp_get_buffer_raise(x_in, &xb, MP_BUFFER_READ);
     const size_t n_in = et_model_input_size(&self->model);
@@ -157,7 +158,6 @@ static const int8_t *run(edgetune_model_obj_t *self, mp_obj_t x_in) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: input has %u bytes, the model expects %u"),
             (unsigned)xb.len, (unsigned)n_in);
     }
-    check_buffer_unchanged(self);
     return et_train_forward(&self->train, (const int8_t *)xb.buf);
 }
 
@@ -188,6 +188,7 @@ static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_predict_class_obj, edgetune_mode
 
 /* The input buffer of x, checked against the model's input size. */
 static const int8_t *input_of(edgetune_model_obj_t *self, mp_obj_t x_in) {
+    check_buffer_unchanged(self); /* before anything reads the model buffer */
     mp_buffer_info_t xb;
     mp_get_buffer_raise(x_in, &xb, MP_BUFFER_READ);
     const size_t n_in = et_model_input_size(&self->model);

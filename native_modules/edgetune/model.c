@@ -345,11 +345,11 @@ const char *et_model_init(et_model_t *m, const uint8_t *buf, size_t len, char *e
         err[0] = 0;
     }
     memset(m, 0, sizeof *m);
-    if (((uintptr_t)buf & 3u) != 0) {
-        return fail(&e, "model buffer address is not 4-byte aligned");
-    }
     if (len < ET_HEADER_SIZE) {
         return fail(&e, "not an .etm file: %lu bytes, the header alone is %d", (unsigned long)len, ET_HEADER_SIZE);
+    }
+    if (((uintptr_t)buf & 3u) != 0) {
+        return fail(&e, "model buffer must be 4-byte aligned (copy it into a bytes object)");
     }
     if (memcmp(buf, "EDTM", 4) != 0) {
         return fail(&e, "not an .etm file: bad magic");
