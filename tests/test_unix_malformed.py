@@ -435,3 +435,174 @@ attempt('resized', m2.predict, bytes({n_in}))
     assert got["model_empty"].startswith("ValueError edgetune: not an .etm file")
     assert got["misaligned"].startswith("ValueError") and "aligned" in got["misaligned"]
     assert got["resized"].startswith("ValueError") and "resized or moved" in got["resized"]
+
+
+# --------------------------------------------------------------------------------------------
+# The same parser and kernels under AddressSanitizer + UndefinedBehaviorSanitizer
+# --------------------------------------------------------------------------------------------
+
+HARNESS_C = r"""
+/* Host harness: model.c + the forward kernels, built with -fsanitize=address,undefined.
+ * cases FILE: every case copied into its own exactly-sized heap block (so any read past the
+ * end is caught), validated, and run on two inputs when valid.
+ * run ETM INPUTS OUTPUTS: forward every input of INPUTS, write the outputs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(n ? (size_t)n : 1);
+    if (fread(p, 1, (size_t)n, f) != (size_t)n) { perror(path); exit(2); }
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+static void run_one(const et_model_t *m, const int8_t *x, int8_t *y) {
+    uint8_t *arena = malloc(m->arena_size);
+    const int8_t *out = et_model_forward(m, arena, x);
+    if (!out) { printf("KERNEL-ERROR\n"); exit(3); }
+    memcpy(y, out, et_model_output_size(m));
+    free(arena);
+}
+
+int main(int argc, char **argv) {
+    char err[192];
+    if (argc == 3 && !strcmp(argv[1], "cases")) {
+        size_t len;
+        uint8_t *data = slurp(argv[2], &len);
+        uint32_t n;
+        memcpy(&n, data, 4);
+        size_t pos = 4 + 4 * (size_t)n;
+        for (uint32_t i = 0; i < n; ++i) {
+            uint32_t ln;
+            memcpy(&ln, data + 4 + 4 * i, 4);
+            uint8_t *buf = malloc(ln ? ln : 1); /* malloc is 16-aligned: 4-byte alignment holds */
+            memcpy(buf, data + pos, ln);
+            pos += ln;
+            et_model_t m;
+            const char *msg = et_model_init(&m, buf, ln, err, sizeof err);
+            if (msg) {
+                printf("VE %u %s\n", i, msg);
+            } else if (et_model_input_size(&m) > (1u << 24) || m.arena_size > (1u << 26)) {
+                printf("OK %u too big to run\n", i);
+            } else {
+                size_t k = et_model_input_size(&m);
+                int8_t *x = malloc(k), *y = malloc(et_model_output_size(&m));
+                memset(x, 0, k);
+                run_one(&m, x, y);
+                memset(x, 0x7f, k);
+                run_one(&m, x, y);
+                printf("OK %u\n", i);
+                free(x);
+                free(y);
+            }
+            free(buf);
+        }
+        printf("DONE\n");
+        return 0;
+    }
+    if (argc == 5 && !strcmp(argv[1], "run")) {
+        size_t len, xlen;
+        uint8_t *raw = slurp(argv[2], &len);
+        uint8_t *buf = malloc(len);
+        memcpy(buf, raw, len);
+        et_model_t m;
+        if (et_model_init(&m, buf, len, err, sizeof err)) { printf("VE %s\n", err); return 4; }
+        int8_t *xs = (int8_t *)slurp(argv[3], &xlen);
+        size_t k = et_model_input_size(&m), o = et_model_output_size(&m);
+        FILE *f = fopen(argv[4], "wb");
+        int8_t *x = malloc(k), *y = malloc(o);
+        for (size_t i = 0; i + k <= xlen; i += k) {
+            memcpy(x, xs + i, k); /* exactly-sized input block */
+            run_one(&m, x, y);
+            fwrite(y, 1, o, f);
+        }
+        fclose(f);
+        printf("DONE\n");
+        return 0;
+    }
+    return 2;
+}
+"""
+
+FORWARD_KERNELS = ["et_conv_s8.c", "et_depthwise_conv_s8.c", "et_fully_connected_s8.c", "et_max_pool_s8.c",
+                   "et_avg_pool_s8.c", "et_mean_s8.c"]
+
+
+@pytest.fixture(scope="module")
+def sanitized_harness(tmp_path_factory) -> Path:
+    import shutil
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
+    out = tmp_path_factory.mktemp("sanitized")
+    (out / "harness.c").write_text(HARNESS_C)
+    exe = out / "harness"
+    cmd = [cc, "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-ffp-contract=off",
+           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+           f"-I{mod}", f"-I{mod / 'kernels'}", str(out / "harness.c"), str(mod / "model.c"),
+           *(str(mod / "kernels" / k) for k in FORWARD_KERNELS), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+def _run_harness(exe: Path, *args) -> subprocess.CompletedProcess:
+    env = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_parser_and_kernels_under_sanitizers(sanitized_harness, tmp_path, bases):
+    """Every structural mutation and 2000 random corruptions through model.c and the kernels
+    built with ASan+UBSan: no out-of-bounds access, no undefined behaviour, and the same
+    accept/reject decisions as on the unix port's expectations."""
+    cases = Cases()
+    for tag, model in bases.items():
+        cases.add(write_etm(model), f"{tag} unmodified", expect="OK")
+        cases.items += structural_cases(model, tag).items
+    rng = np.random.default_rng(77)
+    for model in bases.values():
+        base = write_etm(model)
+        for _ in range(250):
+            b = bytearray(base)
+            for _ in range(int(rng.integers(1, 5))):
+                b[int(rng.integers(16, len(b)))] = int(rng.integers(0, 256))
+            cases.add(b, "random", expect="any")
+    blob = struct.pack("<I", len(cases.items)) + b"".join(struct.pack("<I", len(b)) for b, _, _ in cases.items) \
+        + b"".join(b for b, _, _ in cases.items)
+    (tmp_path / "cases.bin").write_bytes(blob)
+    proc = _run_harness(sanitized_harness, "cases", tmp_path / "cases.bin")
+    assert proc.returncode == 0 and proc.stdout.endswith("DONE\n"), (proc.stdout[-500:], proc.stderr[-4000:])
+    lines = proc.stdout.splitlines()[:-1]
+    assert len(lines) == len(cases.items)
+    wrong = [f"{label}: expected {expect}, got {line}" for (_, expect, label), line in zip(cases.items, lines)
+             if (expect == "VE" and not line.startswith("VE ")) or (expect == "OK" and not line.startswith("OK "))]
+    assert not wrong, "\n".join(wrong[:20])
+
+
+def test_random_models_under_sanitizers_match_numpy(sanitized_harness, tmp_path):
+    """Valid random models (including saturating shifts) through the sanitized kernels: no
+    undefined behaviour (signed overflow, bad shifts), outputs equal to the numpy twin."""
+    from edgetune import reference
+
+    for seed in range(2000, 2080):
+        model = random_model(seed)
+        xs = np.random.default_rng(seed).integers(-128, 128, (8, model.input_tensor.size)).astype(np.int8)
+        xs[0], xs[1] = -128, 127
+        (tmp_path / "m.etm").write_bytes(write_etm(model))
+        (tmp_path / "x.bin").write_bytes(xs.tobytes())
+        proc = _run_harness(sanitized_harness, "run", tmp_path / "m.etm", tmp_path / "x.bin", tmp_path / "y.bin")
+        assert proc.returncode == 0, (seed, proc.stdout, proc.stderr[-4000:])
+        got = np.frombuffer((tmp_path / "y.bin").read_bytes(), np.int8).reshape(len(xs), -1)
+        want = reference.forward_batch(model, xs).reshape(len(xs), -1)
+        np.testing.assert_array_equal(got, want, err_msg=f"seed {seed}")
