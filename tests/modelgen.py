@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-GEN_VERSION = 2
+GEN_VERSION = 3
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "testmodels" / f"v{GEN_VERSION}"
 
@@ -64,7 +64,8 @@ def _spec(seed: int) -> dict:
             kind = "conv"
         pad = str(rng.choice(["same", "valid"], p=[0.5, 0.5] if kind in ("conv", "dw") else [0.7, 0.3]))
         if kind in ("conv", "dw"):
-            k = kernel(spatial)
+            # SAME padding may use a kernel wider than the input (windows clipped on both sides)
+            k = kernel([5 if pad == "same" else n for n in spatial])
             s = [int(rng.choice([1, 1, 2, 3])) if n > 2 else 1 for n in spatial]
             if two_d and rng.random() < 0.5:
                 s = [s[0]] * 2
