@@ -57,7 +57,7 @@ def _shift_for(rng: np.random.Generator, acc_scale: float) -> int:
     then, any legal shift (saturating outputs are a legitimate case too)."""
     if rng.random() < 0.08:
         return int(rng.integers(-31, 31))
-    s = 6 - int(round(math.log2(max(acc_scale, 1.0)))) + int(rng.integers(-2, 3))
+    s = 5 - int(round(math.log2(max(acc_scale, 1.0)))) + int(rng.integers(-2, 3))
     return int(np.clip(s, -31, 30))
 
 
@@ -95,11 +95,12 @@ def _weight(rng: np.random.Generator, shape, data: np.ndarray, c_out: int, axis:
     return Tensor(DT_INT8, shape, data=data, scale=float(rng.uniform(0.001, 0.1)))
 
 
-def _maybe_bias(rng: np.random.Generator, add, in_scale: float, wt: Tensor, c_out: int) -> int:
+def _maybe_bias(rng: np.random.Generator, add, in_scale: float, wt: Tensor, c_out: int, acc_scale: float) -> int:
     """A (C_out, 1, 1, 1) int32 bias with scale s_in * s_w (as export.py writes it), or NONE."""
     if rng.random() < 0.3:
         return NONE
-    data = rng.integers(-40000, 40000, (c_out, 1, 1, 1)).astype(np.int32)
+    lim = int(acc_scale) + 1 if rng.random() < 0.9 else 1 << 24  # now and then a dominating bias
+    data = rng.integers(-lim, lim, (c_out, 1, 1, 1)).astype(np.int32)
     if wt.scales is not None:
         return add(Tensor(DT_INT32, (c_out, 1, 1, 1), data=data, quant_axis=0,
                           scales=(np.float32(in_scale) * wt.scales).astype(np.float32)))
@@ -141,9 +142,10 @@ def random_model(seed: int, max_layers: int = 5) -> EtmModel:
             wshape = (c_out, kh, kw, c) if op == OP_CONV_2D else (1, kh, kw, c_out)
             wdata = rng.integers(-127, 128, wshape).astype(np.int8)
             wi = add(_weight(rng, wshape, wdata, c_out, 0 if op == OP_CONV_2D else 3))
-            bi = _maybe_bias(rng, add, tensors[cur].scale, tensors[wi], c_out)
             taps = kh * kw * (c if op == OP_CONV_2D else 1)
-            mult, shift = _requant(rng, c_out, 73.0 * 128 * math.sqrt(taps))
+            acc_scale = 73.0 * 100 * math.sqrt(taps)
+            bi = _maybe_bias(rng, add, tensors[cur].scale, tensors[wi], c_out, acc_scale)
+            mult, shift = _requant(rng, c_out, acc_scale)
             act, lo, hi = _clamp(rng, out_zp)
             oi = add(Tensor(DT_INT8, (1, p.out_h, p.out_w, c_out), zero_point=out_zp, scale=float(rng.uniform(0.01, 1))))
             layers.append(Layer(op, cur, oi, weight=wi, bias=bi, activation=act, stride_h=sh, stride_w=sw,
@@ -161,12 +163,13 @@ def random_model(seed: int, max_layers: int = 5) -> EtmModel:
             c_out = int(rng.integers(1, 11))
             wdata = rng.integers(-127, 128, (c_out, 1, 1, k)).astype(np.int8)
             wi = add(_weight(rng, (c_out, 1, 1, k), wdata, c_out, 0))
-            bi = _maybe_bias(rng, add, tensors[cur].scale, tensors[wi], c_out)
+            acc_scale = 73.0 * 100 * math.sqrt(k)
+            bi = _maybe_bias(rng, add, tensors[cur].scale, tensors[wi], c_out, acc_scale)
             if rng.random() < 0.5:  # per-tensor FC: one multiplier repeated
-                m1, s1 = _requant(rng, 1, 73.0 * 128 * math.sqrt(k))
+                m1, s1 = _requant(rng, 1, acc_scale)
                 mult, shift = np.repeat(m1, c_out), np.repeat(s1, c_out)
             else:
-                mult, shift = _requant(rng, c_out, 73.0 * 128 * math.sqrt(k))
+                mult, shift = _requant(rng, c_out, acc_scale)
             act, lo, hi = _clamp(rng, out_zp)
             oi = add(Tensor(DT_INT8, (1, 1, 1, c_out), zero_point=out_zp, scale=float(rng.uniform(0.01, 1))))
             layers.append(Layer(op, cur, oi, weight=wi, bias=bi, activation=act, input_offset=-zp,
