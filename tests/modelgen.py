@@ -10,8 +10,9 @@ quantization parameters (zero points, multipliers, shifts) vary. The output is l
 SOFTMAX).
 
 Conversion uses the real TFLite converter (int8 weights/activations, int8 input and output,
-representative dataset), then `edit_tflite` removes zero biases and widens some RELU/RELU6
-output ranges (paths the converter alone never produces). Results are cached as build/testmodels/v<GEN_VERSION>/<seed>.tflite
+representative dataset; a static batch of 1 so that Flatten becomes a plain RESHAPE), then
+`edit_tflite` removes zero biases and widens some RELU/RELU6 output ranges (paths the converter
+alone never produces). Results are cached as build/testmodels/v<GEN_VERSION>/<seed>.tflite
 (+ .json with the architecture), so TensorFlow is imported only when a model is missing.
 Bump GEN_VERSION whenever the generator changes what a seed produces.
 """
