@@ -444,8 +444,9 @@ class Trainer:
         g_q = round_sat(g / s_g, 32767).reshape(acts[-1].shape[1:])
         for i in range(len(m.layers) - 1, self.first - 1, -1):
             ly = m.layers[i]
-            y = acts[i + 1][0]
-            g_q = np.where((y > ly.act_min) & (y < ly.act_max), g_q, 0)
+            if i < len(m.layers) - 1:  # §3: the logits layer's mask is not applied
+                y = acts[i + 1][0]
+                g_q = np.where((y > ly.act_min) & (y < ly.act_max), g_q, 0)
             stop = False
             g_next = s_next = None
             if i > self.first:
