@@ -3,6 +3,7 @@
 #   make setup                    apt packages, MicroPython source, .venv, unix firmware
 #   make test                     rebuild the unix firmware if needed, run the pytest suite
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
+#   make firmware BOARD=rp2040    build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
 # MICROPY_DIR=/path uses your own MicroPython checkout instead of build/micropython.
@@ -11,7 +12,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BOARD ?= unix
-BOARDS := unix
+BOARDS := unix rp2040
 MICROPY_DIR_GIVEN := $(filter command line environment,$(origin MICROPY_DIR))
 MICROPY_DIR ?= $(CURDIR)/build/micropython
 override MICROPY_DIR := $(abspath $(MICROPY_DIR))
@@ -25,7 +26,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test firmware firmware-unix clean check-micropython
+.PHONY: help setup test firmware firmware-unix firmware-rp2040 clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -61,5 +62,10 @@ firmware-unix: check-micropython
 		  mv $(UNIX_BUILD)/micropython.tmp $(UNIX_BUILD)/micropython && \
 		  echo "firmware: $(UNIX_BUILD)/micropython"; }
 
+# RPI_PICO firmware with our module: build/rp2040/firmware.uf2. Needs build/rp2-deps (pico-sdk,
+# tinyusb, mbedtls, picotool from Debian's archive; scripts/rp2040_deps.sh, run by make setup).
+firmware-rp2040: check-micropython
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/firmware_rp2040.sh
+
 clean:
-	rm -rf build/unix build/scratch
+	rm -rf build/unix build/rp2040 build/rp2040.*.log build/scratch

@@ -6,13 +6,16 @@
 #   2. MicroPython 1.25 source from Debian's source package into build/micropython
 #      (skipped when MICROPY_DIR points at the user's own checkout).
 #   3. The Python venv at .venv with the host package installed editable.
-#   4. The unix-port firmware with our C module (make firmware BOARD=unix).
+#   4. The RP2040 build's dependencies (pico-sdk, tinyusb, mbedtls, picotool) from Debian's
+#      archive into build/rp2-deps (scripts/rp2040_deps.sh).
+#   5. The unix-port firmware with our C module (make firmware BOARD=unix).
 #
 # Idempotent: every step checks first and does nothing when already done. Runs as root or
 # with sudo; needs no stdin (CI=true). Environment knobs:
 #   MICROPY_DIR   use this MicroPython checkout instead of downloading one
 #   APT_ETC       apt configuration directory (default /etc/apt; for testing this script)
 #   SKIP_APT=1    skip the apt step (machine already provisioned by other means)
+#   SKIP_RP2040=1    skip the RP2040 dependencies
 #   SKIP_FIRMWARE=1  skip building the unix firmware
 set -euo pipefail
 
@@ -141,6 +144,9 @@ apt_step() {
     if [ "$need_update" -eq 0 ] && [ -z "${MICROPY_DIR_USER:-}" ] && [ ! -e "$DEFAULT_MICROPY_DIR/py/mpconfig.h" ]; then
         apt-cache showsrc micropython 2>/dev/null | grep -q '^Version: 1\.25' || need_update=1
     fi
+    if [ "$need_update" -eq 0 ] && [ "${SKIP_RP2040:-0}" != 1 ] && [ ! -x "$ROOT/build/rp2-deps/picotool/bin/picotool" ]; then
+        { apt-cache show pico-sdk-source && apt-cache showsrc picotool; } >/dev/null 2>&1 || need_update=1
+    fi
     if [ "$need_update" -eq 1 ]; then
         log "apt-get update"
         as_root apt-get update -q
@@ -205,7 +211,7 @@ venv_step() {
     touch "$stamp"
 }
 
-# --- 4. unix firmware -----------------------------------------------------------------------
+# --- 5. unix firmware -----------------------------------------------------------------------
 
 firmware_step() {
     log "firmware: make firmware BOARD=unix"
@@ -224,6 +230,7 @@ main() {
     if [ "${SKIP_APT:-0}" != 1 ]; then apt_step; fi
     micropython_step
     venv_step
+    if [ "${SKIP_RP2040:-0}" != 1 ]; then bash "$ROOT/scripts/rp2040_deps.sh"; fi
     if [ "${SKIP_FIRMWARE:-0}" != 1 ]; then firmware_step; fi
     log "done in $((SECONDS - t0)) s"
 }

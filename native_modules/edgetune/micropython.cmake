@@ -4,17 +4,13 @@
 
 add_library(usermod_edgetune INTERFACE)
 
-# Bindings, the .etm parser/arena planner and the plain-C99 kernels, picked up by glob so a new
-# kernel file needs no edit here (re-run the build's configure step after adding one).
-file(GLOB EDGETUNE_KERNEL_SOURCES ${CMAKE_CURRENT_LIST_DIR}/kernels/*.c)
-set(EDGETUNE_SOURCES "")
-foreach(src modedgetune.c model.c)
-    if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/${src})
-        list(APPEND EDGETUNE_SOURCES ${CMAKE_CURRENT_LIST_DIR}/${src})
-    endif()
-endforeach()
-list(APPEND EDGETUNE_SOURCES ${EDGETUNE_KERNEL_SOURCES})
-list(SORT EDGETUNE_SOURCES)
+# Every C file of the module (bindings, .etm parser, training core) and the plain-C99 kernels,
+# picked up by glob so a new file needs no edit here (CONFIGURE_DEPENDS re-runs the glob at
+# every build).
+file(GLOB EDGETUNE_SOURCES CONFIGURE_DEPENDS
+    ${CMAKE_CURRENT_LIST_DIR}/*.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels/*.c
+)
 
 target_sources(usermod_edgetune INTERFACE ${EDGETUNE_SOURCES})
 

@@ -4,9 +4,9 @@
 
 EDGETUNE_MOD_DIR := $(USERMOD_DIR)
 
-# Bindings, the .etm parser/arena planner and the plain-C99 kernels, picked up by wildcard so
-# a new kernel file needs no edit here.
-EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/modedgetune.c $(EDGETUNE_MOD_DIR)/model.c $(EDGETUNE_MOD_DIR)/scheme.c $(EDGETUNE_MOD_DIR)/train.c $(EDGETUNE_MOD_DIR)/kernels/*.c))
+# Every C file of the module (bindings, .etm parser, training core) and the plain-C99 kernels,
+# picked up by wildcard so a new file needs no edit here.
+EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/*.c $(EDGETUNE_MOD_DIR)/kernels/*.c))
 
 SRC_USERMOD_C += $(EDGETUNE_SRC_C)
 CFLAGS_USERMOD += -I$(EDGETUNE_MOD_DIR) -I$(EDGETUNE_MOD_DIR)/kernels
