@@ -339,3 +339,27 @@ def test_converted_keras_models_c_vs_numpy(micropython, tmp_path):
         inputs[f"k{seed}"] = random_inputs(model, 100, 500 + seed)
     outs, infos, classes = run_models(micropython, tmp_path, models, inputs)
     check_against_twin(models, inputs, outs, infos, classes)
+
+
+def prefix_models(model: EtmModel) -> list[EtmModel]:
+    """The model cut after each layer: predict() of cut i returns intermediate activation t_{i+1}."""
+    return [EtmModel(model.tensors, model.layers[: i + 1], model.input, ly.output, model.meta)
+            for i, ly in enumerate(model.layers[:-1])]
+
+
+def test_converted_keras_models_intermediates_c_vs_numpy(micropython, tmp_path):
+    """Every intermediate activation of converted models, C vs numpy (the module exposes an
+    intermediate tensor as the output of the model cut after that layer)."""
+    modelgen = pytest.importorskip("modelgen")
+    from edgetune.export import tflite_to_etm
+
+    models, inputs = {}, {}
+    for seed in range(N_REAL):
+        model = tflite_to_etm(modelgen.tflite_model(seed))
+        xs = random_inputs(model, 20, 900 + seed)
+        for i, cut in enumerate(prefix_models(model)):
+            models[f"k{seed}_{i}"] = cut
+            inputs[f"k{seed}_{i}"] = xs
+    assert len(models) > N_REAL
+    outs, infos, classes = run_models(micropython, tmp_path, models, inputs)
+    check_against_twin(models, inputs, outs, infos, classes)
