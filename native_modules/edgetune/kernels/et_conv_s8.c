@@ -42,7 +42,7 @@ et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quan
             for (int32_t ox = 0; ox < out_w; ++ox) {
                 const int32_t in_x0 = ox * params->stride_w - params->pad_w;
                 for (int32_t oc = 0; oc < out_c; ++oc) {
-                    int32_t acc = 0;
+                    uint32_t acc = 0; /* wraps modulo 2^32 like TFLM's int32 on real targets, defined in C */
                     for (int32_t ky = 0; ky < k_h; ++ky) {
                         const int32_t iy = in_y0 + ky;
                         if (iy < 0 || iy >= in_h) {
@@ -56,14 +56,14 @@ et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quan
                             const int8_t *px = in_b + ((size_t)iy * in_w + ix) * in_c;
                             const int8_t *wk = filter + (((size_t)oc * k_h + ky) * k_w + kx) * in_c;
                             for (int32_t ic = 0; ic < in_c; ++ic) {
-                                acc += (int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset);
+                                acc += (uint32_t)((int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset));
                             }
                         }
                     }
                     if (bias) {
-                        acc = (int32_t)((uint32_t)acc + (uint32_t)bias[oc]); /* wraps like TFLM, defined in C */
+                        acc += (uint32_t)bias[oc];
                     }
-                    output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] = et_requantize_s8(acc, quant->multiplier[oc], quant->shift[oc],
+                    output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] = et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
                         params->output_offset, params->act_min, params->act_max);
                 }
             }

@@ -45,7 +45,7 @@ et_status_t et_depthwise_conv_s8(const et_conv_params_t *params, const et_per_ch
                 for (int32_t ic = 0; ic < in_c; ++ic) {
                     for (int32_t m = 0; m < dm; ++m) {
                         const int32_t oc = ic * dm + m;
-                        int32_t acc = 0;
+                        uint32_t acc = 0; /* wraps modulo 2^32 like TFLM's int32 on real targets, defined in C */
                         for (int32_t ky = 0; ky < k_h; ++ky) {
                             const int32_t iy = in_y0 + ky;
                             if (iy < 0 || iy >= in_h) {
@@ -58,13 +58,13 @@ et_status_t et_depthwise_conv_s8(const et_conv_params_t *params, const et_per_ch
                                 }
                                 const int32_t x = in_b[((size_t)iy * in_w + ix) * in_c + ic];
                                 const int32_t w = filter[((size_t)ky * k_w + kx) * out_c + oc];
-                                acc += w * (x + params->input_offset);
+                                acc += (uint32_t)(w * (x + params->input_offset));
                             }
                         }
                         if (bias) {
-                            acc = (int32_t)((uint32_t)acc + (uint32_t)bias[oc]); /* wraps like TFLM, defined in C */
+                            acc += (uint32_t)bias[oc];
                         }
-                        output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] = et_requantize_s8(acc, quant->multiplier[oc], quant->shift[oc],
+                        output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] = et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
                             params->output_offset, params->act_min, params->act_max);
                     }
                 }

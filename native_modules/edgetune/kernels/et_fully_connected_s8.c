@@ -35,14 +35,14 @@ et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_cha
         const int8_t *in_b = input + (size_t)b * accum_depth;
         for (int32_t oc = 0; oc < output_depth; ++oc) {
             const int8_t *w = filter + (size_t)oc * accum_depth;
-            int32_t acc = 0;
+            uint32_t acc = 0; /* wraps modulo 2^32 like TFLM's int32 on real targets, defined in C */
             for (int32_t d = 0; d < accum_depth; ++d) {
-                acc += (int32_t)w[d] * ((int32_t)in_b[d] + params->input_offset);
+                acc += (uint32_t)((int32_t)w[d] * ((int32_t)in_b[d] + params->input_offset));
             }
             if (bias) {
-                acc = (int32_t)((uint32_t)acc + (uint32_t)bias[oc]); /* wraps like TFLM, defined in C */
+                acc += (uint32_t)bias[oc];
             }
-            output[(size_t)b * output_depth + oc] = et_requantize_s8(acc, quant->multiplier[oc], quant->shift[oc],
+            output[(size_t)b * output_depth + oc] = et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
                 params->output_offset, params->act_min, params->act_max);
         }
     }
