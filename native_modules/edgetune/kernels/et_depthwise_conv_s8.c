@@ -64,8 +64,9 @@ et_status_t et_depthwise_conv_s8(const et_conv_params_t *params, const et_per_ch
                         if (bias) {
                             acc += (uint32_t)bias[oc];
                         }
-                        output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] = et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
-                            params->output_offset, params->act_min, params->act_max);
+                        output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] =
+                            et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
+                                params->output_offset, params->act_min, params->act_max);
                     }
                 }
             }

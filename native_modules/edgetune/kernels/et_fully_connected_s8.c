@@ -42,8 +42,9 @@ et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_cha
             if (bias) {
                 acc += (uint32_t)bias[oc];
             }
-            output[(size_t)b * output_depth + oc] = et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
-                params->output_offset, params->act_min, params->act_max);
+            output[(size_t)b * output_depth + oc] =
+                et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
+                    params->output_offset, params->act_min, params->act_max);
         }
     }
     return ET_OK;
