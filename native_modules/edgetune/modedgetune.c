@@ -128,6 +128,9 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     if (msg) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
     }
+    /* The object first, the arena (the big block) last: if the arena does not fit, the
+     * MemoryError names it, and nothing but garbage was allocated. */
+    edgetune_model_obj_t *self = mp_obj_malloc(edgetune_model_obj_t, type);
     uint8_t *arena = m_malloc_maybe(train.arena_size);
     if (arena == NULL) {
         gc_info_t info;
@@ -136,7 +139,6 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
             MP_ERROR_TEXT("edgetune: model needs %u bytes of arena, the largest free heap block has %u"),
             (unsigned)train.arena_size, (unsigned)(info.max_free * MICROPY_BYTES_PER_GC_BLOCK));
     }
-    edgetune_model_obj_t *self = mp_obj_malloc(edgetune_model_obj_t, type);
     self->buf_obj = a[ARG_buf].u_obj;
     self->model = model;
     self->arena = arena;

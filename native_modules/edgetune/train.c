@@ -476,7 +476,9 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
         dims_of(&tin, &din);
         dims_of(&tout, &dout);
         const size_t n_in = et_tensor_elems(&tin), n_out = et_tensor_elems(&tout);
-        et_relu_grad_s16(g, (int32_t)n_out, arena + tl->mask);
+        if (i < (int)n_layers - 1) { /* the logits' mask is saved but not applied (§3) */
+            et_relu_grad_s16(g, (int32_t)n_out, arena + tl->mask);
+        }
         float s_next = 0.0f;
         if (i > t->first) {
             int32_t *acc = (int32_t *)(void *)nxt;
@@ -623,11 +625,11 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
     if (rd32(buf + 20) != et_train_scheme_crc(t)) {
         return "trained-weights file was saved with another training scheme";
     }
+    if (rd32(buf + 28) != (t->momentum != 0.0f ? 1u : 0u)) {
+        return "trained-weights file momentum flag (bit0, no other bits) differs from this model's momentum setting";
+    }
     if (rd32(buf + 24) != t->params_size || len != et_train_state_size(t)) {
         return "trained-weights file has a different parameter size";
-    }
-    if (rd32(buf + 28) != (t->momentum != 0.0f ? 1u : 0u)) {
-        return "trained-weights file momentum flag differs from this model's";
     }
     const uint8_t *params = buf + ET_STATE_HEADER - t->params_off; /* params + arena offset */
     for (unsigned i = t->first < 0 ? t->m->n_layers : (unsigned)t->first; i < t->m->n_layers; ++i) {
