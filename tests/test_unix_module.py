@@ -363,3 +363,42 @@ def test_converted_keras_models_intermediates_c_vs_numpy(micropython, tmp_path):
     assert len(models) > N_REAL
     outs, infos, classes = run_models(micropython, tmp_path, models, inputs)
     check_against_twin(models, inputs, outs, infos, classes)
+
+
+def test_weights_are_read_in_place(micropython, tmp_path):
+    """Model(buf) keeps the weights in `buf`: the heap grows by about the arena, not by the
+    ~49 KB of weights (which is what lets a frozen .etm in flash cost no RAM)."""
+    rng = np.random.default_rng(5)
+    k, hidden = 512, 96
+    t = [Tensor(DT_INT8, (1, 1, 1, k), zero_point=-5, scale=0.1),
+         Tensor(DT_INT8, (hidden, 1, 1, k), data=rng.integers(-127, 128, (hidden, 1, 1, k)).astype(np.int8),
+                scale=0.01),
+         Tensor(DT_INT8, (1, 1, 1, hidden), zero_point=-128, scale=0.2),
+         Tensor(DT_INT8, (4, 1, 1, hidden), data=rng.integers(-127, 128, (4, 1, 1, hidden)).astype(np.int8),
+                scale=0.01),
+         Tensor(DT_INT8, (1, 1, 1, 4), zero_point=3, scale=0.3)]
+    layers = [Layer(OP_FULLY_CONNECTED, 0, 2, weight=1, activation=ACT_RELU, input_offset=5, output_offset=-128,
+                    act_min=-128, multipliers=np.full(hidden, 1 << 30, np.int32), shifts=np.full(hidden, -10, np.int32)),
+              Layer(OP_FULLY_CONNECTED, 2, 4, weight=3, input_offset=128, output_offset=3,
+                    multipliers=np.full(4, 1 << 30, np.int32), shifts=np.full(4, -8, np.int32))]
+    model = EtmModel(t, layers, 0, 4)
+    path = tmp_path / "big.etm"
+    path.write_bytes(write_etm(model))
+    code = f"""
+import edgetune, gc
+buf = open({str(path)!r}, 'rb').read()
+gc.collect()
+f0 = gc.mem_free()
+m = edgetune.Model(buf)
+gc.collect()
+f1 = gc.mem_free()
+print(f0 - f1, m.info()['arena'], len(buf))
+"""
+    script = tmp_path / "t.py"
+    script.write_text(code)
+    proc = subprocess.run([str(micropython), str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    used, arena, size = map(int, proc.stdout.split())
+    assert size > 49_000
+    assert used <= arena + 4096, f"Model() used {used} bytes of heap for a {arena}-byte arena"
+    assert used >= arena
