@@ -629,3 +629,141 @@ def test_memory_error_when_the_training_arena_does_not_fit(micropython, tmp_path
     assert f"FITS {arena}" in fits, fits
     assert "MEMORY" in fails and f"needs {arena} bytes" in fails, fails
     assert "OTHER_OK True True" in fails, fails
+
+
+# --------------------------------------------------------------------------------------------
+# The same training core on the host under ASan + UBSan, and compiled with FMA available
+# --------------------------------------------------------------------------------------------
+
+TRAIN_HARNESS_C = r"""
+/* Host harness: model.c + scheme.c + train.c + every kernel. Usage:
+ *   harness ETM XS LABELS LR QAS MOMENTUM STATE_OUT
+ * Model with the .etm's scheme (else the default), exactly-sized heap blocks for the model, the
+ * per-layer table, the arena and every input (so ASan sees any access past them); one step per
+ * label; prints the losses as float32 hex and "PEAK <peak> <arena>", writes the state file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+#include "scheme.h"
+#include "train.h"
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(n ? (size_t)n : 1);
+    if (fread(p, 1, (size_t)n, f) != (size_t)n) { perror(path); exit(2); }
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 8) { return 2; }
+    char err[192];
+    size_t len, xlen, nlab;
+    uint8_t *buf = slurp(argv[1], &len);
+    et_model_t m;
+    if (et_model_init(&m, buf, len, err, sizeof err)) { printf("VE %s\n", err); return 4; }
+    et_scheme_layer_t *s = malloc(sizeof(*s) * m.n_layers);
+    if (m.scheme_off) {
+        const char *msg = et_scheme_parse(&m, s, err, sizeof err);
+        if (msg) { printf("VE %s\n", msg); return 4; }
+    } else {
+        et_scheme_default(&m, s);
+    }
+    et_train_layer_t *tl = calloc(m.n_layers, sizeof(*tl));
+    for (unsigned i = 0; i < m.n_layers; ++i) { tl[i].s = s[i]; }
+    et_train_t t;
+    const char *msg = et_train_plan(&t, &m, tl, (float)atof(argv[6]), err, sizeof err);
+    if (msg) { printf("VE %s\n", msg); return 4; }
+    uint8_t *arena = malloc(t.arena_size);
+    et_train_init(&t, arena);
+    int8_t *xs = (int8_t *)slurp(argv[2], &xlen);
+    uint8_t *labels = slurp(argv[3], &nlab);
+    size_t k = et_model_input_size(&m);
+    int8_t *x = malloc(k);
+    for (size_t i = 0; i < nlab; ++i) {
+        memcpy(x, xs + i * k, k);
+        float loss = et_train_step(&t, x, labels[i], (float)atof(argv[4]), atoi(argv[5]));
+        uint8_t b[4];
+        memcpy(b, &loss, 4);
+        printf("%02x%02x%02x%02x ", b[0], b[1], b[2], b[3]);
+    }
+    printf("\nPEAK %lu %lu\n", (unsigned long)t.peak, (unsigned long)t.arena_size);
+    uint8_t hdr[ET_STATE_HEADER];
+    et_train_state_header(&t, hdr);
+    size_t n = et_train_state_size(&t);
+    uint8_t *file = malloc(n);
+    memcpy(file, hdr, ET_STATE_HEADER);
+    memcpy(file + ET_STATE_HEADER, arena + t.params_off, t.params_size);
+    if (et_train_state_check(&t, file, n, err, sizeof err)) { printf("CHECK %s\n", err); return 5; }
+    FILE *f = fopen(argv[7], "wb");
+    fwrite(file, 1, n, f);
+    fclose(f);
+    return 0;
+}
+"""
+
+
+def _build_harness(out: Path, name: str, flags: list[str]) -> Path:
+    import shutil
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
+    (out / "harness.c").write_text(TRAIN_HARNESS_C)
+    exe = out / name
+    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-ffp-contract=off", *flags,
+           f"-I{mod}", f"-I{mod / 'kernels'}", str(out / "harness.c"), str(mod / "model.c"), str(mod / "scheme.c"),
+           str(mod / "train.c"), *map(str, sorted((mod / "kernels").glob("*.c"))), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+@pytest.mark.parametrize("variant", ["sanitized", "fma"])
+def test_training_core_on_the_host(tmp_path, variant):
+    """train.c and the kernels outside MicroPython: under ASan+UBSan (no out-of-bounds access,
+    no undefined behaviour), and at -O3 with FMA instructions available (-ffp-contract=off keeps
+    the float operations unfused): the same bits as the numpy twin."""
+    import platform
+
+    if variant == "sanitized":
+        flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    else:
+        if platform.machine() not in ("x86_64", "AMD64"):
+            pytest.skip("FMA variant is x86-64 only")
+        flags = ["-O3", "-mavx2", "-mfma"]
+    exe = _build_harness(tmp_path, variant, flags)
+    env = {"ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1", "PATH": "/usr/bin:/bin"}
+    rng = np.random.default_rng(77)
+    n_cases = 0
+    for c in _hand_cases(0, 24):
+        if variant == "fma" and not c.qas:
+            continue
+        m = read_etm(c.etm)
+        m.scheme = c.scheme.encode()  # any scheme travels in the .etm
+        etm = write_etm(m)
+        xs = rng.integers(-128, 128, (STEPS, m.input_tensor.size)).astype(np.int8)
+        labels = rng.integers(0, m.output_tensor.size, STEPS).astype(np.uint8)
+        (tmp_path / "m.etm").write_bytes(etm)
+        (tmp_path / "x.bin").write_bytes(xs.tobytes())
+        (tmp_path / "l.bin").write_bytes(labels.tobytes())
+        proc = subprocess.run([str(exe), tmp_path / "m.etm", tmp_path / "x.bin", tmp_path / "l.bin", repr(c.lr),
+                               str(int(c.qas)), repr(c.momentum), tmp_path / "s.bin"],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, f"{c.name}: {proc.stdout[-500:]}\n{proc.stderr[-3000:]}"
+        tw = Trainer(etm, momentum=c.momentum)
+        want = [_f32hex(tw.step(x, int(lb), c.lr, c.qas)) for x, lb in zip(xs, labels)]
+        lines = proc.stdout.splitlines()
+        assert lines[0].split() == want, c.name
+        _, peak, arena = lines[1].split()
+        assert peak == arena == str(memory.training_arena(m, c.scheme, c.momentum > 0)), c.name
+        assert (tmp_path / "s.bin").read_bytes() == tw.state_bytes(), c.name
+        n_cases += 1
+    assert n_cases >= 30
