@@ -185,9 +185,8 @@ def real_models() -> dict[str, EtmModel]:
         return {}
     out = {}
     for seed in range(N_REAL):
-        m = read_etm(write_etm(tflite_to_etm(modelgen.tflite_model(seed))))
-        if m.layers[-1].op == OP_FULLY_CONNECTED:
-            out[f"k{seed}"] = m
+        # models not ending in FULLY_CONNECTED have no classifier: "classifier" trains nothing
+        out[f"k{seed}"] = read_etm(write_etm(tflite_to_etm(modelgen.tflite_model(seed))))
     return out
 
 
@@ -345,6 +344,8 @@ def test_training_c_vs_numpy_hand_built(micropython, tmp_path, chunk):
     assert len(cases) >= 3 * per
     kinds = {c.kind for c in cases}
     assert kinds == {"default", "classifier", "bias_etm", "sliced"}, kinds
+    combos = {(c.qas, c.momentum > 0) for c in cases}
+    assert len(combos) == 4, combos  # QAS on/off x momentum on/off
     changed = check_cases(micropython, tmp_path, cases, chunk)
     # The steps are real: with QAS the state moved away from the flashed weights in most cases.
     n_qas = sum(c.qas for c in cases)
@@ -359,6 +360,7 @@ def test_training_c_vs_numpy_converted_models(micropython, tmp_path):
     cases = []
     for name, m in models.items():
         cases += cases_for(name, m, np.random.default_rng([6, len(cases)]))
+    assert len(models) == N_REAL and len(cases) >= 3 * len(models)
     check_cases(micropython, tmp_path, cases, 1000)
 
 

@@ -30,7 +30,10 @@ static size_t chain_elems(const et_model_t *m, unsigned i) {
     return et_tensor_elems(&t);
 }
 
+/* Record that the arena was written up to byte `end` (counted in 4-byte slots, the
+ * granularity of the layout, so a full plan reports exactly its size). */
 static void touch(et_train_t *t, size_t end) {
+    end = a4(end);
     if (end > t->peak) {
         t->peak = end;
     }

@@ -51,7 +51,7 @@ typedef struct {
     size_t grad_elems;          /* G: elements of the largest gradient tensor */
     size_t params_off, params_size;
     size_t loss_off;
-    size_t peak;                /* highest arena offset written so far */
+    size_t peak;                /* highest arena offset written so far (rounded up to 4) */
     uint32_t n_trainable;       /* trainable parameter count */
 } et_train_t;
 
