@@ -467,3 +467,15 @@ def test_state_refusals_leave_state_unchanged():
         assert target.state_bytes() == before, what
     target.load_state(good)
     assert target.state_bytes() == good
+
+
+def test_unusable_scales_refused():
+    m = fc_model(k=6, c=4, hidden=5, seed=16)
+    m.tensors[m.layers[1].weight].scales[2] = 0.0  # frozen classifier weights after first = 0
+    with pytest.raises(ValueError, match="weight scale"):
+        Trainer(m, Scheme((Entry(0, True, ()),)))
+    m = fc_model(k=6, c=4, hidden=5, seed=16)
+    m.tensors[m.layers[0].bias].scales[0] = np.nan
+    with pytest.raises(ValueError, match="bias scale"):
+        Trainer(m, Scheme((Entry(0, True, ()),)))
+    Trainer(m, Scheme((Entry(1, True, ()),)))  # layer 0 is not used: fine

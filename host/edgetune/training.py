@@ -183,8 +183,7 @@ class Trainer:
         self.model_crc = struct.unpack_from("<I", buf, 12)[0]
         self.scheme = scheme if scheme is not None else Scheme.for_model(model)
         self.scheme.validate(model)
-        for e in self.scheme.entries:
-            _check_scales(model, e)
+        _check_scales(model, self.scheme)
         self.momentum = F32(momentum)
         if not (self.momentum >= 0 and self.momentum < 1):
             raise ValueError(f"momentum {momentum} must be in [0, 1)")
@@ -599,15 +598,27 @@ class Trainer:
         return A
 
 
-def _check_scales(model: EtmModel, e) -> None:
-    ly = model.layers[e.layer]
-    c = out_channels(model, e.layer)
-    checks = []
-    if e.bias:
-        checks.append(("bias", _scales(model.tensors[ly.bias], c)))
-    if e.channels:
-        checks.append(("weight", _scales(model.tensors[ly.weight], c)))
-        checks.append(("input", np.asarray([model.tensors[ly.input].scale], F32)))
-    for what, s in checks:
-        if not np.all(np.isfinite(s) & (s > 0)):
-            raise ValueError(f"layer {e.layer}: {what} scales must be finite and > 0 to train it")
+def _check_scales(model: EtmModel, scheme: Scheme) -> None:
+    """ValueError unless the floats a step uses are usable (docs/training.md §1 validation):
+    weight scales of every weight layer i >= first, bias scales of trained biases, the input
+    scale of weight-trained layers (finite and > 0); the output scale finite and >= 0."""
+    first = scheme.first
+    if first is None:
+        return
+    for i in range(first, len(model.layers)):
+        ly = model.layers[i]
+        if ly.weight == NONE:
+            continue
+        c = out_channels(model, i)
+        e = scheme.entry(i)
+        checks = [("weight", _scales(model.tensors[ly.weight], c))]
+        if e is not None and e.bias:
+            checks.append(("bias", _scales(model.tensors[ly.bias], c)))
+        if e is not None and e.channels:
+            checks.append(("input", np.asarray([model.tensors[ly.input].scale], F32)))
+        for what, sc in checks:
+            if not np.all(np.isfinite(sc) & (sc > 0)):
+                raise ValueError(f"layer {i}: {what} scale is not a positive number")
+    so = F32(model.output_tensor.scale)
+    if not (np.isfinite(so) and so >= 0):
+        raise ValueError("the output scale is not a finite number")
