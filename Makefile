@@ -13,8 +13,11 @@ SHELL := /bin/bash
 
 BOARD ?= unix
 BOARDS := unix rp2040
-MICROPY_DIR_GIVEN := $(filter command line environment,$(origin MICROPY_DIR))
-MICROPY_DIR ?= $(CURDIR)/build/micropython
+# An empty MICROPY_DIR counts as unset.
+MICROPY_DIR_GIVEN := $(if $(strip $(MICROPY_DIR)),$(filter command line environment,$(origin MICROPY_DIR)))
+ifeq ($(strip $(MICROPY_DIR)),)
+override MICROPY_DIR := $(CURDIR)/build/micropython
+endif
 override MICROPY_DIR := $(abspath $(MICROPY_DIR))
 JOBS ?= 2
 PYTHON := $(CURDIR)/.venv/bin/python

@@ -215,7 +215,11 @@ venv_step() {
 
 firmware_step() {
     log "firmware: make firmware BOARD=unix"
-    make -C "$ROOT" --no-print-directory firmware BOARD=unix ${MICROPY_DIR_USER:+MICROPY_DIR="$MICROPY_DIR_USER"}
+    if [ -n "${MICROPY_DIR_USER:-}" ]; then
+        MICROPY_DIR="$MICROPY_DIR_USER" make -C "$ROOT" --no-print-directory firmware BOARD=unix
+    else
+        env -u MICROPY_DIR make -C "$ROOT" --no-print-directory firmware BOARD=unix
+    fi
 }
 
 main() {
