@@ -479,3 +479,16 @@ def test_unusable_scales_refused():
     with pytest.raises(ValueError, match="bias scale"):
         Trainer(m, Scheme((Entry(0, True, ()),)))
     Trainer(m, Scheme((Entry(1, True, ()),)))  # layer 0 is not used: fine
+
+
+def test_attach_writes_the_scheme_into_the_etm():
+    from edgetune.modelfile import read_etm
+    from edgetune.scheme import attach
+
+    m = fc_model(k=6, c=9, hidden=5)
+    s = attach(m, "bias=1,w0=1/2")
+    back = read_etm(write_etm(m))
+    assert Scheme.for_model(back) == s
+    assert s.entries == (Entry(0, False, l1_channels(m, 0, 2)), Entry(1, True, tuple(range(9))))
+    with pytest.raises(ValueError, match="ratio"):
+        attach(m, "w0=1/3")

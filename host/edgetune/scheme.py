@@ -322,3 +322,11 @@ def check_bounds(model: EtmModel, first: int | None) -> None:
         if bound >= LIM31:
             raise ValueError(f"layer {i} ({ly.op_name}): its input-gradient accumulator could overflow int32 "
                              f"(bound {bound} >= 2^31); train only layers after it")
+
+
+def attach(model: EtmModel, text: str) -> Scheme:
+    """Parse a scheme text (module docstring) for `model`, store its encoding in `model.scheme`
+    (written into the .etm by `write_etm`) and return it. For `edgetune export --scheme`."""
+    s = Scheme.parse(text, model)
+    model.scheme = s.encode()
+    return s
