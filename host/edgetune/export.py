@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -318,7 +319,19 @@ def _check_side_ops(G: _Graph, chain: list[int]) -> None:
 
 
 def tflite_to_etm(tflite: bytes, meta: dict | None = None) -> EtmModel:
-    """Convert a full-integer int8 TFLite flatbuffer into an `EtmModel` (raises ValueError)."""
+    """Convert a full-integer int8 TFLite flatbuffer into an `EtmModel`.
+
+    Raises ValueError naming the operator (index and builtin name) or tensor (index, name, dtype)
+    for anything the .etm cannot express; corrupt input also raises ValueError.
+    """
+    try:
+        return _convert(tflite, meta)
+    except (IndexError, KeyError, TypeError, AttributeError, OverflowError, struct.error,
+            UnicodeDecodeError) as e:  # garbage that parsed as a flatbuffer
+        raise ValueError(f"corrupt or malformed TFLite model: {type(e).__name__}: {e}") from None
+
+
+def _convert(tflite: bytes, meta: dict | None) -> EtmModel:
     G = _parse(tflite)
     g = G.g
     if g.inputs is None or len(g.inputs) != 1 or g.outputs is None or len(g.outputs) != 1:
@@ -466,13 +479,10 @@ def tflite_to_etm(tflite: bytes, meta: dict | None = None) -> EtmModel:
                 raise ValueError(f"{who}: output {G.desc(i_out)} must have {c_out} elements (batch 1)")
             wt = _weight(G, wi, who, (c_out, 1, 1, depth), 0)
             ly.weight = add_const(wt)
-            bias_scale = None
             if len(op.inputs) > 2 and int(op.inputs[2]) >= 0:
-                bt = _bias(G, int(op.inputs[2]), who, c_out)
-                ly.bias = add_const(bt)
-                bias_scale = bt.scale if bt.scales is None else None
+                ly.bias = add_const(_bias(G, int(op.inputs[2]), who, c_out))
             fs = wt.scales if wt.scales is not None else np.array([wt.scale], np.float32)
-            ly.multipliers, ly.shifts = prepare.fc_multipliers(in_s, fs, out_s, c_out, bias_scale)
+            ly.multipliers, ly.shifts = prepare.fc_multipliers(in_s, fs, out_s, c_out)
             _check_multipliers(who, ly.multipliers, ly.shifts)
             ly.act_min, ly.act_max, ly.activation = prepare.activation_range(int(o.fusedActivationFunction), out_s, out_z, who)
             ly.output = new_act(i_out, (1, 1, 1, c_out))
