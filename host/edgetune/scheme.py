@@ -143,7 +143,8 @@ class Scheme:
             if isinstance(spec, (list, tuple, np.ndarray)):
                 ch = sorted(int(c) for c in spec)
                 if not ch or len(set(ch)) != len(ch) or ch[0] < 0 or ch[-1] >= c_out:
-                    raise ValueError(f"layer {layer}: channel list {list(spec)} must be non-empty, unique, within 0..{c_out - 1}")
+                    raise ValueError(f"layer {layer}: channel list {list(spec)} must be non-empty, unique, "
+                                     f"within 0..{c_out - 1}")
                 chans[layer] = tuple(ch)
             else:
                 r = _ratio(spec)
@@ -275,7 +276,8 @@ class Scheme:
         prev = -1
         for e in self.entries:
             if e.layer <= prev:
-                raise ValueError(f"scheme entries must be in strictly increasing layer order (layer {e.layer} after {prev})")
+                raise ValueError(f"scheme entries must be in strictly increasing layer order "
+                                 f"(layer {e.layer} after {prev})")
             prev = e.layer
             if e.layer >= len(model.layers):
                 raise ValueError(f"scheme names layer {e.layer}; the model has {len(model.layers)} layers")

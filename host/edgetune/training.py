@@ -317,7 +317,8 @@ class Trainer:
         mom = self.momentum > 0
         if flags != (1 if mom else 0):
             raise ValueError(f"trained-weights file flags {flags:#x}: momentum buffers "
-                             f"{'present' if flags & 1 else 'absent'}, this model has momentum {'on' if mom else 'off'}")
+                             f"{'present' if flags & 1 else 'absent'}, "
+                             f"this model has momentum {'on' if mom else 'off'}")
         expect = len(self.params_region())
         if p != expect or size != 32 + p:
             raise ValueError(f"trained-weights params region is {p} bytes, this model + scheme needs {expect}")
