@@ -71,11 +71,15 @@ def prepare_seed(sc: data.Scenario, cfg: dict[str, Any], args: argparse.Namespac
     tag = f"{sc.name}_{args.variant}_e{args.epochs}_s{seed}"
     d = os.path.join(args.out, "learning_models", tag)
     tfl, etm = os.path.join(d, "model.tflite"), os.path.join(d, "model.etm")
-    if not os.path.exists(os.path.join(d, "result.json")):
+    split_json = os.path.join(d, "split.json")
+    fresh = os.path.exists(os.path.join(d, "result.json")) and os.path.exists(etm)
+    if fresh:
+        with open(split_json) as f:
+            fresh = json.load(f)["config"] == cfg
+    if not fresh:  # (re)build when missing or made for another split configuration
         m, hist = pretrain.pretrain(sc, args.variant, args.epochs, seed, progress=not args.no_progress)
         pretrain.save_run(d, m, sc, hist, cfg, {"variant": args.variant, "epochs": args.epochs, "seed": seed,
                                                 "batch": pretrain.DEFAULTS["batch"], "lr": pretrain.DEFAULTS["lr"]})
-    if not os.path.exists(etm):
         quantize.quantize_run(d, tfl)
         if cli.main(["export", tfl, "-o", etm, "--meta", quantize.meta_path(tfl)]) != 0:
             raise RuntimeError(f"export of {tfl} failed")
@@ -142,6 +146,7 @@ class FloatTuner:
     def __init__(self, model: Any):
         import tensorflow as tf
 
+        tf.config.experimental.enable_op_determinism()  # same numbers whether or not pretraining ran here
         self.tf, self.model = tf, model
         self.w0 = [np.array(w) for w in model.get_weights()]
         self.masks = [tf.Variable(np.zeros(v.shape, np.float32), trainable=False) for v in model.trainable_variables]
