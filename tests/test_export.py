@@ -265,7 +265,13 @@ def test_cli_writes_atomically(models, tmp_path):
     assert cli([str(src), "-o", str(out), "--meta", str(meta)]) == 0
     m = read_etm(out.read_bytes())
     assert m.meta["sample_rate"] == 50 and m.meta["softmax_on_host"] is True
+    assert m.scheme == b""
     assert out.read_bytes() == write_etm(tflite_to_etm(models["1d"], json.loads(meta.read_text())))
+    with_scheme = tmp_path / "s.etm"
+    assert cli([str(src), "-o", str(with_scheme), "--scheme", "default"]) == 0
+    assert read_etm(with_scheme.read_bytes()).scheme != b""
+    assert cli([str(src), "-o", str(with_scheme), "--scheme", "bogus=1"]) == 1  # keeps the old file
+    assert read_etm(with_scheme.read_bytes()).scheme != b""
     # failures: non-zero exit, one-line message, nothing written, an existing file left untouched
     for bad_name in ("tanh", "float"):
         bad = tmp_path / f"{bad_name}.tflite"
@@ -281,7 +287,7 @@ def test_cli_writes_atomically(models, tmp_path):
     assert cli([str(tmp_path / "junk.tflite"), "-o", str(out)]) == 1
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["m.tflite", "meta.json", "m.etm", "tanh.tflite", "float.tflite", "junk.tflite"])
+        ["m.tflite", "meta.json", "m.etm", "s.etm", "tanh.tflite", "float.tflite", "junk.tflite"])
 
 
 # --- prepare.py against the tflite-micro interpreter, at rounding boundaries --------------------

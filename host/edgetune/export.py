@@ -558,12 +558,14 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def cli(argv: list[str]) -> int:
-    """`edgetune export MODEL.tflite -o MODEL.etm [--meta META.json]`."""
+    """`edgetune export MODEL.tflite -o MODEL.etm [--meta META.json] [--scheme TEXT]`."""
     p = argparse.ArgumentParser(prog="edgetune export",
                                 description="Convert a full-integer int8 .tflite model to a .etm model file.")
     p.add_argument("model", help="input .tflite (int8 input/output, full-integer quantized)")
     p.add_argument("-o", "--output", help="output .etm (default: MODEL with the .etm suffix)")
     p.add_argument("--meta", help="JSON file with a metadata object to embed (class names, sample rate, ...)")
+    p.add_argument("--scheme", help="sparse-update scheme to embed, e.g. 'default' or 'bias=2,w-3=1/4' "
+                                    "(see edgetune.scheme)")
     args = p.parse_args(argv)
     out = args.output or os.path.splitext(args.model)[0] + ".etm"
     try:
@@ -576,6 +578,10 @@ def cli(argv: list[str]) -> int:
             if not isinstance(meta, dict):
                 raise ValueError(f"{args.meta}: metadata must be a JSON object")
         etm = tflite_to_etm(data, meta)
+        if args.scheme:
+            from .scheme import attach
+
+            attach(etm, args.scheme)
         blob = write_etm(etm)
         _write_atomic(out, blob)
     except (OSError, ValueError) as e:
