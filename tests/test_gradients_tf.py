@@ -18,8 +18,8 @@ Two comparisons per model, 24 samples from the calibration distribution, random 
    and its clamps by our masks, the gradient flowing through TF's float ops. TF then
    differentiates exactly the function our backward differentiates, so this isolates our
    backward arithmetic (int16 gradients with one scale per tensor, folded s_w, AVERAGE_POOL's
-   rdiv(1024, n)/1024). Measured: cosine 1.000000 (to 6 digits) for every tensor at every depth.
-   Asserted: every sample ≥ 0.9999.
+   rdiv(1024, n)/1024). Measured over 60 random models x 24 samples: the lowest per-sample
+   cosine of any tensor at any depth was 0.9999974. Asserted: every sample ≥ 0.9999.
 2. *Dequantized float model* (the issue's criterion): the forwards now differ — every int8
    activation is rounded, a ReLU output that rounds to the zero point is masked while its
    float value passes, pools pick different maxima — and the gap grows with depth. Per-sample
