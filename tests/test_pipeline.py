@@ -128,3 +128,24 @@ def test_zoo_fits_the_boards():
     for v in model.VARIANTS:
         m = model.build(v)
         assert m.layers[-1].name == "classifier" and m.layers[-1].get_config()["activation"] == "linear"
+
+
+@pytest.mark.parametrize("variant", ["small", "large"])
+def test_board_variants_export_bit_exact(variant, scenario, tmp_path):
+    # the RP2040 and ESP32-S3 models (1 epoch: any trained weights will do) also convert, export
+    # and match tflite-micro: covers 5-tap depthwise, 1x1 conv and average pooling on real data
+    from edgetune import pretrain, reference
+
+    _, sc = scenario
+    m, _ = pretrain.pretrain(sc, variant, epochs=1, seed=0, progress=False)
+    tfl = tmp_path / f"{variant}.tflite"
+    tfl.write_bytes(quantize.convert(m, quantize.representative(sc, 100)))
+    meta = quantize.metadata(sc, tfl.read_bytes())
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    etm = tmp_path / f"{variant}.etm"
+    assert cli.main(["export", str(tfl), "-o", str(etm), "--meta", str(tmp_path / "meta.json")]) == 0
+    em = read_etm(etm.read_bytes())
+    fp = model.footprint(m)
+    assert fp.weight_bytes == sum(t.nbytes for t in em.tensors if t.data is not None)
+    xq = quantize.quantize_input(sc, sc.test.x[::40][:24], meta["input_scale"], meta["input_zero_point"])
+    np.testing.assert_array_equal(reference.forward_batch(em, xq).reshape(len(xq), -1), _tflm_outputs(tfl, xq))
