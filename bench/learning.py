@@ -187,9 +187,9 @@ def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
 
     To fill in, for each mode in INT8_MODES ("int8 QAS", "int8 SGD") and each scheme in
     SCHEMES[:3]: for every lr in the grid and every SeedRun r, load r.etm_path, build the scheme
-    (the sparse channels are `l1_channels(r.etm_path, last_conv, 2)`, the classifier always
-    trains), train on the int8 fit windows `int8_windows(sc, sc.shift_fit.take(r.fit_idx), r.meta)`
-    one sample per step in the order r.order (len = steps), then measure accuracy on
+    (`etm_scheme(r.etm_path, scheme)` gives the entries), train on the int8 fit windows
+    `int8_windows(sc, sc.shift_fit.take(r.fit_idx), r.meta)` one sample per step in the order
+    r.order (len = steps), then measure accuracy on
     int8_windows(sc, sc.shift_val, r.meta) (lr choice, mean over seeds) and on sc.shift_eval
     (reported). Return rows shaped like the fp32 rows (see `tune_rows`).
     Until the twin exists this returns the rows marked pending: no numbers are invented.
@@ -202,6 +202,31 @@ def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
     status = ("pending: bench/learning.py int8_rows is not wired to edgetune.training yet" if have
               else "pending: numpy training twin (host/edgetune/training.py) not available")
     return [{"name": s, "precision": mode, "status": status} for mode in INT8_MODES for s in SCHEMES[:3]]
+
+
+def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
+    """A scheme of SCHEMES[:3] as docs/training.md §1 entries over the .etm's layers:
+    (layer index, train bias, selected weight channels; [] = weights frozen). Same parameters
+    as `scheme_masks` trains in TensorFlow."""
+    from edgetune.modelfile import NONE, OP_FULLY_CONNECTED, read_etm
+
+    with open(etm_path, "rb") as f:
+        em = read_etm(f.read())
+    wl = [i for i, ly in enumerate(em.layers) if ly.weight != NONE]
+    cls = wl[-1]
+    assert em.layers[cls].op == OP_FULLY_CONNECTED
+    entries = []
+    for k, i in enumerate(wl):
+        has_bias = em.layers[i].bias != NONE
+        if i == cls:
+            entries.append((i, has_bias, list(range(em.tensors[em.layers[i].weight].shape[0]))))
+        elif scheme in ("bias+classifier", "sparse"):
+            ch = l1_channels(etm_path, k, 2) if scheme == "sparse" and k == len(wl) - 2 else []
+            if has_bias or ch:
+                entries.append((i, has_bias, ch))
+        elif scheme != "classifier":
+            raise ValueError(f"no int8 scheme {scheme!r}")
+    return entries
 
 
 def int8_windows(sc: data.Scenario, w: data.Windows, meta: dict[str, Any]) -> np.ndarray:
