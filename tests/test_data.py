@@ -169,3 +169,14 @@ def test_recorded_session_loads_through_the_same_api(tmp_path, ds):
     bad.write_text("ax,ay,az,gx,gy,gz,label\n1,2,3,4,5,6,JUMP\n")
     with pytest.raises(ValueError, match="unknown label"):
         data.load_session(str(bad))
+
+
+def test_write_session_round_trip(tmp_path, ds):
+    recs = [ds.recordings[3], ds.recordings[7]]
+    assert recs[0].label != recs[1].label  # adjacent runs stay separate recordings
+    for name in ("s.csv", "s.npz"):
+        data.write_session(str(tmp_path / name), recs)
+        back = data.load_session(str(tmp_path / name))
+        assert [r.label for r in back] == [r.label for r in recs]
+        for a, b in zip(back, recs):
+            np.testing.assert_allclose(a.x, b.x, rtol=1e-5, atol=1e-6)

@@ -145,6 +145,23 @@ def load_session(path: str, class_names: Sequence[str] = WATCH_CLASSES, subject:
     return recs
 
 
+def write_session(path: str, recs: Sequence[Recording], class_names: Sequence[str] = WATCH_CLASSES) -> None:
+    """Write recordings as a session file `load_session` reads back (CSV with class names, or NPZ).
+
+    Useful to replay real data through the device app's replay sensor in emulation.
+    """
+    x = np.concatenate([r.x for r in recs]).astype(np.float32) if recs else np.zeros((0, 6), np.float32)
+    lab = np.concatenate([np.full(len(r.x), r.label, np.int64) for r in recs]) if recs else np.zeros(0, np.int64)
+    if path.endswith(".npz"):
+        np.savez(path, **{c: x[:, i] for i, c in enumerate(CHANNELS)}, label=lab)
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*CHANNELS, "label"])
+        for row, y in zip(x, lab):
+            w.writerow([f"{v:.6g}" for v in row] + [class_names[y]])
+
+
 def _label_index(v: Any, class_names: Sequence[str]) -> int:
     if isinstance(v, (int, np.integer)):
         return int(v)
