@@ -256,6 +256,75 @@ def test_corrupt_input_rejected(models):
             pass
 
 
+def _ops(model, g, S, name):
+    code = getattr(S.BuiltinOperator, name)
+    return [op for op in g.operators if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                                            model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == code]
+
+
+def _batch2(model, g, S):
+    g.tensors[g.inputs[0]].shape = np.array([2, 11, 9, 2], np.int32)
+
+
+def _int16_input(model, g, S):
+    g.tensors[g.inputs[0]].type = S.TensorType.INT16
+
+
+def _dilation(model, g, S):
+    _ops(model, g, S, "CONV_2D")[0].builtinOptions.dilationHFactor = 2
+
+
+def _relu_n1(model, g, S):
+    _ops(model, g, S, "CONV_2D")[0].builtinOptions.fusedActivationFunction = S.ActivationFunctionType.RELU_N1_TO_1
+
+
+def _pool_requant(model, g, S):
+    op = _ops(model, g, S, "MAX_POOL_2D")[0]
+    g.tensors[op.outputs[0]].quantization.zeroPoint = [g.tensors[op.outputs[0]].quantization.zeroPoint[0] + 1]
+
+
+def _reshape_requant(model, g, S):
+    op = _ops(model, g, S, "RESHAPE")[-1]
+    g.tensors[op.outputs[0]].quantization.scale = [np.float32(g.tensors[op.outputs[0]].quantization.scale[0] * 2)]
+
+
+def _branch(model, g, S):
+    conv, fc = _ops(model, g, S, "CONV_2D")[0], _ops(model, g, S, "FULLY_CONNECTED")[0]
+    fc.inputs[0] = conv.outputs[0]  # skips depthwise and the pools: not a chain
+
+
+def _two_subgraphs(model, g, S):
+    import copy
+    model.subgraphs.append(copy.deepcopy(g))
+
+
+def _keep_num_dims(model, g, S):
+    fc = _ops(model, g, S, "FULLY_CONNECTED")[0]
+    fc.builtinOptions.keepNumDims = True
+    g.tensors[fc.outputs[0]].shape = np.array([1, 1, 6], np.int32)
+
+
+def _two_outputs(model, g, S):
+    g.outputs = [g.outputs[0], _ops(model, g, S, "CONV_2D")[0].outputs[0]]
+
+
+@pytest.mark.parametrize("edit, msg", [
+    (_batch2, r"model input tensor \d+ '.*' \(INT8, shape \[2, 11, 9, 2\]\) has batch 2"),
+    (_int16_input, r"tensor \d+ '.*' \(INT16, .*is INT16; edgetune needs a full-integer int8 model"),
+    (_dilation, r"operator 0 \(CONV_2D\): dilation 2x1 is not supported"),
+    (_relu_n1, r"operator 0 \(CONV_2D\): fused activation RELU_N1_TO_1 is not supported"),
+    (_pool_requant, r"operator \d+ \(MAX_POOL_2D\): input and output quantization differ"),
+    (_reshape_requant, r"operator \d+ \(RESHAPE\) changes quantization"),
+    (_branch, r"do not form a chain: operator 1 \(DEPTHWISE_CONV_2D\) is not on the path"),
+    (_two_subgraphs, r"2 subgraphs"),
+    (_keep_num_dims, r"operator \d+ \(FULLY_CONNECTED\): keep_num_dims producing a 3-D output"),
+    (_two_outputs, r"exactly one input and one output"),
+])
+def test_unsupported_structures_rejected(models, edit, msg):
+    with pytest.raises(ValueError, match=msg):
+        tflite_to_etm(_edit(models["2d"], edit))
+
+
 def test_cli_writes_atomically(models, tmp_path):
     src = tmp_path / "m.tflite"
     src.write_bytes(models["1d"])
@@ -328,17 +397,23 @@ def _boundary_biases(ok: tuple[int, int], alt: tuple[int, int], zp: int, count: 
     return found
 
 
-def _edit_and_run(tflite: bytes, edit) -> np.ndarray:
-    """Apply `edit(model, subgraph, S)` to the flatbuffer object tree, run tflite-micro on zeros."""
+def _edit(tflite: bytes, edit) -> bytes:
+    """Apply `edit(model, subgraph, S)` to the flatbuffer object tree and re-serialize it."""
     import flatbuffers
-    from tflite_micro import runtime
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as S
 
     model = S.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     edit(model, model.subgraphs[0], S)
     b = flatbuffers.Builder(0)
     b.Finish(model.Pack(b), file_identifier=b"TFL3")
-    data = bytes(b.Output())
+    return bytes(b.Output())
+
+
+def _edit_and_run(tflite: bytes, edit) -> tuple[bytes, np.ndarray]:
+    """`_edit`, then run tflite-micro on a zero input; returns (model bytes, int8 output)."""
+    from tflite_micro import runtime
+
+    data = _edit(tflite, edit)
     it = runtime.Interpreter.from_bytes(data)
     it.set_input(np.zeros(it.get_input_details(0)["shape"], np.int8), 0)
     it.invoke()
