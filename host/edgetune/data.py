@@ -352,6 +352,8 @@ def build_scenario(name: str, ds: Dataset | None = None, *, window: int = WINDOW
         info.update(sides=[0, 1])
     train = make_windows(src_train, window, step)
     norm = Norm.fit(train)
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions {list(fractions)} must be three positive numbers summing to 1")
     f0, f1, _ = fractions
     a, b = f0, f0 + f1
     sc = Scenario(

@@ -141,6 +141,8 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--train-side", type=int, default=1, choices=[0, 1], help="side scenario: arm trained on")
     p.add_argument("--rotation-deg", type=_floats, default=None, help="rotation scenario: z,y,x Euler degrees (default 90,0,0)")
     p.add_argument("--rotation-seed", type=int, default=None, help="rotation scenario: seeded uniform random rotation instead")
+    p.add_argument("--fractions", type=_floats, default=None,
+                   help="shifted domain split in time: fit,fit-val,eval fractions (default 0.3,0.2,0.5)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     cfg = scenario_config(a)
