@@ -240,7 +240,7 @@ def structural_cases(model: EtmModel, tag: str) -> Cases:
             c.add(_patch(base, r + 14, "<B", ly.filter_h + 1), f"{tag} layer {i} filter_h + 1")
             c.add(_patch(base, r + 15, "<B", 255), f"{tag} layer {i} filter_w 255")
         c.add(_patch(base, r + 20, "<H", 0), f"{tag} layer {i} depth_multiplier 0")
-        c.add(_patch(base, r + 20, "<H", 3), f"{tag} layer {i} depth_multiplier 3")
+        c.add(_patch(base, r + 20, "<H", ly.depth_multiplier + 1), f"{tag} layer {i} depth_multiplier + 1")
         for v in (0, ly.multipliers.size + 1, 0xFFFF) if ly.multipliers.size else (1, 0xFFFF):
             c.add(_patch(base, r + 22, "<H", v), f"{tag} layer {i} n_mult {v}")
         if ly.op in (OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MEAN):

@@ -1,9 +1,10 @@
 """The C module on the real unix-port MicroPython vs the numpy twin, bit for bit.
 
-(a) Fuzz-style: hand-built random `EtmModel`s (no TensorFlow) with random shapes, weights, biases,
-    multipliers in [2^30, 2^31), shifts, SAME/VALID paddings, strides, clamps and MEAN modes.
-(b) Real models: random Keras models converted by the TFLite converter (tests/modelgen.py) and
-    exported by host/edgetune/export.py.
+(a) Fuzz-style: 1000 + 80 wide + 60 one-layer hand-built random `EtmModel`s (no TensorFlow)
+    with random shapes, weights, biases, multipliers in [2^30, 2^31), shifts, SAME/VALID
+    paddings, strides, clamps and MEAN layers prepared by prepare.mean_params.
+(b) Real models: 60 random Keras models converted by the TFLite converter (tests/modelgen.py)
+    and exported by host/edgetune/export.py: outputs and every intermediate activation.
 
 All models and inputs of a test go to ONE MicroPython process: the script loads every .etm with
 `edgetune.Model`, runs `predict` on every input and writes the outputs to files, which are then
@@ -107,14 +108,16 @@ def _maybe_bias(rng: np.random.Generator, add, in_scale: float, wt: Tensor, c_ou
     return add(Tensor(DT_INT32, (c_out, 1, 1, 1), data=data, scale=float(np.float32(in_scale) * np.float32(wt.scale))))
 
 
-def random_model(seed: int, max_layers: int = 5) -> EtmModel:
-    """A random valid chain of the six ops (1-D inputs are (1, 1, T, C))."""
-    rng = np.random.default_rng([7, seed])
+def random_model(seed: int, max_layers: int = 5, wide: bool = False) -> EtmModel:
+    """A random valid chain of the six ops (1-D inputs are (1, 1, T, C)); `wide` gives up to 48
+    channels (long dot products) on small spatial sizes."""
+    rng = np.random.default_rng([7, seed, int(wide)])
+    max_c = 49 if wide else 9
     if rng.random() < 0.4:
-        h, w = 1, int(rng.integers(1, 40))
+        h, w = 1, int(rng.integers(1, 16 if wide else 40))
     else:
-        h, w = int(rng.integers(1, 13)), int(rng.integers(1, 13))
-    c = int(rng.integers(1, 7))
+        h, w = int(rng.integers(1, 8 if wide else 13)), int(rng.integers(1, 8 if wide else 13))
+    c = int(rng.integers(1, max_c - 2))
     zp = int(rng.integers(-128, 128))
     tensors = [Tensor(DT_INT8, (1, h, w, c), zero_point=zp, scale=float(rng.uniform(0.001, 1)), name="input")]
     # Float scales are metadata for inference but complete and consistent (bias = s_in * s_w),
@@ -137,8 +140,8 @@ def random_model(seed: int, max_layers: int = 5) -> EtmModel:
         out_zp = int(rng.integers(-128, 128))
         if op in (OP_CONV_2D, OP_DEPTHWISE_CONV_2D):
             kh, kw, sh, sw, p = _window(rng, h, w)
-            dm = int(rng.integers(1, 3)) if op == OP_DEPTHWISE_CONV_2D else 1
-            c_out = c * dm if op == OP_DEPTHWISE_CONV_2D else int(rng.integers(1, 9))
+            dm = int(rng.integers(1, 4 if c < 16 else 2)) if op == OP_DEPTHWISE_CONV_2D else 1
+            c_out = c * dm if op == OP_DEPTHWISE_CONV_2D else int(rng.integers(1, max_c))
             wshape = (c_out, kh, kw, c) if op == OP_CONV_2D else (1, kh, kw, c_out)
             wdata = rng.integers(-127, 128, wshape).astype(np.int8)
             wi = add(_weight(rng, wshape, wdata, c_out, 0 if op == OP_CONV_2D else 3))
@@ -160,7 +163,7 @@ def random_model(seed: int, max_layers: int = 5) -> EtmModel:
                                 pad_h=p.pad_h, pad_w=p.pad_w, act_min=lo, act_max=hi))
         elif op == OP_FULLY_CONNECTED:
             k = h * w * c
-            c_out = int(rng.integers(1, 11))
+            c_out = int(rng.integers(1, max_c + 2))
             wdata = rng.integers(-127, 128, (c_out, 1, 1, k)).astype(np.int8)
             wi = add(_weight(rng, (c_out, 1, 1, k), wdata, c_out, 0))
             acc_scale = 73.0 * 100 * math.sqrt(k)
@@ -297,14 +300,22 @@ def test_random_models_roundtrip_python_reader():
         assert len(back.layers) == len(m.layers)
 
 
-@pytest.mark.parametrize("chunk", range(4))
+@pytest.mark.parametrize("chunk", range(8))
 def test_fuzz_random_models_c_vs_numpy(micropython, tmp_path, chunk):
-    """100 random hand-built models per chunk (400 in all), 24 inputs each, C == numpy."""
-    seeds = range(chunk * 100, (chunk + 1) * 100)
+    """125 random hand-built models per chunk (1000 in all), 24 inputs each, C == numpy."""
+    seeds = range(chunk * 125, (chunk + 1) * 125)
     models = {f"m{s}": random_model(s) for s in seeds}
     inputs = {name: random_inputs(m, 24, int(name[1:])) for name, m in models.items()}
     ops = {OP_NAMES[ly.op] for m in models.values() for ly in m.layers}
     assert ops == set(OP_NAMES.values()), f"generator did not cover every op: {ops}"
+    outs, infos, classes = run_models(micropython, tmp_path, models, inputs)
+    check_against_twin(models, inputs, outs, infos, classes)
+
+
+def test_wide_random_models_c_vs_numpy(micropython, tmp_path):
+    """80 random models with up to 48 channels (dot products of hundreds of terms), 16 inputs each."""
+    models = {f"w{s}": random_model(s, wide=True) for s in range(80)}
+    inputs = {name: random_inputs(m, 16, 5000 + int(name[1:])) for name, m in models.items()}
     outs, infos, classes = run_models(micropython, tmp_path, models, inputs)
     check_against_twin(models, inputs, outs, infos, classes)
 
