@@ -509,6 +509,41 @@ def test_conv_per_channel_multiplier_matches_tflm(models):
         assert wrong != expect  # the test can tell the evaluation orders apart
 
 
+def test_relu6_clamp_matches_tflm(models):
+    """RELU6's upper clamp is zp + round(6.0f / scale) in *float*: pick an output scale where the
+    float quotient rounds up to k + 1/2 but the double one stays below it, saturate the conv (zero
+    weights, huge bias) and read the clamp off tflite-micro's output."""
+    found = None
+    for k in range(60, 120):
+        s = np.float32(6.0 / (k + 0.5))
+        for _ in range(200):
+            if float(np.float32(6.0) / s) >= k + 0.5 > 6.0 / float(s):
+                found = s
+                break
+            s = np.nextafter(s, np.float32(1))
+        if found is not None:
+            break
+    assert found is not None
+    zp = -128
+    as_float = zp + prepare.round_half_away(float(np.float32(6.0) / found))
+    assert as_float != zp + prepare.round_half_away(6.0 / float(found))
+
+    def edit(model, g, S):
+        conv = g.operators[0]
+        tw, tb, to = (g.tensors[i] for i in (conv.inputs[1], conv.inputs[2], conv.outputs[0]))
+        conv.builtinOptions.fusedActivationFunction = S.ActivationFunctionType.RELU6
+        to.quantization.scale, to.quantization.zeroPoint = [found], [zp]
+        _set_buffer(model, tw, np.zeros(tuple(tw.shape), np.int8))
+        _set_buffer(model, tb, np.full(tb.shape[0], 2**30, "<i4"))
+        g.operators = [conv]
+        g.outputs = [conv.outputs[0]]
+
+    data, y = _edit_and_run(models["gap_pt"], edit)
+    conv = tflite_to_etm(data).layers[0]
+    assert (conv.act_min, conv.act_max, conv.activation) == (zp, as_float, ACT_RELU6)
+    assert set(y.tolist()) == {as_float}
+
+
 def test_quantize_multiplier_edges():
     assert prepare.quantize_multiplier(0.0) == (0, 0)
     assert prepare.quantize_multiplier(0.5) == (1 << 30, 0)
