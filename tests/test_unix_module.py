@@ -340,7 +340,7 @@ N_REAL = 60
 def test_converted_keras_models_c_vs_numpy(micropython, tmp_path):
     """Random Keras models through the real TFLite converter and export.py: C == numpy twin on
     100 inputs each (the twin is checked against tflite-micro in test_tflm_parity.py)."""
-    modelgen = pytest.importorskip("modelgen")
+    import modelgen  # tests/modelgen.py (REF): cached random Keras models
     from edgetune.export import tflite_to_etm
 
     models, inputs = {}, {}
@@ -361,7 +361,7 @@ def prefix_models(model: EtmModel) -> list[EtmModel]:
 def test_converted_keras_models_intermediates_c_vs_numpy(micropython, tmp_path):
     """Every intermediate activation of converted models, C vs numpy (the module exposes an
     intermediate tensor as the output of the model cut after that layer)."""
-    modelgen = pytest.importorskip("modelgen")
+    import modelgen  # tests/modelgen.py (REF): cached random Keras models
     from edgetune.export import tflite_to_etm
 
     models, inputs = {}, {}
