@@ -323,6 +323,12 @@ def tflite_to_etm(tflite: bytes, meta: dict | None = None) -> EtmModel:
 
     Raises ValueError naming the operator (index and builtin name) or tensor (index, name, dtype)
     for anything the .etm cannot express; corrupt input also raises ValueError.
+
+    `meta` (class names, sample rate, ...) is copied into the model's metadata, then these keys
+    are set from the model (they override the caller's): input_shape (the TFLite input shape as
+    the user feeds it), input_scale, input_zero_point, output_shape (4-D), output_scale,
+    output_zero_point (of the logits when a trailing SOFTMAX was dropped), ops (layer op names),
+    and softmax_on_host = True when a trailing SOFTMAX was dropped.
     """
     try:
         return _convert(tflite, meta)
@@ -342,9 +348,11 @@ def _convert(tflite: bytes, meta: dict | None) -> EtmModel:
     in_shape = G.shape(tin)
     if len(in_shape) >= 2 and in_shape[0] != 1:
         raise ValueError(f"model input {G.desc(tin)} has batch {in_shape[0]}; only batch 1 is supported")
-    for k in range(len(g.operators or [])):
+    for k, op in enumerate(g.operators or []):
         name = G.opname(k)
-        if name not in SUPPORTED_OPS and name not in _SHAPE_OPS:
+        outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+        shape_arith = name in _SHAPE_OPS and all(G.ttype(i) in ("INT32", "INT64") for i in outs)
+        if name not in SUPPORTED_OPS and not shape_arith:
             raise ValueError(f"{G.where(k)} is not supported (supported: {', '.join(SUPPORTED_OPS)})")
     _act_quant(G, tout, "model output")
     chain = _walk_chain(G)
