@@ -68,7 +68,7 @@ typedef struct {
     int32_t input_offset, output_offset, act_min, act_max;
     const int32_t *multipliers; /* n_mult values, or NULL */
     const int32_t *shifts;      /* n_mult values, or NULL */
-    int32_t p0;
+    int32_t p0;                 /* op parameter; 0 for every v1 op (MEAN: reserved, must be 0) */
 } et_layer_t;
 
 /* A validated model: header fields plus pointers into the caller's buffer. */
