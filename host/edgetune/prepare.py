@@ -9,7 +9,7 @@ binary64) and C `float` is `np.float32`, so every rounding step happens where TF
 Sources (tensorflow/tflite-micro, current main):
 - tensorflow/lite/micro/kernels/internal/quantization_util.cc  (QuantizeMultiplier)
 - tensorflow/lite/micro/kernels/kernel_util.cc  (PopulateConvolutionQuantizationParams,
-  GetQuantizedConvolutionMultipler, CalculateActivationRangeQuantized, Quantize)
+  CalculateActivationRangeQuantized, Quantize)
 - tensorflow/lite/micro/kernels/padding.h  (ComputePaddingHeightWidth, ComputeOutSize)
 - tensorflow/lite/micro/kernels/conv_common.cc, depthwise_conv_common.cc  (both call
   PopulateConvolutionQuantizationParams)
@@ -18,7 +18,10 @@ Sources (tensorflow/tflite-micro, current main):
 - tensorflow/lite/micro/kernels/reduce_common.cc + kernels/internal/reference/reduce.h
   (PrepareMeanOrSumHelper, EvalIntegerMean, QuantizedMeanOrSum)
 
-Nothing here imports TensorFlow.
+Where the source and the installed tflite-micro wheel (0.dev20261023) disagree, the wheel wins
+(it is the golden oracle): see `fc_multipliers` (per-tensor scale product) and `mean_params`
+(single MEAN path). tests/test_export.py pins both against the interpreter at rounding
+boundaries. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ TFL_ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH",
 
 # TFLite Padding codes (schema.fbs)
 PADDING_SAME, PADDING_VALID = 0, 1
+
 
 def round_half_away(x: float) -> int:
     """C `std::round` / TFLM `TfLiteRound`: nearest integer, halves away from zero (exact)."""
