@@ -223,6 +223,35 @@ def test_write_read_round_trip(models, name):
             assert np.array_equal(a.data, b.data)
 
 
+@pytest.mark.parametrize("name", ["1d", "2d", "gap_pt"])
+def test_exported_model_matches_tflite_micro(models, name):
+    """The numpy twin on the exported model equals tflite-micro on every layer output (the
+    logits too when the SOFTMAX was dropped), so the exporter's shapes and parameters are the
+    ones TFLM runs with."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from edgetune import reference
+
+    tfl = models[name]
+    m = read_etm(write_etm(tflite_to_etm(tfl)))
+    names = {}
+    for i, t in enumerate(runtime.convert_bytearray_to_object(tfl).subgraphs[0].tensors):
+        names.setdefault(t.name.decode() if isinstance(t.name, bytes) else str(t.name), i)
+    exported = tflite_to_etm(tfl)
+    idx = [names[exported.tensors[ly.output].name] for ly in exported.layers]
+    itp = runtime.Interpreter.from_bytes(tfl, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    shape = tuple(itp.get_input_details(0)["shape"])
+    rng = np.random.default_rng(4)
+    xs = rng.integers(-128, 128, (40, m.input_tensor.size)).astype(np.int8)
+    _, acts = reference.forward_batch(m, xs, keep=True)
+    for n in range(len(xs)):
+        itp.set_input(xs[n].reshape(shape), 0)
+        itp.invoke()
+        for k, ti in enumerate(idx):
+            want = np.asarray(itp.GetTensor(ti, 0)["tensor_data"]).reshape(-1)
+            assert np.array_equal(want, acts[k + 1][n].reshape(-1)), f"input {n}, layer {k} ({m.layers[k].op_name})"
+
+
 def test_float_model_rejected(models):
     with pytest.raises(ValueError, match=r"FLOAT32.*int8"):
         tflite_to_etm(models["float"])
