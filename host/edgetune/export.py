@@ -34,7 +34,6 @@ import numpy as np
 
 from . import prepare
 from .modelfile import (
-    ACT_NONE,
     DT_INT8,
     DT_INT32,
     NONE,
