@@ -299,6 +299,11 @@ def _int16_input(model, g, S):
     g.tensors[g.inputs[0]].type = S.TensorType.INT16
 
 
+def _uint8_weights(model, g, S):
+    conv = _ops(model, g, S, "CONV_2D")[0]
+    g.tensors[conv.inputs[1]].type = S.TensorType.UINT8
+
+
 def _dilation(model, g, S):
     _ops(model, g, S, "CONV_2D")[0].builtinOptions.dilationHFactor = 2
 
@@ -340,6 +345,7 @@ def _two_outputs(model, g, S):
 @pytest.mark.parametrize("edit, msg", [
     (_batch2, r"model input tensor \d+ '.*' \(INT8, shape \[2, 11, 9, 2\]\) has batch 2"),
     (_int16_input, r"tensor \d+ '.*' \(INT16, .*is INT16; edgetune needs a full-integer int8 model"),
+    (_uint8_weights, r"operator 0 \(CONV_2D\): weights tensor \d+ '.*' \(UINT8, .*only int8 weights"),
     (_dilation, r"operator 0 \(CONV_2D\): dilation 2x1 is not supported"),
     (_relu_n1, r"operator 0 \(CONV_2D\): fused activation RELU_N1_TO_1 is not supported"),
     (_pool_requant, r"operator \d+ \(MAX_POOL_2D\): input and output quantization differ"),
