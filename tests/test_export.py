@@ -111,7 +111,7 @@ def _check_prepared(model) -> None:
             assert m == 0 or (1 << 29) <= m < (1 << 31)  # MEAN folds 1/N: >= 2^29
             assert -31 <= s <= 30
         assert -128 <= ly.act_min <= ly.act_max <= 127
-        assert -127 <= ly.output_offset <= 127 or ly.output_offset == -128
+        assert -128 <= ly.output_offset <= 127 and -127 <= ly.input_offset <= 128
 
 
 def test_1d_model_structure(models):
