@@ -1,0 +1,304 @@
+"""The device app: everything a person does is a short REPL call.
+
+    import app
+    app.boot()                         # main.py does this: model, sensor, saved weights
+    app.collect("PEN", n=20)           # record 20 labelled windows (a button can call it too)
+    app.train(epochs=10, lr=0.01, target=0.9)
+    app.predict()                      # classify what the sensor sees now
+    app.save()                         # atomic; restored automatically at the next boot
+    app.score("eval.csv")              # accuracy on a labelled session file (replay)
+
+Every training step prints an `@et {json}` line (log.py) that `edgetune monitor` turns into
+progress, a CSV and a plot. Collected windows live in a RAM ring buffer (collect.Ring); every
+`holdout`-th window of each class is held back to evaluate during training (early stop).
+"""
+
+import gc
+import time
+
+import collect as _collect
+import core
+import log
+import sensors
+import store
+
+MODEL = "model.etm"
+WEIGHTS = "weights.etw"
+CONFIG = "config.json"
+
+
+class _State:
+    pass
+
+
+S = None  # the booted app state
+
+
+def _load_json(path):
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128, holdout=4,
+         scheme=None, momentum=0.0, restore=True):
+    """Load the model, open the sensor, restore saved weights. Returns the app state.
+
+    model: path of the .etm (or its bytes, e.g. from a frozen module). source: a sensors.Source,
+    a sensor config dict, or None (config.json's "imu" section; no sensor if there is none).
+    """
+    global S
+    s = _State()
+    if isinstance(model, str):
+        with open(model, "rb") as f:
+            buf = f.read()
+    else:
+        buf = model
+    s.buf = buf
+    s.meta = core.metadata(buf)
+    s.model = core.Model(buf, scheme, momentum) if scheme is not None or momentum else core.Model(buf)
+    info = s.model.info()
+    shape = info["input_shape"]
+    s.window, s.channels = shape[2], shape[3]
+    s.names = list(s.meta.get("class_names") or [str(k) for k in range(info["output_shape"][3])])
+    s.rate = int(s.meta.get("sample_rate", 50))
+    s.step = int(s.meta.get("step", s.window // 2))
+    riq = s.meta.get("raw_input_quant")
+    if riq:
+        s.quant = _collect.Quantizer(riq["scale"], riq["zero_point"])
+    else:  # no folded normalization: the input quantization of the model itself
+        sc, zp = info["input_scale"], info["input_zero_point"]
+        s.quant = _collect.Quantizer([sc] * s.channels, [zp] * s.channels)
+    s.ring = _collect.Ring(capacity, s.window * s.channels)
+    s.holdout = holdout
+    s.taken = {}  # windows collected per class (decides which are held back)
+    s.weights = weights
+    s.step_count = 0
+    s.last_acc = None
+    if source is None:
+        cfg = _load_json(config) if config else None
+        source = cfg.get("imu") if cfg else None
+    if isinstance(source, dict):
+        source = sensors.open_imu(source, s.names)
+    s.source = source
+    S = s
+    restored = store.restore(s.model, weights) if restore and weights else False
+    info = s.model.info()
+    log.emit("boot", (("impl", core.IMPL), ("restored", restored), ("arena", info["arena"]),
+                      ("trainable", info["trainable"]), ("heap_free", gc.mem_free()),
+                      ("classes", len(s.names)), ("window", s.window), ("rate", s.rate)))
+    return s
+
+
+def _state():
+    if S is None:
+        raise RuntimeError("call app.boot() first")
+    return S
+
+
+def _label(label):
+    s = _state()
+    if isinstance(label, int):
+        if not 0 <= label < len(s.names):
+            raise ValueError("label %d out of range" % label)
+        return label
+    if label not in s.names:
+        raise ValueError("unknown class %r; classes: %s" % (label, ", ".join(s.names)))
+    return s.names.index(label)
+
+
+def _mem():
+    s = _state()
+    info = s.model.info()
+    return (("heap_free", gc.mem_free()), ("arena", info["arena"]), ("peak", info["peak"]))
+
+
+def collect(label, n=20, path=None):
+    """Record n windows of class `label` (name or index) into the ring buffer (and, with path,
+    the raw samples to a session CSV). Returns the number of windows stored for that class."""
+    s = _state()
+    if s.source is None:
+        raise RuntimeError("no sensor: pass source= to app.boot()")
+    k = _label(label)
+    rec = _collect.Recorder(path, s.names) if path else None
+    win = _collect.Windower(s.quant, s.window, s.step, s.channels)
+    t0 = time.ticks_ms()
+    try:
+        for w in _collect.windows(s.source, win, k, n, s.rate, rec):
+            j = s.taken.get(k, 0)
+            s.taken[k] = j + 1
+            s.ring.add(w, k, held=s.holdout > 0 and j % s.holdout == s.holdout - 1)
+    finally:
+        if rec:
+            rec.close()
+    gc.collect()
+    log.emit("collect", (("label", s.names[k]), ("n", n), ("stored", s.ring.count),
+                         ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem())
+    return s.taken[k]
+
+
+def clear():
+    """Forget the collected windows."""
+    s = _state()
+    s.ring.clear()
+    s.taken = {}
+
+
+def _xorshift(x):
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    return x
+
+
+def _shuffle(items, seed):
+    """Fisher-Yates with xorshift32: the same order on every port."""
+    x = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
+    for i in range(len(items) - 1, 0, -1):
+        x = _xorshift(x)
+        j = x % (i + 1)
+        items[i], items[j] = items[j], items[i]
+
+
+def evaluate():
+    """(loss, accuracy) on the held-back windows (None if there are none); logs an eval line."""
+    s = _state()
+    _, held = s.ring.split()
+    if not held:
+        return None
+    loss, acc = s.model.evaluate([w for w, _ in held], [k for _, k in held])
+    s.last_acc = acc
+    log.emit("eval", (("step", s.step_count), ("loss", loss), ("acc", acc), ("n", len(held))) + _mem())
+    return loss, acc
+
+
+def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
+    """Fine-tune on the collected (not held-back) windows: `epochs` shuffled passes of one-sample
+    SGD steps; evaluates on the held-back windows before training and every `eval_every` steps
+    (default: each epoch) and stops early once their accuracy reaches `target`.
+    Logs every step. Returns the last held-back accuracy (None without held-back windows)."""
+    s = _state()
+    data, held = s.ring.split()
+    if not data:
+        raise RuntimeError("nothing collected: app.collect(label, n) first")
+    every = eval_every or len(data)
+    t0 = time.ticks_ms()
+    log.emit("start", (("steps", epochs * len(data)), ("samples", len(data)), ("held", len(held)),
+                       ("lr", lr), ("qas", qas), ("epochs", epochs)))
+    r = evaluate()
+    stop = target is not None and r is not None and r[1] >= target
+    order = list(range(len(data)))
+    n = 0
+    for ep in range(epochs):
+        if stop:
+            break
+        _shuffle(order, seed * 1000 + ep)
+        for i in order:
+            w, k = data[i]
+            loss = s.model.train(w, k, lr=lr, qas=qas)
+            s.step_count += 1
+            n += 1
+            log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
+                     + _mem() + (("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0)),))
+            if n % every == 0 and held:
+                r = evaluate()
+                if target is not None and r[1] >= target:
+                    stop = True
+                    break
+    if n % every and held:
+        evaluate()
+    info = s.model.info()
+    log.emit("end", (("step", s.step_count), ("steps", n), ("acc", s.last_acc), ("early_stop", stop),
+                     ("arena", info["arena"]), ("peak", info["peak"]),
+                     ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))))
+    return s.last_acc
+
+
+def score(source=None, limit=None):
+    """Accuracy on a labelled stream: a session file path (replayed once) or a Replay source.
+    Windows are cut inside each label run every `step` samples. Logs a score line."""
+    s = _state()
+    close = False
+    if source is None:
+        source = s.source
+    elif isinstance(source, str):
+        source = sensors.Replay(source, s.names, loop=False)
+        close = True
+    win = _collect.Windower(s.quant, s.window, s.step, s.channels)
+    correct = total = 0
+    cur = None
+    t0 = time.ticks_ms()
+    while limit is None or total < limit:
+        x = source.read()
+        if x is None:
+            break
+        if source.label != cur:
+            cur = source.label
+            win.reset()
+        if cur is None or cur < 0:
+            continue
+        w = win.push(x)
+        if w is not None:
+            total += 1
+            correct += s.model.predict_class(w) == cur
+    if close:
+        source.close()
+    acc = correct / total if total else 0.0
+    log.emit("score", (("step", s.step_count), ("acc", acc), ("n", total),
+                       ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem())
+    return acc
+
+
+def predict(n=1):
+    """Classify the next n windows from the sensor; returns the class names."""
+    s = _state()
+    win = _collect.Windower(s.quant, s.window, s.step, s.channels)
+    out = []
+    period = 1000 // s.rate
+    due = time.ticks_ms()
+    while len(out) < n:
+        if s.source.realtime:
+            wait = time.ticks_diff(due, time.ticks_ms())
+            if wait > 0:
+                time.sleep_ms(wait)
+            due = time.ticks_add(due, period)
+        x = s.source.read()
+        if x is None:
+            break
+        w = win.push(x)
+        if w is not None:
+            k = s.model.predict_class(w)
+            out.append(s.names[k])
+            log.emit("predict", (("label", s.names[k]),))
+    return out
+
+
+def save():
+    """Save the trained weights (atomic); they are restored at the next boot."""
+    s = _state()
+    size = store.save(s.model, s.weights)
+    log.emit("save", (("path", s.weights), ("bytes", size), ("step", s.step_count)))
+    return size
+
+
+def reset(forget=False):
+    """Back to the flashed weights (forget=True also deletes the saved file)."""
+    s = _state()
+    if forget:
+        store.forget(s.model, s.weights)
+    else:
+        s.model.reset()
+    log.emit("reset", (("forget", forget),))
+
+
+def info():
+    """The model's info() plus the app's state."""
+    s = _state()
+    d = s.model.info()
+    d.update(impl=core.IMPL, classes=s.names, collected=s.ring.count, per_class=s.ring.per_label(),
+             steps=s.step_count, heap_free=gc.mem_free())
+    return d

@@ -1,0 +1,27 @@
+"""The training core behind ONE import: the C module `edgetune` if the firmware has it, else
+a pure-Python implementation with the same API (`edgetune_py`, bit-identical, slower) for
+stock MicroPython or CircuitPython. Nothing else in firmware/ imports the core directly.
+
+Model(buf, scheme=None, momentum=0.0) with predict, predict_class, train(x, label, lr=, qas=),
+evaluate(xs, labels), save(path), load(path), reset(), info() -- docs/training.md.
+"""
+
+try:
+    from edgetune import Model
+
+    IMPL = "c"
+except ImportError:
+    from edgetune_py import Model  # noqa: F401  (pure-Python fallback; not in this tree yet)
+
+    IMPL = "py"
+
+
+def metadata(buf):
+    """The metadata JSON object embedded in a .etm (docs/etm-format.md header offsets 32/36)."""
+    import json
+    import struct
+
+    off, n = struct.unpack_from("<II", buf, 32)
+    if off == 0 or n == 0:
+        return {}
+    return json.loads(bytes(memoryview(buf)[off:off + n]))
