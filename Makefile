@@ -2,6 +2,7 @@
 #
 #   make setup                    apt packages, MicroPython source, .venv, unix firmware
 #   make test                     rebuild the unix firmware if needed, run the pytest suite
+#   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=rp2040    build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
@@ -29,7 +30,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test firmware firmware-unix firmware-rp2040 clean check-micropython
+.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -43,6 +44,11 @@ test: firmware-unix
 	@set +e; $(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
+
+# The device app fine-tuning on shifted replay data in the unix port (scripts/demo.py).
+demo: firmware-unix
+	@test -x $(PYTHON) || { echo "make demo: no .venv; run: make setup" >&2; exit 1; }
+	$(PYTHON) scripts/demo.py $(DEMO_ARGS)
 
 ifeq ($(filter $(BOARD),$(BOARDS)),)
 firmware:

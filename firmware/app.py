@@ -88,9 +88,11 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     S = s
     restored = store.restore(s.model, weights) if restore and weights else False
     info = s.model.info()
-    log.emit("boot", (("impl", core.IMPL), ("restored", restored), ("arena", info["arena"]),
-                      ("trainable", info["trainable"]), ("heap_free", gc.mem_free()),
-                      ("classes", len(s.names)), ("window", s.window), ("rate", s.rate)))
+    s.arena, s.peak = info["arena"], info["peak"]
+    gc.collect()
+    log.emit("boot", (("impl", core.IMPL), ("restored", restored), ("trainable", info["trainable"]),
+                      ("classes", len(s.names)), ("window", s.window), ("rate", s.rate),
+                      ("heap_total", gc.mem_free() + gc.mem_alloc())) + _mem(True))
     return s
 
 
@@ -111,10 +113,16 @@ def _label(label):
     return s.names.index(label)
 
 
-def _mem():
+def _mem(settle=False):
+    """Memory fields of a log line. settle=True collects garbage first and adds heap_used (the
+    live heap) and refreshes the arena peak (info() allocates, so not on every step)."""
     s = _state()
-    info = s.model.info()
-    return (("heap_free", gc.mem_free()), ("arena", info["arena"]), ("peak", info["peak"]))
+    if settle:
+        gc.collect()
+        s.peak = s.model.info()["peak"]
+        return (("heap_free", gc.mem_free()), ("heap_used", gc.mem_alloc()), ("arena", s.arena),
+                ("peak", s.peak))
+    return (("heap_free", gc.mem_free()), ("arena", s.arena), ("peak", s.peak))
 
 
 def collect(label, n=20, path=None):
@@ -135,9 +143,8 @@ def collect(label, n=20, path=None):
     finally:
         if rec:
             rec.close()
-    gc.collect()
     log.emit("collect", (("label", s.names[k]), ("n", n), ("stored", s.ring.count),
-                         ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem())
+                         ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem(True))
     return s.taken[k]
 
 
@@ -172,7 +179,7 @@ def evaluate():
         return None
     loss, acc = s.model.evaluate([w for w, _ in held], [k for _, k in held])
     s.last_acc = acc
-    log.emit("eval", (("step", s.step_count), ("loss", loss), ("acc", acc), ("n", len(held))) + _mem())
+    log.emit("eval", (("step", s.step_count), ("loss", loss), ("acc", acc), ("n", len(held))) + _mem(True))
     return loss, acc
 
 
@@ -211,10 +218,9 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
                     break
     if n % every and held:
         evaluate()
-    info = s.model.info()
+    ms = time.ticks_diff(time.ticks_ms(), t0)
     log.emit("end", (("step", s.step_count), ("steps", n), ("acc", s.last_acc), ("early_stop", stop),
-                     ("arena", info["arena"]), ("peak", info["peak"]),
-                     ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))))
+                     ("elapsed_ms", ms)) + _mem(True))
     return s.last_acc
 
 
@@ -249,7 +255,7 @@ def score(source=None, limit=None):
         source.close()
     acc = correct / total if total else 0.0
     log.emit("score", (("step", s.step_count), ("acc", acc), ("n", total),
-                       ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem())
+                       ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem(True))
     return acc
 
 

@@ -138,13 +138,37 @@ def device_cmd(micropython: Path, script: Path, heap: int) -> tuple[list[str], d
     return [str(micropython), "-X", f"heapsize={heap}", str(script)], env
 
 
+def start_monitor(args: list[str], stderr_lines: list[str] | None = None) -> tuple[subprocess.Popen, "threading.Event"]:
+    """`edgetune monitor ARGS` as a subprocess; the event is set once it has opened the port
+    (pyserial flushes pending input on open, as a board's USB port loses what was sent before
+    anyone listened). Its stderr is forwarded (and collected into stderr_lines)."""
+    import threading
+
+    proc = subprocess.Popen([_python(), "-m", "edgetune.cli", "monitor", *args], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    connected = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if stderr_lines is not None:
+                stderr_lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if line.startswith("monitor: connected to"):
+                connected.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, connected
+
+
 def summary(rows: list[dict]) -> dict:
     """before/after/restored accuracy, arena, peak heap use, steps and time from the log rows."""
     scores = [r for r in rows if r.get("ev") == "score"]
     boots = [r for r in rows if r.get("ev") == "boot"]
     trains = [r for r in rows if r.get("ev") == "train"]
     end = [r for r in rows if r.get("ev") == "end"]
-    heap = [r["heap_free"] for r in rows if isinstance(r.get("heap_free"), int)]
+    used = [r["heap_used"] for r in rows if isinstance(r.get("heap_used"), int)]
     return {
         "before": scores[0]["acc"] if scores else None,
         "after": scores[1]["acc"] if len(scores) > 1 else None,
@@ -152,7 +176,8 @@ def summary(rows: list[dict]) -> dict:
         "eval_windows": scores[0]["n"] if scores else None,
         "arena": end[-1]["arena"] if end else None,
         "peak": end[-1]["peak"] if end else None,
-        "min_heap_free": min(heap) if heap else None,
+        "peak_heap_used": max(used) if used else None,
+        "heap_total": boots[0].get("heap_total") if boots else None,
         "steps": len(trains),
         "train_ms": end[-1]["elapsed_ms"] if end else None,
         "restored_at_boot": [b.get("restored") for b in boots],
@@ -201,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         port.unlink()
     port.symlink_to(os.ttyname(slave))
     os.close(slave)
-    mon = subprocess.Popen([_python(), "-m", "edgetune.cli", "monitor", "--port", str(port), "--csv", str(csv_path),
-                            "--plot", str(png_path), "--until", "done", "--reconnect-timeout", "30"], cwd=REPO)
+    mon, connected = start_monitor(["--port", str(port), "--csv", str(csv_path), "--plot", str(png_path),
+                                    "--until", "done", "--reconnect-timeout", "30"])
     rc = 0
     try:
+        if not connected.wait(60):
+            raise RuntimeError("the monitor did not open the port")
         for label, script in (("adapt: score, collect, train, score, save", s1), ("reboot: restore, score", s2)):
             print(f"-- device run: {label}", flush=True)
             cmd, env = device_cmd(micropython, script, heap)
@@ -233,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   accuracy on the shifted eval windows ({s['eval_windows']}): before {s['before']:.3f}"
           f"  ->  after {s['after']:.3f}  ->  after reboot (restored) {s['restored']:.3f}")
     print(f"   training: {s['steps']} steps in {s['train_ms']} ms on the unix port; arena {s['arena']} bytes,"
-          f" arena peak {s['peak']} bytes; lowest free heap {s['min_heap_free']} of {heap} bytes")
+          f" arena peak {s['peak']} bytes; peak live heap {s['peak_heap_used']} of {s['heap_total']} bytes"
+          f" (-X heapsize={heap})")
     print(f"   log: {csv_path}  plot: {png_path}  total {time.monotonic() - t_start:.0f} s")
     return 0
 

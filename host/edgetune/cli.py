@@ -12,9 +12,13 @@ import sys
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "emulate": ("edgetune.emulate", "run a MicroPython script on an emulated board (unix port)"),
+    "deploy": ("edgetune.board:deploy_cli", "copy the device app, model and board config to a board (mpremote)"),
     "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
+    "monitor": ("edgetune.monitor", "read a device's @et log lines from a serial port: progress, CSV, PNG"),
     "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
     "quantize": ("edgetune.quantize", "full-integer int8 TFLite conversion plus export metadata"),
+    "repl": ("edgetune.board:repl_cli", "open the board's MicroPython REPL (mpremote)"),
+    "train": ("edgetune.board:train_cli", "collect labelled windows and fine-tune on a board over its REPL"),
 }
 
 
@@ -33,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"edgetune: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(VERBS[verb][0])
-    return int(module.cli(rest) or 0)
+    name, _, func = VERBS[verb][0].partition(":")  # "module" or "module:function" (default cli)
+    return int(getattr(importlib.import_module(name), func or "cli")(rest) or 0)
 
 
 if __name__ == "__main__":
