@@ -4,6 +4,14 @@
 build/unix/micropython with the heap limited like the board's (``-X heapsize=``), so scripts
 that fit on the unix port fit the board's MicroPython heap too. The default heap is the one
 stated in boards/<board>/board.json.
+
+`edgetune emulate --board qemu [SCRIPT.py]` boots build/qemu/firmware.elf (make firmware
+BOARD=qemu: Cortex-M3 MPS2-AN385, our module + the device app + the frozen model) under
+qemu-system-arm with the serial port on a pseudo-terminal. Without a script it prints the pty
+and keeps the board running until Ctrl-C, so `mpremote connect /dev/pts/N ...` and
+`edgetune monitor --port /dev/pts/N` talk to it like to a USB board; with a script it runs it
+through mpremote (raw REPL) and exits. `--icount` counts guest time in instructions
+(`-icount shift=0`, deterministic; bench/mcu.py uses it).
 """
 
 from __future__ import annotations
@@ -11,9 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import select
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +33,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BOARDS_DIR = REPO_ROOT / "boards"
 DEFAULT_UNIX_BINARY = REPO_ROOT / "build" / "unix" / "micropython"
 ENV_BINARY = "EDGETUNE_MICROPYTHON"
+DEFAULT_QEMU_FIRMWARE = REPO_ROOT / "build" / "qemu" / "firmware.elf"
+ENV_QEMU_FIRMWARE = "EDGETUNE_QEMU_FIRMWARE"
+QEMU_SYSTEM = "qemu-system-arm"
 
 
 class EmulatorMissing(FileNotFoundError):
@@ -91,12 +106,120 @@ def _run_binary(
     )
 
 
+def find_qemu_firmware(path: str | os.PathLike | None = None) -> Path:
+    """The qemu firmware ELF: `path`, else $EDGETUNE_QEMU_FIRMWARE, else build/qemu/firmware.elf.
+
+    Raises EmulatorMissing, saying how to build it, when the file is not there.
+    """
+    p = Path(path or os.environ.get(ENV_QEMU_FIRMWARE) or DEFAULT_QEMU_FIRMWARE)
+    if not p.is_file():
+        raise EmulatorMissing(f"no qemu firmware at {p}; run: make firmware BOARD=qemu")
+    return p
+
+
+def qemu_command(firmware: str | os.PathLike, icount: bool = False) -> list[str]:
+    """The qemu-system-arm command line booting `firmware` with its serial port on a pty."""
+    cmd = [QEMU_SYSTEM, "-machine", "mps2-an385", "-nographic", "-monitor", "null", "-semihosting"]
+    if icount:
+        cmd += ["-icount", "shift=0"]
+    return cmd + ["-serial", "pty", "-kernel", str(firmware)]
+
+
+class QemuBoard:
+    """A running emulated board: `with QemuBoard() as b: mpremote connect b.pty ...`.
+
+    Boots qemu-system-arm (qemu_command) and reads the pty name qemu reports
+    ("char device redirected to /dev/pts/N"). stop() (or leaving the with block) terminates
+    this one qemu process.
+    """
+
+    def __init__(self, firmware: str | os.PathLike | None = None, icount: bool = False, timeout: float = 20):
+        self.firmware = find_qemu_firmware(firmware)
+        if shutil.which(QEMU_SYSTEM) is None:
+            raise EmulatorMissing(f"{QEMU_SYSTEM} not found; run: make setup (apt: qemu-system-arm)")
+        self.cmd = qemu_command(self.firmware, icount)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.pty = self._wait_for_pty(timeout)
+
+    def _wait_for_pty(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                m = re.search(rb"redirected to (/dev/pts/\d+)", seen)
+                if m:
+                    return m.group(1).decode()
+            elif self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"qemu did not report a pty within {timeout} s: {seen.decode(errors='replace')!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> QemuBoard:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def mpremote_command(pty: str, *args: str) -> list[str]:
+    """`mpremote connect <pty> args...` with the mpremote next to this Python (the venv's)."""
+    exe = Path(sys.executable).with_name("mpremote")
+    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "mpremote"]
+    return [*head, "connect", pty, *args]
+
+
+def _cli_qemu(args: argparse.Namespace) -> int:
+    try:
+        board = QemuBoard(args.firmware, icount=args.icount)
+    except (EmulatorMissing, RuntimeError) as e:
+        print(f"edgetune emulate: {e}", file=sys.stderr)
+        return 2
+    with board:
+        if args.script is None:
+            print(f"edgetune emulate: qemu board on {board.pty} (Ctrl-C stops it)", flush=True)
+            print(f"  mpremote connect {board.pty} repl", flush=True)
+            try:
+                board.proc.wait()
+            except KeyboardInterrupt:
+                pass
+            return 0
+        if not args.script.is_file():
+            print(f"edgetune emulate: no such script: {args.script}", file=sys.stderr)
+            return 2
+        try:
+            return subprocess.run(mpremote_command(board.pty, "run", str(args.script)), timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            print(f"edgetune emulate: timed out after {args.timeout} s", file=sys.stderr)
+            return 124
+
+
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="edgetune emulate", description="run a MicroPython script on an emulated board"
     )
-    parser.add_argument("script", type=Path, help="MicroPython script to run")
-    parser.add_argument("--board", default="unix", help="emulated board (implemented: unix)")
+    parser.add_argument("script", type=Path, nargs="?", help="MicroPython script to run (qemu: optional)")
+    parser.add_argument("--board", default="unix", help="emulated board: unix or qemu")
+    parser.add_argument("--firmware", type=Path, help="qemu: firmware ELF (default build/qemu/firmware.elf)")
+    parser.add_argument("--icount", action="store_true", help="qemu: -icount shift=0 (guest time = instructions)")
     parser.add_argument(
         "--heapsize", help="MicroPython heap, e.g. 190K (default: the board.json heap budget)"
     )
@@ -110,9 +233,13 @@ def cli(argv: list[str]) -> int:
     except ValueError as e:
         print(f"edgetune emulate: {e}", file=sys.stderr)
         return 2
+    if args.board == "qemu":
+        return _cli_qemu(args)
     if args.board != "unix":
-        print(f"edgetune emulate: --board {args.board} is not implemented yet; use --board unix", file=sys.stderr)
+        print(f"edgetune emulate: --board {args.board} is not implemented; use --board unix or qemu", file=sys.stderr)
         return 2
+    if args.script is None:
+        parser.error("the unix board needs a script")
     heapsize = args.heapsize
     if heapsize is None:
         heapsize = str(config["heap_bytes"])
