@@ -1,0 +1,197 @@
+"""The real firmware on an emulated Cortex-M3, driven exactly as a user drives a board.
+
+build/qemu-test/firmware.elf (scripts/firmware_qemu.sh with OUT= and MODEL=: MicroPython for
+the MPS2-AN385 with our C module, the device app from firmware/, boards/qemu/modules and a
+small app model frozen in as a 4-byte-aligned bytes object) is built by the fixture if missing
+or stale (~1 min from scratch on 2 cores, ~3 s otherwise), booted with
+`edgetune.emulate.QemuBoard` (qemu-system-arm, serial on a pty), and then:
+
+1. `mpremote connect <pty>` (the real mpremote, raw REPL) mounts the RAM filesystem, copies a
+   replay session and the device script over, and starts it with `exec --no-follow`;
+2. the device app boots from the FROZEN model, collects labelled windows from the replay
+   sensor, trains (shuffled one-sample SGD with held-back evaluation), saves the weights;
+   its `@et` lines are read off the same pty by `edgetune.monitor.monitor` (pyserial) until
+   the "save" event;
+3. `mpremote connect <pty> resume` fetches the trained-weights file and the exact (window,
+   label) sequence the model was trained on.
+
+The same script runs on the unix-port binary (x86-64) with the .etm as a file, and the numpy
+twin (host/edgetune/training.py) replays the recorded steps: the three trained-weights files
+must be identical byte for byte (cross-ISA determinism: Cortex-M3 soft-float float32 vs
+x86-64 SSE), and the sequences of training windows too. Replayed values are multiples of 1/16
+and the model's input scale is 1/16, so quantizing them is exact in float32 (qemu's
+MicroPython) and float64 (unix port) alike.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tinymodels  # noqa: E402
+
+from edgetune import emulate  # noqa: E402
+from edgetune.modelfile import write_etm  # noqa: E402
+from edgetune.training import Trainer  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "qemu-test"
+CLASSES = ("rest", "walk", "wave")
+LR, EPOCHS, N_PER_CLASS, SEED = 0.05, 2, 6, 1
+
+# The device script (firmware/ API). MODEL: the frozen model on qemu, the .etm file on unix.
+DEVICE = f"""
+import binascii
+import app, log, sensors
+try:
+    import et_model
+    MODEL = et_model.MODEL
+except ImportError:
+    MODEL = "model.etm"
+import time
+time.sleep_ms(WAIT_MS)  # qemu: let the host's monitor open the pty first
+
+
+class Rec:
+    # Forwards to the C Model and records every training step.
+    def __init__(self, m):
+        self.m = m
+        self.steps = []
+
+    def train(self, x, label, lr=0.01, qas=True):
+        self.steps.append((bytes(x), label))
+        return self.m.train(x, label, lr=lr, qas=qas)
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+
+s = app.boot(model=MODEL, source=sensors.Replay("session.csv", {list(CLASSES)!r}), config=None)
+REC = Rec(s.model)
+s.model = REC
+for k in range({len(CLASSES)}):
+    app.collect(k, n={N_PER_CLASS})
+app.train(epochs={EPOCHS}, lr={LR}, seed={SEED})
+app.save()
+"""
+
+DUMP = """
+for x, k in REC.steps:
+    print("STEP", binascii.hexlify(x).decode(), k)
+print("DONE", len(REC.steps))
+"""
+
+
+def _steps(text: str) -> list[tuple[bytes, int]]:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("STEP "):
+            _, hx, k = line.split()
+            out.append((bytes.fromhex(hx), int(k)))
+    assert f"DONE {len(out)}" in text, text[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_etm() -> bytes:
+    return write_etm(tinymodels.app_model(window=16, classes=CLASSES))
+
+
+@pytest.fixture(scope="module")
+def firmware(model_etm: bytes) -> Path:
+    if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
+        pytest.fail("qemu-system-arm / arm-none-eabi-gcc missing; run: make setup", pytrace=False)
+    OUT.mkdir(parents=True, exist_ok=True)
+    etm = OUT / "app.etm"
+    if not etm.is_file() or etm.read_bytes() != model_etm:
+        etm.write_bytes(model_etm)
+    env = dict(os.environ, OUT=str(OUT), MODEL=str(etm))
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "firmware_qemu.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"firmware build failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    assert "4-byte aligned" in proc.stdout
+    return OUT / "firmware.elf"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("session")
+    (d / "session.csv").write_text(tinymodels.session_csv(CLASSES, per_class=40, seed=2))
+    return d
+
+
+def _mpremote(pty: str, *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(emulate.mpremote_command(pty, *args), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"mpremote {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_frozen_model_is_aligned_in_the_image(firmware: Path, model_etm: bytes):
+    from edgetune.freeze import elf_offset_of
+
+    addr = elf_offset_of(firmware, model_etm)
+    assert addr is not None and addr % 4 == 0
+
+
+def test_qemu_training_is_bit_identical_to_unix_and_twin(firmware: Path, model_etm: bytes, session: Path,
+                                                         tmp_path: Path, micropython):
+    from edgetune.monitor import monitor
+
+    dev = tmp_path / "device.py"
+    dev.write_text(DEVICE.replace("WAIT_MS", "1500"))
+    with emulate.QemuBoard(firmware) as board:
+        # The REPL-visible facts first: Cortex-M3 build, our module, the frozen model in flash.
+        out = _mpremote(board.pty, "exec",
+                        "import sys, edgetune, et_model; print(sys.platform, sys.implementation._machine, "
+                        "len(et_model.MODEL), edgetune.Model(et_model.MODEL).info()['arena'])")
+        plat, *_rest = out.split()
+        assert plat == "qemu" and "Cortex-M3" in out and str(len(model_etm)) in out
+        _mpremote(board.pty, "exec", "import qemufs", "+", "cp", str(session / "session.csv"), ":session.csv",
+                  "+", "cp", str(dev), ":device.py", "+", "exec", "--no-follow", "exec(open('device.py').read())")
+        log = io.StringIO()
+        res = monitor(board.pty, until="save", idle=120, progress=False, out=log, err=io.StringIO(),
+                      csv_path=str(tmp_path / "log.csv"))
+        assert res.reason != "port unavailable", log.getvalue()
+        evs = [r["ev"] for r in res.rows]
+        assert evs[0] == "boot" and evs[-1] == "save", (evs, log.getvalue()[-2000:])
+        train_rows = [r for r in res.rows if r["ev"] == "train"]
+        assert train_rows and all(np.isfinite(float(r["loss"])) for r in train_rows)
+        dump = _mpremote(board.pty, "resume", "exec", DUMP, "+", "cp", ":weights.etw", str(tmp_path / "qemu.etw"))
+    qemu_steps = _steps(dump)
+    assert len(qemu_steps) == len(train_rows)
+    qemu_w = (tmp_path / "qemu.etw").read_bytes()
+
+    # The unix port, same app, same data, same seed.
+    work = tmp_path / "unix"
+    work.mkdir()
+    (work / "model.etm").write_bytes(model_etm)
+    shutil.copy(session / "session.csv", work / "session.csv")
+    proc = emulate.run_unix(DEVICE.replace("WAIT_MS", "0") + DUMP, cwd=work, extra_path=[str(REPO / "firmware")],
+                            timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    unix_steps = _steps(proc.stdout)
+    unix_w = (work / "weights.etw").read_bytes()
+
+    # The numpy twin replays the steps the device recorded.
+    tw = Trainer(model_etm)
+    for x, k in qemu_steps:
+        tw.step(np.frombuffer(x, np.int8), k, LR, qas=True)
+    twin_w = tw.state_bytes()
+
+    assert qemu_steps == unix_steps
+    assert qemu_w == unix_w, "trained weights differ between Cortex-M3 (qemu) and x86-64 (unix port)"
+    assert qemu_w == twin_w, "trained weights differ between the firmware and the numpy twin"
+    # ... and training changed something.
+    assert twin_w[32:] != Trainer(model_etm).state_bytes()[32:]
