@@ -21,6 +21,14 @@ override MICROPY_DIR := $(CURDIR)/build/micropython
 endif
 override MICROPY_DIR := $(abspath $(MICROPY_DIR))
 JOBS ?= 2
+
+# MicroPython stamps its banner with `git describe` of the enclosing repo, which for Debian's
+# source tarball under build/ is *our* repo (wrong, and every commit would rebuild). Without a
+# MicroPython git checkout, use the version from py/mpconfig.h instead.
+ifeq ($(wildcard $(MICROPY_DIR)/.git),)
+export MICROPY_GIT_TAG := v$(shell awk '/^\#define MICROPY_VERSION_(MAJOR|MINOR|MICRO) / { v = v (v == "" ? "" : ".") $$3 } END { print v }' $(MICROPY_DIR)/py/mpconfig.h 2>/dev/null)
+export MICROPY_GIT_HASH := debian-source
+endif
 PYTHON := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 
