@@ -148,6 +148,28 @@ def collect(label, n=20, path=None):
     return s.taken[k]
 
 
+def button(pin, label, n=20):
+    """Collect n windows of `label` whenever the button on `pin` (to GND) is pressed.
+    Runs collect() outside the interrupt via micropython.schedule. Returns the Pin."""
+    import micropython
+    from machine import Pin
+
+    busy = [False]
+
+    def run(_):
+        if busy[0]:
+            return
+        busy[0] = True
+        try:
+            collect(label, n)
+        finally:
+            busy[0] = False
+
+    p = Pin(pin, Pin.IN, Pin.PULL_UP)
+    p.irq(trigger=Pin.IRQ_FALLING, handler=lambda _p: micropython.schedule(run, 0))
+    return p
+
+
 def clear():
     """Forget the collected windows."""
     s = _state()

@@ -38,7 +38,7 @@ def mpremote() -> list[str]:
 
 
 def firmware_files(firmware_dir: Path = FIRMWARE_DIR) -> list[Path]:
-    return sorted(p for p in firmware_dir.glob("*.py"))
+    return sorted(p for p in firmware_dir.glob("*.py") if p.name != "manifest.py")
 
 
 def device_config(board: str) -> dict:
