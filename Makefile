@@ -5,6 +5,7 @@
 #   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=rp2040    build/rp2040/firmware.uf2 (Raspberry Pi Pico)
+#   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
 # MICROPY_DIR=/path uses your own MicroPython checkout instead of build/micropython.
@@ -13,7 +14,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BOARD ?= unix
-BOARDS := unix rp2040
+BOARDS := unix rp2040 qemu
+MODEL ?=
 # An empty MICROPY_DIR counts as unset.
 MICROPY_DIR_GIVEN := $(if $(strip $(MICROPY_DIR)),$(filter command line environment,$(origin MICROPY_DIR)))
 ifeq ($(strip $(MICROPY_DIR)),)
@@ -38,7 +40,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 clean check-micropython
+.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -84,5 +86,10 @@ firmware-unix: check-micropython
 firmware-rp2040: check-micropython
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/firmware_rp2040.sh
 
+# Emulated Cortex-M3 with our module, the device app and (MODEL=) a frozen model:
+# build/qemu/firmware.elf, run with `edgetune emulate --board qemu`.
+firmware-qemu: check-micropython
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_qemu.sh
+
 clean:
-	rm -rf build/unix build/rp2040 build/rp2040.*.log build/scratch
+	rm -rf build/unix build/rp2040 build/rp2040.*.log build/qemu build/scratch
