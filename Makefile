@@ -6,6 +6,9 @@
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=rp2040    build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
+#   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
+#   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
+#   make bench-mcu                guest instructions per MAC under qemu -> build/bench/mcu.json
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
 # MICROPY_DIR=/path uses your own MicroPython checkout instead of build/micropython.
@@ -14,7 +17,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BOARD ?= unix
-BOARDS := unix rp2040 qemu
+BOARDS := unix rp2040 qemu esp32s3
 MODEL ?=
 # An empty MICROPY_DIR counts as unset.
 MICROPY_DIR_GIVEN := $(if $(strip $(MICROPY_DIR)),$(filter command line environment,$(origin MICROPY_DIR)))
@@ -40,7 +43,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu clean check-micropython
+.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench-mcu clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -91,5 +94,19 @@ firmware-rp2040: check-micropython
 firmware-qemu: check-micropython
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_qemu.sh
 
+# ESP32_GENERIC_S3 (VARIANT=SPIRAM_OCT for octal PSRAM): build/esp32s3[-VARIANT]/firmware.bin.
+# Fails at once, saying how to install ESP-IDF, where IDF_PATH is not set.
+firmware-esp32s3:
+	MICROPY_DIR=$(MICROPY_DIR) MODEL="$(MODEL)" VARIANT="$(VARIANT)" bash scripts/firmware_esp32s3.sh
+
+# Write build/<board>/firmware.* to a connected board (host/edgetune/flash.py).
+flash:
+	@case "$(BOARD)" in esp32s3|rp2040) ;; *) echo "make flash: BOARD=esp32s3 or BOARD=rp2040 (BOARD=$(BOARD) is emulated: edgetune emulate --board $(BOARD))" >&2; exit 2;; esac
+	$(PYTHON) -m edgetune.flash --board $(BOARD) $(if $(PORT),--port $(PORT))
+
+# Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
+bench-mcu: firmware-qemu
+	$(PYTHON) bench/mcu.py
+
 clean:
-	rm -rf build/unix build/rp2040 build/rp2040.*.log build/qemu build/scratch
+	rm -rf build/unix build/rp2040 build/rp2040.*.log build/qemu build/qemu-test build/esp32s3* build/scratch
