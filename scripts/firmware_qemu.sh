@@ -67,6 +67,13 @@ MAKE_ARGS=(
     LDSCRIPT="$ROOT/boards/qemu/mps2.ld" MICROPY_VFS_LFS2=1 MPY_LIB_DIR="$MPY_LIB_DIR"
     CFLAGS_EXTRA="'-Dmp_hal_time_ns()=0ULL'"
 )
+# A build directory made with other arguments (e.g. before MICROPY_VFS_LFS2 / CFLAGS_EXTRA) is
+# rebuilt from scratch: the port's make does not track flag changes.
+if [ "$(cat "$OBJ/.edgetune-make-args" 2>/dev/null)" != "${MAKE_ARGS[*]}" ]; then
+    rm -rf "$OBJ"
+    mkdir -p "$OBJ"
+    printf '%s' "${MAKE_ARGS[*]}" >"$OBJ/.edgetune-make-args"
+fi
 # makemanifest.py regenerates frozen_content.c only when a frozen file is newer, not when the
 # qstr pool changed: regenerate it every build (~1 s), then align the model's bytes constant
 # (host/edgetune/freeze.py explains why mpy-tool's output is not aligned at -Os).
