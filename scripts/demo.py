@@ -46,19 +46,34 @@ def _edgetune(*args: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+def _source_hash(*modules: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in modules:
+        h.update((REPO / "host" / "edgetune" / f"{m}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def ensure_model(out: Path = DEFAULT_OUT, pretrain: dict | None = None) -> Path:
-    """build/demo/model/model.etm, pre-trained/quantized/exported unless cached with the same settings."""
+    """build/demo/model/model.etm from the pretrain/quantize/export verbs. Cached: pre-training
+    and quantization rerun when their settings or code change, the export when its code does."""
     cfg = dict(PRETRAIN, **(pretrain or {}))
     d = out / "model"
     etm, stamp = d / "model.etm", d / "demo-config.json"
-    if etm.exists() and stamp.exists() and json.loads(stamp.read_text()) == cfg:
+    want = {"config": cfg, "train": _source_hash("data", "model", "pretrain", "quantize"),
+            "export": _source_hash("export", "prepare", "modelfile", "scheme")}
+    have = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if etm.exists() and have == want:
         return etm
     d.mkdir(parents=True, exist_ok=True)
-    _edgetune("pretrain", "--scenario", cfg["scenario"], "--variant", cfg["variant"], "--epochs",
-              str(cfg["epochs"]), "--seed", str(cfg["seed"]), "--out", str(d), "--no-progress")
-    _edgetune("quantize", str(d), "--out", str(d / "model.tflite"))
+    if not (d / "model.tflite").exists() or {k: have.get(k) for k in ("config", "train")} != \
+            {k: want[k] for k in ("config", "train")}:
+        _edgetune("pretrain", "--scenario", cfg["scenario"], "--variant", cfg["variant"], "--epochs",
+                  str(cfg["epochs"]), "--seed", str(cfg["seed"]), "--out", str(d), "--no-progress")
+        _edgetune("quantize", str(d), "--out", str(d / "model.tflite"))
     _edgetune("export", str(d / "model.tflite"), "-o", str(etm), "--meta", str(d / "model.meta.json"))
-    stamp.write_text(json.dumps(cfg))
+    stamp.write_text(json.dumps(want))
     return etm
 
 
