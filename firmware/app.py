@@ -44,20 +44,34 @@ def _load_json(path):
         return None
 
 
+def _model_bytes(model):
+    """The .etm: bytes given, else the file, else (default path missing) the frozen et_model
+    module's MODEL constant (make firmware MODEL=...), which stays in flash."""
+    if not isinstance(model, str):
+        return model
+    try:
+        with open(model, "rb") as f:
+            return f.read()
+    except OSError:
+        if model != MODEL:
+            raise
+    try:
+        import et_model
+    except ImportError:
+        raise OSError("no %s on the filesystem and no frozen et_model in the firmware" % MODEL)
+    return et_model.MODEL
+
+
 def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128, holdout=4,
          scheme=None, momentum=0.0, restore=True):
     """Load the model, open the sensor, restore saved weights. Returns the app state.
 
-    model: path of the .etm (or its bytes, e.g. from a frozen module). source: a sensors.Source,
+    model: path of the .etm (default model.etm, else the frozen et_model) or its bytes. source: a sensors.Source,
     a sensor config dict, or None (config.json's "imu" section; no sensor if there is none).
     """
     global S
     s = _State()
-    if isinstance(model, str):
-        with open(model, "rb") as f:
-            buf = f.read()
-    else:
-        buf = model
+    buf = _model_bytes(model)
     s.buf = buf
     s.meta = core.metadata(buf)
     s.model = core.Model(buf, scheme, momentum) if scheme is not None or momentum else core.Model(buf)

@@ -248,3 +248,23 @@ def test_board_verbs_argv(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edgetune.cli", "deploy", "--port", "/dev/ttyX", "--model", str(m),
                         "--dry-run"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and ":model.etm" in r.stdout and "/dev/ttyX" in r.stdout
+
+
+def test_boot_uses_frozen_model_when_no_file(assets, tmp_path):
+    """Without model.etm on the filesystem, boot() takes et_model.MODEL (edgetune freeze output,
+    what make firmware MODEL=... freezes); with neither it says so."""
+    subprocess.run([sys.executable, "-m", "edgetune.freeze", str(assets["etm"]), "-o", str(tmp_path / "et_model.py")],
+                   check=True, capture_output=True)
+    code = """
+import sys
+sys.path.append(".")
+import app
+app.boot(weights=None, config=None)
+print("ARENA", app.info()["arena"])
+"""
+    out, rows = run_device(code, tmp_path)
+    assert rows[0]["ev"] == "boot" and f"ARENA {rows[0]['arena']}" in out
+    (tmp_path / "et_model.py").unlink()
+    script = tmp_path / "device.py"
+    proc = emulate._run_binary(emulate.find_micropython(), script, str(HEAP), 60, tmp_path, [str(FIRMWARE)])
+    assert proc.returncode == 1 and "no frozen et_model" in proc.stderr
