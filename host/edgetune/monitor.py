@@ -124,11 +124,11 @@ class CsvLog:
 class Progress:
     """Live tqdm bar over training steps with loss / accuracy / free heap."""
 
-    def __init__(self, enabled: bool | None):
+    def __init__(self, enabled: bool | None, file: TextIO):
         from tqdm import tqdm
 
-        self._tqdm = tqdm
-        self.bar = tqdm(total=None, unit="step", desc="train", disable=enabled is False or None,
+        # enabled None: only when `file` is a terminal (tqdm's disable=None)
+        self.bar = tqdm(total=None, unit="step", desc="train", disable=None, file=file,
                         dynamic_ncols=True, leave=True) if enabled is not False else None
 
     def row(self, r: dict[str, Any]) -> None:
@@ -181,7 +181,7 @@ def monitor(port: str, *, baud: int = 115200, csv_path: str | None = None, plot_
     res = MonitorResult()
     split = LineSplitter()
     log = CsvLog(csv_path) if csv_path else None
-    bar = Progress(progress)
+    bar = Progress(progress, out)
     ser = None
     gone_since: float | None = time.monotonic()
     last_data = time.monotonic()
