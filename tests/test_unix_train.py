@@ -663,13 +663,13 @@ static uint8_t *slurp(const char *path, size_t *len) {
     return p;
 }
 
-int main(int argc, char **argv) {
-    if (argc != 8) { return 2; }
+static int run_job(char **argv) {
     char err[192];
     size_t len, xlen, nlab;
     uint8_t *buf = slurp(argv[1], &len);
     et_model_t m;
-    if (et_model_init(&m, buf, len, err, sizeof err)) { printf("VE %s\n", err); return 4; }
+    const char *bad = et_model_init(&m, buf, len, err, sizeof err);
+    if (bad) { printf("VE %s\n", bad); return 4; }
     et_scheme_layer_t *s = malloc(sizeof(*s) * m.n_layers);
     if (m.scheme_off) {
         const char *msg = et_scheme_parse(&m, s, err, sizeof err);
@@ -688,14 +688,21 @@ int main(int argc, char **argv) {
     uint8_t *labels = slurp(argv[3], &nlab);
     size_t k = et_model_input_size(&m);
     int8_t *x = malloc(k);
+    /* losses as float32 hex, then "PEAK <peak> <arena>", to stdout and to STATE_OUT.txt */
+    char path[600];
+    snprintf(path, sizeof path, "%s.txt", argv[7]);
+    FILE *log = fopen(path, "w");
     for (size_t i = 0; i < nlab; ++i) {
         memcpy(x, xs + i * k, k);
         float loss = et_train_step(&t, x, labels[i], (float)atof(argv[4]), atoi(argv[5]));
         uint8_t b[4];
         memcpy(b, &loss, 4);
         printf("%02x%02x%02x%02x ", b[0], b[1], b[2], b[3]);
+        fprintf(log, "%02x%02x%02x%02x ", b[0], b[1], b[2], b[3]);
     }
     printf("\nPEAK %lu %lu\n", (unsigned long)t.peak, (unsigned long)t.arena_size);
+    fprintf(log, "\nPEAK %lu %lu\n", (unsigned long)t.peak, (unsigned long)t.arena_size);
+    fclose(log);
     uint8_t hdr[ET_STATE_HEADER];
     et_train_state_header(&t, hdr);
     size_t n = et_train_state_size(&t);
@@ -706,7 +713,36 @@ int main(int argc, char **argv) {
     FILE *f = fopen(argv[7], "wb");
     fwrite(file, 1, n, f);
     fclose(f);
+    free(file); free(x); free(labels); free(xs); free(arena); free(tl); free(s); free(buf);
     return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 8) {
+        return run_job(argv);
+    }
+#ifdef JOBS_FILE
+    /* Bare-metal (QEMU + semihosting): one job per line of JOBS_FILE, 7 space-separated fields. */
+    static char line[1024];
+    FILE *jobs = fopen(JOBS_FILE, "r");
+    if (!jobs) { printf("NOJOBS\n"); return 2; }
+    while (fgets(line, sizeof line, jobs)) {
+        char *args[8] = { "harness" };
+        int n = 1;
+        for (char *tok = strtok(line, " \n"); tok && n < 8; tok = strtok(NULL, " \n")) { args[n++] = tok; }
+        if (n != 8) { break; }
+        int rc = run_job(args);
+        printf("RC %d\n", rc);
+    }
+    fclose(jobs);
+    /* QEMU's console is buffered and picolibc's exit does not stop the machine: the host
+     * polls for this file, then terminates QEMU. */
+    snprintf(line, sizeof line, "%s.done", JOBS_FILE);
+    FILE *done = fopen(line, "w");
+    fputs("DONE\n", done);
+    fclose(done);
+#endif
+    return 2;
 }
 """
 
@@ -769,3 +805,65 @@ def test_training_core_on_the_host(tmp_path, variant):
         assert (tmp_path / "s.bin").read_bytes() == tw.state_bytes(), c.name
         n_cases += 1
     assert n_cases >= 30
+
+
+def test_training_core_bare_metal_arm_qemu(tmp_path):
+    """The same training core compiled for a Cortex-M3 (soft float, picolibc, semihosting) and run
+    in qemu-system-arm (mps2-an385): the same bits as the numpy twin and as x86-64."""
+    import shutil
+
+    cc, qemu = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
+    specs = Path("/usr/lib/picolibc/arm-none-eabi/picolibc.specs")
+    if not (cc and qemu and specs.is_file()):
+        pytest.skip("arm-none-eabi-gcc, picolibc or qemu-system-arm missing")
+    mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
+    (tmp_path / "harness.c").write_text(TRAIN_HARNESS_C)
+    jobs = tmp_path / "jobs.txt"
+    elf = tmp_path / "harness.elf"
+    cmd = [cc, "-mcpu=cortex-m3", "-mthumb", "-O2", "-std=gnu99", "-Wall", "-Wextra", "-Werror",
+           "-Wno-unused-parameter", "-ffp-contract=off", f"--specs={specs}", "--oslib=semihost",
+           f'-DJOBS_FILE="{jobs}"', f"-I{mod}", f"-I{mod / 'kernels'}", str(tmp_path / "harness.c"),
+           str(mod / "model.c"), str(mod / "scheme.c"), str(mod / "train.c"),
+           *map(str, sorted((mod / "kernels").glob("*.c"))),
+           "-Wl,--defsym=__flash=0x0", "-Wl,--defsym=__flash_size=0x400000", "-Wl,--defsym=__ram=0x20000000",
+           "-Wl,--defsym=__ram_size=0x400000", "-Wl,--defsym=__stack_size=0x10000", "-o", str(elf)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(78)
+    lines, expect = [], []
+    for c in _hand_cases(0, 12):
+        if not c.qas or len(expect) == 10:
+            continue
+        m = read_etm(c.etm)
+        m.scheme = c.scheme.encode()
+        etm = write_etm(m)
+        xs = rng.integers(-128, 128, (STEPS, m.input_tensor.size)).astype(np.int8)
+        labels = rng.integers(0, m.output_tensor.size, STEPS).astype(np.uint8)
+        k = len(expect)
+        for suffix, data in (("etm", etm), ("x", xs.tobytes()), ("l", labels.tobytes())):
+            (tmp_path / f"{k}.{suffix}").write_bytes(data)
+        lines.append(" ".join([str(tmp_path / f"{k}.etm"), str(tmp_path / f"{k}.x"), str(tmp_path / f"{k}.l"),
+                               repr(c.lr), "1", repr(c.momentum), str(tmp_path / f"{k}.state")]))
+        tw = Trainer(etm, momentum=c.momentum)
+        want = [_f32hex(tw.step(x, int(lb), c.lr, True)) for x, lb in zip(xs, labels)]
+        expect.append((c.name, want, tw.state_bytes()))
+    jobs.write_text("\n".join(lines) + "\n")
+    import time
+
+    done = Path(str(jobs) + ".done")
+    q = subprocess.Popen([qemu, "-machine", "mps2-an385", "-nographic", "-monitor", "null",
+                          "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300  # a generous bound against hangs, not a timing assertion
+        while not done.exists() and q.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        q.kill()
+        q.wait(timeout=10)
+    assert done.exists(), "the bare-metal harness did not finish"
+    assert len(expect) >= 8
+    for k, (name, want, state) in enumerate(expect):
+        got = (tmp_path / f"{k}.state.txt").read_text().split("\n")
+        assert got[0].split() == want, name
+        assert (tmp_path / f"{k}.state").read_bytes() == state, name
