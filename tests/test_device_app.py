@@ -268,3 +268,53 @@ print("ARENA", app.info()["arena"])
     script = tmp_path / "device.py"
     proc = emulate._run_binary(emulate.find_micropython(), script, str(HEAP), 60, tmp_path, [str(FIRMWARE)])
     assert proc.returncode == 1 and "no frozen et_model" in proc.stderr
+
+
+def test_early_stop_at_target(assets, tmp_path):
+    code = f"""
+import app
+app.boot({str(assets['etm'])!r}, weights=None, config=None,
+         source={{"bus": "replay", "path": {str(assets['adapt'])!r}}})
+for name in app.S.names:
+    app.collect(name, n=4)
+app.train(epochs=30, lr=0.01, target=0.5)
+"""
+    _, rows = run_device(code, tmp_path)
+    end = next(r for r in rows if r["ev"] == "end")
+    evals = [r for r in rows if r["ev"] == "eval"]
+    assert end["early_stop"] is True and end["steps"] < 30 * 21 and end["steps"] % 21 == 0
+    assert evals[-1]["acc"] >= 0.5 > max(e["acc"] for e in evals[:-1])
+    assert end["acc"] == evals[-1]["acc"]
+
+
+def test_live_source_is_paced_at_the_model_rate(assets, tmp_path):
+    """A realtime source is read every 1000 / sample_rate ms (virtual clock injected into
+    collect.py, so the test does not depend on the machine's speed)."""
+    code = f"""
+import app, collect, sensors
+
+class Clock:  # stands in for the time module: ticks advance only when the app sleeps
+    now = 0
+    def ticks_ms(self): return self.now
+    def ticks_diff(self, a, b): return a - b
+    def ticks_add(self, a, b): return a + b
+    def sleep_ms(self, ms): self.now += ms
+
+clock = Clock()
+collect.time = clock
+
+class Live(sensors.Source):  # a live IMU (realtime) that notes when it was read
+    def __init__(self): self.t = []
+    def read(self):
+        self.t.append(clock.now)
+        clock.now += 3  # the I2C transfer takes time
+        return [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+src = Live()
+app.boot({str(assets['etm'])!r}, weights=None, config=None, source=src)
+app.collect("PEN", n=2)
+d = [b - a for a, b in zip(src.t, src.t[1:])]
+print("READS", len(src.t), min(d), max(d))
+"""
+    out, _ = run_device(code, tmp_path)
+    assert "READS 150 20 20" in out  # 100 + 50 samples for 2 windows at 50 Hz
