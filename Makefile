@@ -4,7 +4,7 @@
 #   make test                     rebuild the unix firmware if needed, run the pytest suite
 #   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
-#   make firmware BOARD=rp2040    build/rp2040/firmware.uf2 (Raspberry Pi Pico)
+#   make firmware BOARD=rp2040 [MODEL=m.etm]  build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
 #   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
@@ -87,7 +87,7 @@ firmware-unix: check-micropython
 # RPI_PICO firmware with our module: build/rp2040/firmware.uf2. Needs build/rp2-deps (pico-sdk,
 # tinyusb, mbedtls, picotool from Debian's archive; scripts/rp2040_deps.sh, run by make setup).
 firmware-rp2040: check-micropython
-	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/firmware_rp2040.sh
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_rp2040.sh
 
 # Emulated Cortex-M3 with our module, the device app and (MODEL=) a frozen model:
 # build/qemu/firmware.elf, run with `edgetune emulate --board qemu`.
@@ -109,4 +109,4 @@ bench-mcu: firmware-qemu
 	$(PYTHON) bench/mcu.py
 
 clean:
-	rm -rf build/unix build/rp2040 build/rp2040.*.log build/qemu build/qemu-test build/esp32s3* build/scratch
+	rm -rf build/unix build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch
