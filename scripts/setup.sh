@@ -153,7 +153,7 @@ apt_step() {
     fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing: ${missing[*]}"
-        as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
         log "apt packages: all present"
     fi
