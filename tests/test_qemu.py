@@ -195,3 +195,20 @@ def test_qemu_training_is_bit_identical_to_unix_and_twin(firmware: Path, model_e
     assert qemu_w == twin_w, "trained weights differ between the firmware and the numpy twin"
     # ... and training changed something.
     assert twin_w[32:] != Trainer(model_etm).state_bytes()[32:]
+
+
+def test_systick_counts_guest_instructions_under_icount(firmware: Path, tmp_path: Path):
+    """The premise of bench/mcu.py: under -icount shift=0 SysTick (read via machine.mem32) ticks
+    once per 40 guest instructions, measured with an inline-assembler loop of known length."""
+    import json
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import mcu
+
+    script = tmp_path / "cal.py"
+    script.write_text(mcu.DEVICE_PRELUDE + mcu.CALIBRATE)
+    with emulate.QemuBoard(firmware, icount=True) as board:
+        out = _mpremote(board.pty, "run", str(script))
+    cal = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH "))[6:])
+    per_tick = cal["instructions"] / cal["ticks"]
+    assert abs(per_tick - 40.0) < 0.05, per_tick
