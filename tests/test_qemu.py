@@ -212,3 +212,19 @@ def test_systick_counts_guest_instructions_under_icount(firmware: Path, tmp_path
     cal = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH "))[6:])
     per_tick = cal["instructions"] / cal["ticks"]
     assert abs(per_tick - 40.0) < 0.05, per_tick
+
+
+def test_edgetune_emulate_board_qemu_runs_a_script(firmware: Path, tmp_path: Path):
+    """The user-facing verb: boot, run SCRIPT.py through mpremote, exit with its status."""
+    ok = tmp_path / "ok.py"
+    ok.write_text("import time, qemufs, os\nt = time.ticks_ms()\nopen('f', 'w').write('x')\n"
+                  "print('files', os.listdir(), time.ticks_diff(time.ticks_ms(), t) >= 0)\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ValueError('boom')\n")
+    cmd = [sys.executable, "-m", "edgetune.cli", "emulate", "--board", "qemu", "--firmware", str(firmware)]
+    p = subprocess.run([*cmd, str(ok)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "files ['f'] True" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "boom" in p.stdout + p.stderr
+    p = subprocess.run([*cmd[:-1], str(tmp_path / "none.elf"), str(ok)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "make firmware BOARD=qemu" in p.stderr
