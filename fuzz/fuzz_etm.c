@@ -1,0 +1,38 @@
+/*
+ * libFuzzer target: the .etm model parser and everything a validated model reaches.
+ *
+ * Input: an .etm file. It is checked twice, as given (size/CRC paths) and with the header's
+ * file size and CRC fixed up (so mutations reach the table/tensor/layer validation). A model
+ * that validates is run forward on two inputs, then trained under its stored scheme (or the
+ * default) with momentum off or on: plan, init, two steps, forward, save/check/load round trip.
+ */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char err[192];
+    et_model_t m;
+    uint8_t *buf = fz_copy(data, size);
+    (void)et_model_init(&m, buf, size, err, sizeof err);
+    fz_fix_etm(buf, size);
+    if (et_model_init(&m, buf, size, err, sizeof err) == NULL && fz_runnable(&m)) {
+        fz_forward(&m, data, size);
+        et_train_layer_t *tl = calloc(m.n_layers, sizeof *tl);
+        et_scheme_layer_t *s = calloc(m.n_layers, sizeof *s);
+        const char *msg = NULL;
+        if (m.scheme_off) {
+            msg = et_scheme_parse(&m, s, err, sizeof err);
+        } else {
+            et_scheme_default(&m, s);
+        }
+        if (msg == NULL) {
+            for (unsigned i = 0; i < m.n_layers; ++i) {
+                tl[i].s = s[i];
+            }
+            fz_train(&m, tl, (data[size - 1] & 1) ? 0.5f : 0.0f, data, size, NULL, 0, 0);
+        }
+        free(s);
+        free(tl);
+    }
+    free(buf);
+    return 0;
+}
