@@ -205,7 +205,7 @@ static int32_t label_of(edgetune_model_obj_t *self, mp_obj_t label_in) {
     const mp_int_t label = mp_obj_get_int(label_in);
     const size_t n = et_model_output_size(&self->model);
     if (label < 0 || (size_t)label >= n) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: label %d out of range 0..%u"), (int)label,
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: label %ld out of range 0..%u"), (long)label,
             (unsigned)(n - 1));
     }
     return (int32_t)label;
