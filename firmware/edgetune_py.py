@@ -1,0 +1,1248 @@
+"""edgetune in pure Python: the `Model` API of the C module, same arithmetic, same bits.
+
+The fallback of firmware/core.py for stock MicroPython / CircuitPython firmware without our C
+module, and the honest baseline of bench/training.py. It implements docs/etm-format.md (forward
+kernels, TFLM integer arithmetic) and docs/training.md (training step, arena plan numbers,
+trained-weights file) so that predict, train losses and saved state files are bit-identical to
+the C module and to the numpy twin (host/edgetune/training.py). Runs on MicroPython (unix port
+and MCUs), CircuitPython and CPython; needs only `struct` and `array`.
+
+Float32: MicroPython's float is a C double on the unix port and a C float on most MCUs. Every
+float operation of the spec is rounded to float32 right after it through a one-element
+`array('f')` store (`F[0] = v; v = F[0]`), which is exact emulation: for + - * / of float32
+operands the double result rounded once to float32 equals the float32 operation. Constants
+are built from their float32 bit patterns (MicroPython's decimal parser is not correctly
+rounded). On a single-precision build the store is a no-op. (Ports built with
+MICROPY_OBJ_REPR_C keep only 30 bits of a float and cannot be bit-exact.)
+
+Integers are Python ints (exact); int32 wrap-around is applied where C wraps. No
+@micropython.native/viper: plain bytecode, so it runs wherever Python does.
+
+Differences from the C module, by design: the model's weights are copied into RAM arrays at
+Model() (the C module reads them in place from the buffer); validation of the .etm is a subset
+(header, CRC, tables inside the file, chain, ops, scheme); info()['arena'] / ['peak'] report the
+C module's plan (docs/training.md §6), not this implementation's own Python heap use.
+"""
+
+import struct
+from array import array
+
+try:
+    from binascii import crc32 as _crc32
+except ImportError:  # pragma: no cover - ports without binascii.crc32
+    _crc32 = None
+
+OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED = 1, 2, 3
+OP_MAX_POOL_2D, OP_AVERAGE_POOL_2D, OP_MEAN = 4, 5, 6
+_OP_NAMES = ("?", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
+_ACT_NAMES = ("NONE", "RELU", "RELU6")
+_WEIGHT_OPS = (1, 2, 3)
+NONE = 0xFFFF
+_I32_MIN = -0x80000000
+_I32_MAX = 0x7FFFFFFF
+_LIM30 = 1 << 30
+
+_F = array("f", [0.0])  # float32 rounding cell
+
+
+def _f32(v):
+    _F[0] = v
+    return _F[0]
+
+
+def _fbits(b):
+    return struct.unpack("<f", struct.pack("<I", b))[0]
+
+
+def _bits(v):
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
+# float32 constants of docs/training.md §3, from their bit patterns
+_LOG2E = _fbits(0x3FB8AA3B)
+_LN2_HI = _fbits(0x3F317200)
+_LN2_LO = _fbits(0x35BFBE8E)
+_EXP_C = (_fbits(0x3C088889), _fbits(0x3D2AAAAB), _fbits(0x3E2AAAAB), _fbits(0x3F000000), _fbits(0x3F800000))
+_EXP_C0 = _fbits(0x3AB60B61)
+_SQRT2 = _fbits(0x3FB504F3)
+_LOG_C = (_fbits(0x3E124925), _fbits(0x3E4CCCCD), _fbits(0x3EAAAAAB))
+_LOG_C0 = _fbits(0x3DE38E39)
+_LN2 = _fbits(0x3F317218)
+_FLT_MAX = _fbits(0x7F7FFFFF)
+
+
+def _crc(data, crc=0):
+    if _crc32 is not None:
+        return _crc32(data, crc) & 0xFFFFFFFF
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def _a4(n):
+    return (n + 3) & ~3
+
+
+def _round_sat(v, lim):
+    """docs/training.md round_sat of a float32 value."""
+    if v != v:
+        return 0
+    if v >= lim:
+        return lim
+    if v <= -lim:
+        return -lim
+    F = _F
+    if v >= 0:
+        F[0] = v + 0.5
+    else:
+        F[0] = v - 0.5
+    return int(F[0])
+
+
+def _rdiv(a, b):
+    half = b >> 1
+    if a >= 0:
+        return (a + half) // b
+    return -((half - a) // b)
+
+
+def et_expf(x):
+    """exp(x) for float32 x <= 0 (docs/training.md §3)."""
+    F = _F
+    if x < -87.0:
+        return 0.0
+    F[0] = x * _LOG2E
+    k = _round_sat(F[0], _LIM30)
+    kf = float(k)
+    F[0] = kf * _LN2_HI
+    F[0] = x - F[0]
+    r = F[0]
+    F[0] = kf * _LN2_LO
+    F[0] = r - F[0]
+    r = F[0]
+    F[0] = r * _EXP_C0
+    for c in _EXP_C:
+        F[0] = c + F[0]
+        F[0] = r * F[0]
+    F[0] = 1.0 + F[0]
+    if k < -126:
+        return 0.0
+    F[0] = F[0] * _fbits((k + 127) << 23)
+    return F[0]
+
+
+def et_logf(x):
+    """ln(x) for float32 x >= 1 (docs/training.md §3)."""
+    F = _F
+    bits = _bits(x)
+    e = ((bits >> 23) & 255) - 127
+    mf = _fbits((bits & 0x7FFFFF) | 0x3F800000)
+    if mf > _SQRT2:
+        F[0] = mf * 0.5
+        mf = F[0]
+        e += 1
+    F[0] = mf - 1.0
+    a = F[0]
+    F[0] = mf + 1.0
+    F[0] = a / F[0]
+    t = F[0]
+    F[0] = t * t
+    t2 = F[0]
+    F[0] = t2 * _LOG_C0
+    for c in _LOG_C:
+        F[0] = c + F[0]
+        F[0] = t2 * F[0]
+    F[0] = 1.0 + F[0]
+    p = F[0]
+    F[0] = 2.0 * t
+    F[0] = F[0] * p
+    ln_m = F[0]
+    F[0] = float(e) * _LN2
+    F[0] = F[0] + ln_m
+    return F[0]
+
+
+def _softmax_xent(y, scale, zp, label, want_grad):
+    """§3: (loss, g) with g the float32 gradient list (None unless want_grad)."""
+    F = _F
+    z = []
+    for q in y:
+        F[0] = scale * float(q - zp)
+        z.append(F[0])
+    m = z[0]
+    for v in z:
+        if v > m:
+            m = v
+    s = 0.0
+    e = []
+    for v in z:
+        F[0] = v - m
+        ev = et_expf(F[0])
+        e.append(ev)
+        F[0] = s + ev
+        s = F[0]
+    F[0] = et_logf(s) + m
+    F[0] = F[0] - z[label]
+    loss = F[0]
+    if not want_grad:
+        return loss, None
+    g = []
+    for k in range(len(e)):
+        F[0] = e[k] / s
+        if k == label:
+            F[0] = F[0] - 1.0
+        g.append(F[0])
+    return loss, g
+
+
+def _requant_params(mults, shifts):
+    """Per channel (multiplier, left shift, right shift, mask, threshold for x >= 0)."""
+    out = []
+    for m, s in zip(mults, shifts):
+        left = s if s > 0 else 0
+        right = -s if s < 0 else 0
+        mask = (1 << right) - 1
+        out.append((m, left, right, mask, mask >> 1))
+    return out
+
+
+def _mbqm(acc, p):
+    """TFLM MultiplyByQuantizedMultiplier of an int (wrapped to int32 first)."""
+    if acc > _I32_MAX or acc < _I32_MIN:
+        acc = ((acc + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+    m, left, right, mask, thr = p
+    if left:
+        acc = (((acc << left) + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+    ab = acc * m
+    if ab >= 0:
+        hi = (ab + 0x40000000) >> 31
+    else:
+        hi = -((0x3FFFFFFF - ab) >> 31)
+    if right:
+        if hi < 0:
+            return (hi >> right) + (1 if (hi & mask) > thr + 1 else 0)
+        return (hi >> right) + (1 if (hi & mask) > thr else 0)
+    return hi
+
+
+class _Layer:
+    pass
+
+
+class Model:
+    """Model(buf, scheme=None, momentum=0.0): an .etm model with its training state."""
+
+    def __init__(self, buf, scheme=None, momentum=0.0):
+        mom = _f32(float(momentum))
+        if not (mom >= 0.0 and mom < 1.0):
+            raise ValueError("edgetune: momentum must be in [0, 1)")
+        self._momentum = mom
+        self._buf = buf
+        mv = memoryview(buf)
+        self._parse(mv)
+        entries = self._scheme_from(scheme, mv)
+        self._entries = entries
+        self._first = entries[0][0] if entries else -1
+        self._check_training()
+        self._plan()
+        self._peak = 0
+        self.reset()
+
+    # ------------------------------------------------------------------ parsing
+
+    def _parse(self, mv):
+        n = len(mv)
+        if n < 64:
+            raise ValueError("edgetune: buffer shorter than the 64-byte header")
+        (magic, ver, hsize, fsize, crc, nt, nl, inp, outp, toff, loff, moff, mlen, soff,
+         slen) = struct.unpack_from("<4sHHIIHHHHIIIIII", mv, 0)
+        if bytes(magic) != b"EDTM":
+            raise ValueError("edgetune: not an .etm file (bad magic)")
+        if ver != 1 or hsize != 64:
+            raise ValueError("edgetune: unsupported .etm version or header size")
+        if fsize != n:
+            raise ValueError("edgetune: file size field does not match the buffer length")
+        if _crc(mv[16:]) != crc:
+            raise ValueError("edgetune: CRC mismatch")
+        if not (1 <= nt <= 1024 and 1 <= nl <= 256) or inp >= nt or outp >= nt:
+            raise ValueError("edgetune: tensor/layer counts out of range")
+        for off, ln in ((toff, 32 * nt), (loff, 48 * nl), (soff, slen)):
+            if off % 4 or off + ln > n or (ln and off < 64):
+                raise ValueError("edgetune: a table lies outside the file or is misaligned")
+        self._crc_field = crc
+        self._len = n
+        ts = []
+        for k in range(nt):
+            (dt, kind, quant, axis, s0, s1, s2, s3, zp, scale, sc_off, d_off,
+             d_len) = struct.unpack_from("<BBBB4HifIII", mv, toff + 32 * k)
+            t = _Layer()
+            t.dtype, t.kind, t.shape, t.zp, t.scale = dt, kind, (s0, s1, s2, s3), zp, scale
+            t.size = s0 * s1 * s2 * s3
+            if dt not in (1, 2) or kind not in (0, 1) or 0 in t.shape:
+                raise ValueError("edgetune: tensor %d: bad dtype, kind or shape" % k)
+            t.scales = None
+            if quant == 1:
+                if axis > 3:
+                    raise ValueError("edgetune: tensor %d: bad quantized axis" % k)
+                nc = t.shape[axis]
+                if sc_off % 4 or sc_off + 4 * nc > n or sc_off < 64:
+                    raise ValueError("edgetune: tensor %d: scales outside the file" % k)
+                t.scales = struct.unpack_from("<%df" % nc, mv, sc_off)
+            t.d_off = d_off
+            if kind == 1:
+                if d_off % 4 or d_off < 64 or d_off + d_len > n or d_len != t.size * (1 if dt == 1 else 4):
+                    raise ValueError("edgetune: tensor %d: data outside the file or of the wrong length" % k)
+            ts.append(t)
+        self._tensors = ts
+        self._input, self._output = inp, outp
+        layers = []
+        prev = inp
+        for i in range(nl):
+            (op, act, _r, li, lo, lw, lb, sh, sw, fh, fw, ph, pw, dm, nmult, ioff, ooff, amin, amax, moff2,
+             p0) = struct.unpack_from("<BBHHHHHBBBBhhHHiiiiIi", mv, loff + 48 * i)
+            if op < 1 or op > 6 or act > 2:
+                raise ValueError("edgetune: layer %d: unknown op or activation" % i)
+            if li != prev or lo >= nt or ts[li].kind != 0 or ts[lo].kind != 0:
+                raise ValueError("edgetune: layer %d does not continue the chain" % i)
+            prev = lo
+            L = _Layer()
+            L.op, L.act, L.inp, L.out, L.weight, L.bias = op, act, li, lo, lw, lb
+            L.sh, L.sw, L.fh, L.fw, L.ph, L.pw, L.dm = sh, sw, fh, fw, ph, pw, dm
+            L.in_off, L.out_off, L.act_min, L.act_max, L.p0 = ioff, ooff, amin, amax, p0
+            if not (-128 <= amin <= amax <= 127):
+                raise ValueError("edgetune: layer %d: bad activation clamp" % i)
+            _, L.ih, L.iw, L.ic = ts[li].shape
+            _, L.oh, L.ow, L.oc = ts[lo].shape
+            L.n_in, L.n_out = ts[li].size, ts[lo].size
+            if nmult:
+                if moff2 % 4 or moff2 < 64 or moff2 + 8 * nmult > n:
+                    raise ValueError("edgetune: layer %d: multipliers outside the file" % i)
+                mults = struct.unpack_from("<%di" % nmult, mv, moff2)
+                shifts = struct.unpack_from("<%di" % nmult, mv, moff2 + 4 * nmult)
+                for m_, s_ in zip(mults, shifts):
+                    if m_ < 0 or s_ < -31 or s_ > 30:
+                        raise ValueError("edgetune: layer %d: multiplier/shift out of range" % i)
+                L.rq = _requant_params(mults, shifts)
+            else:
+                L.rq = []
+            if op in _WEIGHT_OPS:
+                if lw >= nt or ts[lw].kind != 1 or ts[lw].dtype != 1 or nmult != L.oc:
+                    raise ValueError("edgetune: layer %d: bad weight tensor or n_mult" % i)
+                if lb != NONE and (lb >= nt or ts[lb].kind != 1 or ts[lb].dtype != 2 or ts[lb].size != L.oc):
+                    raise ValueError("edgetune: layer %d: bad bias tensor" % i)
+                wsh = ts[lw].shape
+                if op == OP_FULLY_CONNECTED:
+                    L.kh = L.kw = 1
+                    L.per = ts[lw].size // L.oc
+                    if wsh[0] != L.oc or L.per != L.n_in:
+                        raise ValueError("edgetune: layer %d: FC weight shape" % i)
+                elif op == OP_CONV_2D:
+                    L.kh, L.kw = wsh[1], wsh[2]
+                    L.per = wsh[1] * wsh[2] * wsh[3]
+                    if wsh[0] != L.oc or wsh[3] != L.ic:
+                        raise ValueError("edgetune: layer %d: conv weight shape" % i)
+                else:
+                    L.kh, L.kw = wsh[1], wsh[2]
+                    L.per = wsh[1] * wsh[2]
+                    if wsh[0] != 1 or wsh[3] != L.oc or L.ic * dm != L.oc:
+                        raise ValueError("edgetune: layer %d: depthwise weight shape" % i)
+            else:
+                L.kh, L.kw, L.per = fh, fw, 0
+                if op == OP_MEAN:
+                    if nmult != 1 or L.oc != L.ic or p0 != 0:
+                        raise ValueError("edgetune: layer %d: MEAN parameters" % i)
+                elif L.oc != L.ic or fh == 0 or fw == 0:
+                    raise ValueError("edgetune: layer %d: pool parameters" % i)
+            if op in (1, 2, 4, 5):
+                if sh == 0 or sw == 0:
+                    raise ValueError("edgetune: layer %d: zero stride" % i)
+                L.taps = self._taps(L)
+            layers.append(L)
+        if prev != outp:
+            raise ValueError("edgetune: the chain does not end at the output tensor")
+        self._layers = layers
+        self._scheme_sec = bytes(mv[soff:soff + slen]) if soff else b""
+        t_in, t_out = ts[inp], ts[outp]
+        self._n_in, self._n_out = t_in.size, t_out.size
+
+    def _taps(self, L):
+        """Per output position: [(tap index ky*kw+kx, input base (iy*W+ix)*C), ...] of the
+        in-image taps in scan order (ky, then kx)."""
+        out = []
+        for oy in range(L.oh):
+            for ox in range(L.ow):
+                row = []
+                for ky in range(L.kh):
+                    iy = oy * L.sh - L.ph + ky
+                    if iy < 0 or iy >= L.ih:
+                        continue
+                    for kx in range(L.kw):
+                        ix = ox * L.sw - L.pw + kx
+                        if 0 <= ix < L.iw:
+                            row.append((ky * L.kw + kx, (iy * L.iw + ix) * L.ic))
+                if not row and L.op == OP_AVERAGE_POOL_2D:
+                    raise ValueError("edgetune: average pool window entirely in the padding")
+                out.append(row)
+        return out
+
+    # ------------------------------------------------------------------ scheme
+
+    def _channel_scales(self, t, n):
+        if t.scales is not None:
+            return list(t.scales)
+        return [t.scale] * n
+
+    def _weights_of(self, i):
+        """The flashed weights of layer i as per-channel rows (conv/FC) or the flat (KH*KW*C)
+        array (depthwise), signed int8 arrays."""
+        L = self._layers[i]
+        t = self._tensors[L.weight]
+        raw = array("b", bytes(memoryview(self._buf)[t.d_off:t.d_off + t.size]))
+        if L.op == OP_DEPTHWISE_CONV_2D:
+            return raw
+        per = L.per
+        return [raw[c * per:(c + 1) * per] for c in range(L.oc)]
+
+    def _l1(self, i, n_sel):
+        L = self._layers[i]
+        w = self._weights_of(i)
+        if L.op == OP_DEPTHWISE_CONV_2D:
+            score = [sum(abs(w[t * L.oc + c]) for t in range(L.per)) for c in range(L.oc)]
+        else:
+            score = [sum(abs(v) for v in row) for row in w]
+        order = sorted(range(L.oc), key=lambda c: (-score[c], c))
+        return tuple(sorted(order[:n_sel]))
+
+    def _build(self, n_bias, den):
+        layers = self._layers
+        wl = [i for i, L in enumerate(layers) if L.op in _WEIGHT_OPS]
+        if n_bias < 0 or n_bias > len(wl):
+            raise ValueError("edgetune: scheme n_bias=%d but the model has %d layers with weights" % (n_bias, len(wl)))
+        bias = set(i for i in wl[len(wl) - n_bias:] if layers[i].bias != NONE)
+        chans = {}
+        for i, d in den.items():
+            if layers[i].op not in _WEIGHT_OPS:
+                raise ValueError("edgetune: scheme layer %d has no weights" % i)
+            c_out = layers[i].oc
+            chans[i] = self._l1(i, max(1, c_out // d))
+        last = len(layers) - 1
+        if layers[last].op == OP_FULLY_CONNECTED:
+            chans[last] = tuple(range(layers[last].oc))
+            if layers[last].bias != NONE:
+                bias.add(last)
+        return [(i, i in bias, chans.get(i, ())) for i in sorted(bias | set(chans))]
+
+    def _scheme_from(self, scheme, mv):
+        if scheme is None:
+            if self._scheme_sec:
+                return self._decode_scheme(self._scheme_sec)
+            return self._build(len([L for L in self._layers if L.op in _WEIGHT_OPS]), {})
+        if not isinstance(scheme, dict):
+            raise TypeError("edgetune: scheme must be None or a dict")
+        n_bias = int(scheme.get("n_bias", 0))
+        den = {}
+        nl = len(self._layers)
+        for pair in scheme.get("weights", ()):
+            layer, d = pair
+            layer, d = int(layer), int(d)
+            if layer < 0:
+                layer += nl
+            if layer < 0 or layer >= nl or d not in (1, 2, 4, 8) or layer in den:
+                raise ValueError("edgetune: scheme weights need (layer, 1|2|4|8) pairs, each layer once")
+            den[layer] = d
+        if n_bias < 0:
+            raise ValueError("edgetune: scheme n_bias must be >= 0")
+        return self._build(n_bias, den)
+
+    def _decode_scheme(self, data):
+        if len(data) < 4:
+            raise ValueError("edgetune: scheme section shorter than its 4-byte header")
+        ver, n = struct.unpack_from("<HH", data, 0)
+        if ver != 1:
+            raise ValueError("edgetune: scheme section version %d is not supported" % ver)
+        off, prev, out = 4, -1, []
+        for e in range(n):
+            if off + 8 > len(data):
+                raise ValueError("edgetune: scheme entry %d lies outside the scheme section" % e)
+            layer, flags, r0, n_sel, r1 = struct.unpack_from("<HBBHH", data, off)
+            off += 8
+            if r0 or r1:
+                raise ValueError("edgetune: scheme entry %d: reserved bytes are not zero" % e)
+            if layer <= prev or layer >= len(self._layers):
+                raise ValueError("edgetune: scheme entry %d: layer %d out of range or not increasing" % (e, layer))
+            prev = layer
+            L = self._layers[layer]
+            if L.op not in _WEIGHT_OPS:
+                raise ValueError("edgetune: scheme entry %d: layer %d has no weights" % (e, layer))
+            if flags not in (1, 2, 3) or (flags & 1 and L.bias == NONE):
+                raise ValueError("edgetune: scheme entry %d: bad flags %d for layer %d" % (e, flags, layer))
+            if (n_sel == 0) != (not flags & 2) or n_sel > L.oc:
+                raise ValueError("edgetune: scheme entry %d: %d channels selected of %d" % (e, n_sel, L.oc))
+            padded = n_sel + (n_sel & 1)
+            if off + 2 * padded > len(data):
+                raise ValueError("edgetune: scheme entry %d: channel list lies outside the scheme section" % e)
+            ch = struct.unpack_from("<%dH" % padded, data, off)
+            off += 2 * padded
+            if n_sel & 1 and ch[-1]:
+                raise ValueError("edgetune: scheme entry %d: pad after the channel list is not zero" % e)
+            ch = ch[:n_sel]
+            for a, b in zip(ch, ch[1:]):
+                if b <= a:
+                    raise ValueError("edgetune: scheme entry %d: channel list must be ascending, unique and < %d" %
+                                     (e, L.oc))
+            if ch and ch[-1] >= L.oc:
+                raise ValueError("edgetune: scheme entry %d: channel list must be ascending, unique and < %d" %
+                                 (e, L.oc))
+            out.append((layer, bool(flags & 1), tuple(ch)))
+        if off != len(data):
+            raise ValueError("edgetune: scheme section length does not match its entries")
+        return out
+
+    def _scheme_bytes(self):
+        out = bytearray(struct.pack("<HH", 1, len(self._entries)))
+        for layer, b, ch in self._entries:
+            out += struct.pack("<HBBHH", layer, (1 if b else 0) | (2 if ch else 0), 0, len(ch), 0)
+            ch = list(ch) + ([0] if len(ch) % 2 else [])
+            out += struct.pack("<%dH" % len(ch), *ch)
+        return bytes(out)
+
+    # ------------------------------------------------------------------ plan
+
+    def _check_training(self):
+        first = self._first
+        layers, ts = self._layers, self._tensors
+        self._entry = {}
+        for e in self._entries:
+            self._entry[e[0]] = e
+        for L in layers:
+            L.s_w = None
+        if first < 0:
+            return
+
+        def ok(v):
+            return v > 0.0 and v <= _FLT_MAX
+
+        for i in range(first, len(layers)):
+            L = layers[i]
+            bound = 0
+            if L.op in _WEIGHT_OPS:
+                s_w = self._channel_scales(ts[L.weight], L.oc)
+                for v in s_w:
+                    if not ok(v):
+                        raise ValueError("edgetune: layer %d: weight scale is not a positive number" % i)
+                L.s_w = s_w
+                mx = 0.0
+                for v in s_w:
+                    if v > mx:
+                        mx = v
+                L.s_wmax = mx
+                L.r_c = [_f32(v / mx) for v in s_w]
+                e = self._entry.get(i)
+                if e is not None and e[1]:
+                    L.s_b = self._channel_scales(ts[L.bias], L.oc)
+                    for v in L.s_b:
+                        if not ok(v):
+                            raise ValueError("edgetune: layer %d: bias scale is not a positive number" % i)
+                if e is not None and e[2]:
+                    if not ok(ts[L.inp].scale):
+                        raise ValueError("edgetune: layer %d: input scale is not a positive number" % i)
+                if L.op == OP_FULLY_CONNECTED:
+                    fan = L.oc
+                elif L.op == OP_CONV_2D:
+                    fan = L.oc * L.kh * L.kw
+                else:
+                    fan = L.dm * L.kh * L.kw
+                bound = 32767 * 127 * fan
+            elif L.op == OP_AVERAGE_POOL_2D:
+                bound = 32767 * 1024 * L.fh * L.fw
+            elif L.op == OP_MAX_POOL_2D:
+                bound = 32767 * L.fh * L.fw
+            if i > first and bound >= (1 << 31):
+                raise ValueError("edgetune: layer %d: its input gradient could overflow int32 (train fewer layers)" % i)
+        so = ts[self._output].scale
+        if not (so >= 0.0 and so <= _FLT_MAX):
+            raise ValueError("edgetune: the output scale is not a finite number")
+
+    def _plan(self):
+        """Arena sizes of the C module (docs/memory.md, docs/training.md §6)."""
+        ts, layers = self._tensors, self._layers
+        chain = [self._input] + [L.out for L in layers]
+        sizes = [ts[t].size for t in chain]
+        inf = 0
+        for a, b in zip(sizes, sizes[1:]):
+            if _a4(a) + _a4(b) > inf:
+                inf = _a4(a) + _a4(b)
+        self._inference_arena = inf
+        first = self._first
+        self._trainable = 0
+        self._params_size = 0
+        if first < 0:
+            self._arena = inf
+            self._params_end = 0
+            return
+        nl = len(layers)
+        g = max(sizes[j] for j in range(first + 1, nl + 1))
+        off = _a4(max(inf, 8 * g))
+        for i in range(first, nl):
+            e = self._entry.get(i)
+            if (e is not None and e[2]) or (layers[i].op == OP_MAX_POOL_2D and i > first):
+                off += _a4(sizes[i])
+            off += _a4((sizes[i + 1] + 7) // 8)
+        p0 = off
+        mom = self._momentum > 0
+        for layer, b, ch in self._entries:
+            L = layers[layer]
+            nb = L.oc if b else 0
+            nw = len(ch) * L.per
+            if b:
+                off += _a4(4 * L.oc)
+            if ch:
+                off += _a4(2 * L.oc) + _a4(nw)
+            off += _a4(2 * (nb + nw))
+            if mom:
+                off += _a4(4 * (nb + nw))
+            self._trainable += nb + nw
+        self._params_size = off - p0
+        self._params_end = off
+        self._arena = off + _a4(4 * self._n_out)
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self):
+        """Back to the flashed parameters; residuals and momentum zero."""
+        ts = self._tensors
+        mv = memoryview(self._buf)
+        mom = self._momentum > 0
+        for i, L in enumerate(self._layers):
+            if L.op in _WEIGHT_OPS:
+                L.w = self._weights_of(i)
+                if L.bias != NONE:
+                    t = ts[L.bias]
+                    L.b = list(struct.unpack_from("<%di" % L.oc, mv, t.d_off))
+                else:
+                    L.b = None
+            e = self._entry.get(i)
+            if e is not None:
+                nb = L.oc if e[1] else 0
+                n_sel = len(e[2])
+                L.res_b = [0] * nb
+                L.res_w = [[0] * L.per for _ in range(n_sel)]
+                L.mom_b = [0.0] * nb if mom else None
+                L.mom_w = [[0.0] * L.per for _ in range(n_sel)] if mom else None
+        if self._first >= 0 and self._params_end > self._peak:
+            self._peak = self._params_end
+
+    def _channel(self, L, c):
+        """Current int8 weights of channel c in storage order (a list)."""
+        if L.op == OP_DEPTHWISE_CONV_2D:
+            oc = L.oc
+            w = L.w
+            return [w[t * oc + c] for t in range(L.per)]
+        return list(L.w[c])
+
+    def _params_region(self):
+        out = bytearray()
+
+        def put(b):
+            out.extend(b)
+            out.extend(bytes(-len(b) % 4))
+
+        mom = self._momentum > 0
+        for layer, b, ch in self._entries:
+            L = self._layers[layer]
+            if b:
+                put(struct.pack("<%di" % L.oc, *L.b))
+            if ch:
+                cmap = [-1] * L.oc
+                for s, c in enumerate(ch):
+                    cmap[c] = s
+                put(struct.pack("<%dh" % L.oc, *cmap))
+                wb = array("b")
+                for c in ch:
+                    wb.extend(array("b", self._channel(L, c)))
+                put(bytes(wb))
+            res = list(L.res_b)
+            for row in L.res_w:
+                res.extend(row)
+            put(struct.pack("<%dh" % len(res), *res))
+            if mom:
+                v = list(L.mom_b)
+                for row in L.mom_w:
+                    v.extend(row)
+                put(struct.pack("<%df" % len(v), *v))
+        return bytes(out)
+
+    def _state_bytes(self):
+        params = self._params_region()
+        tail = struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), len(params),
+                           1 if self._momentum > 0 else 0) + params
+        return struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + len(params), _crc(tail)) + tail
+
+    def save(self, path):
+        """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed."""
+        import os
+
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(self._state_bytes())
+        try:
+            os.rename(tmp, path)
+        except OSError:  # rename over an existing file is refused on some filesystems
+            os.remove(path)
+            os.rename(tmp, path)
+
+    def load(self, path):
+        """Read a trained-weights file; everything is checked before the model changes."""
+        with open(path, "rb") as f:
+            data = f.read()
+        self._load_state(data)
+
+    def _load_state(self, data):
+        n = len(data)
+        if n < 32:
+            raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
+        magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", data, 0)
+        if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
+            raise ValueError("edgetune: not a trained-weights file (magic/version)")
+        if size != n:
+            raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+        if _crc(memoryview(data)[16:]) != crc:
+            raise ValueError("edgetune: trained-weights file CRC mismatch")
+        if mcrc != self._crc_field:
+            raise ValueError("edgetune: trained-weights file belongs to another model")
+        if scrc != _crc(self._scheme_bytes()):
+            raise ValueError("edgetune: trained-weights file was saved with a different scheme")
+        mom = self._momentum > 0
+        if flags != (1 if mom else 0):
+            raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
+        if p != self._params_size or size != 32 + p:
+            raise ValueError("edgetune: trained-weights params region has the wrong size")
+        off = 32
+        new = []
+        for layer, b, ch in self._entries:
+            L = self._layers[layer]
+            nb = L.oc if b else 0
+            n_sel = len(ch)
+            nw = n_sel * L.per
+            if b:
+                new.append((L, "b", list(struct.unpack_from("<%di" % L.oc, data, off))))
+                off += _a4(4 * L.oc)
+            if ch:
+                cmap = struct.unpack_from("<%dh" % L.oc, data, off)
+                off += _a4(2 * L.oc)
+                want = [-1] * L.oc
+                for s, c in enumerate(ch):
+                    want[c] = s
+                if list(cmap) != want:
+                    raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
+                w = struct.unpack_from("<%db" % nw, data, off)
+                off += _a4(nw)
+                if -128 in w:
+                    raise ValueError("edgetune: trained-weights file: layer %d weight outside [-127, 127]" % layer)
+                new.append((L, "w", w))
+            r = struct.unpack_from("<%dh" % (nb + nw), data, off)
+            off += _a4(2 * (nb + nw))
+            for v in r:
+                if v < -16384 or v > 16383:
+                    raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
+            new.append((L, "r", r))
+            if mom:
+                v = struct.unpack_from("<%df" % (nb + nw), data, off)
+                off += _a4(4 * (nb + nw))
+                new.append((L, "m", v))
+        for L, kind, vals in new:
+            e = self._entry[self._layers.index(L)]
+            ch, per, nb = e[2], L.per, (L.oc if e[1] else 0)
+            if kind == "b":
+                L.b[:] = vals
+            elif kind == "w":
+                for s, c in enumerate(ch):
+                    row = vals[s * per:(s + 1) * per]
+                    if L.op == OP_DEPTHWISE_CONV_2D:
+                        for t in range(per):
+                            L.w[t * L.oc + c] = row[t]
+                    else:
+                        L.w[c] = array("b", row)
+            elif kind == "r":
+                L.res_b = list(vals[:nb])
+                L.res_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
+            else:
+                L.mom_b = list(vals[:nb])
+                L.mom_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
+        self._peak = max(self._peak, self._params_end)
+
+    # ------------------------------------------------------------------ forward
+
+    def _fwd_layer(self, L, x):
+        """One layer on x (array('b') / list of ints); returns an array('b')."""
+        op = L.op
+        out = array("b", bytes(L.n_out))
+        lo, hi, ooff = L.act_min, L.act_max, L.out_off
+        if op == OP_CONV_2D or op == OP_FULLY_CONNECTED:
+            ioff = L.in_off
+            xo = [v + ioff for v in x]
+            rows, b, rq, per, oc = L.w, L.b, L.rq, L.per, L.oc
+            rng = range(per)
+            if op == OP_FULLY_CONNECTED:
+                patches = (xo,)
+            else:
+                patches = self._patches(L, xo)
+            o = 0
+            for patch in patches:
+                for c in range(oc):
+                    acc = b[c] if b is not None else 0
+                    row = rows[c]
+                    for j in rng:
+                        acc += patch[j] * row[j]
+                    v = _mbqm(acc, rq[c]) + ooff
+                    out[o] = lo if v < lo else (hi if v > hi else v)
+                    o += 1
+            return out
+        if op == OP_DEPTHWISE_CONV_2D:
+            ioff = L.in_off
+            xo = [v + ioff for v in x]
+            w, b, rq, oc, dm = L.w, L.b, L.rq, L.oc, L.dm
+            crng = range(oc)
+            cin = [c // dm for c in crng]
+            o = 0
+            for taps in L.taps:
+                acc = list(b) if b is not None else [0] * oc
+                for t, xb in taps:
+                    wt = t * oc
+                    if dm == 1:
+                        for c in crng:
+                            acc[c] += xo[xb + c] * w[wt + c]
+                    else:
+                        for c in crng:
+                            acc[c] += xo[xb + cin[c]] * w[wt + c]
+                for c in crng:
+                    v = _mbqm(acc[c], rq[c]) + ooff
+                    out[o] = lo if v < lo else (hi if v > hi else v)
+                    o += 1
+            return out
+        if op == OP_MAX_POOL_2D or op == OP_AVERAGE_POOL_2D:
+            crng = range(L.oc)
+            o = 0
+            is_max = op == OP_MAX_POOL_2D
+            for taps in L.taps:
+                n = len(taps)
+                half = n >> 1
+                for c in crng:
+                    if is_max:
+                        v = -1000
+                        for _, xb in taps:
+                            if x[xb + c] > v:
+                                v = x[xb + c]
+                    else:
+                        acc = 0
+                        for _, xb in taps:
+                            acc += x[xb + c]
+                        v = (acc + half) // n if acc > 0 else -((half - acc) // n)
+                    out[o] = lo if v < lo else (hi if v > hi else v)
+                    o += 1
+            return out
+        # MEAN over H*W
+        c_n = L.ic
+        n_pos = L.ih * L.iw
+        rq = L.rq[0]
+        for c in range(c_n):
+            total = 0
+            for k in range(c, n_pos * c_n, c_n):
+                total += x[k]
+            v = _mbqm(total + L.in_off * n_pos, rq) + ooff
+            out[c] = lo if v < lo else (hi if v > hi else v)
+        return out
+
+    def _patches(self, L, xo):
+        """Per output position the (KH*KW*C_in) input patch of xo, zeros in the padding."""
+        per, cin = L.per, L.ic
+        for taps in L.taps:
+            patch = [0] * per
+            for t, xb in taps:
+                pb = t * cin
+                patch[pb:pb + cin] = xo[xb:xb + cin]
+            yield patch
+
+    def _forward(self, x, keep):
+        acts = [x]
+        for L in self._layers:
+            x = self._fwd_layer(L, x)
+            if keep:
+                acts.append(x)
+        p = self._inference_arena
+        if self._first >= 0 and keep:
+            p = self._arena
+        if p > self._peak:
+            self._peak = p
+        return acts if keep else x
+
+    def _x(self, x):
+        xb = array("b", bytes(x))
+        if len(xb) != self._n_in:
+            raise ValueError("edgetune: input has %d bytes, the model expects %d" % (len(xb), self._n_in))
+        return xb
+
+    def _label(self, label):
+        label = int(label)
+        if label < 0 or label >= self._n_out:
+            raise ValueError("edgetune: label %d out of range 0..%d" % (label, self._n_out - 1))
+        return label
+
+    def predict(self, x):
+        """int8 logits as bytes."""
+        return bytes(self._forward(self._x(x), False))
+
+    def predict_class(self, x):
+        y = self._forward(self._x(x), False)
+        best = 0
+        for i in range(1, len(y)):
+            if y[i] > y[best]:
+                best = i
+        return best
+
+    def evaluate(self, xs, labels):
+        """(mean loss, accuracy) over the samples (docs/training.md §5)."""
+        xs = list(xs)
+        labels = list(labels)
+        n = len(xs)
+        if n == 0 or n != len(labels):
+            raise ValueError("edgetune: evaluate needs as many labels as inputs (at least one)")
+        inputs = [self._x(x) for x in xs]
+        labels = [self._label(lb) for lb in labels]
+        t_out = self._tensors[self._output]
+        total = 0.0
+        correct = 0
+        F = _F
+        for k in range(n):
+            y = self._forward(inputs[k], False)
+            loss, _ = _softmax_xent(y, t_out.scale, t_out.zp, labels[k], False)
+            if k == 0:
+                total = loss
+            else:
+                F[0] = total + loss
+                total = F[0]
+            best = 0
+            for c in range(1, len(y)):
+                if y[c] > y[best]:
+                    best = c
+            correct += 1 if best == labels[k] else 0
+        F[0] = total / float(n)
+        loss = F[0]
+        F[0] = float(correct) / float(n)
+        return (loss, F[0])
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, x, label, lr=0.01, qas=True):
+        """One SGD step on one sample (docs/training.md §2-§4); returns the float32 loss."""
+        xb = self._x(x)
+        label = self._label(label)
+        lr = _f32(float(lr))
+        if not (lr - lr == 0.0):
+            raise ValueError("edgetune: lr must be a finite number")
+        qas = bool(qas)
+        F = _F
+        acts = self._forward(xb, True)
+        t_out = self._tensors[self._output]
+        first = self._first
+        loss, g = _softmax_xent(acts[-1], t_out.scale, t_out.zp, label, first >= 0)
+        if first < 0:
+            return loss
+        big = 0.0
+        for v in g:
+            a = -v if v < 0 else v
+            if a > big:
+                big = a
+        if big == 0.0:
+            return loss
+        F[0] = big / 32767.0
+        s_g = F[0]
+        gq = []
+        for v in g:
+            F[0] = v / s_g
+            gq.append(_round_sat(F[0], 32767))
+        layers = self._layers
+        nl = len(layers)
+        for i in range(nl - 1, first - 1, -1):
+            L = layers[i]
+            if i < nl - 1:
+                y = acts[i + 1]
+                lo, hi = L.act_min, L.act_max
+                for j in range(len(gq)):
+                    v = y[j]
+                    if v <= lo or v >= hi:
+                        gq[j] = 0
+            stop = False
+            if i > first:
+                acc, s_acc = self._input_grad(L, gq, s_g, acts[i])
+                m = 0
+                for v in acc:
+                    if v > m:
+                        m = v
+                    elif -v > m:
+                        m = -v
+                if m == 0:
+                    stop = True
+                else:
+                    g_next = [_rdiv(v * 32767, m) for v in acc]
+                    F[0] = s_acc * float(m)
+                    F[0] = F[0] / 32767.0
+                    s_next = F[0]
+            e = self._entry.get(i)
+            if e is not None:
+                self._update(L, e, gq, s_g, acts[i], lr, qas)
+            if stop or i == first:
+                break
+            gq, s_g = g_next, s_next
+        return loss
+
+    def _input_grad(self, L, g, s_g, x):
+        """§4b: (acc list over the input elements, s_acc)."""
+        F = _F
+        op = L.op
+        acc = [0] * L.n_in
+        oc = L.oc
+        if op in _WEIGHT_OPS:
+            r_c = L.r_c
+            h = []
+            c = 0
+            for v in g:
+                if v:
+                    F[0] = float(v) * r_c[c]
+                    h.append(_round_sat(F[0], 32767))
+                else:
+                    h.append(0)
+                c += 1
+                if c == oc:
+                    c = 0
+            F[0] = s_g * L.s_wmax
+            s_acc = F[0]
+            if op == OP_FULLY_CONNECTED:
+                rows = L.w
+                rng = range(L.per)
+                for c in range(oc):
+                    hv = h[c]
+                    if hv:
+                        row = rows[c]
+                        for k in rng:
+                            acc[k] += row[k] * hv
+                return acc, s_acc
+            if op == OP_CONV_2D:
+                rows, cin = L.w, L.ic
+                crng = range(cin)
+                p = 0
+                for taps in L.taps:
+                    for c in range(oc):
+                        hv = h[p + c]
+                        if hv:
+                            row = rows[c]
+                            for t, xb in taps:
+                                wb = t * cin
+                                for k in crng:
+                                    acc[xb + k] += row[wb + k] * hv
+                    p += oc
+                return acc, s_acc
+            w, dm = L.w, L.dm
+            p = 0
+            for taps in L.taps:
+                for t, xb in taps:
+                    wt = t * oc
+                    for c in range(oc):
+                        hv = h[p + c]
+                        if hv:
+                            acc[xb + c // dm] += w[wt + c] * hv
+                p += oc
+            return acc, s_acc
+        if op == OP_MEAN:
+            n_pos = L.ih * L.iw
+            for k in range(n_pos):
+                acc[k * oc:(k + 1) * oc] = g
+            F[0] = float(n_pos)
+            F[0] = s_g / F[0]
+            return acc, F[0]
+        p = 0
+        if op == OP_AVERAGE_POOL_2D:
+            for taps in L.taps:
+                R = _rdiv(1024, len(taps))
+                for c in range(oc):
+                    gv = g[p + c]
+                    if gv:
+                        gv *= R
+                        for _, xb in taps:
+                            acc[xb + c] += gv
+                p += oc
+            F[0] = s_g / 1024.0
+            return acc, F[0]
+        # MAX_POOL_2D: the first in-window position holding the maximum of the saved input
+        for taps in L.taps:
+            for c in range(oc):
+                gv = g[p + c]
+                if gv:
+                    best = -1000
+                    a = 0
+                    for _, xb in taps:
+                        v = x[xb + c]
+                        if v > best:
+                            best = v
+                            a = xb + c
+                    acc[a] += gv
+            p += oc
+        return acc, s_g
+
+    def _update(self, L, e, g, s_g, x, lr, qas):
+        """§4d-g for one layer with the masked output gradient g."""
+        F = _F
+        oc = L.oc
+        F[0] = -lr
+        F[0] = F[0] * s_g
+        neg = F[0]
+        beta = self._momentum
+        if e[1]:
+            G = [0] * oc
+            c = 0
+            for v in g:
+                G[c] += v
+                c += 1
+                if c == oc:
+                    c = 0
+            s_b = L.s_b
+            b = L.b
+            res = L.res_b
+            mom = L.mom_b
+            for c in range(oc):
+                F[0] = (neg / s_b[c]) if qas else (neg * s_b[c])
+                f = F[0]
+                F[0] = float(G[c])
+                F[0] = f * F[0]
+                F[0] = F[0] * 32768.0
+                d = _round_sat(F[0], _LIM30)
+                if beta > 0:
+                    F[0] = beta * mom[c]
+                    v = F[0]
+                    F[0] = float(d)
+                    F[0] = v + F[0]
+                    mom[c] = F[0]
+                    d = _round_sat(F[0], _LIM30)
+                a = d + res[c]
+                n = (a + 16384) >> 15
+                res[c] = a - (n << 15)
+                if n:
+                    nb = b[c] + n
+                    b[c] = _I32_MIN if nb < _I32_MIN else (_I32_MAX if nb > _I32_MAX else nb)
+        ch = e[2]
+        if not ch:
+            return
+        t_in = self._tensors[L.inp]
+        zp = t_in.zp
+        F[0] = neg * t_in.scale
+        base = F[0]
+        xc = [v - zp for v in x]
+        op, per = L.op, L.per
+        A = self._weight_grad(L, ch, g, xc)
+        s_w = L.s_w
+        for s in range(len(ch)):
+            c = ch[s]
+            F[0] = (base / s_w[c]) if qas else (base * s_w[c])
+            f = F[0]
+            As = A[s]
+            res = L.res_w[s]
+            mom = L.mom_w[s] if beta > 0 else None
+            if op == OP_DEPTHWISE_CONV_2D:
+                w, wstep, wb = L.w, oc, c
+            else:
+                w, wstep, wb = L.w[c], 1, 0
+            for k in range(per):
+                av = As[k]
+                if av:
+                    F[0] = float(av)
+                    F[0] = f * F[0]
+                    F[0] = F[0] * 32768.0
+                    d = _round_sat(F[0], _LIM30)
+                else:
+                    d = 0
+                if mom is not None:
+                    F[0] = beta * mom[k]
+                    v = F[0]
+                    F[0] = float(d)
+                    F[0] = v + F[0]
+                    mom[k] = F[0]
+                    d = _round_sat(F[0], _LIM30)
+                a = d + res[k]
+                n = (a + 16384) >> 15
+                res[k] = a - (n << 15)
+                if n:
+                    idx = wb + k * wstep
+                    nw = w[idx] + n
+                    w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
+
+    def _weight_grad(self, L, ch, g, xc):
+        """§4e: A[slot][k] (ints) for the selected channels."""
+        op, oc, per = L.op, L.oc, L.per
+        if op == OP_FULLY_CONNECTED:
+            out = []
+            for c in ch:
+                gv = g[c]
+                out.append([gv * v for v in xc] if gv else [0] * per)
+            return out
+        A = [[0] * per for _ in ch]
+        nsel = len(ch)
+        if op == OP_CONV_2D:
+            cin = L.ic
+            crng = range(cin)
+            p = 0
+            for taps in L.taps:
+                for s in range(nsel):
+                    gv = g[p + ch[s]]
+                    if gv:
+                        As = A[s]
+                        for t, xb in taps:
+                            wb = t * cin
+                            for k in crng:
+                                As[wb + k] += gv * xc[xb + k]
+                p += oc
+            return A
+        dm = L.dm
+        p = 0
+        for taps in L.taps:
+            for s in range(nsel):
+                c = ch[s]
+                gv = g[p + c]
+                if gv:
+                    As = A[s]
+                    ci = c // dm
+                    for t, xb in taps:
+                        As[t] += gv * xc[xb + ci]
+            p += oc
+        return A
+
+    # ------------------------------------------------------------------ info
+
+    def info(self):
+        ts = self._tensors
+        layers = []
+        for L in self._layers:
+            d = {"op": _OP_NAMES[L.op], "input_shape": ts[L.inp].shape, "output_shape": ts[L.out].shape,
+                 "activation": _ACT_NAMES[L.act]}
+            if L.weight != NONE:
+                d["weight_shape"] = ts[L.weight].shape
+            d["bias"] = L.bias != NONE
+            layers.append(d)
+        t_in, t_out = ts[self._input], ts[self._output]
+        return {
+            "layers": layers,
+            "input_shape": t_in.shape,
+            "output_shape": t_out.shape,
+            "input_scale": t_in.scale,
+            "input_zero_point": t_in.zp,
+            "output_scale": t_out.scale,
+            "output_zero_point": t_out.zp,
+            "arena": self._arena,
+            "inference_arena": self._inference_arena,
+            "peak": self._peak,
+            "trainable": self._trainable,
+            "scheme": [(layer, b, len(ch)) for layer, b, ch in self._entries],
+            "model_bytes": self._len,
+        }
