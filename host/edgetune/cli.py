@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "monitor": ("edgetune.monitor", "read a device's @et log lines from a serial port: progress, CSV, PNG"),
     "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
     "quantize": ("edgetune.quantize", "full-integer int8 TFLite conversion plus export metadata"),
+    "scheme": ("edgetune.search", "search a sparse-update scheme under an SRAM budget (contribution analysis, DP, Pareto)"),
     "repl": ("edgetune.board:repl_cli", "open the board's MicroPython REPL (mpremote)"),
     "train": ("edgetune.board:train_cli", "collect labelled windows and fine-tune on a board over its REPL"),
 }

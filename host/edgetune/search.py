@@ -1,0 +1,943 @@
+"""Sparse-update scheme search under an SRAM budget (docs/scheme-search.md).
+
+    edgetune scheme MODEL.tflite|MODEL.etm [--data watch|SESSION.csv] [--scenario rotation]
+                    --budget 96K [--board rp2040] [--out DIR] [--etm OUT.etm]
+
+Three steps, all on the host, all with the bit-exact numpy training twin (edgetune.training):
+
+1. **Contribution analysis** on personalization data of the shifted domain: the *adapt* split
+   fine-tunes, a separate *selection* split measures accuracy (the scenario's final evaluation
+   split is never touched). Measured: accuracy of the classifier alone (k = 0), the gain of the
+   biases of the last k weight layers (k = 1..L), and the gain of each weight layer at channel
+   ratios 1/8, 1/4, 1/2, 1 on top of all biases + classifier, with the channels chosen by the
+   device's l1 criterion and by a Fisher criterion (sum over the adapt samples of the squared
+   weight gradients of each output channel, at the pre-trained weights). Measurements are cached
+   on disk (JSON), keyed by model CRC, data, learning rate, steps and the encoded scheme.
+2. **Pricing**: every candidate (k, ratio per layer) is priced exactly with
+   `memory.training_arena` plus the board's fixed cost (heap the app itself uses).
+3. **Search**: maximize the predicted accuracy acc(0) + gain_b[k] + sum gain_w[l, r] (additive
+   assumption) with price <= budget. Exact dynamic programme: for a fixed k and a fixed
+   `first` layer the arena is exactly additive over layers (work + masks depend only on
+   `first`; each entry's params and saved input only on its own layer), so a group knapsack per
+   (k, first) in 4-byte units is exact; every answer is re-priced with training_arena.
+   Exhaustive enumeration (when the space is small), an evolutionary search and random search at
+   equal evaluations are run and reported alongside.
+
+Output: a Pareto table (arena -> scheme, predicted accuracy), JSON + PNG, and the chosen scheme
+(explicit channel lists) written into a .etm. `edgetune export --scheme auto[:opts]` and
+`--scheme @scheme.json` use `attach_spec` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import memory
+from .modelfile import NONE, EtmModel, read_etm, write_etm
+from .scheme import Scheme, channel_weights, classifier, l1_channels, out_channels, weight_layers
+
+DENS = (0, 8, 4, 2, 1)  # ratio 1/den of the output channels; 0 = weights frozen
+CRITERIA = ("l1", "fisher")
+LR_GRID = (0.003, 0.01, 0.03)
+
+
+def parse_bytes(s: str | int) -> int:
+    """'96K' -> 98304, '1M' -> 1048576, '12000' -> 12000."""
+    if isinstance(s, int):
+        return s
+    t = str(s).strip().upper().rstrip("B")
+    mul = 1
+    if t and t[-1] in "KM":
+        mul = 1024 if t[-1] == "K" else 1 << 20
+        t = t[:-1]
+    try:
+        return int(float(t) * mul)
+    except ValueError:
+        raise ValueError(f"byte count {s!r} not understood (e.g. 96K, 1M, 20000)") from None
+
+
+# ============================================================================== data
+
+
+@dataclass
+class SearchData:
+    """int8 windows: `adapt` fine-tunes (in `order`), `select` measures the gain."""
+
+    x_adapt: np.ndarray
+    y_adapt: np.ndarray
+    order: np.ndarray
+    x_select: np.ndarray
+    y_select: np.ndarray
+    source: str
+
+    def key(self) -> str:
+        h = hashlib.sha1()
+        for a in (self.x_adapt, self.y_adapt, self.order, self.x_select, self.y_select):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+
+def load_data(model: EtmModel, data_spec: str = "watch", scenario: str | None = None, k: int = 8,
+              epochs: int = 10, seed: int = 0, n_select: int | None = None) -> SearchData:
+    """Personalization data for the search, quantized with the model's input quantization.
+
+    `watch`: the scenario stored in the model's metadata (`split`, as pretrain wrote it; name
+    overridable by `scenario`): adapt = k windows per class from the shifted domain's fit region
+    (seeded, as bench/learning.py), select = the fit-val region; the eval region is not used.
+    A session file (CSV/NPZ, data.load_session): every recording's first 60 % is adapt (k per
+    class), the rest select; normalization from the metadata."""
+    from . import data
+
+    meta = model.meta or {}
+    if "input_scale" not in meta:
+        raise ValueError("the model has no input quantization metadata (export it with --meta MODEL.meta.json)")
+    s_in, z_in = float(meta["input_scale"]), int(meta["input_zero_point"])
+    if data_spec == "watch":
+        from . import pretrain
+
+        cfg = dict(meta.get("split") or pretrain.scenario_config({}))
+        if scenario:
+            cfg["name"] = scenario
+        sc = pretrain.scenario_from_config(cfg)
+        fit, sel, norm = sc.shift_fit, sc.shift_val, sc.norm
+        source = f"watch/{cfg['name']}: adapt = fit region, select = fit-val region (eval region unused)"
+    else:
+        if "normalization" not in meta:
+            raise ValueError("a session file needs the model's normalization metadata")
+        norm = data.Norm.from_json(meta["normalization"])
+        recs = data.load_session(data_spec, meta.get("class_names", data.WATCH_CLASSES))
+        w, st = int(meta.get("window", data.WINDOW)), int(meta.get("step", data.STEP))
+        fit = data.make_windows(recs, w, st, (0.0, 0.6))
+        sel = data.make_windows(recs, w, st, (0.6, 1.0))
+        source = f"session {data_spec}: adapt = first 60 % of each recording, select = the rest"
+
+    def q(x):
+        v = np.round(norm.apply(x) / s_in) + z_in
+        return np.clip(v, -128, 127).astype(np.int8)
+
+    idx = data.per_class_sample(fit, k, seed)
+    rng = np.random.default_rng(1000 + seed)
+    order = np.concatenate([rng.permutation(len(idx)) for _ in range(epochs)])
+    sel_idx = np.arange(len(sel))
+    if n_select is not None and n_select < len(sel):
+        sel_idx = np.sort(np.random.default_rng(seed).permutation(len(sel))[:n_select])
+    return SearchData(q(fit.x[idx]), fit.y[idx].astype(np.int64), order,
+                      q(sel.x[sel_idx]), sel.y[sel_idx].astype(np.int64), source)
+
+
+# ============================================================================== candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """k = biases of the last k non-classifier weight layers; dens[j] = 1/den of layer j's
+    output channels trains (0 = frozen), j over `Space.layers`; crit[j] = channel criterion."""
+
+    k: int
+    dens: tuple[int, ...]
+    crit: tuple[str, ...] = ()
+
+    def text(self, space: "Space") -> str:
+        parts = [f"bias={self.k + (1 if space.clf is not None else 0)}"]
+        for j, d in enumerate(self.dens):
+            if d:
+                c = self.crit[j] if self.crit else "l1"
+                parts.append(f"w{space.layers[j]}=1/{d}" + ("" if c == "l1" else f"({c})"))
+        return ",".join(parts)
+
+
+@dataclass
+class Space:
+    """The search space of one model: non-classifier weight layers, their channel choices."""
+
+    model: EtmModel
+    layers: list[int]
+    clf: int | None
+    fisher: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> per-channel score
+
+    @classmethod
+    def of(cls, model: EtmModel) -> "Space":
+        clf = classifier(model)
+        return cls(model, [i for i in weight_layers(model) if i != clf], clf)
+
+    @property
+    def size(self) -> int:
+        return (len(self.layers) + 1) * len(DENS) ** len(self.layers)
+
+    def channels(self, layer: int, den: int, crit: str) -> tuple[int, ...]:
+        n_sel = max(1, out_channels(self.model, layer) // den)
+        if crit == "l1":
+            return l1_channels(self.model, layer, n_sel)
+        score = self.fisher[layer]
+        order = np.lexsort((np.arange(score.size), -score))
+        return tuple(int(c) for c in np.sort(order[:n_sel]))
+
+    def scheme(self, c: Candidate) -> Scheme:
+        """The device scheme (classifier always included) with explicit channel lists."""
+        w = {}
+        for j, d in enumerate(c.dens):
+            if d:
+                w[self.layers[j]] = list(self.channels(self.layers[j], d, c.crit[j] if c.crit else "l1"))
+        return Scheme.build(self.model, c.k + (1 if self.clf is not None else 0), w)
+
+    def all(self) -> list[Candidate]:
+        L = len(self.layers)
+        return [Candidate(k, dens) for k in range(L + 1) for dens in itertools.product(DENS, repeat=L)]
+
+
+# ============================================================================== pricing
+
+
+class Pricer:
+    """Exact price of a candidate: memory.training_arena + the fixed cost; None if the device
+    would refuse the scheme (accumulator bounds). Memoized; counts distinct evaluations."""
+
+    def __init__(self, space: Space, fixed: int = 0, momentum: bool = False):
+        self.space, self.fixed, self.momentum = space, fixed, momentum
+        self.memo: dict[tuple, int | None] = {}
+
+    def arena(self, c: Candidate) -> int | None:
+        key = (c.k, c.dens)
+        if key not in self.memo:
+            try:
+                s = self.space.scheme(Candidate(c.k, c.dens))
+                self.memo[key] = memory.training_arena(self.space.model, s, self.momentum)
+            except ValueError:
+                self.memo[key] = None
+        return self.memo[key]
+
+    def price(self, c: Candidate) -> int | None:
+        a = self.arena(c)
+        return None if a is None else a + self.fixed
+
+
+# ============================================================================== contributions
+
+
+@dataclass
+class Contributions:
+    """Selection-split accuracies; gains are differences of them."""
+
+    acc_none: float                      # no fine-tuning
+    acc_bias: list[float]                # acc_bias[k]: classifier + biases of the last k layers
+    acc_w: dict[tuple[int, int, str], float]  # (layer index j, den, crit) -> all biases + clf + w_j
+    lr: float
+    lr_scan: dict[str, float]
+    runs: int
+    cached: int
+    seconds: float
+
+    def gain_w(self, j: int, den: int, crit: str) -> float:
+        return 0.0 if den == 0 else self.acc_w[(j, den, crit)] - self.acc_bias[-1]
+
+    def best_crit(self, j: int, den: int, criteria: Sequence[str]) -> str:
+        return max(criteria, key=lambda c: (self.gain_w(j, den, c), c == "l1"))
+
+    def predict(self, c: Candidate) -> float:
+        crit = c.crit or ("l1",) * len(c.dens)
+        return self.acc_bias[c.k] + sum(self.gain_w(j, d, crit[j]) for j, d in enumerate(c.dens))
+
+    def to_json(self, space: Space) -> dict[str, Any]:
+        return {
+            "acc_no_training": self.acc_none, "lr": self.lr, "lr_scan": self.lr_scan,
+            "acc_bias": {str(k): a for k, a in enumerate(self.acc_bias)},
+            "gain_bias": {str(k): a - self.acc_bias[0] for k, a in enumerate(self.acc_bias)},
+            "gain_weights": [{"layer": space.layers[j], "ratio": f"1/{d}", "criterion": cr,
+                              "acc": a, "gain": a - self.acc_bias[-1]}
+                             for (j, d, cr), a in sorted(self.acc_w.items())],
+            "runs": self.runs, "cached_runs": self.cached, "seconds": round(self.seconds, 2),
+        }
+
+
+class Runner:
+    """Fine-tune a scheme with the twin on the adapt split; accuracy on the selection split.
+    Results are cached in a JSON file."""
+
+    def __init__(self, model: EtmModel, d: SearchData, cache_path: str | None = None, qas: bool = True):
+        self.buf = write_etm(_without_scheme(model))
+        self.model, self.d, self.qas = model, d, qas
+        self.cache_path = cache_path
+        self.cache: dict[str, float] = {}
+        if cache_path and os.path.exists(cache_path):
+            try:
+                with open(cache_path) as f:
+                    self.cache = json.load(f)
+            except (OSError, ValueError):
+                self.cache = {}
+        self.base = hashlib.sha1(self.buf).hexdigest()[:16] + d.key() + ("q" if qas else "s")
+        self.runs = self.hits = 0
+
+    def accuracy(self, scheme: Scheme, lr: float) -> float:
+        from .training import Trainer
+
+        key = f"{self.base}:{lr:g}:{scheme.encode().hex()}"
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        tr = Trainer(self.buf, scheme)
+        for i in self.d.order:
+            tr.step(self.d.x_adapt[i], int(self.d.y_adapt[i]), lr, self.qas)
+        acc = float(tr.evaluate(self.d.x_select, self.d.y_select)[1])
+        self.cache[key] = acc
+        self.runs += 1
+        return acc
+
+    def no_training(self) -> float:
+        from .training import Trainer
+
+        return float(Trainer(self.buf, Scheme(())).evaluate(self.d.x_select, self.d.y_select)[1])
+
+    def save(self) -> None:
+        if self.cache_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.cache_path)), exist_ok=True)
+            tmp = self.cache_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.cache, f)
+            os.replace(tmp, self.cache_path)
+
+
+def _without_scheme(model: EtmModel) -> EtmModel:
+    import dataclasses
+
+    return dataclasses.replace(model, scheme=b"") if model.scheme else model
+
+
+def fisher_scores(space: Space, d: SearchData) -> dict[int, np.ndarray]:
+    """Per output channel: sum over the adapt samples of the squared real-unit weight gradients
+    (at the pre-trained weights; lr = 0 steps of the twin with trace=True). Layers that cannot be
+    first (accumulator bounds) get the l1 score instead."""
+    from .training import Trainer
+
+    m = space.model
+    layers = list(space.layers)
+    while layers:
+        try:
+            s = Scheme.build(m, 0, {i: 1 for i in layers}, with_classifier=True)
+            break
+        except ValueError:
+            layers = layers[1:]
+    out: dict[int, np.ndarray] = {}
+    for i in space.layers:
+        if i not in layers:
+            out[i] = np.abs(channel_weights(m, i).astype(np.int64)).sum(axis=1).astype(np.float64)
+    if not layers:
+        return out
+    tr = Trainer(write_etm(_without_scheme(m)), s)
+    acc = {i: np.zeros(out_channels(m, i)) for i in layers}
+    for x, y in zip(d.x_adapt, d.y_adapt):
+        tr.step(x, int(y), 0.0, True, trace=True)
+        for i in layers:
+            g = tr.info.grads.get(i, {}).get("w")
+            if g is not None:
+                acc[i] += (g * g).sum(axis=1)
+    out.update(acc)
+    return out
+
+
+def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr: float | None = None,
+            progress: bool = True) -> Contributions:
+    """Measure every contribution (see module docstring); picks lr on the selection split with
+    the all-biases + classifier scheme when `lr` is None."""
+    t0 = time.time()
+    runs0, hits0 = runner.runs, runner.hits
+    L = len(space.layers)
+    n_clf = 1 if space.clf is not None else 0
+    jobs: list[tuple[str, Any]] = []
+    lrs = LR_GRID if lr is None else (lr,)
+    total = (len(lrs) if lr is None else 0) + (L + 1) + L * (len(DENS) - 1) * len(criteria)
+    bar = _bar(total, "contributions", progress)
+    lr_scan: dict[str, float] = {}
+    full_bias = Scheme.build(space.model, L + n_clf)
+    if lr is None:
+        for v in lrs:
+            lr_scan[f"{v:g}"] = runner.accuracy(full_bias, v)
+            bar.update(1)
+        lr = max(lrs, key=lambda v: (lr_scan[f"{v:g}"], -v))
+    acc_bias = []
+    for k in range(L + 1):
+        acc_bias.append(runner.accuracy(Scheme.build(space.model, k + n_clf), lr))
+        bar.update(1)
+    acc_w: dict[tuple[int, int, str], float] = {}
+    for j in range(L):
+        for den in DENS[1:]:
+            for crit in criteria:
+                dens = tuple(den if jj == j else 0 for jj in range(L))
+                c = Candidate(L, dens, tuple(crit for _ in range(L)))
+                try:
+                    s = space.scheme(c)
+                except ValueError:  # accumulator bound: this layer cannot train
+                    acc_w[(j, den, crit)] = float("-inf")
+                else:
+                    acc_w[(j, den, crit)] = runner.accuracy(s, lr)
+                bar.update(1)
+    bar.close()
+    runner.save()
+    del jobs
+    return Contributions(runner.no_training(), acc_bias, acc_w, lr, lr_scan, runner.runs - runs0,
+                         runner.hits - hits0, time.time() - t0)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)
+
+
+# ============================================================================== search
+
+
+@dataclass
+class Result:
+    method: str
+    cand: Candidate | None
+    price: int | None
+    predicted: float
+    evaluations: int
+    seconds: float
+
+
+def with_crit(space: Space, contrib: Contributions, c: Candidate, criteria: Sequence[str]) -> Candidate:
+    """The candidate with the best measured criterion per layer (cost does not depend on it)."""
+    return Candidate(c.k, c.dens, tuple(contrib.best_crit(j, d, criteria) if d else "l1"
+                                        for j, d in enumerate(c.dens)))
+
+
+def exhaustive(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
+               criteria: Sequence[str] = ("l1",)) -> Result:
+    t0 = time.time()
+    best, best_key = None, None
+    n = 0
+    for c in space.all():
+        n += 1
+        p = pricer.price(c)
+        if p is None or p > budget:
+            continue
+        c = with_crit(space, contrib, c, criteria)
+        key = (contrib.predict(c), -p)
+        if best_key is None or key > best_key:
+            best, best_key = c, key
+    return Result("exhaustive", best, None if best is None else -best_key[1],
+                  float("-inf") if best is None else best_key[0], n, time.time() - t0)
+
+
+def _layer_cost(space: Space, layer: int, bias: bool, den: int) -> int:
+    """Exact bytes layer `layer`'s entry adds: its params items (+ momentum none) and, when its
+    weights train, the saved copy of its input."""
+    m = space.model
+    ch = tuple(range(max(1, out_channels(m, layer) // den))) if den else ()
+    bias = bias and m.layers[layer].bias != NONE
+    if not bias and not ch:
+        return 0
+    s = Scheme((_entry(layer, bias, ch),))
+    cost = sum(n for _, _, n in memory.params_items(m, s, space_momentum(space)))
+    if ch:
+        cost += memory.align4(m.tensors[memory.activation_chain(m)[layer]].size)
+    return cost
+
+
+def space_momentum(space: Space) -> bool:
+    return getattr(space, "momentum", False)
+
+
+def _entry(layer, bias, ch):
+    from .scheme import Entry
+
+    return Entry(layer, bias, ch)
+
+
+def _base_cost(space: Space, first: int) -> int | None:
+    """Bytes that depend only on `first`: work, masks of layers >= first, MAX_POOL inputs
+    (i > first), loss (the classifier's entry is priced by _layer_cost). None if `first` violates
+    the accumulator bounds."""
+    from .scheme import check_bounds
+
+    m = space.model
+    try:
+        check_bounds(m, first)
+    except ValueError:
+        return None
+    # price the bias-free scheme "only layer `first` trains a dummy entry" and subtract it
+    ly = m.layers[first]
+    dummy = _entry(first, ly.bias != NONE, () if ly.bias != NONE else (0,))
+    s = Scheme((dummy,))
+    total = memory.training_arena(m, s, space_momentum(space))
+    return total - _layer_cost(space, first, dummy.bias, 0 if not dummy.channels else out_channels(m, first))
+
+
+def dp(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
+       criteria: Sequence[str] = ("l1",)) -> Result:
+    """Exact optimum of the additive predicted accuracy under the budget (module docstring)."""
+    t0 = time.time()
+    m, L = space.model, len(space.layers)
+    cap = budget - pricer.fixed
+    best: tuple[float, int, Candidate] | None = None
+    evals = 0
+    clf_cost = {}
+    if space.clf is not None:
+        clf_cost[True] = _layer_cost(space, space.clf, True, 1)
+    firsts = list(range(L)) + ([L] if space.clf is not None else [])  # L = the classifier
+    for k in range(L + 1):
+        bias_from = L - k  # layers j >= bias_from train their bias
+        for f in firsts:
+            if f > bias_from and f < L:
+                continue  # a bias below f would make it the first
+            if f == L and k > 0:
+                continue
+            first_layer = space.layers[f] if f < L else space.clf
+            base = _base_cost(space, first_layer)
+            if base is None:
+                continue
+            rem = cap - base - clf_cost.get(True, 0)
+            if rem < 0:
+                continue
+            units = rem // 4
+            # value[c] = best gain with cost 4*c; -inf = unreachable
+            val = np.full(units + 1, -np.inf)
+            val[0] = 0.0
+            choice: list[np.ndarray] = []
+            for j in range(f, L):
+                bias = j >= bias_from
+                opts = []
+                for den in DENS:
+                    if j == f and den == 0 and not bias:
+                        continue  # the first layer must train something
+                    cost = _layer_cost(space, space.layers[j], bias, den)
+                    assert cost % 4 == 0
+                    crit = contrib.best_crit(j, den, criteria) if den else "l1"
+                    g = contrib.gain_w(j, den, crit)
+                    if np.isfinite(g):
+                        opts.append((den, cost // 4, g))
+                new = np.full(units + 1, -np.inf)
+                arg = np.full(units + 1, -1, np.int64)
+                for o, (den, cu, g) in enumerate(opts):
+                    if cu > units:
+                        continue
+                    cand = np.full(units + 1, -np.inf)
+                    cand[cu:] = val[:units + 1 - cu] + g
+                    better = cand > new
+                    new[better] = cand[better]
+                    arg[better] = o
+                    evals += 1
+                choice.append((opts, arg))
+                val = new
+            if not np.isfinite(val).any():
+                continue
+            c_best = int(np.argmax(val))  # first index of the max = cheapest at that gain
+            gain = float(val[c_best])
+            dens = [0] * L
+            c = c_best
+            for jj in range(L - 1, f - 1, -1):
+                opts, arg = choice[jj - f]
+                o = int(arg[c])
+                den, cu, _ = opts[o]
+                dens[jj] = den
+                c -= cu
+            cand = with_crit(space, contrib, Candidate(k, tuple(dens)), criteria)
+            pred = contrib.acc_bias[k] + gain
+            price = pricer.price(cand)
+            if price is None or price > budget:  # the exact check; cannot happen if the model is right
+                raise AssertionError(f"dp picked {cand} priced {price} > budget {budget}")
+            key = (pred, -price)
+            if best is None or key > (best[0], -best[1]):
+                best = (pred, price, cand)
+    if best is None:
+        return Result("dp", None, None, float("-inf"), evals, time.time() - t0)
+    return Result("dp", best[2], best[1], best[0], evals, time.time() - t0)
+
+
+def evolution(space: Space, pricer: Pricer, contrib: Contributions, budget: int, evaluations: int = 300,
+              seed: int = 0, criteria: Sequence[str] = ("l1",), population: int = 16) -> Result:
+    """Regularized evolution (tournament of 4, one mutation per child, the oldest dies):
+    fitness = predicted accuracy, -inf over budget. `evaluations` distinct candidates priced."""
+    t0 = time.time()
+    rng = np.random.default_rng(seed)
+    L = len(space.layers)
+    seen: dict[tuple, float] = {}
+
+    def fit(c: Candidate) -> float:
+        key = (c.k, c.dens)
+        if key not in seen:
+            p = pricer.price(c)
+            seen[key] = (contrib.predict(with_crit(space, contrib, c, criteria))
+                         if p is not None and p <= budget else float("-inf"))
+        return seen[key]
+
+    def rand() -> Candidate:
+        # bias towards cheap candidates: each layer frozen with probability 1/2
+        return Candidate(int(rng.integers(L + 1)),
+                         tuple(0 if rng.random() < 0.5 else int(rng.choice(DENS[1:])) for _ in range(L)))
+
+    pop = []
+    limit = min(evaluations, space.size)
+    tries = 0
+    while len(pop) < population and len(seen) < limit and tries < 100 * population:
+        c = rand()
+        tries += 1
+        fit(c)
+        pop.append(c)
+    tries = 0
+    while len(seen) < limit and tries < 50 * evaluations:
+        tries += 1
+        idx = rng.choice(len(pop), size=min(4, len(pop)), replace=False)
+        parent = max((pop[i] for i in idx), key=fit)
+        if rng.random() < 0.3 or L == 0:
+            child = Candidate(int(np.clip(parent.k + rng.choice([-1, 1]), 0, L)), parent.dens)
+        else:
+            j = int(rng.integers(L))
+            dens = list(parent.dens)
+            dens[j] = int(rng.choice([d for d in DENS if d != dens[j]]))
+            child = Candidate(parent.k, tuple(dens))
+        fit(child)
+        pop.append(child)
+        pop.pop(0)
+    return _best_of("evolution", seen, space, pricer, contrib, criteria, t0)
+
+
+def random_search(space: Space, pricer: Pricer, contrib: Contributions, budget: int, evaluations: int = 300,
+                  seed: int = 0, criteria: Sequence[str] = ("l1",)) -> Result:
+    """Uniform random candidates, `evaluations` distinct ones priced."""
+    t0 = time.time()
+    rng = np.random.default_rng(seed)
+    L = len(space.layers)
+    seen: dict[tuple, float] = {}
+    limit = min(evaluations, space.size)
+    while len(seen) < limit:
+        c = Candidate(int(rng.integers(L + 1)), tuple(int(rng.choice(DENS)) for _ in range(L)))
+        if (c.k, c.dens) in seen:
+            continue
+        p = pricer.price(c)
+        seen[(c.k, c.dens)] = (contrib.predict(with_crit(space, contrib, c, criteria))
+                               if p is not None and p <= budget else float("-inf"))
+    return _best_of("random", seen, space, pricer, contrib, criteria, t0)
+
+
+def _best_of(method, seen, space, pricer, contrib, criteria, t0) -> Result:
+    ok = [(v, -pricer.price(Candidate(*key)), key) for key, v in seen.items() if np.isfinite(v)]
+    if not ok:
+        return Result(method, None, None, float("-inf"), len(seen), time.time() - t0)
+    v, negp, key = max(ok)
+    c = with_crit(space, contrib, Candidate(*key), criteria)
+    return Result(method, c, -negp, v, len(seen), time.time() - t0)
+
+
+def pareto(space: Space, pricer: Pricer, contrib: Contributions, criteria: Sequence[str] = ("l1",),
+           budgets: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Non-dominated (price, predicted accuracy) candidates, cheapest first (exhaustive when the
+    space is small, else the DP at the given `budgets`)."""
+    pts = []
+    if space.size <= 200_000:
+        for c in space.all():
+            p = pricer.price(c)
+            if p is not None:
+                cc = with_crit(space, contrib, c, criteria)
+                pts.append((p, -contrib.predict(cc), c.k, c.dens, cc))
+        pts.sort()
+        front, best = [], float("-inf")
+        for p, negv, _, _, cc in pts:
+            if -negv > best + 1e-12:
+                best = -negv
+                front.append((p, cc, -negv))
+    else:
+        front = []
+        for b in budgets or []:
+            r = dp(space, pricer, contrib, b, criteria)
+            if r.cand is not None and (not front or r.predicted > front[-1][2]):
+                front.append((r.price, r.cand, r.predicted))
+    return [{"price": p, "arena": p - pricer.fixed, "scheme": c.text(space), "predicted_acc": v,
+             "trainable": space.scheme(c).n_params(space.model)} for p, c, v in front]
+
+
+# ============================================================================== board costs
+
+
+def board_fixed(board: str | None, repo: str | None = None) -> tuple[int, int | None, str]:
+    """(fixed bytes, heap bytes, source text) of a board config (boards/NAME/board.json).
+
+    The fixed cost is `app_heap_bytes` when the board config states it (the device app's own
+    live heap, measured); otherwise APP_HEAP_ASSUMED, stated as an assumption."""
+    if not board:
+        return 0, None, "no board: the budget is for the training arena alone"
+    root = repo or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    path = os.path.join(root, "boards", board, "board.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    heap = int(cfg["heap_bytes"])
+    if "app_heap_bytes" in cfg:
+        return int(cfg["app_heap_bytes"]), heap, f"{path}: app_heap_bytes ({cfg.get('app_heap_source', '')})"
+    return APP_HEAP_ASSUMED, heap, (f"{path} states no app_heap_bytes; assumed {APP_HEAP_ASSUMED} B for the "
+                                    "device app's live heap (firmware/app.py frozen, collection ring buffer, "
+                                    "interpreter state) - not measured on the board")
+
+
+APP_HEAP_ASSUMED = 32 * 1024
+
+
+# ============================================================================== top level
+
+
+@dataclass
+class Report:
+    space: Space
+    contrib: Contributions
+    pricer: Pricer
+    budget: int
+    criteria: tuple[str, ...]
+    results: dict[str, Result]
+    chosen: Result
+    front: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def scheme(self) -> Scheme:
+        if self.chosen.cand is None:
+            raise ValueError(f"no scheme fits the budget of {self.budget} bytes "
+                             f"(fixed cost {self.pricer.fixed} B)")
+        return self.space.scheme(self.chosen.cand)
+
+    def to_json(self) -> dict[str, Any]:
+        sp = self.space
+
+        def res(r: Result) -> dict[str, Any]:
+            return {"scheme": None if r.cand is None else r.cand.text(sp), "price": r.price,
+                    "arena": None if r.price is None else r.price - self.pricer.fixed,
+                    "predicted_acc": r.predicted, "evaluations": r.evaluations, "seconds": round(r.seconds, 4)}
+
+        out = {
+            "budget": self.budget, "fixed_cost": self.pricer.fixed, "criteria": list(self.criteria),
+            "layers": sp.layers, "classifier": sp.clf, "space_size": sp.size,
+            "contributions": self.contrib.to_json(sp),
+            "search": {k: res(r) for k, r in self.results.items()},
+            "chosen": res(self.chosen), "pareto": self.front, **self.extra,
+        }
+        if self.chosen.cand is not None:
+            s = self.scheme()
+            out["chosen"]["entries"] = [{"layer": e.layer, "bias": e.bias, "channels": list(e.channels)}
+                                        for e in s.entries]
+            out["chosen"]["description"] = s.describe()
+        return out
+
+
+def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria: Sequence[str] = CRITERIA,
+           lr: float | None = None, cache: str | None = None, evaluations: int = 300, seed: int = 0,
+           progress: bool = True, contrib: Contributions | None = None) -> Report:
+    """Contribution analysis (or the given `contrib`), then DP / exhaustive / evolution / random
+    search at `budget` (bytes: arena + fixed) and the Pareto front."""
+    space = Space.of(model)
+    crits = tuple(criteria)
+    if "fisher" in crits:
+        space.fisher = fisher_scores(space, d)
+    if contrib is None:
+        contrib = analyze(space, Runner(model, d, cache), crits, lr, progress)
+    pricer = Pricer(space, fixed)
+    results = {"dp": dp(space, pricer, contrib, budget, crits)}
+    if space.size <= 200_000:
+        results["exhaustive"] = exhaustive(space, pricer, contrib, budget, crits)
+    results["evolution"] = evolution(space, pricer, contrib, budget, evaluations, seed, crits)
+    results["random"] = random_search(space, pricer, contrib, budget, evaluations, seed, crits)
+    front = pareto(space, pricer, contrib, crits)
+    return Report(space, contrib, pricer, budget, crits, results, results["dp"], front)
+
+
+def measure_actual(report: Report, model: EtmModel, d: SearchData, cache: str | None = None) -> dict[str, float]:
+    """Additivity check: the chosen scheme's measured selection accuracy vs the prediction."""
+    if report.chosen.cand is None:
+        return {}
+    r = Runner(model, d, cache)
+    actual = r.accuracy(report.scheme(), report.contrib.lr)
+    r.save()
+    base = report.contrib.acc_bias[0]
+    return {"predicted_acc": report.chosen.predicted, "actual_acc": actual,
+            "predicted_gain": report.chosen.predicted - base, "actual_gain": actual - base}
+
+
+def print_table(rep: Report, file=sys.stdout) -> None:
+    c = rep.contrib
+    sp = rep.space
+    print(f"selection accuracy: no training {c.acc_none:.3f}, classifier only {c.acc_bias[0]:.3f}, "
+          f"lr {c.lr:g} ({c.runs} runs, {c.cached} cached, {c.seconds:.1f} s)", file=file)
+    print("  biases of the last k layers: " + ", ".join(f"k={k}: {a - c.acc_bias[0]:+.3f}"
+                                                         for k, a in enumerate(c.acc_bias)), file=file)
+    for j, layer in enumerate(sp.layers):
+        row = []
+        for den in DENS[1:]:
+            row.append(f"1/{den} " + "/".join(f"{c.gain_w(j, den, cr):+.3f}" for cr in rep.criteria))
+        print(f"  layer {layer} weights ({'/'.join(rep.criteria)}): " + ", ".join(row), file=file)
+    print(f"\nPareto front (price = arena + fixed {rep.pricer.fixed} B):", file=file)
+    print(f"  {'price':>8} {'arena':>8} {'pred.acc':>8} {'params':>7}  scheme", file=file)
+    for p in rep.front:
+        print(f"  {p['price']:>8} {p['arena']:>8} {p['predicted_acc']:>8.3f} {p['trainable']:>7}  {p['scheme']}",
+              file=file)
+    print(f"\nbudget {rep.budget} B:", file=file)
+    for name, r in rep.results.items():
+        s = "-" if r.cand is None else r.cand.text(sp)
+        print(f"  {name:<10} pred.acc {r.predicted:.3f}  price {r.price}  evals {r.evaluations:>5}  "
+              f"{r.seconds:.3f} s  {s}", file=file)
+
+
+def plot(rep: Report, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sp, c = rep.space, rep.contrib
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    xs = [p["arena"] for p in rep.front]
+    ys = [p["predicted_acc"] for p in rep.front]
+    a1.step(xs, ys, where="post", marker="o", ms=3)
+    a1.axvline(rep.budget - rep.pricer.fixed, ls="--", color="r", lw=1, label="budget (arena)")
+    if rep.chosen.cand is not None:
+        a1.plot([rep.chosen.price - rep.pricer.fixed], [rep.chosen.predicted], "r*", ms=12, label="chosen")
+    act = rep.extra.get("additivity", {})
+    if "actual_acc" in act:
+        a1.plot([rep.chosen.price - rep.pricer.fixed], [act["actual_acc"]], "kx", ms=9, label="chosen, measured")
+    a1.set_xscale("log")
+    a1.set_xlabel("training arena bytes")
+    a1.set_ylabel("predicted selection accuracy")
+    a1.set_title("Pareto front (additive prediction)")
+    a1.legend(fontsize=7)
+    labels, vals = [], []
+    for k in range(1, len(c.acc_bias)):
+        labels.append(f"b{k}")
+        vals.append(c.acc_bias[k] - c.acc_bias[0])
+    a2.bar(range(len(vals)), vals, color="#999")
+    x = len(vals)
+    ticks = list(range(len(vals)))
+    for j, layer in enumerate(sp.layers):
+        for den in DENS[1:]:
+            for ci, cr in enumerate(rep.criteria):
+                a2.bar(x + 0.4 * ci, c.gain_w(j, den, cr), width=0.4, color=["#4c72b0", "#dd8452"][ci % 2],
+                       label=cr if (j == 0 and den == DENS[1]) else None)
+            ticks.append(x)
+            labels.append(f"L{layer}\n1/{den}")
+            x += 1
+    a2.set_xticks(ticks, labels, fontsize=6)
+    a2.set_ylabel("accuracy gain (selection split)")
+    a2.set_title("contributions: biases of last k layers; weights on top of all biases")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load_model(path: str) -> EtmModel:
+    """A .etm, or a .tflite (exported on the fly; metadata from MODEL.meta.json if present)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if path.endswith(".tflite"):
+        from .export import tflite_to_etm
+
+        meta = None
+        mp = os.path.splitext(path)[0] + ".meta.json"
+        if os.path.exists(mp):
+            with open(mp) as f:
+                meta = json.load(f)
+        return tflite_to_etm(blob, meta)
+    return read_etm(blob)
+
+
+def attach_spec(model: EtmModel, spec: str) -> Scheme:
+    """For `edgetune export --scheme`: `@FILE` (a search JSON: its chosen entries) or
+    `auto[:key=value,...]` (keys: budget, board, data, scenario, k, epochs, seed, lr, criteria;
+    runs the search on `model` and attaches the DP's choice)."""
+    if spec.startswith("@"):
+        with open(spec[1:]) as f:
+            j = json.load(f)
+        ent = j.get("chosen", j).get("entries")
+        if ent is None:
+            raise ValueError(f"{spec[1:]}: no chosen scheme entries (did the search find one within budget?)")
+        from .scheme import Entry
+
+        s = Scheme(tuple(Entry(int(e["layer"]), bool(e["bias"]), tuple(int(c) for c in e["channels"]))
+                         for e in ent))
+        s.validate(model)
+    else:
+        opts = dict(kv.split("=", 1) for kv in spec.partition(":")[2].split(",") if "=" in kv)
+        fixed, heap, _ = board_fixed(opts.get("board"))
+        budget = parse_bytes(opts.get("budget", str(heap) if heap else "96K"))
+        d = load_data(model, opts.get("data", "watch"), opts.get("scenario"), int(opts.get("k", 8)),
+                      int(opts.get("epochs", 10)), int(opts.get("seed", 0)))
+        crit = tuple(opts.get("criteria", "l1+fisher").split("+"))
+        rep = search(model, d, budget, fixed, crit, float(opts["lr"]) if "lr" in opts else None,
+                     opts.get("cache", os.path.join("build", "scheme_cache.json")), progress=True)
+        s = rep.scheme()
+        print(f"scheme auto: {rep.chosen.cand.text(rep.space)} -> {s.describe()}, arena "
+              f"{rep.chosen.price - fixed} B, predicted selection accuracy {rep.chosen.predicted:.3f}",
+              file=sys.stderr)
+    model.scheme = s.encode()
+    return s
+
+
+def cli(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgetune scheme",
+                                description="Search a sparse-update scheme under an SRAM budget.")
+    p.add_argument("model", help="MODEL.etm or MODEL.tflite (with MODEL.meta.json beside it)")
+    p.add_argument("--data", default="watch", help="'watch' (the model's scenario) or a session CSV/NPZ")
+    p.add_argument("--scenario", help="override the scenario name stored in the model's metadata")
+    p.add_argument("--budget", help="bytes for the training arena + the board's fixed cost, e.g. 96K "
+                                    "(default: the board's heap)")
+    p.add_argument("--board", help="board config under boards/ (fixed costs and heap), e.g. rp2040")
+    p.add_argument("--k", type=int, default=8, help="adapt samples per class")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the adapt samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, help="learning rate (default: best of 0.003/0.01/0.03 on the selection split)")
+    p.add_argument("--criteria", default="l1,fisher", help="channel criteria to measure: l1, fisher or both")
+    p.add_argument("--evaluations", type=int, default=300, help="evaluations of evolution and random search")
+    p.add_argument("--out", default="build/scheme", help="directory for scheme.json, scheme.png")
+    p.add_argument("--cache", help="contribution cache (default OUT/cache.json)")
+    p.add_argument("--etm", help="write the model with the chosen scheme to this .etm")
+    p.add_argument("--no-measure", action="store_true", help="skip the additivity check run")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        model = load_model(a.model)
+        fixed, heap, fsrc = board_fixed(a.board)
+        if a.budget is None and heap is None:
+            raise ValueError("give --budget or --board")
+        budget = parse_bytes(a.budget) if a.budget else heap
+        if heap is not None and budget > heap:
+            print(f"edgetune scheme: note: budget {budget} B exceeds the {a.board} heap ({heap} B); using the heap",
+                  file=sys.stderr)
+            budget = heap
+        crits = tuple(c for c in a.criteria.replace("+", ",").split(",") if c)
+        if not crits or any(c not in CRITERIA for c in crits):
+            raise ValueError(f"--criteria must name some of {CRITERIA}")
+        t0 = time.time()
+        d = load_data(model, a.data, a.scenario, a.k, a.epochs, a.seed)
+        rep = search(model, d, budget, fixed, crits, a.lr, a.cache or os.path.join(a.out, "cache.json"),
+                     a.evaluations, a.seed, not a.no_progress)
+        rep.extra["fixed_cost_source"] = fsrc
+        rep.extra["data"] = d.source
+        if not a.no_measure:
+            rep.extra["additivity"] = measure_actual(rep, model, d, a.cache or os.path.join(a.out, "cache.json"))
+        rep.extra["seconds"] = round(time.time() - t0, 2)
+        os.makedirs(a.out, exist_ok=True)
+        print_table(rep)
+        if "additivity" in rep.extra and rep.extra["additivity"]:
+            ad = rep.extra["additivity"]
+            print(f"  additivity: predicted gain {ad['predicted_gain']:+.3f}, measured {ad['actual_gain']:+.3f} "
+                  f"(selection accuracy {ad['predicted_acc']:.3f} predicted, {ad['actual_acc']:.3f} measured)")
+        with open(os.path.join(a.out, "scheme.json"), "w") as f:
+            json.dump(rep.to_json(), f, indent=1)
+        plot(rep, os.path.join(a.out, "scheme.png"))
+        if a.etm:
+            s = rep.scheme()
+            model.scheme = s.encode()
+            with open(a.etm, "wb") as f:
+                f.write(write_etm(model))
+            print(f"{a.etm}: scheme {s.describe()}")
+        print(f"wrote {os.path.join(a.out, 'scheme.json')} and scheme.png ({rep.extra['seconds']} s)")
+    except (OSError, ValueError) as e:
+        print(f"edgetune scheme: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    return 0
