@@ -572,7 +572,8 @@ def cli(argv: list[str]) -> int:
     p.add_argument("-o", "--output", help="output .etm (default: MODEL with the .etm suffix)")
     p.add_argument("--meta", help="JSON file with a metadata object to embed (class names, sample rate, ...)")
     p.add_argument("--scheme", help="sparse-update scheme to embed, e.g. 'default' or 'bias=2,w-3=1/4' "
-                                    "(see edgetune.scheme)")
+                                    "(see edgetune.scheme), 'auto[:budget=96K,board=rp2040,...]' or "
+                                    "'@scheme.json' (edgetune scheme)")
     args = p.parse_args(argv)
     out = args.output or os.path.splitext(args.model)[0] + ".etm"
     try:
@@ -585,7 +586,11 @@ def cli(argv: list[str]) -> int:
             if not isinstance(meta, dict):
                 raise ValueError(f"{args.meta}: metadata must be a JSON object")
         etm = tflite_to_etm(data, meta)
-        if args.scheme:
+        if args.scheme and args.scheme.startswith(("auto", "@")):
+            from .search import attach_spec  # searched scheme (edgetune scheme; docs/scheme-search.md)
+
+            attach_spec(etm, args.scheme)
+        elif args.scheme:
             from .scheme import attach
 
             attach(etm, args.scheme)

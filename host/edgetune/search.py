@@ -353,7 +353,6 @@ def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr
     runs0, hits0 = runner.runs, runner.hits
     L = len(space.layers)
     n_clf = 1 if space.clf is not None else 0
-    jobs: list[tuple[str, Any]] = []
     lrs = LR_GRID if lr is None else (lr,)
     total = (len(lrs) if lr is None else 0) + (L + 1) + L * (len(DENS) - 1) * len(criteria)
     bar = _bar(total, "contributions", progress)
@@ -383,7 +382,6 @@ def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr
                 bar.update(1)
     bar.close()
     runner.save()
-    del jobs
     return Contributions(runner.no_training(), acc_bias, acc_w, lr, lr_scan, runner.runs - runs0,
                          runner.hits - hits0, time.time() - t0)
 
@@ -473,6 +471,24 @@ def _base_cost(space: Space, first: int) -> int | None:
     s = Scheme((dummy,))
     total = memory.training_arena(m, s, space_momentum(space))
     return total - _layer_cost(space, first, dummy.bias, 0 if not dummy.channels else out_channels(m, first))
+
+
+def additive_arena(space: Space, c: Candidate) -> int | None:
+    """The arena as the DP sees it: base(first) + one exact cost per trained layer. Equal to
+    memory.training_arena for every valid candidate (tests/test_search.py checks the whole
+    space of the tiny model); None when `first` violates the accumulator bounds."""
+    L = len(space.layers)
+    trained = [j for j in range(L) if c.dens[j] or j >= L - c.k]
+    first = space.layers[trained[0]] if trained else space.clf
+    if first is None:
+        return None
+    base = _base_cost(space, first)
+    if base is None:
+        return None
+    total = base + sum(_layer_cost(space, space.layers[j], j >= L - c.k, c.dens[j]) for j in trained)
+    if space.clf is not None:
+        total += _layer_cost(space, space.clf, True, 1)
+    return total
 
 
 def dp(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
@@ -930,6 +946,7 @@ def cli(argv: list[str]) -> int:
         with open(os.path.join(a.out, "scheme.json"), "w") as f:
             json.dump(rep.to_json(), f, indent=1)
         plot(rep, os.path.join(a.out, "scheme.png"))
+        rep.scheme()  # ValueError when nothing fits (after the table and JSON are written)
         if a.etm:
             s = rep.scheme()
             model.scheme = s.encode()

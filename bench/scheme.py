@@ -1,0 +1,167 @@
+"""Scheme-search benchmark: searched scheme vs "biases + classifier of the last k layers".
+
+    python bench/scheme.py [--seeds 5] [--budgets 12K,16K,24K] [--out build/bench]
+
+writes build/bench/scheme.json and build/bench/scheme.png. Uses the learning benchmark's cached
+pre-trained small models (bench/learning.py builds them: build/bench/learning_models/
+rotation_small_e30_sS/model.etm) and its adaptation protocol (k = 8 windows per class from the
+shifted fit region, 10 passes, batch 1, seeded order), all int8 QAS with the bit-exact numpy twin.
+
+Per seed: `edgetune.search` measures contributions on the fit (adapt) and fit-val (selection)
+regions and picks a scheme per budget (DP; budget = training arena bytes, no board fixed cost).
+Baseline per budget: biases of the last k weight layers + the classifier, with the largest k
+whose arena fits. Both are fine-tuned at each lr of the grid; the lr is chosen per method and
+seed by selection accuracy; the reported accuracy is on the shifted **eval** region, which the
+search never sees. Mean ± sample std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from edgetune import data, memory, pretrain, search
+from edgetune.modelfile import read_etm
+from edgetune.scheme import Scheme
+from edgetune.training import Trainer
+from edgetune.modelfile import write_etm
+
+
+def stats(v):
+    v = np.asarray(v, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}
+
+
+def finetune_eval(model, scheme: Scheme, d: search.SearchData, x_eval, y_eval, lr: float) -> tuple[float, float]:
+    """(selection accuracy, eval accuracy) after fine-tuning `scheme` at `lr`."""
+    tr = Trainer(write_etm(search._without_scheme(model)), scheme)
+    for i in d.order:
+        tr.step(d.x_adapt[i], int(d.y_adapt[i]), lr, True)
+    return float(tr.evaluate(d.x_select, d.y_select)[1]), float(tr.evaluate(x_eval, y_eval)[1])
+
+
+def baseline(space: search.Space, budget: int) -> Scheme | None:
+    """Biases of the last k weight layers + classifier, largest k that fits."""
+    best = None
+    for k in range(len(space.layers) + 1):
+        s = Scheme.build(space.model, k + (1 if space.clf is not None else 0))
+        if memory.training_arena(space.model, s) <= budget:
+            best = s
+    return best
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--budgets", default="12K,16K,24K")
+    p.add_argument("--criteria", default="l1,fisher")
+    p.add_argument("--models", default="build/bench/learning_models")
+    p.add_argument("--scenario", default="rotation")
+    p.add_argument("--out", default="build/bench")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    budgets = [search.parse_bytes(b) for b in a.budgets.split(",")]
+    crits = tuple(a.criteria.split(","))
+    os.makedirs(a.out, exist_ok=True)
+    cache = os.path.join(a.out, "scheme_cache.json")
+    rows: dict[str, dict[str, list]] = {}
+    per_seed = []
+    sc_cache = {}
+    for seed in range(a.seeds):
+        path = os.path.join(a.models, f"{a.scenario}_small_e30_s{seed}", "model.etm")
+        if not os.path.exists(path):
+            print(f"{path} missing: run python bench/learning.py --seeds {a.seeds} first", file=sys.stderr)
+            return 1
+        with open(path, "rb") as f:
+            model = read_etm(f.read())
+        cfg = json.dumps(model.meta["split"], sort_keys=True)
+        if cfg not in sc_cache:
+            sc_cache[cfg] = pretrain.scenario_from_config(model.meta["split"])
+        sc = sc_cache[cfg]
+        d = search.load_data(model, "watch", a.scenario, k=8, epochs=10, seed=seed)
+        s_in, z_in = model.meta["input_scale"], model.meta["input_zero_point"]
+        x_eval = np.clip(np.round(sc.norm.apply(sc.shift_eval.x) / s_in) + z_in, -128, 127).astype(np.int8)
+        y_eval = sc.shift_eval.y
+        t0 = time.time()
+        rep = search.search(model, d, budgets[0], 0, crits, None, cache, progress=not a.no_progress)
+        t_search = time.time() - t0
+        info = {"seed": seed, "search_seconds": round(t_search, 2), "contrib_runs": rep.contrib.runs,
+                "contrib_cached": rep.contrib.cached, "lr_contrib": rep.contrib.lr,
+                "contributions": rep.contrib.to_json(rep.space), "budgets": {}}
+        for b in budgets:
+            r = search.dp(rep.space, rep.pricer, rep.contrib, b, crits)
+            ex = search.exhaustive(rep.space, rep.pricer, rep.contrib, b, crits)
+            ev = search.evolution(rep.space, rep.pricer, rep.contrib, b, 300, seed, crits)
+            rnd = search.random_search(rep.space, rep.pricer, rep.contrib, b, 300, seed, crits)
+            schemes = {"searched": rep.space.scheme(r.cand), "baseline": baseline(rep.space, b)}
+            bi = {"dp": r.cand.text(rep.space), "dp_pred": r.predicted, "exhaustive_pred": ex.predicted,
+                  "evolution_pred": ev.predicted, "random_pred": rnd.predicted}
+            for name, s in schemes.items():
+                res = {lr: finetune_eval(model, s, d, x_eval, y_eval, lr) for lr in search.LR_GRID}
+                lr = max(search.LR_GRID, key=lambda v: (res[v][0], -v))
+                arena = memory.training_arena(model, s)
+                assert arena <= b, (name, arena, b)
+                bi[name] = {"scheme": s.describe(), "arena": arena, "trainable": s.n_params(model), "lr": lr,
+                            "select_acc": res[lr][0], "eval_acc": res[lr][1]}
+                rows.setdefault(f"{b}", {}).setdefault(name, []).append(res[lr][1])
+            pred_sel = r.predicted
+            bi["additivity"] = {"predicted_select_acc": pred_sel,
+                                "measured_select_acc_at_contrib_lr": finetune_eval(model, schemes["searched"], d,
+                                                                                  x_eval, y_eval, rep.contrib.lr)[0]}
+            info["budgets"][str(b)] = bi
+            print(f"seed {seed} budget {b}: searched {bi['searched']['eval_acc']:.3f} ({bi['dp']}, "
+                  f"{bi['searched']['arena']} B) vs baseline {bi['baseline']['eval_acc']:.3f} "
+                  f"({bi['baseline']['scheme']}, {bi['baseline']['arena']} B)", flush=True)
+        per_seed.append(info)
+    summary = []
+    for b in budgets:
+        s, bl = rows[str(b)]["searched"], rows[str(b)]["baseline"]
+        diff = np.asarray(s) - np.asarray(bl)
+        summary.append({"budget": b, "searched": stats(s), "baseline": stats(bl), "difference": stats(diff),
+                        "searched_wins": bool(np.mean(diff) > 0),
+                        "wins_by_more_than_std": bool(np.mean(diff) > np.std(diff, ddof=1))})
+    out = {"benchmark": "scheme", "scenario": a.scenario, "model": "small", "seeds": list(range(a.seeds)),
+           "criteria": list(crits), "lr_grid": list(search.LR_GRID),
+           "protocol": "int8 QAS twin; 8 adapt windows/class x 10 passes; lr per method/seed by selection "
+                       "(fit-val) accuracy; eval region reported; budget = training arena bytes",
+           "summary": summary, "per_seed": per_seed,
+           "search_seconds": stats([x["search_seconds"] for x in per_seed])}
+    with open(os.path.join(a.out, "scheme.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    plot(out, os.path.join(a.out, "scheme.png"))
+    print("\nbudget   searched          baseline          diff")
+    for r in summary:
+        print(f"{r['budget']:>7}  {r['searched']['mean']:.3f} ± {r['searched']['std']:.3f}   "
+              f"{r['baseline']['mean']:.3f} ± {r['baseline']['std']:.3f}   {r['difference']['mean']:+.3f} ± "
+              f"{r['difference']['std']:.3f}")
+    print(f"search time per seed (contributions + search): {out['search_seconds']['mean']:.1f} s")
+    return 0
+
+
+def plot(out, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = np.arange(len(out["summary"]))
+    for o, name, col in ((-0.2, "baseline", "#999"), (0.2, "searched", "#4c72b0")):
+        ax.bar(xs + o, [r[name]["mean"] for r in out["summary"]], width=0.4, yerr=[r[name]["std"] for r in out["summary"]],
+               capsize=4, color=col, label=name if name == "searched" else "biases + classifier (last k)")
+    ax.set_xticks(xs, [f"{r['budget']} B" for r in out["summary"]])
+    ax.set_ylabel("eval accuracy (shifted, held out)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{out['scenario']} shift, small model, {len(out['seeds'])} seeds, int8 QAS twin", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
