@@ -988,7 +988,8 @@ class Model:
                     stop = True
                 else:
                     g_next = [_rdiv(v * 32767, m) for v in acc]
-                    F[0] = s_acc * float(m)
+                    F[0] = float(m)  # (float)M rounds first: M may exceed 2^24
+                    F[0] = s_acc * F[0]
                     F[0] = F[0] / 32767.0
                     s_next = F[0]
             e = self._entry.get(i)

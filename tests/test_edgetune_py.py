@@ -1,0 +1,308 @@
+"""firmware/edgetune_py.py (the pure-Python Model) vs the C module and the numpy twin, bit for bit.
+
+On the real unix-port MicroPython, in ONE process per test, each case runs through both
+`edgetune.Model` (C) and `edgetune_py.Model` (pure Python) with the same .etm, scheme argument,
+momentum, QAS flag and samples:
+
+- random hand-built trainable models (tests/test_unix_train.py `train_model`: conv, depthwise,
+  pools, MEAN, hidden FC, FC classifier) and random Keras models through the real TFLite
+  converter and export.py (tests/modelgen.py), x schemes (default, classifier only, bias-only
+  stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum
+  on/off: predict before training, the STEPS losses (float32 bits), the saved trained-weights
+  files (byte for byte), evaluate's (loss, accuracy), predict after training and the whole
+  info() dict are identical, and equal the numpy twin's (host/edgetune/training.py);
+- a file saved by one implementation loads into the other and re-saves to the same bytes;
+  refusals (bad label, non-finite lr, wrong input length, momentum 1, bad/truncated files,
+  an overflowing scheme) raise ValueError in both;
+- the device app (firmware/app.py) runs on the fallback when the C module cannot be imported
+  (core.IMPL == "py") and its collect/train/score/save session gives the same @et rows and the
+  same weights file as with the C module.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetune import emulate, memory
+from edgetune.modelfile import read_etm, write_etm
+from edgetune.monitor import parse_text
+from edgetune.scheme import Scheme
+from edgetune.training import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_unix_train import _bound_model, cases_for, real_models, train_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+STEPS = 8
+N_HAND = 14
+
+RUNNER = """
+import edgetune, edgetune_py, struct, binascii
+D = {d!r}
+def hx(v):
+    return binascii.hexlify(struct.pack('<f', v)).decode()
+def info_text(info):
+    return repr(sorted(info.items()))
+for name, scheme, mom, qas, lr in {cases!r}:
+    buf = open(D + '/' + name + '.etm', 'rb').read()
+    xs = open(D + '/' + name + '.x', 'rb').read()
+    labels = open(D + '/' + name + '.lab', 'rb').read()
+    n = len(xs) // len(labels)
+    mv = memoryview(xs)
+    for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+        m = mod.Model(buf, scheme=scheme, momentum=mom)
+        y0 = binascii.hexlify(m.predict(mv[0:n])).decode()
+        losses = [hx(m.train(mv[i * n:(i + 1) * n], labels[i], lr=lr, qas=qas)) for i in range(len(labels))]
+        m.save(D + '/' + name + '.' + tag)
+        ev = m.evaluate([mv[i * n:(i + 1) * n] for i in range(len(labels))], list(labels))
+        y = binascii.hexlify(m.predict(mv[0:n])).decode()
+        k = m.predict_class(mv[0:n])
+        print('CASE', tag, name, y0, ' '.join(losses), hx(ev[0]), hx(ev[1]), y, k)
+        print('INFO', tag, name, info_text(m.info()))
+    # cross-load: each implementation loads the other's file and saves the same bytes again
+    for src, dst, mod in (('C', 'PC', edgetune_py), ('P', 'CP', edgetune)):
+        m = mod.Model(buf, scheme=scheme, momentum=mom)
+        m.load(D + '/' + name + '.' + src)
+        m.save(D + '/' + name + '.' + dst)
+print('DONE')
+"""
+
+
+def _f32hex(v) -> str:
+    return struct.pack("<f", float(np.float32(v))).hex()
+
+
+def _run(code: str, tmp: Path, timeout: float = 600, heap: str | None = None) -> str:
+    script = tmp / "runner.py"
+    script.write_text(code)
+    proc = emulate._run_binary(emulate.find_micropython(), script, heap, timeout, tmp, [str(FIRMWARE)])
+    assert proc.returncode == 0, f"MicroPython exited with {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def check_cases(micropython, tmp: Path, cases, seed: int) -> None:
+    rng = np.random.default_rng([131, seed])
+    data = {}
+    for c in cases:
+        n_in, n_cls = c.model.input_tensor.size, c.model.output_tensor.size
+        xs = rng.integers(-128, 128, (STEPS, n_in)).astype(np.int8)
+        labels = rng.integers(0, n_cls, STEPS).astype(np.uint8)
+        (tmp / f"{c.name}.etm").write_bytes(c.etm)
+        (tmp / f"{c.name}.x").write_bytes(xs.tobytes())
+        (tmp / f"{c.name}.lab").write_bytes(labels.tobytes())
+        data[c.name] = (xs, labels)
+    spec = [(c.name, c.device_scheme, c.momentum, c.qas, c.lr) for c in cases]
+    out = _run(RUNNER.format(d=str(tmp), cases=spec), tmp)
+    assert out.rstrip().endswith("DONE"), out[-2000:]
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 3)
+        if parts[0] in ("CASE", "INFO"):
+            rows[(parts[0], parts[1], parts[2])] = parts[3]
+    n_changed = 0
+    for c in cases:
+        where = (f"{c.name}: ops {[ly.op_name for ly in c.model.layers]} scheme {c.scheme.describe()} "
+                 f"momentum {c.momentum} qas {c.qas} lr {c.lr}")
+        got_c, got_p = rows[("CASE", "C", c.name)], rows[("CASE", "P", c.name)]
+        assert got_p == got_c, f"{where}\nC  {got_c}\npy {got_p}"
+        assert rows[("INFO", "P", c.name)] == rows[("INFO", "C", c.name)], where
+        state_c = (tmp / f"{c.name}.C").read_bytes()
+        state_p = (tmp / f"{c.name}.P").read_bytes()
+        assert state_p == state_c, f"{where}: state files differ"
+        assert (tmp / f"{c.name}.PC").read_bytes() == state_c, f"{where}: py did not reload C's file"
+        assert (tmp / f"{c.name}.CP").read_bytes() == state_p, f"{where}: C did not reload py's file"
+        # and the numpy twin
+        xs, labels = data[c.name]
+        tw = Trainer(c.etm, c.scheme, momentum=c.momentum)
+        y0 = tw.predict(xs[0]).tobytes().hex()
+        want = [_f32hex(tw.step(x, int(lb), c.lr, c.qas)) for x, lb in zip(xs, labels)]
+        fields = got_p.split()
+        assert fields[0] == y0, where
+        assert fields[1:1 + STEPS] == want, f"{where}: losses differ from the numpy twin"
+        assert state_p == tw.state_bytes(), f"{where}: state differs from the numpy twin"
+        ev = tw.evaluate(xs, labels)
+        assert fields[1 + STEPS:3 + STEPS] == [_f32hex(ev[0]), _f32hex(ev[1])], where
+        assert fields[3 + STEPS] == tw.predict(xs[0]).tobytes().hex(), where
+        info = rows[("INFO", "P", c.name)]
+        assert f"('arena', {memory.training_arena(c.model, c.scheme, c.momentum > 0)})" in info, where
+        n_changed += int(state_p[32:] != Trainer(c.etm, c.scheme, momentum=c.momentum).state_bytes()[32:])
+    assert n_changed >= len(cases) // 3, (n_changed, len(cases))  # the steps really moved weights
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_py_equals_c_and_twin_hand_built(micropython, tmp_path, chunk):
+    """Random hand-built models x up to 4 schemes, STEPS steps each: identical bits."""
+    per = N_HAND // 2
+    cases = []
+    for seed in range(chunk * per, (chunk + 1) * per):
+        cases += cases_for(f"h{seed}", train_model(seed), np.random.default_rng([5, seed]))
+    kinds = {c.kind for c in cases}
+    assert kinds == {"default", "classifier", "bias_etm", "sliced"}, kinds
+    assert len({(c.qas, c.momentum > 0) for c in cases}) == 4
+    check_cases(micropython, tmp_path, cases, chunk)
+
+
+def test_py_equals_c_and_twin_converted_models(micropython, tmp_path):
+    """Random Keras models through the real converter and export.py: identical bits."""
+    models = dict(list(real_models().items())[:4])
+    assert len(models) == 4
+    cases = []
+    for name, m in models.items():
+        cases += cases_for(name, m, np.random.default_rng([16, len(cases)]))
+    check_cases(micropython, tmp_path, cases, 100)
+
+
+REFUSALS = """
+import edgetune, edgetune_py
+D = {d!r}
+buf = open(D + '/a.etm', 'rb').read()
+bound = open(D + '/bound.etm', 'rb').read()
+xs = open(D + '/a.x', 'rb').read()
+n = {n_in}
+def attempt(tag, label, f, *a, **k):
+    try:
+        f(*a, **k)
+        print(tag, label, 'OK')
+    except Exception as e:
+        print(tag, label, type(e).__name__)
+for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+    attempt(tag, 'MOM1', mod.Model, buf, momentum=1.0)
+    attempt(tag, 'MOMNEG', mod.Model, buf, momentum=-0.1)
+    attempt(tag, 'BOUND', mod.Model, bound, scheme={{'n_bias': 0, 'weights': [(0, 1)]}})
+    attempt(tag, 'DEN3', mod.Model, buf, scheme={{'n_bias': 0, 'weights': [(0, 3)]}})
+    attempt(tag, 'NBIAS', mod.Model, buf, scheme={{'n_bias': 99}})
+    attempt(tag, 'CRC', mod.Model, buf[:-1] + bytes([buf[-1] ^ 1]))
+    attempt(tag, 'SHORT_ETM', mod.Model, buf[:60])
+    m = mod.Model(buf, momentum=0.5)
+    m.train(xs[:n], 1, lr=0.1)
+    m.save(D + '/s.' + tag)
+    attempt(tag, 'LABEL', m.train, xs[:n], {ncls})
+    attempt(tag, 'LABELNEG', m.train, xs[:n], -1)
+    attempt(tag, 'NAN', m.train, xs[:n], 0, lr=float('nan'))
+    attempt(tag, 'INF', m.train, xs[:n], 0, lr=float('inf'))
+    attempt(tag, 'XLEN', m.train, xs[:n - 1], 0)
+    attempt(tag, 'PLEN', m.predict, xs[:n + 1])
+    attempt(tag, 'EVLEN', m.evaluate, [xs[:n]], [0, 1])
+    for bad in ('trunc', 'crc', 'other', 'nomom'):
+        attempt(tag, 'LOAD_' + bad, m.load, D + '/' + bad + '.etw')
+    m.save(D + '/t.' + tag)
+    m.reset()
+    m.save(D + '/r.' + tag)
+print('DONE')
+"""
+
+
+def test_refusals_agree_with_c(micropython, tmp_path):
+    model = train_model(3)
+    etm = write_etm(model)
+    (tmp_path / "a.etm").write_bytes(etm)
+    (tmp_path / "bound.etm").write_bytes(_bound_etm())
+    n_in, n_cls = model.input_tensor.size, model.output_tensor.size
+    xs = np.random.default_rng(7).integers(-128, 128, (4, n_in)).astype(np.int8)
+    (tmp_path / "a.x").write_bytes(xs.tobytes())
+    tw = Trainer(etm, momentum=0.5)
+    tw.step(xs[0], 1, 0.1)
+    good = tw.state_bytes()
+    (tmp_path / "trunc.etw").write_bytes(good[:-4])
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    (tmp_path / "crc.etw").write_bytes(bytes(bad))
+    other = Trainer(write_etm(train_model(4)), momentum=0.5)
+    (tmp_path / "other.etw").write_bytes(other.state_bytes())
+    (tmp_path / "nomom.etw").write_bytes(Trainer(etm).state_bytes())
+    out = _run(REFUSALS.format(d=str(tmp_path), n_in=n_in, ncls=n_cls), tmp_path)
+    assert out.rstrip().endswith("DONE"), out
+    res: dict[str, dict[str, str]] = {"C": {}, "P": {}}
+    for line in out.splitlines()[:-1]:
+        tag, label, outcome = line.split()
+        res[tag][label] = outcome
+    assert res["P"] == res["C"], (res["C"], res["P"])
+    assert all(v == "ValueError" for v in res["P"].values()), res["P"]
+    # refusals changed nothing: the state after them is the state after the one good step
+    assert (tmp_path / "s.P").read_bytes() == (tmp_path / "s.C").read_bytes() == good
+    assert (tmp_path / "t.P").read_bytes() == good
+    assert (tmp_path / "r.P").read_bytes() == (tmp_path / "r.C").read_bytes() == Trainer(etm, momentum=0.5).state_bytes()
+
+
+def _bound_etm() -> bytes:
+    m = _bound_model()
+    return write_etm(m)
+
+
+# --------------------------------------------------------------------------------------------
+# The device app on the fallback
+# --------------------------------------------------------------------------------------------
+
+NO_C_MODULE = """
+import sys
+class _NoCModule:  # `from edgetune import Model` now raises ImportError, as on stock firmware
+    pass
+sys.modules['edgetune'] = _NoCModule()
+"""
+
+APP = """
+import app, store, core
+print('IMPL', core.IMPL)
+app.boot({etm!r}, weights={w!r}, config=None, restore=False, holdout=4,
+         source={{"bus": "replay", "path": {adapt!r}, "skip": 0}})
+store.forget(app.S.model, {w!r})
+for name in app.S.names:
+    app.collect(name, n=4)
+app.train(epochs=2, lr=0.01, target=None, seed=1)
+app.score({evalp!r})
+app.save()
+"""
+
+
+def _demo():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgetune_demo", REPO / "scripts" / "demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_device_app_runs_on_the_fallback(micropython, tmp_path):
+    """firmware/app.py without the C module: same @et rows and weights file as with it."""
+    demo = _demo()
+    out = REPO / "build" / "demo"
+    etm = demo.ensure_model(out)
+    adapt, evalp = demo.write_sessions(etm.parent, out)
+    # a short scoring session: the first 1500 rows of the eval recording
+    lines = Path(evalp).read_text().splitlines(keepends=True)
+    short = tmp_path / "eval_short.csv"
+    short.write_text("".join(lines[:1500]))
+    runs = {}
+    # The pure-Python core compiles on the device and holds its tables as Python objects: it
+    # needs more heap than the RP2040 budget on the 64-bit unix port (measured: ~140 KB more).
+    for impl, prelude, heap in (("c", "", demo.heap_budget("rp2040")), ("py", NO_C_MODULE, 1 << 20)):
+        d = tmp_path / impl
+        d.mkdir()
+        code = prelude + APP.format(etm=str(etm), w=str(d / "w.etw"), adapt=str(adapt), evalp=str(short))
+        text = _run(code, d, timeout=900, heap=str(heap))
+        assert f"IMPL {impl}" in text, text[:2000]
+        rows = parse_text(text)
+        runs[impl] = (rows, (d / "w.etw").read_bytes())
+    rows_c, w_c = runs["c"]
+    rows_p, w_p = runs["py"]
+    assert w_p == w_c
+    assert sum(r["ev"] == "train" for r in rows_p) > 0
+    assert any(r["ev"] == "score" for r in rows_p)
+
+    # everything but timings, heap figures and the implementation name is the same
+    skip = {"t_ms", "path", "elapsed_ms", "impl", "heap_free", "heap_used", "heap_total"}
+    cp = [{k: v for k, v in r.items() if k not in skip} for r in rows_p]
+    cc = [{k: v for k, v in r.items() if k not in skip} for r in rows_c]
+    assert cp == cc
+    boot = next(r for r in rows_p if r["ev"] == "boot")
+    assert boot["impl"] == "py"
+    assert next(r for r in rows_c if r["ev"] == "boot")["impl"] == "c"
