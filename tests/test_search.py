@@ -173,3 +173,12 @@ def test_budget_too_small_is_an_error(tiny, tmp_path, capsys):
     assert cli.main(["scheme", str(tiny["etm"]), "--budget", "100", "--out", str(tmp_path), "--k", "1",
                      "--epochs", "1", "--lr", "0.01", "--criteria", "l1", "--no-progress"]) == 1
     assert "no scheme fits" in capsys.readouterr().err
+
+
+def test_board_fixed_cost(tiny, repo_root):
+    m = tiny["model"]
+    fixed, heap, src = search.board_fixed("rp2040", m)
+    assert heap == json.loads((repo_root / "boards" / "rp2040" / "board.json").read_text())["heap_bytes"]
+    assert fixed == search.APP_HEAP_BASE + search.APP_RING_WINDOWS * m.tensors[m.input].size
+    assert "measured" in src
+    assert search.board_fixed(None, m)[:2] == (0, None)
