@@ -346,7 +346,9 @@ class Trainer:
                 if not np.array_equal(cmap.astype(np.int64), want):
                     raise ValueError(f"trained-weights file: channel map of layer {e.layer} differs from the scheme")
                 w = take(n_sel * pc, "i1").astype(np.int8)
-                if np.any(w == -128):
+                # Training keeps weights in [-127, 127]; a flashed -128 it never touched stays.
+                flashed = channel_weights(m, e.layer)[self.sel[e.layer]].reshape(-1)
+                if np.any((w == -128) & (flashed != -128)):
                     raise ValueError(f"trained-weights file: layer {e.layer} weight -128 outside [-127, 127]")
                 new.append(("w", e.layer, w.reshape(n_sel, pc)))
             nb = c_out if e.bias else 0

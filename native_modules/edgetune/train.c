@@ -607,6 +607,26 @@ void et_train_state_header(const et_train_t *t, uint8_t *hdr) {
     wr32(hdr + 12, crc);
 }
 
+/* Weight k of layer i's RAM copy (slot k / per_channel) comes from a flashed weight of -128?
+ * Training keeps weights in [-127, 127], but a flashed -128 it never touched stays (and is
+ * saved as it is), so a file holding exactly that must load. */
+static int flashed_minus_128(const et_train_t *t, unsigned i, size_t k) {
+    const et_train_layer_t *tl = &t->layers[i];
+    const int16_t *map = (const int16_t *)(const void *)(t->arena + tl->map);
+    const size_t slot = k / tl->per_channel, kk = k % tl->per_channel;
+    et_layer_t l;
+    et_tensor_t tw;
+    et_model_layer(t->m, i, &l);
+    et_model_tensor(t->m, l.weight, &tw);
+    const int8_t *w = (const int8_t *)tw.data;
+    for (unsigned c = 0; c < tl->c_out; ++c) {
+        if (map[c] == (int16_t)slot) {
+            return (l.op == ET_OP_DEPTHWISE_CONV_2D ? w[kk * tl->c_out + c] : w[(size_t)c * tl->per_channel + kk]) == -128;
+        }
+    }
+    return 0;
+}
+
 const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t len, char *err, size_t err_len) {
     if (len < ET_STATE_HEADER || memcmp(buf, ET_STATE_MAGIC, 4) != 0) {
         return "not a trained-weights file (magic)";
@@ -648,7 +668,7 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
             }
             const size_t n_w = (size_t)tl->s.n_sel * tl->per_channel;
             for (size_t k = 0; k < n_w; ++k) {
-                if ((int8_t)params[tl->wcopy + k] == -128) {
+                if ((int8_t)params[tl->wcopy + k] == -128 && !flashed_minus_128(t, i, k)) {
                     snprintf(err, err_len, "trained-weights file: layer %u weight -128 outside [-127, 127]", i);
                     return err;
                 }
