@@ -248,3 +248,64 @@ def test_inference_only_scheme_and_model_still_usable(outcome):
     assert trainable is None or trainable > 0
     ok_loss, same_pred, changed = outcome["extra"]["usable"]
     assert ok_loss and same_pred and changed
+
+
+def test_flashed_minus_128_weight_saves_and_loads(tmp_path):
+    """Regression (found by fuzz_etm): a model whose trained channel holds a flashed weight of
+    -128 saved a file its own load() refused ("weight -128 outside [-127, 127]"), so a reboot
+    dropped the training. Such a weight that training never touched now loads (C and twin);
+    a -128 where the flashed weight is not -128 is still refused."""
+    import struct
+    import zlib
+
+    from edgetune.modelfile import read_etm, write_etm
+    from edgetune.scheme import channel_weights, weight_layers
+    from edgetune.training import Trainer
+
+    model = read_etm((REPO / "fuzz" / "base.etm").read_bytes())
+    clf = weight_layers(model)[-1]  # the classifier: trained (all channels) by the default scheme
+    w = model.tensors[model.layers[clf].weight]
+    w.data = w.data.copy()
+    w.data.reshape(-1)[3] = -128
+    etm = write_etm(model)
+    (tmp_path / "m.etm").write_bytes(etm)
+    twin = Trainer(etm)
+    good = twin.state_bytes()
+    twin.load_state(good)  # the twin loads its own file
+    # A -128 elsewhere in the copy (flashed value not -128) stays refused, in C and in the twin.
+    flashed = channel_weights(model, clf).reshape(-1)
+    k = int(np.flatnonzero(flashed != -128)[0])
+    params = memory_offsets(model, twin, clf)
+    bad = bytearray(good)
+    bad[32 + params + k] = 0x80
+    struct.pack_into("<I", bad, 12, zlib.crc32(bytes(bad[16:])) & 0xFFFFFFFF)
+    with pytest.raises(ValueError, match="-128"):
+        Trainer(etm).load_state(bytes(bad))
+    (tmp_path / "bad.etw").write_bytes(bytes(bad))
+    code = f"""
+import edgetune
+buf = open({str(tmp_path / 'm.etm')!r}, 'rb').read()
+m = edgetune.Model(buf)
+m.save({str(tmp_path / 'c.etw')!r})
+m2 = edgetune.Model(buf)
+m2.load({str(tmp_path / 'c.etw')!r})
+print('LOADED')
+try:
+    m2.load({str(tmp_path / 'bad.etw')!r})
+    print('BAD LOADED')
+except ValueError as e:
+    print('BAD', e)
+"""
+    proc = run_script(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c.etw").read_bytes() == good
+    assert "LOADED" in proc.stdout and "BAD edgetune: trained-weights file: layer" in proc.stdout, proc.stdout
+
+
+def memory_offsets(model, twin, layer: int) -> int:
+    """Offset of layer's weight copy inside the params region (docs/training.md §6)."""
+    from edgetune import memory
+
+    layout = memory.training_layout(model, twin.scheme, False)
+    items = {(name, ly): off for r in layout for name, ly, off, _ in r.items}
+    return items[("weights", layer)] - layout[2].offset
