@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="build/bench/learning_models")
     p.add_argument("--scenario", default="rotation")
     p.add_argument("--out", default="build/bench")
+    p.add_argument("--verify", type=int, default=5, help="candidates fine-tuned by the verify step")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     budgets = [search.parse_bytes(b) for b in a.budgets.split(",")]
@@ -98,9 +99,15 @@ def main(argv=None) -> int:
             ex = search.exhaustive(rep.space, rep.pricer, rep.contrib, b, crits)
             ev = search.evolution(rep.space, rep.pricer, rep.contrib, b, 300, seed, crits)
             rnd = search.random_search(rep.space, rep.pricer, rep.contrib, b, 300, seed, crits)
-            schemes = {"searched": rep.space.scheme(r.cand), "baseline": baseline(rep.space, b)}
+            runner = search.Runner(model, d, cache)
+            vr, vrows = search.verify_top(rep.space, rep.pricer, rep.contrib, runner, b, a.verify, crits)
+            runner.save()
+            schemes = {"searched": rep.space.scheme(r.cand), "searched+verify": rep.space.scheme(vr.cand),
+                       "baseline": baseline(rep.space, b)}
             bi = {"dp": r.cand.text(rep.space), "dp_pred": r.predicted, "exhaustive_pred": ex.predicted,
-                  "evolution_pred": ev.predicted, "random_pred": rnd.predicted}
+                  "evolution_pred": ev.predicted, "random_pred": rnd.predicted,
+                  "evolution_evals": ev.evaluations, "random_evals": rnd.evaluations,
+                  "verify": vrows, "verify_choice": vr.cand.text(rep.space)}
             for name, s in schemes.items():
                 res = {lr: finetune_eval(model, s, d, x_eval, y_eval, lr) for lr in search.LR_GRID}
                 lr = max(search.LR_GRID, key=lambda v: (res[v][0], -v))
@@ -115,18 +122,23 @@ def main(argv=None) -> int:
                                                                                   x_eval, y_eval, rep.contrib.lr)[0]}
             info["budgets"][str(b)] = bi
             print(f"seed {seed} budget {b}: searched {bi['searched']['eval_acc']:.3f} ({bi['dp']}, "
-                  f"{bi['searched']['arena']} B) vs baseline {bi['baseline']['eval_acc']:.3f} "
+                  f"{bi['searched']['arena']} B), +verify {bi['searched+verify']['eval_acc']:.3f} "
+                  f"({bi['verify_choice']}) vs baseline {bi['baseline']['eval_acc']:.3f} "
                   f"({bi['baseline']['scheme']}, {bi['baseline']['arena']} B)", flush=True)
         per_seed.append(info)
     summary = []
     for b in budgets:
-        s, bl = rows[str(b)]["searched"], rows[str(b)]["baseline"]
-        diff = np.asarray(s) - np.asarray(bl)
-        summary.append({"budget": b, "searched": stats(s), "baseline": stats(bl), "difference": stats(diff),
-                        "searched_wins": bool(np.mean(diff) > 0),
-                        "wins_by_more_than_std": bool(np.mean(diff) > np.std(diff, ddof=1))})
+        row = {"budget": b, "baseline": stats(rows[str(b)]["baseline"])}
+        for name in ("searched", "searched+verify"):
+            diff = np.asarray(rows[str(b)][name]) - np.asarray(rows[str(b)]["baseline"])
+            row[name] = stats(rows[str(b)][name])
+            row[f"{name} - baseline"] = stats(diff)
+            row[f"{name} wins"] = bool(np.mean(diff) > 0)
+            row[f"{name} wins by more than std of the difference"] = bool(np.mean(diff) > np.std(diff, ddof=1))
+        summary.append(row)
     out = {"benchmark": "scheme", "scenario": a.scenario, "model": "small", "seeds": list(range(a.seeds)),
            "criteria": list(crits), "lr_grid": list(search.LR_GRID),
+           "verify": a.verify,
            "protocol": "int8 QAS twin; 8 adapt windows/class x 10 passes; lr per method/seed by selection "
                        "(fit-val) accuracy; eval region reported; budget = training arena bytes",
            "summary": summary, "per_seed": per_seed,
@@ -134,11 +146,11 @@ def main(argv=None) -> int:
     with open(os.path.join(a.out, "scheme.json"), "w") as f:
         json.dump(out, f, indent=1)
     plot(out, os.path.join(a.out, "scheme.png"))
-    print("\nbudget   searched          baseline          diff")
+    print("\nbudget   baseline          searched (DP)     diff              searched+verify   diff")
     for r in summary:
-        print(f"{r['budget']:>7}  {r['searched']['mean']:.3f} ± {r['searched']['std']:.3f}   "
-              f"{r['baseline']['mean']:.3f} ± {r['baseline']['std']:.3f}   {r['difference']['mean']:+.3f} ± "
-              f"{r['difference']['std']:.3f}")
+        print(f"{r['budget']:>7}  {r['baseline']['mean']:.3f} ± {r['baseline']['std']:.3f}   "
+              + "   ".join(f"{r[n]['mean']:.3f} ± {r[n]['std']:.3f}   {r[n + ' - baseline']['mean']:+.3f} ± "
+                           f"{r[n + ' - baseline']['std']:.3f}" for n in ("searched", "searched+verify")))
     print(f"search time per seed (contributions + search): {out['search_seconds']['mean']:.1f} s")
     return 0
 
@@ -151,9 +163,10 @@ def plot(out, path):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = np.arange(len(out["summary"]))
-    for o, name, col in ((-0.2, "baseline", "#999"), (0.2, "searched", "#4c72b0")):
-        ax.bar(xs + o, [r[name]["mean"] for r in out["summary"]], width=0.4, yerr=[r[name]["std"] for r in out["summary"]],
-               capsize=4, color=col, label=name if name == "searched" else "biases + classifier (last k)")
+    for o, name, col in ((-0.27, "baseline", "#999"), (0, "searched", "#4c72b0"), (0.27, "searched+verify", "#dd8452")):
+        ax.bar(xs + o, [r[name]["mean"] for r in out["summary"]], width=0.27,
+               yerr=[r[name]["std"] for r in out["summary"]], capsize=4, color=col,
+               label=name if name != "baseline" else "biases + classifier (last k)")
     ax.set_xticks(xs, [f"{r['budget']} B" for r in out["summary"]])
     ax.set_ylabel("eval accuracy (shifted, held out)")
     ax.set_ylim(0, 1)

@@ -122,7 +122,7 @@ def test_fisher_scores_are_gradient_based(setup):
 def test_additivity_is_measured(setup, capsys):
     m, d, rep = setup
     ad = search.measure_actual(rep, m, d)
-    assert set(ad) == {"predicted_acc", "actual_acc", "predicted_gain", "actual_gain"}
+    assert {"predicted_acc", "actual_acc", "predicted_gain", "actual_gain", "dp", "chosen"} <= set(ad)
     assert 0 <= ad["actual_acc"] <= 1 and np.isfinite(ad["predicted_gain"])
     with capsys.disabled():
         print(f"\n[additivity, tiny model] predicted gain {ad['predicted_gain']:+.3f}, "
@@ -165,8 +165,11 @@ def test_export_scheme_auto(tiny, tmp_path):
     assert cache.exists()
     # the same search through the API picks the same scheme
     d = search.load_data(model, "watch", None, k=2, epochs=1, seed=0)
-    rep = search.search(model, d, 5000, 0, ("l1",), lr=0.01, cache=str(cache), progress=False)
+    rep = search.search(model, d, 5000, 0, ("l1",), lr=0.01, cache=str(cache), progress=False, verify=5)
     assert rep.scheme().encode() == model.scheme
+    v = rep.extra["verify"]
+    assert 1 <= len(v) <= 5 and rep.results["dp+verify"].cand == rep.chosen.cand
+    assert max(x["measured_acc"] for x in v) == max(x["measured_acc"] for x in v if x["scheme"] == rep.chosen.cand.text(rep.space))
 
 
 def test_budget_too_small_is_an_error(tiny, tmp_path, capsys):
