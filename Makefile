@@ -8,6 +8,7 @@
 #   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
 #   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
+#   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per MAC under qemu -> build/bench/mcu.json
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
@@ -43,7 +44,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench-mcu clean check-micropython
+.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -103,6 +104,14 @@ firmware-esp32s3:
 flash:
 	@case "$(BOARD)" in esp32s3|rp2040) ;; *) echo "make flash: BOARD=esp32s3 or BOARD=rp2040 (BOARD=$(BOARD) is emulated: edgetune emulate --board $(BOARD))" >&2; exit 2;; esac
 	$(PYTHON) -m edgetune.flash --board $(BOARD) $(if $(PORT),--port $(PORT))
+
+# Host benchmarks: learning quality (bench/learning.py; scheme.py reuses its cached models) and
+# training cost on the unix port (bench/training.py: arenas, callgrind instructions C vs pure Python).
+bench: firmware-unix
+	@test -x $(PYTHON) || { echo "make bench: no .venv; run: make setup" >&2; exit 1; }
+	$(PYTHON) bench/learning.py
+	$(PYTHON) bench/scheme.py
+	$(PYTHON) bench/training.py
 
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
 bench-mcu: firmware-qemu
