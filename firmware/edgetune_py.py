@@ -198,22 +198,11 @@ def _softmax_xent(y, scale, zp, label, want_grad):
     return loss, g
 
 
-def _requant_params(mults, shifts):
-    """Per channel (multiplier, left shift, right shift, mask, threshold for x >= 0)."""
-    out = []
-    for m, s in zip(mults, shifts):
-        left = s if s > 0 else 0
-        right = -s if s < 0 else 0
-        mask = (1 << right) - 1
-        out.append((m, left, right, mask, mask >> 1))
-    return out
-
-
-def _mbqm(acc, p):
-    """TFLM MultiplyByQuantizedMultiplier of an int (wrapped to int32 first)."""
+def _mbqm(acc, m, left, right):
+    """TFLM MultiplyByQuantizedMultiplier of an int (wrapped to int32 first); left/right are
+    the left and right shifts (at most one is non-zero)."""
     if acc > _I32_MAX or acc < _I32_MIN:
         acc = ((acc + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-    m, left, right, mask, thr = p
     if left:
         acc = (((acc << left) + 0x80000000) & 0xFFFFFFFF) - 0x80000000
     ab = acc * m
@@ -222,10 +211,18 @@ def _mbqm(acc, p):
     else:
         hi = -((0x3FFFFFFF - ab) >> 31)
     if right:
-        if hi < 0:
-            return (hi >> right) + (1 if (hi & mask) > thr + 1 else 0)
+        mask = (1 << right) - 1
+        thr = (mask >> 1) + (1 if hi < 0 else 0)
         return (hi >> right) + (1 if (hi & mask) > thr else 0)
     return hi
+
+
+def _shifted(x, off):
+    """[v + off for v in x], allocated once at its final size."""
+    out = [0] * len(x)
+    for j in range(len(x)):
+        out[j] = x[j] + off
+    return out
 
 
 class _Layer:
@@ -290,7 +287,7 @@ class Model:
                 nc = t.shape[axis]
                 if sc_off % 4 or sc_off + 4 * nc > n or sc_off < 64:
                     raise ValueError("edgetune: tensor %d: scales outside the file" % k)
-                t.scales = struct.unpack_from("<%df" % nc, mv, sc_off)
+                t.scales = array("f", struct.unpack_from("<%df" % nc, mv, sc_off))
             t.d_off = d_off
             if kind == 1:
                 if d_off % 4 or d_off < 64 or d_off + d_len > n or d_len != t.size * (1 if dt == 1 else 4):
@@ -325,9 +322,9 @@ class Model:
                 for m_, s_ in zip(mults, shifts):
                     if m_ < 0 or s_ < -31 or s_ > 30:
                         raise ValueError("edgetune: layer %d: multiplier/shift out of range" % i)
-                L.rq = _requant_params(mults, shifts)
-            else:
-                L.rq = []
+                L.rm = array("i", mults)
+                L.rl = array("b", [v if v > 0 else 0 for v in shifts])
+                L.rr = array("b", [-v if v < 0 else 0 for v in shifts])
             if op in _WEIGHT_OPS:
                 if lw >= nt or ts[lw].kind != 1 or ts[lw].dtype != 1 or nmult != L.oc:
                     raise ValueError("edgetune: layer %d: bad weight tensor or n_mult" % i)
@@ -359,7 +356,7 @@ class Model:
             if op in (1, 2, 4, 5):
                 if sh == 0 or sw == 0:
                     raise ValueError("edgetune: layer %d: zero stride" % i)
-                L.taps = self._taps(L)
+                L.tpo, L.tp = self._taps(L)
             layers.append(L)
         if prev != outp:
             raise ValueError("edgetune: the chain does not end at the output tensor")
@@ -369,12 +366,14 @@ class Model:
         self._n_in, self._n_out = t_in.size, t_out.size
 
     def _taps(self, L):
-        """Per output position: [(tap index ky*kw+kx, input base (iy*W+ix)*C), ...] of the
-        in-image taps in scan order (ky, then kx)."""
-        out = []
+        """The in-image taps of every output position p, in scan order (ky, then kx), as one
+        flat int32 array of pairs (tap index ky*kw+kx, input base (iy*W+ix)*C): position p's
+        pairs are tp[tpo[p]:tpo[p+1]]. Returns (tpo, tp)."""
+        tp = array("i")
+        tpo = array("i", [0])
         for oy in range(L.oh):
             for ox in range(L.ow):
-                row = []
+                start = len(tp)
                 for ky in range(L.kh):
                     iy = oy * L.sh - L.ph + ky
                     if iy < 0 or iy >= L.ih:
@@ -382,18 +381,19 @@ class Model:
                     for kx in range(L.kw):
                         ix = ox * L.sw - L.pw + kx
                         if 0 <= ix < L.iw:
-                            row.append((ky * L.kw + kx, (iy * L.iw + ix) * L.ic))
-                if not row and L.op == OP_AVERAGE_POOL_2D:
+                            tp.append(ky * L.kw + kx)
+                            tp.append((iy * L.iw + ix) * L.ic)
+                if len(tp) == start and L.op == OP_AVERAGE_POOL_2D:
                     raise ValueError("edgetune: average pool window entirely in the padding")
-                out.append(row)
-        return out
+                tpo.append(len(tp))
+        return tpo, tp
 
     # ------------------------------------------------------------------ scheme
 
     def _channel_scales(self, t, n):
         if t.scales is not None:
-            return list(t.scales)
-        return [t.scale] * n
+            return t.scales
+        return array("f", [t.scale] * n)
 
     def _weights_of(self, i):
         """The flashed weights of layer i as per-channel rows (conv/FC) or the flat (KH*KW*C)
@@ -539,7 +539,7 @@ class Model:
                     if v > mx:
                         mx = v
                 L.s_wmax = mx
-                L.r_c = [_f32(v / mx) for v in s_w]
+                L.r_c = array("f", [v / mx for v in s_w])  # the store rounds to float32
                 e = self._entry.get(i)
                 if e is not None and e[1]:
                     L.s_b = self._channel_scales(ts[L.bias], L.oc)
@@ -783,8 +783,9 @@ class Model:
         lo, hi, ooff = L.act_min, L.act_max, L.out_off
         if op == OP_CONV_2D or op == OP_FULLY_CONNECTED:
             ioff = L.in_off
-            xo = [v + ioff for v in x]
-            rows, b, rq, per, oc = L.w, L.b, L.rq, L.per, L.oc
+            xo = _shifted(x, ioff)
+            rows, b, per, oc = L.w, L.b, L.per, L.oc
+            rm, rl, rr = L.rm, L.rl, L.rr
             rng = range(per)
             if op == OP_FULLY_CONNECTED:
                 patches = (xo,)
@@ -797,21 +798,24 @@ class Model:
                     row = rows[c]
                     for j in rng:
                         acc += patch[j] * row[j]
-                    v = _mbqm(acc, rq[c]) + ooff
+                    v = _mbqm(acc, rm[c], rl[c], rr[c]) + ooff
                     out[o] = lo if v < lo else (hi if v > hi else v)
                     o += 1
             return out
         if op == OP_DEPTHWISE_CONV_2D:
             ioff = L.in_off
-            xo = [v + ioff for v in x]
-            w, b, rq, oc, dm = L.w, L.b, L.rq, L.oc, L.dm
+            xo = _shifted(x, ioff)
+            w, b, oc, dm = L.w, L.b, L.oc, L.dm
+            rm, rl, rr = L.rm, L.rl, L.rr
+            tpo, tp = L.tpo, L.tp
             crng = range(oc)
             cin = [c // dm for c in crng]
             o = 0
-            for taps in L.taps:
+            for p in range(len(tpo) - 1):
                 acc = list(b) if b is not None else [0] * oc
-                for t, xb in taps:
-                    wt = t * oc
+                for q in range(tpo[p], tpo[p + 1], 2):
+                    wt = tp[q] * oc
+                    xb = tp[q + 1]
                     if dm == 1:
                         for c in crng:
                             acc[c] += xo[xb + c] * w[wt + c]
@@ -819,7 +823,7 @@ class Model:
                         for c in crng:
                             acc[c] += xo[xb + cin[c]] * w[wt + c]
                 for c in crng:
-                    v = _mbqm(acc[c], rq[c]) + ooff
+                    v = _mbqm(acc[c], rm[c], rl[c], rr[c]) + ooff
                     out[o] = lo if v < lo else (hi if v > hi else v)
                     o += 1
             return out
@@ -827,19 +831,21 @@ class Model:
             crng = range(L.oc)
             o = 0
             is_max = op == OP_MAX_POOL_2D
-            for taps in L.taps:
-                n = len(taps)
+            tpo, tp = L.tpo, L.tp
+            for p in range(len(tpo) - 1):
+                q0, q1 = tpo[p] + 1, tpo[p + 1]
+                n = (q1 - q0 + 1) >> 1
                 half = n >> 1
                 for c in crng:
                     if is_max:
                         v = -1000
-                        for _, xb in taps:
-                            if x[xb + c] > v:
-                                v = x[xb + c]
+                        for q in range(q0, q1, 2):
+                            if x[tp[q] + c] > v:
+                                v = x[tp[q] + c]
                     else:
                         acc = 0
-                        for _, xb in taps:
-                            acc += x[xb + c]
+                        for q in range(q0, q1, 2):
+                            acc += x[tp[q] + c]
                         v = (acc + half) // n if acc > 0 else -((half - acc) // n)
                     out[o] = lo if v < lo else (hi if v > hi else v)
                     o += 1
@@ -847,22 +853,24 @@ class Model:
         # MEAN over H*W
         c_n = L.ic
         n_pos = L.ih * L.iw
-        rq = L.rq[0]
+        rm, rl, rr = L.rm[0], L.rl[0], L.rr[0]
         for c in range(c_n):
             total = 0
             for k in range(c, n_pos * c_n, c_n):
                 total += x[k]
-            v = _mbqm(total + L.in_off * n_pos, rq) + ooff
+            v = _mbqm(total + L.in_off * n_pos, rm, rl, rr) + ooff
             out[c] = lo if v < lo else (hi if v > hi else v)
         return out
 
     def _patches(self, L, xo):
         """Per output position the (KH*KW*C_in) input patch of xo, zeros in the padding."""
         per, cin = L.per, L.ic
-        for taps in L.taps:
+        tpo, tp = L.tpo, L.tp
+        for p in range(len(tpo) - 1):
             patch = [0] * per
-            for t, xb in taps:
-                pb = t * cin
+            for q in range(tpo[p], tpo[p + 1], 2):
+                pb = tp[q] * cin
+                xb = tp[q + 1]
                 patch[pb:pb + cin] = xo[xb:xb + cin]
             yield patch
 
@@ -987,7 +995,11 @@ class Model:
                 if m == 0:
                     stop = True
                 else:
-                    g_next = [_rdiv(v * 32767, m) for v in acc]
+                    g_next = acc  # in place, as the C module does
+                    for j in range(len(acc)):
+                        v = acc[j]
+                        if v:
+                            g_next[j] = _rdiv(v * 32767, m)
                     F[0] = float(m)  # (float)M rounds first: M may exceed 2^24
                     F[0] = s_acc * F[0]
                     F[0] = F[0] / 32767.0
@@ -1008,14 +1020,13 @@ class Model:
         oc = L.oc
         if op in _WEIGHT_OPS:
             r_c = L.r_c
-            h = []
+            h = [0] * len(g)  # preallocated lists: no growth by append (heap fragmentation)
             c = 0
-            for v in g:
+            for j in range(len(g)):
+                v = g[j]
                 if v:
                     F[0] = float(v) * r_c[c]
-                    h.append(_round_sat(F[0], 32767))
-                else:
-                    h.append(0)
+                    h[j] = _round_sat(F[0], 32767)
                 c += 1
                 if c == oc:
                     c = 0
@@ -1034,23 +1045,28 @@ class Model:
             if op == OP_CONV_2D:
                 rows, cin = L.w, L.ic
                 crng = range(cin)
+                tpo, tp = L.tpo, L.tp
                 p = 0
-                for taps in L.taps:
+                for pos in range(len(tpo) - 1):
+                    q0, q1 = tpo[pos], tpo[pos + 1]
                     for c in range(oc):
                         hv = h[p + c]
                         if hv:
                             row = rows[c]
-                            for t, xb in taps:
-                                wb = t * cin
+                            for q in range(q0, q1, 2):
+                                wb = tp[q] * cin
+                                xb = tp[q + 1]
                                 for k in crng:
                                     acc[xb + k] += row[wb + k] * hv
                     p += oc
                 return acc, s_acc
             w, dm = L.w, L.dm
+            tpo, tp = L.tpo, L.tp
             p = 0
-            for taps in L.taps:
-                for t, xb in taps:
-                    wt = t * oc
+            for pos in range(len(tpo) - 1):
+                for q in range(tpo[pos], tpo[pos + 1], 2):
+                    wt = tp[q] * oc
+                    xb = tp[q + 1]
                     for c in range(oc):
                         hv = h[p + c]
                         if hv:
@@ -1065,26 +1081,30 @@ class Model:
             F[0] = s_g / F[0]
             return acc, F[0]
         p = 0
+        tpo, tp = L.tpo, L.tp
         if op == OP_AVERAGE_POOL_2D:
-            for taps in L.taps:
-                R = _rdiv(1024, len(taps))
+            for pos in range(len(tpo) - 1):
+                q0, q1 = tpo[pos] + 1, tpo[pos + 1]
+                R = _rdiv(1024, (q1 - q0 + 1) >> 1)
                 for c in range(oc):
                     gv = g[p + c]
                     if gv:
                         gv *= R
-                        for _, xb in taps:
-                            acc[xb + c] += gv
+                        for q in range(q0, q1, 2):
+                            acc[tp[q] + c] += gv
                 p += oc
             F[0] = s_g / 1024.0
             return acc, F[0]
         # MAX_POOL_2D: the first in-window position holding the maximum of the saved input
-        for taps in L.taps:
+        for pos in range(len(tpo) - 1):
+            q0, q1 = tpo[pos] + 1, tpo[pos + 1]
             for c in range(oc):
                 gv = g[p + c]
                 if gv:
                     best = -1000
                     a = 0
-                    for _, xb in taps:
+                    for q in range(q0, q1, 2):
+                        xb = tp[q]
                         v = x[xb + c]
                         if v > best:
                             best = v
@@ -1140,7 +1160,7 @@ class Model:
         zp = t_in.zp
         F[0] = neg * t_in.scale
         base = F[0]
-        xc = [v - zp for v in x]
+        xc = _shifted(x, -zp)
         op, per = L.op, L.per
         A = self._weight_grad(L, ch, g, xc)
         s_w = L.s_w
@@ -1193,29 +1213,34 @@ class Model:
         if op == OP_CONV_2D:
             cin = L.ic
             crng = range(cin)
+            tpo, tp = L.tpo, L.tp
             p = 0
-            for taps in L.taps:
+            for pos in range(len(tpo) - 1):
+                q0, q1 = tpo[pos], tpo[pos + 1]
                 for s in range(nsel):
                     gv = g[p + ch[s]]
                     if gv:
                         As = A[s]
-                        for t, xb in taps:
-                            wb = t * cin
+                        for q in range(q0, q1, 2):
+                            wb = tp[q] * cin
+                            xb = tp[q + 1]
                             for k in crng:
                                 As[wb + k] += gv * xc[xb + k]
                 p += oc
             return A
         dm = L.dm
+        tpo, tp = L.tpo, L.tp
         p = 0
-        for taps in L.taps:
+        for pos in range(len(tpo) - 1):
+            q0, q1 = tpo[pos], tpo[pos + 1]
             for s in range(nsel):
                 c = ch[s]
                 gv = g[p + c]
                 if gv:
                     As = A[s]
                     ci = c // dm
-                    for t, xb in taps:
-                        As[t] += gv * xc[xb + ci]
+                    for q in range(q0, q1, 2):
+                        As[tp[q]] += gv * xc[tp[q + 1] + ci]
             p += oc
         return A
 

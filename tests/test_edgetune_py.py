@@ -282,9 +282,10 @@ def test_device_app_runs_on_the_fallback(micropython, tmp_path):
     short = tmp_path / "eval_short.csv"
     short.write_text("".join(lines[:1500]))
     runs = {}
-    # The pure-Python core compiles on the device and holds its tables as Python objects: it
-    # needs more heap than the RP2040 budget on the 64-bit unix port (measured: ~140 KB more).
-    for impl, prelude, heap in (("c", "", demo.heap_budget("rp2040")), ("py", NO_C_MODULE, 1 << 20)):
+    # The pure-Python core compiles on the device and holds its tables and per-step temporaries
+    # as Python objects (8 bytes per list item on the 64-bit unix port): with the app's 76.8 KB
+    # window ring it does not fit the RP2040 budget (252 KB) here; measured: 448 KB works.
+    for impl, prelude, heap in (("c", "", demo.heap_budget("rp2040")), ("py", NO_C_MODULE, 512 * 1024)):
         d = tmp_path / impl
         d.mkdir()
         code = prelude + APP.format(etm=str(etm), w=str(d / "w.etw"), adapt=str(adapt), evalp=str(short))
