@@ -4,7 +4,7 @@ On the real unix-port MicroPython, in ONE process per test, each case runs throu
 `edgetune.Model` (C) and `edgetune_py.Model` (pure Python) with the same .etm, scheme argument,
 momentum, QAS flag and samples:
 
-- random hand-built trainable models (tests/test_unix_train.py `train_model`: conv, depthwise,
+- the reference IMU model of `make demo` on real windows (5 schemes), random hand-built trainable models (tests/test_unix_train.py `train_model`: conv, depthwise,
   pools, MEAN, hidden FC, FC classifier) and random Keras models through the real TFLite
   converter and export.py (tests/modelgen.py), x schemes (default, classifier only, bias-only
   stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum
@@ -88,13 +88,16 @@ def _run(code: str, tmp: Path, timeout: float = 600, heap: str | None = None) ->
     return proc.stdout
 
 
-def check_cases(micropython, tmp: Path, cases, seed: int) -> None:
+def check_cases(micropython, tmp: Path, cases, seed: int, inputs=None) -> None:
+    """inputs: (xs, labels) for every case (default: random int8 samples and labels)."""
     rng = np.random.default_rng([131, seed])
     data = {}
     for c in cases:
         n_in, n_cls = c.model.input_tensor.size, c.model.output_tensor.size
         xs = rng.integers(-128, 128, (STEPS, n_in)).astype(np.int8)
         labels = rng.integers(0, n_cls, STEPS).astype(np.uint8)
+        if inputs is not None:
+            xs, labels = inputs
         (tmp / f"{c.name}.etm").write_bytes(c.etm)
         (tmp / f"{c.name}.x").write_bytes(xs.tobytes())
         (tmp / f"{c.name}.lab").write_bytes(labels.tobytes())
@@ -108,6 +111,7 @@ def check_cases(micropython, tmp: Path, cases, seed: int) -> None:
         if parts[0] in ("CASE", "INFO"):
             rows[(parts[0], parts[1], parts[2])] = parts[3]
     n_changed = 0
+    steps = len(data[cases[0].name][1])
     for c in cases:
         where = (f"{c.name}: ops {[ly.op_name for ly in c.model.layers]} scheme {c.scheme.describe()} "
                  f"momentum {c.momentum} qas {c.qas} lr {c.lr}")
@@ -126,11 +130,11 @@ def check_cases(micropython, tmp: Path, cases, seed: int) -> None:
         want = [_f32hex(tw.step(x, int(lb), c.lr, c.qas)) for x, lb in zip(xs, labels)]
         fields = got_p.split()
         assert fields[0] == y0, where
-        assert fields[1:1 + STEPS] == want, f"{where}: losses differ from the numpy twin"
+        assert fields[1:1 + steps] == want, f"{where}: losses differ from the numpy twin"
         assert state_p == tw.state_bytes(), f"{where}: state differs from the numpy twin"
         ev = tw.evaluate(xs, labels)
-        assert fields[1 + STEPS:3 + STEPS] == [_f32hex(ev[0]), _f32hex(ev[1])], where
-        assert fields[3 + STEPS] == tw.predict(xs[0]).tobytes().hex(), where
+        assert fields[1 + steps:3 + steps] == [_f32hex(ev[0]), _f32hex(ev[1])], where
+        assert fields[3 + steps] == tw.predict(xs[0]).tobytes().hex(), where
         info = rows[("INFO", "P", c.name)]
         assert f"('arena', {memory.training_arena(c.model, c.scheme, c.momentum > 0)})" in info, where
         n_changed += int(state_p[32:] != Trainer(c.etm, c.scheme, momentum=c.momentum).state_bytes()[32:])
@@ -158,6 +162,46 @@ def test_py_equals_c_and_twin_converted_models(micropython, tmp_path):
     for name, m in models.items():
         cases += cases_for(name, m, np.random.default_rng([16, len(cases)]))
     check_cases(micropython, tmp_path, cases, 100)
+
+
+def _demo_windows(etm: Path, evalp: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n real windows of the demo's shifted eval session, quantized as the device app does."""
+    from edgetune import data
+
+    meta = read_etm(etm.read_bytes()).meta
+    riq = meta["raw_input_quant"]
+    w = data.make_windows(data.load_session(str(evalp), meta["class_names"]), meta["window"], meta["step"])
+    q = np.clip(np.round(w.x / np.asarray(riq["scale"]) + np.asarray(riq["zero_point"])), -128, 127).astype(np.int8)
+    pick = np.random.default_rng(3).permutation(len(q))[:n]
+    return q[pick].reshape(n, -1), w.y[pick].astype(np.uint8)
+
+
+def test_py_equals_c_and_twin_demo_model(micropython, tmp_path):
+    """The reference IMU model on 24 real windows: the bench's schemes with QAS / plain SGD and
+    momentum, and channel-sliced weights of the first two convs. (This is the case that catches
+    a missing float32 rounding of (float)M in the gradient scale; the small random models don't.)"""
+    from fractions import Fraction
+
+    from test_unix_train import Case
+
+    demo = _demo()
+    etm = demo.ensure_model(REPO / "build" / "demo")
+    _, evalp = demo.write_sessions(etm.parent, REPO / "build" / "demo")
+    model = read_etm(etm.read_bytes())
+    raw = etm.read_bytes()
+    wl = [i for i, ly in enumerate(model.layers) if ly.weight != 0xFFFF]
+    specs = [  # (name, device scheme, host weights {layer: ratio}, n_bias, momentum, qas, lr)
+        ("clf", {"n_bias": 0}, {}, 0, 0.0, True, 0.01),
+        ("bias_clf", {"n_bias": len(wl)}, {}, len(wl), 0.0, True, 0.01),
+        ("bias_clf_sgd_mom", {"n_bias": len(wl)}, {}, len(wl), 0.9, False, 0.5),
+        ("sparse", {"n_bias": len(wl), "weights": [(wl[-2], 2)]}, {wl[-2]: Fraction(1, 2)}, len(wl), 0.5, True,
+         0.02),
+        ("deep", {"n_bias": 2, "weights": [(wl[0], 4), (wl[1], 8)]}, {wl[0]: Fraction(1, 4), wl[1]: Fraction(1, 8)},
+         2, 0.0, True, 0.05),
+    ]
+    cases = [Case(f"demo_{name}", model, name, Scheme.build(model, nb, wts), dev, mom, qas, lr, raw)
+             for name, dev, wts, nb, mom, qas, lr in specs]
+    check_cases(micropython, tmp_path, cases, 7, inputs=_demo_windows(etm, evalp, 24))
 
 
 REFUSALS = """
