@@ -11,7 +11,7 @@ try:
 
     IMPL = "c"
 except ImportError:
-    from edgetune_py import Model  # noqa: F401  (pure-Python fallback; not in this tree yet)
+    from edgetune_py import Model  # noqa: F401  (pure-Python fallback: firmware/edgetune_py.py)
 
     IMPL = "py"
 
