@@ -92,6 +92,20 @@ def device_schemes(model) -> dict[str, dict]:
     }
 
 
+def forward_macs(model) -> int:
+    """Multiply-accumulates of one forward pass (every filter tap, padding included)."""
+    from edgetune.modelfile import OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
+
+    total = 0
+    for ly in model.layers:
+        out = model.tensors[ly.output]
+        if ly.op in (OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED):
+            w = model.tensors[ly.weight].shape
+            per = w[1] * w[2] if ly.op == OP_DEPTHWISE_CONV_2D else w[1] * w[2] * w[3]
+            total += out.size * per
+    return total
+
+
 def host_scheme(model, dev: dict):
     from fractions import Fraction
 
@@ -124,7 +138,8 @@ def callgrind(micropython: Path, code: str, tmp: Path, tag: str) -> tuple[int, s
                            "-X", f"heapsize={HEAP}", str(script)], capture_output=True, text=True, env=env,
                           timeout=1200)
     if proc.returncode != 0 or "RESULT" not in proc.stdout:
-        raise RuntimeError(f"callgrind run {tag} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"callgrind run {tag} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                           f"{proc.stderr[-3000:]}")
     m = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(), re.M)
     if not m:
         raise RuntimeError(f"no instruction total in {out}")
@@ -154,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     _, evalp = demo.write_sessions(Path(etm_path).parent, REPO / "build" / "demo")
     model = read_etm(Path(etm_path).read_bytes())
     xs, ys = samples(Path(etm_path), Path(evalp), args.steps)
+    macs = forward_macs(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgetune-bench-") as d:
         tmp = Path(d)
@@ -197,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 "setup_instructions": {"c": counts["c"]["setup"], "py": counts["py"]["setup"]},
                 "py_over_c_step": round(counts["py"]["train"] / counts["c"]["train"], 2),
                 "py_over_c_predict": round(counts["py"]["predict"] / counts["c"]["predict"], 2),
+                "instructions_per_mac_predict": {k: round(counts[k]["predict"] / macs, 2) for k in ("c", "py")},
                 "training_over_predict_c": round(counts["c"]["train"] / counts["c"]["predict"], 3),
                 "same_losses_and_logits": same,
             })
@@ -213,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"path": str(Path(etm_path).relative_to(REPO)) if Path(etm_path).is_relative_to(REPO)
                   else str(etm_path), "variant": model.meta.get("variant"), "scenario": model.meta.get("scenario"),
                   "ops": [ly.op_name for ly in model.layers], "input_shape": list(model.input_tensor.shape),
-                  "classes": model.output_tensor.size, "model_bytes": Path(etm_path).stat().st_size},
+                  "classes": model.output_tensor.size, "model_bytes": Path(etm_path).stat().st_size,
+                  "macs_per_forward": macs},
         "method": {"counter": f"{vg} --tool=callgrind, instructions retired (Ir), whole process",
                    "binary": str(micropython), "heap": HEAP, "steps_per_run": args.steps,
                    "per_step": "(Ir of setup + N steps - Ir of setup only) / N, same samples for C and py",

@@ -4,9 +4,10 @@ On the real unix-port MicroPython, in ONE process per test, each case runs throu
 `edgetune.Model` (C) and `edgetune_py.Model` (pure Python) with the same .etm, scheme argument,
 momentum, QAS flag and samples:
 
-- the reference IMU model of `make demo` on real windows (5 schemes), random hand-built trainable models (tests/test_unix_train.py `train_model`: conv, depthwise,
-  pools, MEAN, hidden FC, FC classifier) and random Keras models through the real TFLite
-  converter and export.py (tests/modelgen.py), x schemes (default, classifier only, bias-only
+- the reference IMU model of `make demo` on real windows (5 schemes); random hand-built
+  trainable models (tests/test_unix_train.py `train_model`: conv, depthwise, pools, MEAN,
+  hidden FC, FC classifier) and random Keras models through the real TFLite converter and
+  export.py (tests/modelgen.py), x schemes (default, classifier only, bias-only
   stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum
   on/off: predict before training, the STEPS losses (float32 bits), the saved trained-weights
   files (byte for byte), evaluate's (loss, accuracy), predict after training and the whole
@@ -21,9 +22,7 @@ momentum, QAS flag and samples:
 
 from __future__ import annotations
 
-import json
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -84,7 +83,8 @@ def _run(code: str, tmp: Path, timeout: float = 600, heap: str | None = None) ->
     script = tmp / "runner.py"
     script.write_text(code)
     proc = emulate._run_binary(emulate.find_micropython(), script, heap, timeout, tmp, [str(FIRMWARE)])
-    assert proc.returncode == 0, f"MicroPython exited with {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (f"MicroPython exited with {proc.returncode}\n{proc.stdout[-2000:]}\n"
+                                  f"{proc.stderr[-3000:]}")
     return proc.stdout
 
 
@@ -273,7 +273,8 @@ def test_refusals_agree_with_c(micropython, tmp_path):
     # refusals changed nothing: the state after them is the state after the one good step
     assert (tmp_path / "s.P").read_bytes() == (tmp_path / "s.C").read_bytes() == good
     assert (tmp_path / "t.P").read_bytes() == good
-    assert (tmp_path / "r.P").read_bytes() == (tmp_path / "r.C").read_bytes() == Trainer(etm, momentum=0.5).state_bytes()
+    flashed = Trainer(etm, momentum=0.5).state_bytes()
+    assert (tmp_path / "r.P").read_bytes() == (tmp_path / "r.C").read_bytes() == flashed
 
 
 def _bound_etm() -> bytes:
