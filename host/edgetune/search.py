@@ -285,13 +285,46 @@ class Runner:
         if key in self.cache:
             self.hits += 1
             return self.cache[key]
-        tr = Trainer(self.buf, scheme)
-        for i in self.d.order:
-            tr.step(self.d.x_adapt[i], int(self.d.y_adapt[i]), lr, self.qas)
-        acc = float(tr.evaluate(self.d.x_select, self.d.y_select)[1])
+        acc = _finetune(self.buf, self.d, self.qas, scheme.encode(), lr)
         self.cache[key] = acc
         self.runs += 1
         return acc
+
+    def accuracy_many(self, jobs_list: list[tuple[Scheme, float]], jobs: int = 1, bar=None) -> list[float]:
+        """accuracy() of every (scheme, lr), uncached ones on `jobs` worker processes (spawned:
+        the parent may have imported TensorFlow)."""
+        keys = [f"{self.base}:{lr:g}:{sc.encode().hex()}" for sc, lr in jobs_list]
+        todo = {}
+        for key, (sc, lr) in zip(keys, jobs_list):
+            if key in self.cache:
+                self.hits += 1
+                if bar is not None:
+                    bar.update(1)
+            elif key not in todo:
+                todo[key] = (sc.encode(), lr)
+            else:
+                self.hits += 1
+                if bar is not None:
+                    bar.update(1)
+        if todo and jobs > 1 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            args = (self.buf, self.d, self.qas)
+            with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as ex:
+                futs = {ex.submit(_finetune, *args, enc, lr): key for key, (enc, lr) in todo.items()}
+                for f in as_completed(futs):
+                    self.cache[futs[f]] = f.result()
+                    self.runs += 1
+                    if bar is not None:
+                        bar.update(1)
+        else:
+            for key, (enc, lr) in todo.items():
+                self.cache[key] = _finetune(self.buf, self.d, self.qas, enc, lr)
+                self.runs += 1
+                if bar is not None:
+                    bar.update(1)
+        return [self.cache[k] for k in keys]
 
     def no_training(self) -> float:
         from .training import Trainer
@@ -305,6 +338,17 @@ class Runner:
             with open(tmp, "w") as f:
                 json.dump(self.cache, f)
             os.replace(tmp, self.cache_path)
+
+
+def _finetune(buf: bytes, d: SearchData, qas: bool, scheme_bytes: bytes, lr: float) -> float:
+    """Selection accuracy after fine-tuning the encoded scheme on the adapt split (the twin)."""
+    from .training import Trainer
+
+    model = read_etm(buf)
+    tr = Trainer(buf, Scheme.decode(scheme_bytes, model))
+    for i in d.order:
+        tr.step(d.x_adapt[i], int(d.y_adapt[i]), lr, qas)
+    return float(tr.evaluate(d.x_select, d.y_select)[1])
 
 
 def _without_scheme(model: EtmModel) -> EtmModel:
@@ -346,9 +390,9 @@ def fisher_scores(space: Space, d: SearchData) -> dict[int, np.ndarray]:
 
 
 def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr: float | None = None,
-            progress: bool = True) -> Contributions:
+            progress: bool = True, jobs: int = 1) -> Contributions:
     """Measure every contribution (see module docstring); picks lr on the selection split with
-    the all-biases + classifier scheme when `lr` is None."""
+    the all-biases + classifier scheme when `lr` is None. `jobs` worker processes."""
     t0 = time.time()
     runs0, hits0 = runner.runs, runner.hits
     L = len(space.layers)
@@ -359,27 +403,28 @@ def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr
     lr_scan: dict[str, float] = {}
     full_bias = Scheme.build(space.model, L + n_clf)
     if lr is None:
-        for v in lrs:
-            lr_scan[f"{v:g}"] = runner.accuracy(full_bias, v)
-            bar.update(1)
+        accs = runner.accuracy_many([(full_bias, v) for v in lrs], jobs, bar)
+        lr_scan = {f"{v:g}": a for v, a in zip(lrs, accs)}
         lr = max(lrs, key=lambda v: (lr_scan[f"{v:g}"], -v))
-    acc_bias = []
-    for k in range(L + 1):
-        acc_bias.append(runner.accuracy(Scheme.build(space.model, k + n_clf), lr))
-        bar.update(1)
+    tasks: list[tuple[Scheme, float]] = [(Scheme.build(space.model, k + n_clf), lr) for k in range(L + 1)]
     acc_w: dict[tuple[int, int, str], float] = {}
+    wkeys = []
     for j in range(L):
         for den in DENS[1:]:
             for crit in criteria:
                 dens = tuple(den if jj == j else 0 for jj in range(L))
                 c = Candidate(L, dens, tuple(crit for _ in range(L)))
                 try:
-                    s = space.scheme(c)
+                    sch = space.scheme(c)
                 except ValueError:  # accumulator bound: this layer cannot train
                     acc_w[(j, den, crit)] = float("-inf")
+                    bar.update(1)
                 else:
-                    acc_w[(j, den, crit)] = runner.accuracy(s, lr)
-                bar.update(1)
+                    tasks.append((sch, lr))
+                    wkeys.append((j, den, crit))
+    accs = runner.accuracy_many(tasks, jobs, bar)
+    acc_bias = accs[:L + 1]
+    acc_w.update(zip(wkeys, accs[L + 1:]))
     bar.close()
     runner.save()
     return Contributions(runner.no_training(), acc_bias, acc_w, lr, lr_scan, runner.runs - runs0,
@@ -594,8 +639,9 @@ def evolution(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
         return Candidate(int(rng.integers(L + 1)),
                          tuple(0 if rng.random() < 0.5 else int(rng.choice(DENS[1:])) for _ in range(L)))
 
-    pop = []
     limit = min(evaluations, space.size)
+    pop = [Candidate(0, (0,) * L)]  # the classifier alone: the cheapest, so a tight budget has a parent
+    fit(pop[0])
     tries = 0
     while len(pop) < population and len(seen) < limit and tries < 100 * population:
         c = rand()
@@ -756,7 +802,7 @@ class Report:
 
 def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria: Sequence[str] = CRITERIA,
            lr: float | None = None, cache: str | None = None, evaluations: int = 300, seed: int = 0,
-           progress: bool = True, contrib: Contributions | None = None, verify: int = 0) -> Report:
+           progress: bool = True, contrib: Contributions | None = None, verify: int = 0, jobs: int = 1) -> Report:
     """Contribution analysis (or the given `contrib`), then DP / exhaustive / evolution / random
     search at `budget` (bytes: arena + fixed) and the Pareto front. With `verify` > 0 the chosen
     scheme is the best *measured* of the `verify` best-predicted candidates (verify_top)."""
@@ -765,7 +811,7 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     if "fisher" in crits:
         space.fisher = fisher_scores(space, d)
     if contrib is None:
-        contrib = analyze(space, Runner(model, d, cache), crits, lr, progress)
+        contrib = analyze(space, Runner(model, d, cache), crits, lr, progress, jobs)
     pricer = Pricer(space, fixed)
     results = {"dp": dp(space, pricer, contrib, budget, crits)}
     if space.size <= 200_000:
@@ -777,7 +823,7 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     extra: dict[str, Any] = {}
     if verify and chosen.cand is not None:
         runner = Runner(model, d, cache)
-        chosen, extra["verify"] = verify_top(space, pricer, contrib, runner, budget, verify, crits)
+        chosen, extra["verify"] = verify_top(space, pricer, contrib, runner, budget, verify, crits, jobs)
         runner.save()
         results["dp+verify"] = chosen
     return Report(space, contrib, pricer, budget, crits, results, chosen, front, extra)
@@ -807,14 +853,15 @@ def top_candidates(space: Space, pricer: Pricer, contrib: Contributions, budget:
 
 
 def verify_top(space: Space, pricer: Pricer, contrib: Contributions, runner: "Runner", budget: int, n: int,
-               criteria: Sequence[str]) -> tuple[Result, list[dict[str, Any]]]:
+               criteria: Sequence[str], jobs: int = 1) -> tuple[Result, list[dict[str, Any]]]:
     """Fine-tune the n best-predicted candidates within the budget and keep the one with the
     highest *measured* selection accuracy (the additive prediction is optimistic: the largest
     predicted sums collect the most measurement noise). Ties go to the cheaper one."""
     t0 = time.time()
     rows = []
-    for c in top_candidates(space, pricer, contrib, budget, n, criteria):
-        acc = runner.accuracy(space.scheme(c), contrib.lr)
+    cands = top_candidates(space, pricer, contrib, budget, n, criteria)
+    accs = runner.accuracy_many([(space.scheme(c), contrib.lr) for c in cands], jobs)
+    for c, acc in zip(cands, accs):
         rows.append({"scheme": c.text(space), "price": pricer.price(c), "predicted_acc": contrib.predict(c),
                      "measured_acc": acc, "_c": c})
     best = max(rows, key=lambda r: (r["measured_acc"], -r["price"]))
@@ -954,7 +1001,7 @@ def attach_spec(model: EtmModel, spec: str) -> Scheme:
         crit = tuple(opts.get("criteria", "l1+fisher").split("+"))
         rep = search(model, d, budget, fixed, crit, float(opts["lr"]) if "lr" in opts else None,
                      opts.get("cache", os.path.join("build", "scheme_cache.json")), progress=True,
-                     verify=int(opts.get("verify", 5)))
+                     verify=int(opts.get("verify", 5)), jobs=int(opts.get("jobs", 2)))
         s = rep.scheme()
         print(f"scheme auto: {rep.chosen.cand.text(rep.space)} -> {s.describe()}, arena "
               f"{rep.chosen.price - fixed} B, predicted selection accuracy {rep.chosen.predicted:.3f}",
@@ -983,6 +1030,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--etm", help="write the model with the chosen scheme to this .etm")
     p.add_argument("--verify", type=int, default=5, help="fine-tune the N best-predicted schemes and keep the "
                                                          "best measured one (0: the DP's choice as is)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes for the fine-tuning runs")
     p.add_argument("--no-measure", action="store_true", help="skip the additivity check run")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -1002,7 +1050,7 @@ def cli(argv: list[str]) -> int:
         t0 = time.time()
         d = load_data(model, a.data, a.scenario, a.k, a.epochs, a.seed)
         rep = search(model, d, budget, fixed, crits, a.lr, a.cache or os.path.join(a.out, "cache.json"),
-                     a.evaluations, a.seed, not a.no_progress, verify=a.verify)
+                     a.evaluations, a.seed, not a.no_progress, verify=a.verify, jobs=a.jobs)
         rep.extra["fixed_cost_source"] = fsrc
         rep.extra["data"] = d.source
         if not a.no_measure:
