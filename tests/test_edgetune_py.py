@@ -15,6 +15,8 @@ momentum, QAS flag and samples:
 - a file saved by one implementation loads into the other and re-saves to the same bytes;
   refusals (bad label, non-finite lr, wrong input length, momentum 1, bad/truncated files,
   an overflowing scheme) raise ValueError in both;
+- on the Cortex-M3 qemu firmware, whose MicroPython has single-precision floats as MCU ports
+  do, edgetune_py (compiled to .mpy) equals the C module and the twin too;
 - the device app (firmware/app.py) runs on the fallback when the C module cannot be imported
   (core.IMPL == "py") and its collect/train/score/save session gives the same @et rows and the
   same weights file as with the C module.
@@ -22,7 +24,10 @@ momentum, QAS flag and samples:
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -352,3 +357,110 @@ def test_device_app_runs_on_the_fallback(micropython, tmp_path):
     boot = next(r for r in rows_p if r["ev"] == "boot")
     assert boot["impl"] == "py"
     assert next(r for r in rows_c if r["ev"] == "boot")["impl"] == "c"
+
+
+# --------------------------------------------------------------------------------------------
+# Single-precision MicroPython: the Cortex-M3 qemu firmware (float = C float, as on MCUs)
+# --------------------------------------------------------------------------------------------
+
+QEMU_SEEDS = (7, 13, 15, 19, 25, 35)  # together: conv, depthwise, max/avg pool, MEAN, hidden FC
+QEMU_STEPS = 6
+
+QEMU_SCRIPT = """
+import edgetune, edgetune_py, binascii, struct, os
+print('FLOAT32', 1.0 + 2.0 ** -30 == 1.0)
+def hx(v):
+    return binascii.hexlify(struct.pack('<f', v)).decode()
+for name, etm, xs, labels, scheme, mom, qas, lr in {cases!r}:
+    buf = binascii.unhexlify(etm)
+    xs = binascii.unhexlify(xs)
+    labels = binascii.unhexlify(labels)
+    n = len(xs) // len(labels)
+    for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+        m = mod.Model(buf, scheme=scheme, momentum=mom)
+        y0 = binascii.hexlify(m.predict(xs[:n])).decode()
+        ls = [hx(m.train(xs[i * n:(i + 1) * n], labels[i], lr=lr, qas=qas)) for i in range(len(labels))]
+        m.save('s')
+        st = open('s', 'rb').read()
+        os.remove('s')
+        print('CASE', tag, name, y0, ' '.join(ls), binascii.hexlify(m.predict(xs[:n])).decode(),
+              binascii.hexlify(st).decode())
+        m = None
+print('DONE')
+"""
+
+
+@pytest.fixture(scope="module")
+def qemu_firmware() -> Path:
+    """build/qemu-test/firmware.elf, built exactly as tests/test_qemu.py's fixture builds it
+    (same frozen model, so the two tests share one build)."""
+    import test_qemu
+    import tinymodels
+
+    if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
+        pytest.fail("qemu-system-arm / arm-none-eabi-gcc missing; run: make setup", pytrace=False)
+    model_etm = write_etm(tinymodels.app_model(window=16, classes=test_qemu.CLASSES))
+    out = test_qemu.OUT
+    out.mkdir(parents=True, exist_ok=True)
+    etm = out / "app.etm"
+    if not etm.is_file() or etm.read_bytes() != model_etm:
+        etm.write_bytes(model_etm)
+    env = dict(os.environ, OUT=str(out), MODEL=str(etm))
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "firmware_qemu.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"firmware build failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    return out / "firmware.elf"
+
+
+def _mpy_cross() -> Path:
+    p = REPO / "build" / "micropython" / "mpy-cross" / "build" / "mpy-cross"
+    if p.is_file():
+        return p
+    pytest.fail("no mpy-cross at build/micropython/mpy-cross/build/mpy-cross; run: make firmware BOARD=qemu",
+                pytrace=False)
+
+
+def test_py_equals_c_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
+    """The qemu firmware's MicroPython has float32 floats (MICROPY_FLOAT_IMPL_FLOAT, soft float on
+    the Cortex-M3): the array('f') rounding is a no-op there and every float op is the C float
+    op. edgetune_py (as .mpy in the board's RAM filesystem) == the C module == the numpy twin."""
+    mpy = tmp_path / "edgetune_py.mpy"
+    proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / "edgetune_py.py")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(77)
+    scripts, expect = [], {}
+    for seed in QEMU_SEEDS:
+        spec = []
+        for c in cases_for(f"q{seed}", train_model(seed), np.random.default_rng([5, seed])):
+            n_in, n_cls = c.model.input_tensor.size, c.model.output_tensor.size
+            xs = rng.integers(-128, 128, (QEMU_STEPS, n_in)).astype(np.int8)
+            labels = rng.integers(0, n_cls, QEMU_STEPS).astype(np.uint8)
+            spec.append((c.name, c.etm.hex(), xs.tobytes().hex(), labels.tobytes().hex(), c.device_scheme,
+                         c.momentum, c.qas, c.lr))
+            tw = Trainer(c.etm, c.scheme, momentum=c.momentum)
+            y0 = tw.predict(xs[0]).tobytes().hex()
+            losses = [_f32hex(tw.step(x, int(lb), c.lr, c.qas)) for x, lb in zip(xs, labels)]
+            expect[c.name] = " ".join([y0, *losses, tw.predict(xs[0]).tobytes().hex(), tw.state_bytes().hex()])
+        script = tmp_path / f"q{seed}.py"
+        script.write_text(QEMU_SCRIPT.format(cases=spec))
+        scripts.append(script)
+    args = ["exec", "import qemufs", "+", "cp", str(mpy), ":edgetune_py.mpy"]
+    for s in scripts:
+        args += ["+", "run", str(s)]
+    with emulate.QemuBoard(qemu_firmware) as board:
+        proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
+                              timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0 and out.count("DONE") == len(scripts), out[-3000:] + proc.stderr[-2000:]
+    assert "FLOAT32 True" in out  # really a single-precision MicroPython
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("CASE "):
+            _, tag, name, rest = line.split(" ", 3)
+            rows[(tag, name)] = rest
+    assert len(expect) >= 3 * len(QEMU_SEEDS)
+    for name, want in expect.items():
+        assert rows[("C", name)] == want, f"{name}: the C module on qemu differs from the numpy twin"
+        assert rows[("P", name)] == want, f"{name}: edgetune_py on single-precision MicroPython differs"
