@@ -4,24 +4,31 @@ The fallback of firmware/core.py for stock MicroPython / CircuitPython firmware 
 module, and the honest baseline of bench/training.py. It implements docs/etm-format.md (forward
 kernels, TFLM integer arithmetic) and docs/training.md (training step, arena plan numbers,
 trained-weights file) so that predict, train losses and saved state files are bit-identical to
-the C module and to the numpy twin (host/edgetune/training.py). Runs on MicroPython (unix port
-and MCUs), CircuitPython and CPython; needs only `struct` and `array`.
+the C module and to the numpy twin (host/edgetune/training.py). Runs on MicroPython (unix port,
+single-precision ports) and CPython; needs only `struct`, `array` (and `binascii.crc32` if
+present), so CircuitPython should work too (not tested).
 
 Float32: MicroPython's float is a C double on the unix port and a C float on most MCUs. Every
 float operation of the spec is rounded to float32 right after it through a one-element
 `array('f')` store (`F[0] = v; v = F[0]`), which is exact emulation: for + - * / of float32
-operands the double result rounded once to float32 equals the float32 operation. Constants
-are built from their float32 bit patterns (MicroPython's decimal parser is not correctly
-rounded). On a single-precision build the store is a no-op. (Ports built with
-MICROPY_OBJ_REPR_C keep only 30 bits of a float and cannot be bit-exact.)
+operands the double result rounded once to float32 equals the float32 operation. Conversions
+int -> float round to float32 too (`(float)M` of a 31-bit M is not exact). Constants are built
+from their float32 bit patterns (MicroPython's decimal parser is not correctly rounded). On a
+single-precision build the store is a no-op (tested on the Cortex-M3 qemu firmware). Ports built
+with MICROPY_OBJ_REPR_C keep only 30 bits of a float and cannot be bit-exact.
 
 Integers are Python ints (exact); int32 wrap-around is applied where C wraps. No
-@micropython.native/viper: plain bytecode, so it runs wherever Python does.
+@micropython.native/viper: plain bytecode, so it runs wherever Python does (tests:
+tests/test_edgetune_py.py; cost: bench/training.py, about 50x the C module's instructions).
 
 Differences from the C module, by design: the model's weights are copied into RAM arrays at
-Model() (the C module reads them in place from the buffer); validation of the .etm is a subset
-(header, CRC, tables inside the file, chain, ops, scheme); info()['arena'] / ['peak'] report the
-C module's plan (docs/training.md §6), not this implementation's own Python heap use.
+Model() (the C module reads them in place from the buffer), and the tables and per-step
+temporaries are Python objects (the demo IMU model: ~45 KB after Model() on the 64-bit unix
+port, plus ~35 KB of bytecode unless frozen); validation of the .etm is a subset (header, CRC,
+tables inside the file, chain, ops, shapes of weights, scheme and accumulator bounds);
+info()['arena'] / ['peak'] report the C module's plan (docs/training.md §6), not this
+implementation's own heap use. Error messages are not the C module's word for word; the
+exception types of the tested refusals (bad label/lr/input/momentum/scheme/file) are the same.
 """
 
 import struct
