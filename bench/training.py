@@ -14,7 +14,8 @@ quantized as the device app does. Schemes (same definitions as bench/learning.py
 Per scheme:
 - memory: `info()['inference_arena']` and `info()['arena']` of the C module on the unix port,
   checked against host/edgetune/memory.py (`inference_arena`, `training_arena`) -- they must
-  agree to the byte -- and the training/inference ratio;
+  agree to the byte -- and the training/inference ratio; also the GC heap the Model object
+  holds after Model(...) (gc.mem_alloc difference on the 64-bit unix port) for both modules;
 - instructions on the unix port (x86-64 build/unix/micropython), counted by
   `valgrind --tool=callgrind` (instructions retired, Ir): one run does the setup (import, read
   the model and the samples, Model(...)) and then N training steps (or N predicts); a baseline
@@ -47,8 +48,10 @@ ARENA_GOAL = 1.3
 INSTR_GOAL = 10.0
 
 SCRIPT = """
-import sys
+import sys, gc
 IMPL, SCHEME, MODE, N = {impl!r}, {scheme!r}, {mode!r}, {n}
+gc.collect()
+h0 = gc.mem_alloc()
 if IMPL == 'py':
     from edgetune_py import Model
 else:
@@ -58,7 +61,11 @@ xs = open({xs!r}, 'rb').read()
 labels = open({labels!r}, 'rb').read()
 k = len(xs) // len(labels)
 mv = memoryview(xs)
+gc.collect()
+h1 = gc.mem_alloc()
 m = Model(buf, scheme=SCHEME)
+gc.collect()
+h2 = gc.mem_alloc()
 out = []
 for i in range(N):
     x = mv[i * k:(i + 1) * k]
@@ -67,7 +74,7 @@ for i in range(N):
     else:
         out.append(m.predict(x))
 info = m.info()
-print('RESULT', info['inference_arena'], info['arena'], info['peak'], info['trainable'], repr(out))
+print('RESULT', info['inference_arena'], info['arena'], info['peak'], info['trainable'], h2 - h1, repr(out))
 """
 
 
@@ -148,9 +155,9 @@ def callgrind(micropython: Path, code: str, tmp: Path, tag: str) -> tuple[int, s
 
 def _result(stdout: str) -> dict:
     line = next(s for s in stdout.splitlines() if s.startswith("RESULT "))
-    inf, arena, peak, trainable, rest = line.split(" ", 5)[1:]
+    inf, arena, peak, trainable, heap, rest = line.split(" ", 6)[1:]
     return {"inference_arena": int(inf), "arena": int(arena), "peak": int(peak), "trainable": int(trainable),
-            "out": rest}
+            "model_heap": int(heap), "out": rest}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"scheme": name, "device_scheme": dev, "description": scheme.describe(),
                    "trainable": scheme.n_params(model)}
             counts: dict[str, dict[str, float]] = {}
+            heap: dict[str, int] = {}
             outs = {}
             for impl in ("c", "py"):
                 counts[impl] = {}
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                            labels=str(tmp / "y.bin"))
                 base, so = callgrind(micropython, SCRIPT.format(mode="train", n=0, **fmt), tmp, f"{impl}_base")
                 res = _result(so)
+                heap[impl] = res["model_heap"]
                 for mode in ("train", "predict"):
                     ir, so = callgrind(micropython, SCRIPT.format(mode=mode, n=args.steps, **fmt), tmp,
                                        f"{impl}_{mode}")
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 "instructions_per_mac_predict": {k: round(counts[k]["predict"] / macs, 2) for k in ("c", "py")},
                 "training_over_predict_c": round(counts["c"]["train"] / counts["c"]["predict"], 3),
                 "same_losses_and_logits": same,
+                "heap_bytes_of_model_object": heap,
             })
             rows.append(row)
             print(f"{name:16s} arena {row['inference_arena']:6d} -> {row['training_arena']:6d} B "
