@@ -10,6 +10,8 @@
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per MAC under qemu -> build/bench/mcu.json
+#   make fuzz [FUZZ_RUNS=100000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
+#   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
 # MICROPY_DIR=/path uses your own MicroPython checkout instead of build/micropython.
@@ -44,7 +46,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
+.PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -118,4 +120,18 @@ bench-mcu: firmware-qemu
 	$(PYTHON) bench/mcu.py
 
 clean:
-	rm -rf build/unix build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch
+	rm -rf build/unix build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
+		build/fuzz build/unix-asan
+
+# libFuzzer harnesses of the .etm parser, the scheme parser and the trained-weights loader
+# (fuzz/, scripts/fuzz.sh), FUZZ_RUNS executions each; figures in build/bench/reliability.json.
+FUZZ_RUNS ?= 100000
+fuzz:
+	@test -x $(PYTHON) || { echo "make fuzz: no .venv; run: make setup" >&2; exit 1; }
+	bash scripts/fuzz.sh run $(FUZZ_RUNS); rc=$$?; $(PYTHON) bench/reliability.py >/dev/null; exit $$rc
+
+# The unix-port tests that exercise our module, on build/unix-asan/micropython (ASan + UBSan).
+test-sanitize: check-micropython
+	@test -x $(PYTHON) || { echo "make test-sanitize: no .venv; run: make setup" >&2; exit 1; }
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/sanitize.sh test; rc=$$?; \
+		$(PYTHON) bench/reliability.py >/dev/null; exit $$rc

@@ -33,7 +33,7 @@ build() {
     mkdir -p "$OUT/reports"
     make -C "$MICROPY_DIR/ports/unix" -j"$JOBS" VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
         MICROPY_PY_FFI=0 FROZEN_MANIFEST= USER_C_MODULES="$ROOT/native_modules" BUILD="$OUT/obj" STRIP= \
-        COPT="-O1 -g" CFLAGS_EXTRA="$SAN --param asan-stack=0" LDFLAGS_EXTRA="$SAN" >"$OUT/build.log" 2>&1 \
+        COPT="-O1 -g" CFLAGS_EXTRA="$SAN --param asan-stack=0 -DMICROPY_NLR_SETJMP=1 -Wno-clobbered" LDFLAGS_EXTRA="$SAN" >"$OUT/build.log" 2>&1 \
         || { tail -30 "$OUT/build.log" >&2; echo "sanitize: build failed (log: $OUT/build.log)" >&2; exit 1; }
     cp "$OUT/obj/micropython" "$OUT/micropython.tmp" && mv "$OUT/micropython.tmp" "$OUT/micropython"
     echo "sanitize: $OUT/micropython"
