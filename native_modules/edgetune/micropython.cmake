@@ -23,4 +23,8 @@ target_include_directories(usermod_edgetune INTERFACE
 # gives the same bits as the numpy twin on every ISA. Per source file, not the whole firmware.
 set_source_files_properties(${EDGETUNE_SOURCES} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
 
+# The kernels' inner loops at -O2 rather than the ports' -Os (see micropython.mk).
+file(GLOB EDGETUNE_KERNEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/kernels/*.c)
+set_source_files_properties(${EDGETUNE_KERNEL_SOURCES} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off;-O2")
+
 target_link_libraries(usermod INTERFACE usermod_edgetune)
