@@ -4,9 +4,12 @@ For the reference model (host/edgetune/model.py's small variant, exported as `ma
 a ladder of training schemes, ordered by training arena (memory.training_arena, checked against
 info()['arena']): classifier only, more biases, then channel slices of more and more layers,
 with and without momentum. For every board heap budget in boards/*/board.json the unix port
-runs with `-X heapsize=<budget>` and reports the largest scheme for which Model() succeeds and
-the first for which it raises MemoryError (up front, naming the arena it needed; every larger
-scheme fails too, and every scheme that fits trains). On 64-bit unix, Python objects take
+runs with `-X heapsize=<budget>`: all schemes in one process, in ladder order (every Model()
+either succeeds and trains, or raises MemoryError up front naming the arena it needed; after the
+first failure every larger one fails too), and, by bisection over fresh processes (one boot, one
+Model()), the largest scheme that fits and the first that does not (None: the whole ladder fits;
+for the reference model the largest scheme, every weight layer fully trained with momentum,
+needs an 83684-byte arena, which fits every board budget at a fresh boot). On 64-bit unix, Python objects take
 about twice their MCU size while the int8 arena is the same, so these limits are conservative
 for the 32-bit boards.
 
@@ -144,7 +147,33 @@ def test_arena_prediction_matches_device(ref, per_board):
             assert arena == arenas[name], name
 
 
-def test_largest_fitting_scheme_per_board(ref, per_board):
+def _probe(ref, heap: int, idx: int, d) -> tuple[str, str]:
+    name, scheme, mom, _ = ref["ladder"][idx]
+    code = LADDER_SCRIPT.format(etm=str(ref["etm"]), n_in=ref["model"].input_tensor.size,
+                                ncls=ref["model"].output_tensor.size, ladder=[(name, scheme, mom)])
+    proc = run_script(code, d, heap=heap)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.splitlines()[-1])
+    return row[1], row[2]
+
+
+def _bisect(ref, heap: int, d) -> tuple[str | None, str | None]:
+    """(largest ladder scheme that fits a fresh boot with this heap, first that does not)."""
+    lad = ref["ladder"]
+    lo, hi = -1, len(lad)  # lad[lo] fits (or lo = -1), lad[hi] does not (or hi = len)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        status, msg = _probe(ref, heap, mid, d)
+        assert status in ("OK", "MemoryError"), (lad[mid][0], status, msg)
+        if status == "OK":
+            lo = mid
+        else:
+            assert f"needs {lad[mid][3]} bytes of arena" in msg, msg
+            hi = mid
+    return (lad[lo][0] if lo >= 0 else None), (lad[hi][0] if hi < len(lad) else None)
+
+
+def test_largest_fitting_scheme_per_board(ref, per_board, tmp_path):
     arenas = {name: a for name, _, _, a in ref["ladder"]}
     figures = {}
     for board, res in per_board.items():
@@ -157,8 +186,9 @@ def test_largest_fitting_scheme_per_board(ref, per_board):
         assert statuses[:k] == ["OK"] * k and set(statuses[k:]) <= {"MemoryError"}, (board, statuses)
         for name, status, msg in rows[k:]:
             assert f"needs {arenas[name]} bytes of arena" in msg, msg
-        largest = rows[k - 1][0] if k else None
-        first_fail = rows[k][0] if k < len(rows) else None
+        # The reported limits come from fresh processes (one Model() per boot, no fragmentation
+        # left by earlier attempts): bisection over the ladder.
+        largest, first_fail = _bisect(ref, res["heap"], tmp_path)
         figures[board] = {"heap_bytes": res["heap"], "largest_fitting": largest,
                           "largest_arena": arenas[largest] if largest else None, "first_failing": first_fail,
                           "first_failing_arena": arenas[first_fail] if first_fail else None}
