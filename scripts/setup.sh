@@ -32,6 +32,8 @@ APT_PACKAGES=(
     # picotool (UF2 output for rp2, flashing) links libusb
     libusb-1.0-0-dev
     valgrind clang xz-utils
+    # libFuzzer and the sanitizer runtimes (make fuzz, make test-sanitize); only recommended by clang
+    libclang-rt-dev
 )
 
 log() { printf 'setup: %s\n' "$*"; }
