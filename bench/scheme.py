@@ -12,7 +12,8 @@ regions and picks a scheme per budget: "searched" = the DP's optimum of the addi
 prediction, "searched+verify" = the best measured (selection split) of the 5 best predicted
 (budget = training arena bytes, no board fixed cost). Baselines per budget, the largest k whose
 arena fits: "baseline" = biases of the last k weight layers + the classifier (issue 7's
-reference), "last-k-layers" = weights and biases of the last k layers + the classifier. Both are fine-tuned at each lr of the grid; the lr is chosen per method and
+reference), "last-k-layers" = weights and biases of the last k layers + the classifier. Every
+scheme is fine-tuned at each lr of the grid; the lr is chosen per method and
 seed by selection accuracy; the reported accuracy is on the shifted **eval** region, which the
 search never sees. Mean ± sample std over seeds.
 """

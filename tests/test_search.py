@@ -169,7 +169,8 @@ def test_export_scheme_auto(tiny, tmp_path):
     assert rep.scheme().encode() == model.scheme
     v = rep.extra["verify"]
     assert 1 <= len(v) <= 5 and rep.results["dp+verify"].cand == rep.chosen.cand
-    assert max(x["measured_acc"] for x in v) == max(x["measured_acc"] for x in v if x["scheme"] == rep.chosen.cand.text(rep.space))
+    chosen = [x["measured_acc"] for x in v if x["scheme"] == rep.chosen.cand.text(rep.space)]
+    assert chosen and max(chosen) == max(x["measured_acc"] for x in v)
 
 
 def test_budget_too_small_is_an_error(tiny, tmp_path, capsys):

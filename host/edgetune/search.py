@@ -38,8 +38,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
