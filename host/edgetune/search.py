@@ -211,7 +211,8 @@ class Pricer:
         if key not in self.memo:
             try:
                 s = self.space.scheme(Candidate(c.k, c.dens))
-                self.memo[key] = memory.training_arena(self.space.model, s, self.momentum)
+                # nothing trains (a model without classifier, k = 0, no weights): not a scheme
+                self.memo[key] = memory.training_arena(self.space.model, s, self.momentum) if s.entries else None
             except ValueError:
                 self.memo[key] = None
         return self.memo[key]
