@@ -644,11 +644,14 @@ class Model:
 
     def _channel(self, L, c):
         """Current int8 weights of channel c in storage order (a list)."""
+        return self._channel_from(L, L.w, c)
+
+    def _channel_from(self, L, w, c):
+        """Channel c of weights `w` (rows, or the flat depthwise array) in storage order."""
         if L.op == OP_DEPTHWISE_CONV_2D:
             oc = L.oc
-            w = L.w
             return [w[t * oc + c] for t in range(L.per)]
-        return list(L.w[c])
+        return list(w[c])
 
     def _params_region(self):
         out = bytearray()
@@ -743,8 +746,14 @@ class Model:
                     raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
                 w = struct.unpack_from("<%db" % nw, data, off)
                 off += _a4(nw)
-                if -128 in w:
-                    raise ValueError("edgetune: trained-weights file: layer %d weight outside [-127, 127]" % layer)
+                if -128 in w:  # allowed only where the flashed weight is -128 (never updated yet)
+                    flashed = self._weights_of(layer)
+                    for s, c in enumerate(ch):
+                        row = self._channel_from(L, flashed, c)
+                        for k in range(L.per):
+                            if w[s * L.per + k] == -128 and row[k] != -128:
+                                raise ValueError("edgetune: trained-weights file: layer %d weight outside "
+                                                 "[-127, 127]" % layer)
                 new.append((L, "w", w))
             r = struct.unpack_from("<%dh" % (nb + nw), data, off)
             off += _a4(2 * (nb + nw))
@@ -1197,10 +1206,9 @@ class Model:
                 a = d + res[k]
                 n = (a + 16384) >> 15
                 res[k] = a - (n << 15)
-                if n:
-                    idx = wb + k * wstep
-                    nw = w[idx] + n
-                    w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
+                idx = wb + k * wstep
+                nw = w[idx] + n  # clamped even when n == 0: a flashed -128 becomes -127
+                w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
 
     def _weight_grad(self, L, ch, g, xc):
         """§4e: A[slot][k] (ints) for the selected channels."""
