@@ -7,6 +7,7 @@ model and scheme before it touches anything: a corrupted or foreign file is set 
 PATH.bad with a warning, and the flashed weights stay in use.
 """
 
+import gc
 import os
 
 import log
@@ -34,8 +35,14 @@ def restore(model, path):
     if not _exists(path):
         return False
     try:
+        gc.collect()  # load() reads the whole file into one heap block
         model.load(path)
         return True
+    except MemoryError:
+        # The file may be fine; the heap is too fragmented/small right now. Keep it for a later
+        # boot (load() changed nothing), run on the flashed weights.
+        log.warn("not enough heap to load %s now; using the flashed weights" % path)
+        return False
     except (ValueError, OSError) as e:
         model.reset()
         try:

@@ -318,3 +318,48 @@ print("READS", len(src.t), min(d), max(d))
 """
     out, _ = run_device(code, tmp_path)
     assert "READS 150 20 20" in out  # 100 + 50 samples for 2 windows at 50 Hz
+
+
+LOW_HEAP_RESTORE = """
+import gc, os, sys
+import edgetune, store
+m = edgetune.Model(open({etm!r}, "rb").read())
+size = os.stat({w!r})[6]
+# Fill the heap with 512-byte blocks, then free every other one of the last 64: about 16 KB
+# free, all in holes smaller than the weights file (a fragmented heap).
+ballast = [None] * 1024
+gc.collect()
+n = 0
+try:
+    while n < 1024:
+        ballast[n] = bytearray(512)
+        n += 1
+except MemoryError:
+    pass
+i = n - 1
+while i >= 0 and i >= n - 64:
+    ballast[i] = None
+    i -= 2
+gc.collect()
+r = store.restore(m, {w!r})
+ballast = None
+gc.collect()
+print("RESTORED", r, "KEPT", os.stat({w!r})[6] == size)
+"""
+
+
+def test_restore_without_heap_for_the_file_keeps_it(assets, trained, tmp_path):
+    """A boot with too little free heap to read the weights file: Model.load raises MemoryError
+    before changing anything; the app keeps the flashed weights for now and does NOT set the
+    (intact) file aside, so the next boot with more heap restores it."""
+    w = tmp_path / "w.etw"
+    w.write_bytes(trained["weights"])
+    assert len(trained["weights"]) > 600, "the file must be larger than the heap's holes"
+    out, rows = run_device(LOW_HEAP_RESTORE.format(etm=str(assets["etm"]), w=str(w)), tmp_path)
+    assert "RESTORED False KEPT True" in out, out[-2000:]
+    assert "not enough heap to load" in out
+    assert w.read_bytes() == trained["weights"] and not (tmp_path / "w.etw.bad").exists()
+    out, rows = run_device(RESTART_CHECK.format(etm=str(assets["etm"]), w=str(w), copy=str(tmp_path / "c.etw"),
+                                                evalp=str(assets["eval"])), tmp_path)
+    assert next(r for r in rows if r["ev"] == "boot")["restored"] is True
+    assert _logits(out) == trained["logits"]
