@@ -30,6 +30,7 @@ the inference arena for bias+classifier; >= 10x fewer instructions per step than
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import re
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                   "macs_per_forward": macs},
         "method": {"counter": f"{vg} --tool=callgrind, instructions retired (Ir), whole process",
                    "binary": str(micropython), "heap": HEAP, "steps_per_run": args.steps,
+                   "binary_sha256": hashlib.sha256(Path(micropython).read_bytes()).hexdigest(),
                    "per_step": "(Ir of setup + N steps - Ir of setup only) / N, same samples for C and py",
                    "samples": "real eval-session windows of the demo's shifted domain", "lr": 0.01, "qas": True},
         "schemes": rows,
