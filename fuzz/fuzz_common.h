@@ -125,7 +125,7 @@ static void fz_train(const et_model_t *m, et_train_layer_t *tl, float momentum, 
     const int32_t label = (int32_t)((seed_len ? seed[0] : 0) % n_out);
     (void)et_train_step(&t, x, label, 0.05f, 1);
     (void)et_train_step(&t, x, (label + 1) % (int32_t)n_out, 0.5f, 0);
-    (void)et_train_forward(&t, x);
+    (void)et_train_forward(&t, x, 0);
 
     /* Round trip: what the model saves, it loads. */
     const size_t n_state = et_train_state_size(&t);
@@ -156,7 +156,7 @@ static void fz_train(const et_model_t *m, et_train_layer_t *tl, float momentum, 
         }
         if (why == NULL) {
             et_train_state_load(&t, buf);
-            (void)et_train_forward(&t, x);
+            (void)et_train_forward(&t, x, 0);
             (void)et_train_step(&t, x, label, 0.05f, 1);
         }
         free(buf);

@@ -160,7 +160,7 @@ static const int8_t *run(edgetune_model_obj_t *self, mp_obj_t x_in) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: input has %u bytes, the model expects %u"),
             (unsigned)xb.len, (unsigned)n_in);
     }
-    return et_train_forward(&self->train, (const int8_t *)xb.buf);
+    return et_train_forward(&self->train, (const int8_t *)xb.buf, 0);
 }
 
 static mp_obj_t edgetune_model_predict(mp_obj_t self_in, mp_obj_t x_in) {
@@ -257,7 +257,7 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
     size_t correct = 0;
     for (size_t k = 0; k < n; ++k) {
         const int32_t label = label_of(self, labels[k]);
-        const int8_t *y = et_train_forward(&self->train, input_of(self, xs[k]));
+        const int8_t *y = et_train_forward(&self->train, input_of(self, xs[k]), 0);
         const float loss = et_softmax_xent_loss_f32(y, (int32_t)n_out, to.scale, to.zero_point, label);
         total = k == 0 ? loss : total + loss;
         size_t best = 0;

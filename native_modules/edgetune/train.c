@@ -271,14 +271,15 @@ void et_train_init(et_train_t *t, uint8_t *arena) {
 /* Forward with saving (docs/training.md §2)                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
-const int8_t *et_train_forward(et_train_t *t, const int8_t *input) {
+const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save) {
     const et_model_t *m = t->m;
     uint8_t *arena = t->arena;
     memcpy(arena + et_model_chain_offset(m, 0), input, et_model_input_size(m));
     touch(t, et_model_chain_offset(m, 0) + et_model_input_size(m));
     for (unsigned i = 0; i < m->n_layers; ++i) {
         const et_train_layer_t *tl = &t->layers[i];
-        const int saving = t->first >= 0 && (int)i >= t->first;
+        const int trained = t->first >= 0 && (int)i >= t->first; /* may read RAM parameters */
+        const int saving = trained && save;                        /* keeps what backward needs */
         et_layer_t l;
         et_tensor_t tin, tout;
         et_dims_t din, dout;
@@ -303,14 +304,14 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input) {
                 et_model_tensor(m, l.weight, &tw);
                 dims_of(&tw, &dw);
                 const int32_t *bias = NULL;
-                if (saving && (tl->s.flags & ET_SCHEME_BIAS)) {
+                if (trained && (tl->s.flags & ET_SCHEME_BIAS)) {
                     bias = (const int32_t *)(const void *)(arena + tl->bias);
                 } else if (l.bias != ET_NONE) {
                     et_tensor_t tb;
                     et_model_tensor(m, l.bias, &tb);
                     bias = (const int32_t *)tb.data;
                 }
-                const int16_t *map = saving && (tl->s.flags & ET_SCHEME_WEIGHTS)
+                const int16_t *map = trained && (tl->s.flags & ET_SCHEME_WEIGHTS)
                     ? (const int16_t *)(const void *)(arena + tl->map) : NULL;
                 const int8_t *copy = (const int8_t *)(arena + tl->wcopy);
                 if (l.op == ET_OP_FULLY_CONNECTED) {
@@ -448,7 +449,7 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
 float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr, int qas) {
     const et_model_t *m = t->m;
     uint8_t *arena = t->arena;
-    const int8_t *y = et_train_forward(t, input);
+    const int8_t *y = et_train_forward(t, input, 1);
     et_tensor_t to;
     et_model_tensor(m, m->output, &to);
     const int32_t n_classes = (int32_t)et_model_output_size(m);

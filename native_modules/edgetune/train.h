@@ -66,8 +66,11 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
 /* Copy the trainable parameters from the model, select channels, zero residuals and momentum. */
 void et_train_init(et_train_t *t, uint8_t *arena);
 
-/* Forward pass with the trained parameters (and saving); returns the output in the arena. */
-const int8_t *et_train_forward(et_train_t *t, const int8_t *input);
+/*
+ * Forward pass with the trained parameters; returns the output in the arena. save != 0 also
+ * keeps the masks and input copies the backward pass needs (train); predict/evaluate pass 0.
+ */
+const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save);
 
 /*
  * One training step on one sample (label < output size, lr finite: checked by
