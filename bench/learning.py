@@ -11,14 +11,17 @@ it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
   sparse (biases of all layers + classifier + half the output channels of the last conv,
   channels picked by the device's l1 criterion on the int8 weights, docs/training.md §1) /
   full (every weight, a reference ceiling);
-- int8 on-device fine-tuning (QAS and plain int8 SGD) of the same schemes: see
-  `int8_rows`, the hook the numpy training twin plugs into.
+- int8 on-device fine-tuning of the same schemes (classifier / biases + classifier / sparse) with
+  the numpy training twin (host/edgetune/training.py, bit-exact with the C module): QAS and plain
+  int8 SGD, each with its own lr grid (LR_GRID_QAS, LR_GRID_SGD), plus QAS with momentum 0.9 for
+  biases + classifier (`--no-momentum-row` drops it). `--jobs` worker processes (default 2).
 
 Same adaptation samples (k per class from the shifted domain's fit region, drawn with the
 seed), same number of steps (`--adapt-epochs` passes over them), batch 1 (one sample per step,
 as on the device), plain SGD without momentum, sample order drawn with the seed. The learning
-rate of each scheme is picked from a grid by the mean accuracy over seeds on the fit-val region
+rate of each row is picked from its grid by the mean accuracy over seeds on the fit-val region
 (never trained on); accuracies are reported on the eval region (disjoint in time from both).
+The int8 rows train on the same windows quantized with the model's input quantization.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from edgetune import data  # noqa: E402
 
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 SCHEMES = ("classifier", "bias+classifier", "sparse", "full")
-INT8_MODES = ("int8 QAS", "int8 SGD")
+# int8 grids: QAS updates in real units like fp32 SGD (same grid as fp32); plain int8 SGD's real-unit
+# step is lr * s^2 * dL/dw (s = the weight's scale, 1.4e-3..7.9e-3 in the small models, or the
+# bias's s_x * s_w, 1.9e-4..8e-4), so its useful rates are 1e4-1e7 times larger: a wide grid.
+LR_GRID_QAS = LR_GRID
+LR_GRID_SGD = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 1e5)
+# momentum 0.9 multiplies the long-run step by 10: the QAS grid shifted down by ~10x
+LR_GRID_MOMENTUM = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
 @dataclass
@@ -179,29 +188,99 @@ class FloatTuner:
         return float(np.mean(np.argmax(np.asarray(logits), 1) == y))
 
 
-# ----------------------------------------------------------------------------- int8 hook
+# ----------------------------------------------------------------------------- int8 on-device rows
+
+
+def _int8_run(buf: bytes, entries: list[tuple[int, bool, list[int]]], xf: np.ndarray, yf: np.ndarray,
+              order: np.ndarray, lr: float, qas: bool, momentum: float,
+              evals: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """One int8 fine-tune with the numpy training twin (bit-exact with the C module): a fresh
+    Trainer on the .etm with the scheme `entries`, one `step` per element of `order`, then the
+    accuracy (`Trainer.evaluate`) on each (x, y) of `evals`. Top level so worker processes can run it."""
+    from edgetune.scheme import Entry, Scheme
+    from edgetune.training import Trainer
+
+    tr = Trainer(buf, Scheme(tuple(Entry(i, b, tuple(ch)) for i, b, ch in entries)), momentum=momentum)
+    for j in order:
+        tr.step(xf[j], int(yf[j]), lr, qas)
+    return [float(tr.evaluate(x, y)[1]) for x, y in evals]
+
+
+def int8_modes(args: argparse.Namespace) -> list[tuple[str, tuple[str, ...], bool, float, tuple[float, ...]]]:
+    """(precision label, schemes, qas, momentum, lr grid) of every int8 row family."""
+    modes = [("int8 QAS (numpy twin)", SCHEMES[:3], True, 0.0, args.lrs_qas),
+             ("int8 SGD (numpy twin)", SCHEMES[:3], False, 0.0, args.lrs_sgd)]
+    if args.momentum_row:
+        modes.append(("int8 QAS + momentum 0.9 (numpy twin)", ("bias+classifier",), True, 0.9, args.lrs_momentum))
+    return modes
 
 
 def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """HOOK for the int8 on-device rows (numpy training twin, host/edgetune/training.py).
+    """int8 on-device fine-tuning of SCHEMES[:3] with the numpy training twin
+    (host/edgetune/training.py), QAS and plain int8 SGD (+ QAS with momentum 0.9 for
+    bias+classifier): same samples, step order and step count as the fp32 rows; the lr of each
+    row is chosen from its grid by the mean fit-val accuracy over seeds, as for fp32.
+    Runs on `args.jobs` spawned worker processes (the parent has TensorFlow loaded)."""
+    import concurrent.futures
+    import multiprocessing
 
-    To fill in, for each mode in INT8_MODES ("int8 QAS", "int8 SGD") and each scheme in
-    SCHEMES[:3]: for every lr in the grid and every SeedRun r, load r.etm_path, build the scheme
-    (`etm_scheme(r.etm_path, scheme)` gives the entries), train on the int8 fit windows
-    `int8_windows(sc, sc.shift_fit.take(r.fit_idx), r.meta)` one sample per step in the order
-    r.order (len = steps), then measure accuracy on
-    int8_windows(sc, sc.shift_val, r.meta) (lr choice, mean over seeds) and on sc.shift_eval
-    (reported). Return rows shaped like the fp32 rows (see `tune_rows`).
-    Until the twin exists this returns the rows marked pending: no numbers are invented.
-    """
-    try:
-        import edgetune.training  # noqa: F401
-        have = True
-    except ImportError:
-        have = False
-    status = ("pending: bench/learning.py int8_rows is not wired to edgetune.training yet" if have
-              else "pending: numpy training twin (host/edgetune/training.py) not available")
-    return [{"name": s, "precision": mode, "status": status} for mode in INT8_MODES for s in SCHEMES[:3]]
+    if not args.int8:
+        return []
+    modes = int8_modes(args)
+    per_seed = []
+    for r in runs:
+        with open(r.etm_path, "rb") as f:
+            buf = f.read()
+        per_seed.append({
+            "buf": buf, "xf": int8_windows(sc, sc.shift_fit.take(r.fit_idx), r.meta), "yf": sc.shift_fit.y[r.fit_idx],
+            "evals": [(int8_windows(sc, sc.shift_val, r.meta), sc.shift_val.y),
+                      (int8_windows(sc, sc.shift_eval, r.meta), sc.shift_eval.y)],
+            "entries": {s: etm_scheme(r.etm_path, s) for s in SCHEMES[:3]}})
+    jobs = [(mode, s, lr, k) for mode, schemes, _, _, lrs in modes for s in schemes for lr in lrs for k in range(len(runs))]
+    spec = {m[0]: m for m in modes}
+
+    def submit(ex: Any, job: tuple[str, str, float, int]) -> Any:
+        mode, s, lr, k = job
+        ps, r = per_seed[k], runs[k]
+        args_ = (ps["buf"], ps["entries"][s], ps["xf"], ps["yf"], r.order, lr, spec[mode][2], spec[mode][3], ps["evals"])
+        return ex.submit(_int8_run, *args_) if ex is not None else _int8_run(*args_)
+
+    t0 = time.time()
+    res: dict[tuple[str, str, float, int], list[float]] = {}
+    if args.jobs > 1:
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            futs = {submit(ex, j): j for j in jobs}
+            for n, fut in enumerate(concurrent.futures.as_completed(futs), 1):
+                res[futs[fut]] = fut.result()
+                if n % 25 == 0 or n == len(jobs):
+                    print(f"  int8: {n}/{len(jobs)} fine-tunes ({time.time() - t0:.0f} s)", flush=True)
+    else:
+        for n, j in enumerate(jobs, 1):
+            res[j] = submit(None, j)
+            if n % 25 == 0 or n == len(jobs):
+                print(f"  int8: {n}/{len(jobs)} fine-tunes ({time.time() - t0:.0f} s)", flush=True)
+    from edgetune.modelfile import read_etm
+    from edgetune.scheme import Entry, Scheme
+
+    em = read_etm(per_seed[0]["buf"])
+    rows = []
+    for mode, schemes, qas, mom, lrs in modes:
+        for s in schemes:
+            val = {lr: [res[(mode, s, lr, k)][0] for k in range(len(runs))] for lr in lrs}
+            ev = {lr: [res[(mode, s, lr, k)][1] for k in range(len(runs))] for lr in lrs}
+            best = max(lrs, key=lambda lr: (np.mean(val[lr]), -lr))
+            sch = Scheme(tuple(Entry(i, b, tuple(ch)) for i, b, ch in per_seed[0]["entries"][s]))
+            rows.append({
+                "name": s, "precision": mode, "lr": best, "qas": qas, "momentum": mom,
+                "lr_at_grid_edge": best in (min(lrs), max(lrs)),
+                "accuracy": stats(ev[best]), "val_accuracy": stats(val[best]),
+                "lr_grid": {f"{lr:g}": {"val_mean": float(np.mean(val[lr])), "eval_mean": float(np.mean(ev[lr]))}
+                            for lr in lrs},
+                "trainable_params": sch.n_params(em), "scheme_seed0": sch.describe(),
+            })
+            print(f"  {s:<16} {mode:<38} lr {best:g}: " + " ".join(f"{lr:g}:{np.mean(ev[lr]):.3f}" for lr in lrs),
+                  flush=True)
+    return rows
 
 
 def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
@@ -292,6 +371,25 @@ def no_adaptation_rows(sc: data.Scenario, runs: list[SeedRun]) -> tuple[list[dic
     return rows, {"source_test_accuracy": stats(src)}
 
 
+def paired(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed (paired: same model, samples and order) accuracy differences behind the team
+    goals: int8 QAS vs fp32 and vs plain int8 SGD per scheme, biases + classifier vs classifier
+    only per precision, momentum vs none. Each: mean, std, min, max in accuracy units."""
+    acc = {(r["name"], r["precision"]): np.asarray(r["accuracy"]["values"]) for r in rows if "accuracy" in r}
+    fp, qas, sgd, mom = ("fp32 (TensorFlow)", "int8 QAS (numpy twin)", "int8 SGD (numpy twin)",
+                         "int8 QAS + momentum 0.9 (numpy twin)")
+    pairs = [(f"{s}: int8 QAS - fp32", (s, qas), (s, fp)) for s in SCHEMES[:3]]
+    pairs += [(f"{s}: int8 QAS - int8 SGD", (s, qas), (s, sgd)) for s in SCHEMES[:3]]
+    pairs += [(f"{p}: bias+classifier - classifier", ("bias+classifier", p), ("classifier", p)) for p in (fp, qas, sgd)]
+    pairs += [("bias+classifier: int8 QAS momentum 0.9 - none", ("bias+classifier", mom), ("bias+classifier", qas))]
+    out = {}
+    for label, a, b in pairs:
+        if a in acc and b in acc:
+            d = acc[a] - acc[b]
+            out[label] = {**stats(list(d)), "min": float(d.min()), "max": float(d.max())}
+    return out
+
+
 def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from edgetune import pretrain
 
@@ -307,33 +405,65 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "scenario": name, "split": sc.info, "variant": args.variant, "pretrain_epochs": args.epochs,
         "seeds": [r.seed for r in runs], **extra,
         "adapt": {"k_per_class": args.k, "n_fit": int(len(runs[0].fit_idx)), "steps": int(len(runs[0].order)),
-                  "batch": 1, "optimizer": "SGD, no momentum, constant lr", "lr_grid": list(args.lrs),
+                  "batch": 1, "optimizer": "SGD, no momentum (except the momentum 0.9 row), constant lr",
+                  "lr_grid": list(args.lrs), "lr_grid_int8_qas": list(args.lrs_qas),
+                  "lr_grid_int8_sgd": list(args.lrs_sgd),
+                  "lr_grid_int8_qas_momentum": list(args.lrs_momentum),
                   "lr_choice": "max mean accuracy over seeds on shift_val (fit-val region)",
                   "n_val": len(sc.shift_val), "n_eval": len(sc.shift_eval)},
-        "rows": rows, "seconds": round(time.time() - t0, 1),
+        "rows": rows, "paired_differences": paired(rows), "seconds": round(time.time() - t0, 1),
     }
 
 
+PREC_STYLE = (  # (precision prefix, legend label, colour), in bar order within a scheme group
+    ("fp32", "fp32 (TensorFlow)", "#4c72b0"),
+    ("int8 (", "int8 .etm (numpy forward)", "#8c8c8c"),
+    ("int8 QAS +", "int8 QAS + momentum 0.9", "#55a868"),
+    ("int8 QAS", "int8 QAS", "#dd8452"),
+    ("int8 SGD", "int8 plain SGD", "#c44e52"),
+)
+
+
+def _style(precision: str) -> tuple[int, str, str]:
+    order = (0, 1, 4, 2, 3)  # bars: fp32, int8 forward, QAS, SGD, QAS + momentum
+    for k, (prefix, label, colour) in enumerate(PREC_STYLE):
+        if precision.startswith(prefix):
+            return order[k], label, colour
+    return len(PREC_STYLE), precision, "#333"
+
+
 def plot(results: list[dict[str, Any]], path: str) -> None:
+    """One panel per scenario: scheme groups on x, one bar per precision (mean, whisker = std)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(10 * len(results), 5.2), squeeze=False)
     for ax, res in zip(axes[0], results):
         rows = [r for r in res["rows"] if "accuracy" in r]
-        labels = [f"{r['name']}\n{r['precision'].split(' ')[0]}" + (f"\nlr {r['lr']:g}" if "lr" in r else "") for r in rows]
-        means = [r["accuracy"]["mean"] for r in rows]
-        stds = [r["accuracy"]["std"] for r in rows]
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=["#999", "#bbb"] + ["#4c72b0"] * (len(rows) - 2))
+        groups = list(dict.fromkeys(r["name"] for r in rows))
+        seen: set[str] = set()
+        width = 0.8 / max(len([r for r in rows if r["name"] == g]) for g in groups)
+        for gi, g in enumerate(groups):
+            grow = sorted((r for r in rows if r["name"] == g), key=lambda r: _style(r["precision"])[0])
+            for k, r in enumerate(grow):
+                _, label, colour = _style(r["precision"])
+                x = gi + (k - (len(grow) - 1) / 2) * width
+                a = r["accuracy"]
+                ax.bar(x, a["mean"], width * 0.92, yerr=a["std"], capsize=3, color=colour,
+                       label=None if label in seen else label)
+                seen.add(label)
+                ax.text(x, 0.02, f"{a['mean']:.2f}" + (f"\nlr {r['lr']:g}" if "lr" in r else ""),
+                        ha="center", va="bottom", fontsize=6, rotation=90, color="white")
         ax.axhline(res["source_test_accuracy"]["mean"], ls="--", color="k", lw=1, label="source domain (no shift)")
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_xticks(range(len(groups)), [g.replace("bias+classifier", "biases +\nclassifier") for g in groups], fontsize=9)
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy on shifted eval windows")
-        ax.set_title(f"{res['scenario']} shift, {res['variant']} model, {len(res['seeds'])} seeds, "
-                     f"{res['adapt']['n_fit']} samples x {res['adapt']['steps'] // max(1, res['adapt']['n_fit'])}", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"{res['scenario']} shift, {res['variant']} model, mean ± std over {len(res['seeds'])} seeds, "
+                     f"{res['adapt']['n_fit']} samples x {res['adapt']['steps'] // max(1, res['adapt']['n_fit'])} passes "
+                     f"(batch 1)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -349,6 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-epochs", type=int, default=10, help="passes over the adaptation samples")
     p.add_argument("--lrs", type=lambda s: tuple(float(v) for v in s.split(",")), default=LR_GRID)
     p.add_argument("--schemes", type=lambda s: tuple(s.split(",")), default=SCHEMES)
+    p.add_argument("--lrs-qas", type=lambda s: tuple(float(v) for v in s.split(",")), default=LR_GRID_QAS,
+                   help="lr grid of the int8 QAS rows")
+    p.add_argument("--lrs-sgd", type=lambda s: tuple(float(v) for v in s.split(",")), default=LR_GRID_SGD,
+                   help="lr grid of the plain int8 SGD rows")
+    p.add_argument("--lrs-momentum", type=lambda s: tuple(float(v) for v in s.split(",")),
+                   default=LR_GRID_MOMENTUM, help="lr grid of the int8 QAS + momentum 0.9 row")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 (numpy twin) rows")
+    p.add_argument("--no-momentum-row", dest="momentum_row", action="store_false",
+                   help="skip int8 QAS + momentum 0.9 (biases + classifier)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes for the int8 fine-tunes")
     p.add_argument("--out", default="build/bench")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -365,9 +505,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in res["rows"]:
             if "accuracy" in r:
                 a = r["accuracy"]
-                print(f"  {r['name']:<16} {r['precision']:<32} {a['mean']:.3f} ± {a['std']:.3f}" + (f"  lr {r['lr']:g}" if "lr" in r else ""))
+                print(f"  {r['name']:<16} {r['precision']:<38} {a['mean']:.3f} ± {a['std']:.3f}" + (f"  lr {r['lr']:g}" if "lr" in r else ""))
             else:
-                print(f"  {r['name']:<16} {r['precision']:<32} {r['status']}")
+                print(f"  {r['name']:<16} {r['precision']:<38} {r['status']}")
+        for label, d in res["paired_differences"].items():
+            print(f"  paired {label:<52} {100 * d['mean']:+5.1f} ± {100 * d['std']:.1f} pp "
+                  f"(min {100 * d['min']:+.1f}, max {100 * d['max']:+.1f})")
     print(f"wrote {os.path.join(args.out, 'learning.json')} and learning.png")
     return 0
 
