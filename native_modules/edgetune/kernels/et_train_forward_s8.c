@@ -8,8 +8,9 @@
 #include "et_train_kernels.h"
 #include "et_requant.h"
 
-static inline int32_t add_bias(int32_t acc, const int32_t *bias, int32_t c) {
-    return bias ? (int32_t)((uint32_t)acc + (uint32_t)bias[c]) : acc; /* wraps like TFLM */
+/* Accumulators are uint32 (wrap modulo 2^32, defined C) exactly as in the inference kernels. */
+static inline int32_t add_bias(uint32_t acc, const int32_t *bias, int32_t c) {
+    return (int32_t)(bias ? acc + (uint32_t)bias[c] : acc);
 }
 
 /*
@@ -27,7 +28,7 @@ void et_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_qua
         const int32_t in_y0 = oy * params->stride_h - params->pad_h;
         for (int32_t ox = 0; ox < out_w; ++ox) {
             const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-            int32_t acc = 0;
+            uint32_t acc = 0;
             for (int32_t ky = 0; ky < k_h; ++ky) {
                 const int32_t iy = in_y0 + ky;
                 if (iy < 0 || iy >= in_h) {
@@ -41,13 +42,12 @@ void et_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_qua
                     const int8_t *px = input + ((size_t)iy * in_w + ix) * in_c;
                     const int8_t *wk = w + ((size_t)ky * k_w + kx) * in_c;
                     for (int32_t ic = 0; ic < in_c; ++ic) {
-                        acc += (int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset);
+                        acc += (uint32_t)((int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset));
                     }
                 }
             }
-            acc = add_bias(acc, bias, c);
-            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(acc, quant->multiplier[c],
-                quant->shift[c], params->output_offset, params->act_min, params->act_max);
+            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(add_bias(acc, bias, c),
+                quant->multiplier[c], quant->shift[c], params->output_offset, params->act_min, params->act_max);
         }
     }
 }
@@ -67,7 +67,7 @@ void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_c
         const int32_t in_y0 = oy * params->stride_h - params->pad_h;
         for (int32_t ox = 0; ox < out_w; ++ox) {
             const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-            int32_t acc = 0;
+            uint32_t acc = 0;
             for (int32_t ky = 0; ky < k_h; ++ky) {
                 const int32_t iy = in_y0 + ky;
                 if (iy < 0 || iy >= in_h) {
@@ -79,12 +79,11 @@ void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_c
                         continue;
                     }
                     const int32_t x = input[((size_t)iy * in_w + ix) * in_c + ic];
-                    acc += (int32_t)w[ky * k_w + kx] * (x + params->input_offset);
+                    acc += (uint32_t)((int32_t)w[ky * k_w + kx] * (x + params->input_offset));
                 }
             }
-            acc = add_bias(acc, bias, c);
-            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(acc, quant->multiplier[c],
-                quant->shift[c], params->output_offset, params->act_min, params->act_max);
+            output[((size_t)oy * out_w + ox) * out_c + c] = et_requantize_s8(add_bias(acc, bias, c),
+                quant->multiplier[c], quant->shift[c], params->output_offset, params->act_min, params->act_max);
         }
     }
 }
@@ -96,11 +95,10 @@ void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_c
 void et_fully_connected_channel_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
     int32_t accum_depth, const int8_t *input, const int8_t *w, const int32_t *bias, int8_t *output,
     int32_t c) {
-    int32_t acc = 0;
+    uint32_t acc = 0;
     for (int32_t d = 0; d < accum_depth; ++d) {
-        acc += (int32_t)w[d] * ((int32_t)input[d] + params->input_offset);
+        acc += (uint32_t)((int32_t)w[d] * ((int32_t)input[d] + params->input_offset));
     }
-    acc = add_bias(acc, bias, c);
-    output[c] = et_requantize_s8(acc, quant->multiplier[c], quant->shift[c], params->output_offset,
-        params->act_min, params->act_max);
+    output[c] = et_requantize_s8(add_bias(acc, bias, c), quant->multiplier[c], quant->shift[c],
+        params->output_offset, params->act_min, params->act_max);
 }
