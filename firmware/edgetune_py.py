@@ -696,8 +696,15 @@ class Model:
         import os
 
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(self._state_bytes())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(self._state_bytes())
+        except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
         os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
 
     def load(self, path):

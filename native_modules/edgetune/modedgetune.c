@@ -292,8 +292,30 @@ static mp_obj_t open_file(mp_obj_t path, const char *mode) {
     return mp_call_function_n_kw(open_fn, 2, 0, args);
 }
 
+/* f.close() / os.remove(p) for the error paths: any exception they raise is dropped, so the
+ * caller re-raises the original one. */
+static void close_quietly(mp_obj_t f) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        call_method(f, MP_QSTR_close, 0, NULL);
+        nlr_pop();
+    }
+}
+
+static void remove_quietly(mp_obj_t path) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t os = mp_import_name(MP_QSTR_os, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+        mp_call_function_n_kw(mp_load_attr(os, MP_QSTR_remove), 1, 0, &path);
+        nlr_pop();
+    }
+}
+
 /* m.save(path): the trained-weights file (docs/training.md §7), written as path + ".tmp"
- * and renamed over path. */
+ * and renamed over path. If a write or the close fails (a full filesystem: OSError), the file
+ * is closed and the tmp removed before the error propagates: path keeps the old weights and
+ * no open file is left for the GC (LittleFS misbehaves when it finalises one whose file was
+ * meanwhile removed or replaced). */
 static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
     check_buffer_unchanged(self);
@@ -301,13 +323,21 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
     et_train_state_header(&self->train, hdr);
     mp_obj_t tmp = mp_binary_op(MP_BINARY_OP_ADD, path, mp_obj_new_str(".tmp", 4));
     mp_obj_t f = open_file(tmp, "wb");
-    mp_obj_t chunk = mp_obj_new_bytes(hdr, sizeof hdr);
-    call_method(f, MP_QSTR_write, 1, &chunk);
-    if (self->train.params_size) {
-        chunk = mp_obj_new_memoryview('B', self->train.params_size, self->arena + self->train.params_off);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t chunk = mp_obj_new_bytes(hdr, sizeof hdr);
         call_method(f, MP_QSTR_write, 1, &chunk);
+        if (self->train.params_size) {
+            chunk = mp_obj_new_memoryview('B', self->train.params_size, self->arena + self->train.params_off);
+            call_method(f, MP_QSTR_write, 1, &chunk);
+        }
+        call_method(f, MP_QSTR_close, 0, NULL);
+        nlr_pop();
+    } else {
+        close_quietly(f); /* closing twice is harmless */
+        remove_quietly(tmp);
+        nlr_jump(nlr.ret_val);
     }
-    call_method(f, MP_QSTR_close, 0, NULL);
     mp_obj_t os = mp_import_name(MP_QSTR_os, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
     mp_obj_t names[2] = { tmp, path };
     mp_call_function_n_kw(mp_load_attr(os, MP_QSTR_rename), 2, 0, names);
@@ -316,12 +346,20 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_save_obj, edgetune_model_save);
 
 /* m.load(path): read a trained-weights file; everything is checked before the model
- * changes (ValueError and the current weights stay). */
+ * changes (ValueError and the current weights stay). The file is closed on every path. */
 static mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path) {
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
     check_buffer_unchanged(self);
     mp_obj_t f = open_file(path, "rb");
-    mp_obj_t data = call_method(f, MP_QSTR_read, 0, NULL);
+    mp_obj_t data;
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        data = call_method(f, MP_QSTR_read, 0, NULL);
+        nlr_pop();
+    } else {
+        close_quietly(f);
+        nlr_jump(nlr.ret_val);
+    }
     call_method(f, MP_QSTR_close, 0, NULL);
     mp_buffer_info_t bi;
     mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
