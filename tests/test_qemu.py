@@ -159,7 +159,8 @@ def test_qemu_training_is_bit_identical_to_unix_and_twin(firmware: Path, model_e
         plat, *_rest = out.split()
         assert plat == "qemu" and "Cortex-M3" in out and str(len(model_etm)) in out
         _mpremote(board.pty, "exec", "import qemufs", "+", "cp", str(session / "session.csv"), ":session.csv",
-                  "+", "cp", str(dev), ":device.py", "+", "exec", "--no-follow", "exec(open('device.py').read())")
+                  "+", "cp", str(dev), ":device.py", "+", "exec", "--no-follow",
+                  "f = open('device.py'); s = f.read(); f.close(); exec(s)")  # no open file left to the GC
         log = io.StringIO()
         res = monitor(board.pty, until="save", idle=120, progress=False, out=log, err=io.StringIO(),
                       csv_path=str(tmp_path / "log.csv"))
@@ -217,7 +218,7 @@ def test_systick_counts_guest_instructions_under_icount(firmware: Path, tmp_path
 def test_edgetune_emulate_board_qemu_runs_a_script(firmware: Path, tmp_path: Path):
     """The user-facing verb: boot, run SCRIPT.py through mpremote, exit with its status."""
     ok = tmp_path / "ok.py"
-    ok.write_text("import time, qemufs, os\nt = time.ticks_ms()\nopen('f', 'w').write('x')\n"
+    ok.write_text("import time, qemufs, os\nt = time.ticks_ms()\nwith open('f', 'w') as f:\n    f.write('x')\n"
                   "print('files', os.listdir(), time.ticks_diff(time.ticks_ms(), t) >= 0)\n")
     bad = tmp_path / "bad.py"
     bad.write_text("raise ValueError('boom')\n")
