@@ -14,7 +14,7 @@ progress, a CSV and a plot. Collected windows live in a RAM ring buffer (collect
 """
 
 import gc
-import time
+import hal
 
 import collect as _collect
 import core
@@ -148,7 +148,7 @@ def collect(label, n=20, path=None):
     k = _label(label)
     rec = _collect.Recorder(path, s.names) if path else None
     win = _collect.Windower(s.quant, s.window, s.step, s.channels)
-    t0 = time.ticks_ms()
+    t0 = hal.ticks_ms()
     try:
         for w in _collect.windows(s.source, win, k, n, s.rate, rec):
             j = s.taken.get(k, 0)
@@ -158,19 +158,16 @@ def collect(label, n=20, path=None):
         if rec:
             rec.close()
     log.emit("collect", (("label", s.names[k]), ("n", n), ("stored", s.ring.count),
-                         ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem(True))
+                         ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
     return s.taken[k]
 
 
 def button(pin, label, n=20):
     """Collect n windows of `label` whenever the button on `pin` (to GND) is pressed.
-    Runs collect() outside the interrupt via micropython.schedule. Returns the Pin."""
-    import micropython
-    from machine import Pin
-
+    Runs collect() outside the interrupt (micropython.schedule). Returns the Pin."""
     busy = [False]
 
-    def run(_):
+    def run():
         if busy[0]:
             return
         busy[0] = True
@@ -179,9 +176,7 @@ def button(pin, label, n=20):
         finally:
             busy[0] = False
 
-    p = Pin(pin, Pin.IN, Pin.PULL_UP)
-    p.irq(trigger=Pin.IRQ_FALLING, handler=lambda _p: micropython.schedule(run, 0))
-    return p
+    return hal.button(pin, run)
 
 
 def clear():
@@ -229,7 +224,7 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
     every = eval_every or len(data)
-    t0 = time.ticks_ms()
+    t0 = hal.ticks_ms()
     log.emit("start", (("steps", epochs * len(data)), ("samples", len(data)), ("held", len(held)),
                        ("lr", lr), ("qas", qas), ("epochs", epochs)))
     r = evaluate()
@@ -246,7 +241,7 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
             s.step_count += 1
             n += 1
             log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
-                     + _mem() + (("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0)),))
+                     + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
             if n % every == 0 and held:
                 r = evaluate()
                 if target is not None and r[1] >= target:
@@ -254,7 +249,7 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
                     break
     if n % every and held:
         evaluate()
-    ms = time.ticks_diff(time.ticks_ms(), t0)
+    ms = hal.ticks_diff(hal.ticks_ms(), t0)
     log.emit("end", (("step", s.step_count), ("steps", n), ("acc", s.last_acc), ("early_stop", stop),
                      ("elapsed_ms", ms)) + _mem(True))
     return s.last_acc
@@ -273,7 +268,7 @@ def score(source=None, limit=None):
     win = _collect.Windower(s.quant, s.window, s.step, s.channels)
     correct = total = 0
     cur = None
-    t0 = time.ticks_ms()
+    t0 = hal.ticks_ms()
     while limit is None or total < limit:
         x = source.read()
         if x is None:
@@ -291,7 +286,7 @@ def score(source=None, limit=None):
         source.close()
     acc = correct / total if total else 0.0
     log.emit("score", (("step", s.step_count), ("acc", acc), ("n", total),
-                       ("elapsed_ms", time.ticks_diff(time.ticks_ms(), t0))) + _mem(True))
+                       ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
     return acc
 
 
@@ -301,13 +296,13 @@ def predict(n=1):
     win = _collect.Windower(s.quant, s.window, s.step, s.channels)
     out = []
     period = 1000 // s.rate
-    due = time.ticks_ms()
+    due = hal.ticks_ms()
     while len(out) < n:
         if s.source.realtime:
-            wait = time.ticks_diff(due, time.ticks_ms())
+            wait = hal.ticks_diff(due, hal.ticks_ms())
             if wait > 0:
-                time.sleep_ms(wait)
-            due = time.ticks_add(due, period)
+                hal.sleep_ms(wait)
+            due = hal.ticks_add(due, period)
         x = s.source.read()
         if x is None:
             break

@@ -8,7 +8,7 @@ Windows are cut every `step` samples inside one label run (a label change of a r
 over), as the host's make_windows cuts them.
 """
 
-import time
+import hal
 
 
 class Quantizer:
@@ -132,14 +132,14 @@ def windows(source, windower, label, n, rate_hz, recorder=None):
     source.cue(label)
     windower.reset()
     period = 1000 // rate_hz
-    due = time.ticks_ms()
+    due = hal.ticks_ms()
     got = 0
     while got < n:
         if source.realtime:
-            wait = time.ticks_diff(due, time.ticks_ms())
+            wait = hal.ticks_diff(due, hal.ticks_ms())
             if wait > 0:
-                time.sleep_ms(wait)
-            due = time.ticks_add(due, period)
+                hal.sleep_ms(wait)
+            due = hal.ticks_add(due, period)
         s = source.read()
         if s is None:
             raise ValueError("the source ended before %d windows of class %d" % (n, label))

@@ -9,10 +9,10 @@ built by hand because MicroPython dicts do not keep insertion order.
 """
 
 import json
-import time
+import hal
 
 PREFIX = "@et "
-_t0 = time.ticks_ms()
+_t0 = hal.ticks_ms()
 # Where lines go: print (stdout: the USB/UART REPL on a board, the pty in emulation).
 _out = print
 
@@ -25,7 +25,7 @@ def set_output(fn):
 
 def t_ms():
     """Milliseconds since this module was imported (boot), wrapping like ticks_ms."""
-    return time.ticks_diff(time.ticks_ms(), _t0)
+    return hal.ticks_diff(hal.ticks_ms(), _t0)
 
 
 def _value(v):

@@ -8,7 +8,7 @@ Every source has
     realtime   True when read() must be paced at the model's sample rate (hardware)
 
 Drivers talk to the bus only through `readfrom_mem(addr, reg, n)` and
-`writeto_mem(addr, reg, buf)` (machine.I2C, or busio-backed adapters on CircuitPython, or a
+`writeto_mem(addr, reg, buf)` (machine.I2C, hal.BusioI2C around CircuitPython's busio.I2C, or a
 register-level fake in tests). Register maps, scale factors and axis order are the
 datasheets': MPU-6050 (InvenSense RM-MPU-6000A), LSM6DS3/LSM6DS3TR-C/LSM6DSOX (ST),
 QMI8658 (QST). `open_imu(config)` picks a source from the board config (boards/*/board.json
@@ -270,13 +270,11 @@ def open_imu(config, class_names=()):
     if bus == "replay":
         return Replay(config["path"], class_names, config.get("loop", True), config.get("skip", 0))
     if bus == "i2c":
-        from machine import I2C, Pin
+        import hal
 
-        i2c = I2C(config.get("i2c_id", 0), sda=Pin(config["sda"]), scl=Pin(config["scl"]),
-                  freq=config.get("freq", 400000))
-        return detect(i2c)
+        return detect(hal.i2c(config))
     if bus == "adc":
-        from machine import ADC
+        import hal
 
-        return ADCSource([ADC(p) for p in config["pins"]], config["scale"], config.get("offset", 32768))
+        return ADCSource(hal.adcs(config["pins"]), config["scale"], config.get("offset", 32768))
     raise ValueError("unknown imu bus %r (i2c, adc, replay)" % bus)

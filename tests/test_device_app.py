@@ -293,7 +293,7 @@ def test_live_source_is_paced_at_the_model_rate(assets, tmp_path):
     code = f"""
 import app, collect, sensors
 
-class Clock:  # stands in for the time module: ticks advance only when the app sleeps
+class Clock:  # stands in for hal (firmware/hal.py): ticks advance only when the app sleeps
     now = 0
     def ticks_ms(self): return self.now
     def ticks_diff(self, a, b): return a - b
@@ -301,7 +301,7 @@ class Clock:  # stands in for the time module: ticks advance only when the app s
     def sleep_ms(self, ms): self.now += ms
 
 clock = Clock()
-collect.time = clock
+collect.hal = clock
 
 class Live(sensors.Source):  # a live IMU (realtime) that notes when it was read
     def __init__(self): self.t = []
