@@ -595,8 +595,13 @@ class Model:
         off = _a4(max(inf, 8 * g))
         for i in range(first, nl):
             e = self._entry.get(i)
-            if (e is not None and e[2]) or (layers[i].op == OP_MAX_POOL_2D and i > first):
+            if e is not None and e[2]:  # input copy of a weight-trained layer
                 off += _a4(sizes[i])
+            if layers[i].op == OP_MAX_POOL_2D and i > first:  # arg-max indices, ceil(log2(KH*KW)) bits
+                bits = 0
+                while (1 << bits) < layers[i].fh * layers[i].fw:
+                    bits += 1
+                off += _a4((sizes[i + 1] * bits + 7) // 8)
             off += _a4((sizes[i + 1] + 7) // 8)
         p0 = off
         mom = self._momentum > 0

@@ -63,7 +63,8 @@ def inference_plan(model: EtmModel) -> list[tuple[int, int, int]]:
 # Training arena (docs/training.md §6). Section owned by the training core (TRAINPY); the C
 # module (train.c) lays out its arena with exactly these rules.
 #   1. work    max(A, 8*G): inference ping-pong, then the two int32/int16 gradient buffers
-#   2. saved   per layer i = first..L-1: input copy (if needed), output mask (1 bit/element)
+#   2. saved   per layer i = first..L-1: input copy (weight-trained layers), arg-max indices
+#              (MAX_POOL_2D above `first`), output mask (1 bit/element)
 #   3. params  per scheme entry: bias, channel map, weights, residuals, momentum
 #   4. loss    float32 per class
 # Every item starts at a multiple of 4 (sizes rounded up).
@@ -82,11 +83,25 @@ class Region:
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
-def _needs_input(model: EtmModel, scheme, i: int) -> bool:
+def _needs_input(scheme, i: int) -> bool:
+    """Layer i's input copy is saved iff it trains weights (the weight gradient reads it)."""
+    e = scheme.entry(i)
+    return bool(e is not None and e.channels)
+
+
+def argmax_bits(kh: int, kw: int) -> int:
+    """Bits of a MAX_POOL_2D arg-max index: ceil(log2(KH*KW)), 0 for a 1x1 window."""
+    return (int(kh) * int(kw) - 1).bit_length()
+
+
+def _argmax_bytes(model: EtmModel, scheme, i: int, n_out: int) -> int | None:
+    """Bytes of layer i's arg-max record (a MAX_POOL_2D above `first`), else None."""
     from .modelfile import OP_MAX_POOL_2D
 
-    e = scheme.entry(i)
-    return bool(e is not None and e.channels) or (model.layers[i].op == OP_MAX_POOL_2D and i > scheme.first)
+    ly = model.layers[i]
+    if ly.op != OP_MAX_POOL_2D or i <= scheme.first:
+        return None
+    return align4((n_out * argmax_bits(ly.filter_h, ly.filter_w) + 7) // 8)
 
 
 def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[str, int, int]]:
@@ -125,9 +140,13 @@ def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Reg
     off = work.size
     saved = Region("saved", off, 0)
     for i in range(first, n_layers):
-        if _needs_input(model, scheme, i):
+        if _needs_input(scheme, i):
             saved.items.append(("input", i, off, align4(size[i])))
             off += align4(size[i])
+        n = _argmax_bytes(model, scheme, i, size[i + 1])
+        if n is not None:
+            saved.items.append(("argmax", i, off, n))
+            off += n
         n = align4((size[i + 1] + 7) // 8)
         saved.items.append(("mask", i, off, n))
         off += n

@@ -81,8 +81,8 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         tl->c_out = 0;
         tl->per_channel = 0;
         tl->s_wmax = 0.0f;
-        tl->saved_in = tl->mask = tl->bias = tl->map = tl->wcopy = tl->resid = tl->mom = 0;
-        tl->has_saved_in = 0;
+        tl->saved_in = tl->argmax = tl->mask = tl->bias = tl->map = tl->wcopy = tl->resid = tl->mom = 0;
+        tl->has_saved_in = tl->has_argmax = tl->argmax_bits = 0;
         if (et_scheme_is_weight_op(l.op)) {
             et_tensor_t tw;
             et_model_tensor(m, l.weight, &tw);
@@ -170,10 +170,16 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         et_train_layer_t *tl = &layers[i];
         et_layer_t l;
         et_model_layer(m, i, &l);
-        tl->has_saved_in = (tl->s.flags & ET_SCHEME_WEIGHTS) || (l.op == ET_OP_MAX_POOL_2D && (int)i > t->first);
+        tl->has_saved_in = (tl->s.flags & ET_SCHEME_WEIGHTS) != 0;
         if (tl->has_saved_in) {
             tl->saved_in = (uint32_t)off;
             off += a4(chain_elems(m, i));
+        }
+        tl->has_argmax = l.op == ET_OP_MAX_POOL_2D && (int)i > t->first;
+        if (tl->has_argmax) {
+            tl->argmax_bits = et_max_pool_argmax_bits(l.filter_h, l.filter_w);
+            tl->argmax = (uint32_t)off;
+            off += a4((chain_elems(m, i + 1) * tl->argmax_bits + 7) / 8);
         }
         tl->mask = (uint32_t)off;
         off += a4((chain_elems(m, i + 1) + 7) / 8);
@@ -346,6 +352,10 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save) {
                     l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.filter_h, l.filter_w, l.act_min, l.act_max,
                 };
                 (l.op == ET_OP_MAX_POOL_2D ? et_max_pool_s8 : et_avg_pool_s8)(&p, &din, x, &dout, y);
+                if (saving && tl->has_argmax) {
+                    et_max_pool_argmax_s8(&p, &din, x, &dout, tl->argmax_bits, arena + tl->argmax);
+                    touch(t, tl->argmax + (n_out * tl->argmax_bits + 7) / 8);
+                }
                 break;
             }
             case ET_OP_MEAN: {
@@ -523,7 +533,7 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
                         l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.filter_h, l.filter_w, l.act_min, l.act_max,
                     };
                     if (l.op == ET_OP_MAX_POOL_2D) {
-                        et_max_pool_grad_s8(&p, &din, (const int8_t *)(arena + tl->saved_in), &dout, g, acc);
+                        et_max_pool_grad_s8(&p, &din, arena + tl->argmax, tl->argmax_bits, &dout, g, acc);
                     } else {
                         et_avg_pool_grad_s8(&p, &din, &dout, g, acc);
                         s_acc = s_g / 1024.0f;

@@ -30,7 +30,8 @@ typedef struct {
     uint16_t c_out;         /* output channels (weight layers) */
     uint32_t per_channel;   /* weights per output channel (weight layers) */
     float s_wmax;           /* max weight scale (weight layers at or above `first`) */
-    uint32_t saved_in;      /* saved input copy, if has_saved_in */
+    uint32_t saved_in;      /* saved input copy, if has_saved_in (weight-trained layers) */
+    uint32_t argmax;        /* MAX_POOL_2D above `first`: arg-max indices, argmax_bits per output */
     uint32_t mask;          /* output mask (layers >= first) */
     uint32_t bias;          /* bias copy (int32 x c_out) */
     uint32_t map;           /* channel map (int16 x c_out) */
@@ -38,6 +39,8 @@ typedef struct {
     uint32_t resid;         /* residuals (int16: c_out bias ones, then n_sel x per_channel) */
     uint32_t mom;           /* momentum (float32, same order), if momentum is on */
     uint8_t has_saved_in;
+    uint8_t has_argmax;
+    uint8_t argmax_bits;    /* ceil(log2(KH*KW)), 0 for a 1x1 window */
 } et_train_layer_t;
 
 typedef struct {

@@ -50,8 +50,11 @@ void et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims
 void et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
     const et_dims_t *filter_dims, const et_weights_t *weights,
     const et_dims_t *output_dims, const int16_t *h, int32_t *acc);
+uint8_t et_max_pool_argmax_bits(int32_t filter_h, int32_t filter_w);
+void et_max_pool_argmax_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const int8_t *input, const et_dims_t *output_dims, uint8_t bits, uint8_t *argmax);
 void et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
-    const int8_t *input, const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
+    const uint8_t *argmax, uint8_t bits, const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
 void et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
     const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
 void et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int32_t *acc);
