@@ -20,7 +20,6 @@ silently differ if one ever does).
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .modelfile import (
     NONE,
@@ -97,10 +96,64 @@ def multiply_by_quantized_multiplier(x: ArrayLike, multiplier: ArrayLike, shift:
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier), right)
 
 
+_RQ_CACHE: dict[bytes, tuple] = {}
+
+
+def _requant_consts(multiplier: ArrayLike, shift: ArrayLike) -> tuple:
+    """(multiplier, left shift or None, right shift, mask, mask >> 1) as int64 arrays, memoized
+    by value: the per-layer constants of multiply_by_quantized_multiplier."""
+    mm, ss = np.asarray(multiplier), np.asarray(shift)
+    key = (mm.tobytes(), mm.dtype.str, mm.shape, ss.tobytes(), ss.dtype.str, ss.shape)
+    c = _RQ_CACHE.get(key)
+    if c is None:
+        m = mm.astype(np.int64)
+        s = ss.astype(np.int64)
+        right = np.maximum(-s, 0)
+        if np.any(right > 31):
+            raise ValueError(f"rounding_divide_by_pot: exponent must be in [0, 31], got {-s}")
+        left = np.maximum(s, 0)
+        mask = (np.int64(1) << right) - 1
+        # multiplier == INT32_MIN is the high-mul's only overflow; the fast path needs it absent
+        fast = not np.any(m == INT32_MIN)
+        c = (m, left if np.any(left) else None, right, mask, mask >> 1, fast, s)
+        if len(_RQ_CACHE) > 4096:
+            _RQ_CACHE.clear()
+        _RQ_CACHE[key] = c
+    return c
+
+
 def _requantize(acc: np.ndarray, multiplier: ArrayLike, shift: ArrayLike, output_offset: int,
                 act_min: int, act_max: int) -> np.ndarray:
-    out = multiply_by_quantized_multiplier(wrap_int32(acc), multiplier, shift) + output_offset
-    return np.clip(out, act_min, act_max).astype(np.int8)
+    """clamp(multiply_by_quantized_multiplier(wrap_int32(acc)) + output_offset) as int8.
+
+    The same integers as the composition of the primitives above, in fewer numpy operations:
+    with the nudge folded in, the high-mul's truncating division by 2**31 is `(a*b + 2**30) >> 31`
+    for either sign of a*b (for a*b < 0: trunc((a*b + 1 - 2**30) / 2**31) =
+    floor((a*b + 1 - 2**30 + 2**31 - 1) / 2**31)); the saturating case a == b == INT32_MIN
+    cannot occur unless the multiplier is INT32_MIN (then the primitives are used)."""
+    m, left, right, mask, half, fast, s = _requant_consts(multiplier, shift)
+    if not fast:
+        out = multiply_by_quantized_multiplier(wrap_int32(acc), m, s) + output_offset
+        return np.clip(out, act_min, act_max).astype(np.int8)
+    x = np.add(acc, 1 << 31, dtype=np.int64)
+    x &= 0xFFFFFFFF
+    x -= 1 << 31
+    if left is not None:
+        x <<= left
+        x += 1 << 31
+        x &= 0xFFFFFFFF
+        x -= 1 << 31
+    x *= m
+    x += 1 << 30
+    x >>= 31
+    t = x >> 63  # -1 where x < 0, else 0
+    t += x & mask  # remainder > (mask >> 1) + (x < 0)  <=>  remainder + (x >> 63) > mask >> 1
+    x >>= right
+    x += t > half
+    x += output_offset
+    np.minimum(x, act_max, out=x)
+    np.maximum(x, act_min, out=x)
+    return x.astype(np.int8)
 
 
 def _c_div_round(acc: np.ndarray, count: ArrayLike) -> np.ndarray:
@@ -128,7 +181,31 @@ def _pad(x: np.ndarray, pad_h: int, pad_w: int, kh: int, kw: int, sh: int, sw: i
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"negative padding ({pad_h}, {pad_w}) is not supported")
     x = x[:, : h + min(bottom, 0), : w + min(right, 0)]
-    return np.pad(x, ((0, 0), (pad_h, max(bottom, 0)), (pad_w, max(right, 0)), (0, 0)), constant_values=value)
+    hh, ww = x.shape[1], x.shape[2]
+    out = np.empty((n, pad_h + hh + max(bottom, 0), pad_w + ww + max(right, 0), c), x.dtype)
+    if out.shape[1] != hh or out.shape[2] != ww:
+        out.fill(value)
+    out[:, pad_h: pad_h + hh, pad_w: pad_w + ww] = x
+    return out
+
+
+_IM2COL: dict[tuple, np.ndarray] = {}
+
+
+def _im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out_h: int, out_w: int) -> np.ndarray:
+    """(N * OH * OW, KH * KW * C): row (n, oy, ox) holds xp[n, oy*sh+ky, ox*sw+kx, :] for every
+    tap in (ky, kx) order (one gather with a cached index)."""
+    n, hp, wp, c = xp.shape
+    key = (hp, wp, kh, kw, sh, sw, out_h, out_w)
+    idx = _IM2COL.get(key)
+    if idx is None:
+        oy = np.arange(out_h).reshape(-1, 1, 1, 1) * sh
+        ox = np.arange(out_w).reshape(1, -1, 1, 1) * sw
+        ky = np.arange(kh).reshape(1, 1, -1, 1)
+        kx = np.arange(kw).reshape(1, 1, 1, -1)
+        idx = ((oy + ky) * wp + ox + kx).reshape(-1)
+        _IM2COL[key] = idx
+    return xp.reshape(n, hp * wp, c)[:, idx].reshape(n * out_h * out_w, kh * kw * c)
 
 
 def _taps(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out_h: int, out_w: int):
@@ -153,8 +230,7 @@ def conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, strid
     xs = x.astype(np.float64) + input_offset
     xp = _pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
     n = x.shape[0]
-    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride_h, ::stride_w][:, :out_h, :out_w]
-    cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * out_h * out_w, kh * kw * c_in)
+    cols = _im2col(xp, kh, kw, stride_h, stride_w, out_h, out_w)
     acc = cols @ weight.reshape(c_out, -1).astype(np.float64).T
     acc = acc.astype(np.int64).reshape(n, out_h, out_w, c_out)
     if bias is not None:
@@ -249,9 +325,7 @@ def mean(x: np.ndarray, *, input_offset: int, output_offset: int, multiplier: in
         raise ValueError(f"mean: p0 must be 0, got {p0}")
     n_pos = x.shape[1] * x.shape[2]
     total = wrap_int32(x.astype(np.int64).sum(axis=(1, 2)))
-    acc = wrap_int32(total + input_offset * n_pos)
-    out = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
-    return np.clip(out, act_min, act_max).astype(np.int8)
+    return _requantize(total + input_offset * n_pos, multiplier, shift, output_offset, act_min, act_max)
 
 
 # --------------------------------------------------------------------------------------------

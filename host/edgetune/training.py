@@ -23,7 +23,6 @@ import struct
 import zlib
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from . import reference
 from .memory import params_items
@@ -53,21 +52,27 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 def round_sat(v, lim: int = LIM30) -> np.ndarray:
     """float32 → int: saturate at ±lim, else (int)(v ± 0.5f) truncated; NaN → 0 (int64 array)."""
     v = np.asarray(v, dtype=F32)
+    shape = v.shape
+    v = v.reshape(-1)
     flim = F32(lim)
-    inside = np.abs(v) < flim  # False for NaN and for |v| >= lim
-    vv = np.where(inside, v, F32(0))
-    t = np.where(vv >= F32(0), vv + F32(0.5), vv - F32(0.5))  # float32 adds
-    r = np.trunc(t).astype(np.int64)
-    r = np.where(inside, r, np.where(v >= flim, lim, -lim))
-    return np.where(np.isnan(v), 0, r).astype(np.int64)
+    # v + 0.5f for v >= 0, v - 0.5f for v < 0 (-0.0 gives -0.5f, truncated to 0 all the same);
+    # |v| >= lim stays >= lim after the add, so clamping the sum saturates; the int64 cast truncates
+    t = v + np.copysign(F32(0.5), v)
+    np.minimum(t, flim, out=t)  # NaN stays NaN in both
+    np.maximum(t, -flim, out=t)
+    nan = np.isnan(t)
+    if nan.any():
+        t[nan] = 0
+    return t.astype(np.int64).reshape(shape)
 
 
 def rdiv(a, b) -> np.ndarray:
     """Integer division rounding half away from zero (b > 0), int64."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    half = b // 2
-    return np.where(a >= 0, (a + half) // b, -((half - a) // b))
+    # a >= 0: (a + half) // b;  a < 0: -((half - a) // b) = -((half + |a|) // b)
+    q = (np.abs(a) + b // 2) // b
+    return np.where(a < 0, -q, q)
 
 
 _EXP_C = [F32(c) for c in (0.00138888892, 0.00833333377, 0.0416666679, 0.166666672, 0.5, 1.0, 1.0)]
@@ -146,6 +151,30 @@ def _grid(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w, c, dtype=np.float64):
     return np.zeros((gh, gw, c), dtype)
 
 
+_SCATTER: dict[tuple, np.ndarray | None] = {}
+_SCATTER_MAX = 1 << 20  # matrix elements (8 MB of float64); larger geometries loop over the taps
+
+
+def _scatter(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w) -> np.ndarray | None:
+    """(H*W, OH*OW*KH*KW) 0/1 float64 matrix: tap (ky, kx) of output (oy, ox) reads input row
+    oy*sh+ky-pad_h, column ox*sw+kx-pad_w (taps in the padding read nothing); None if too big."""
+    key = (oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w)
+    if key not in _SCATTER:
+        n = oh * ow * kh * kw
+        if h * w * n > _SCATTER_MAX:
+            _SCATTER[key] = None
+        else:
+            y = (np.arange(oh)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None] - pad_h)
+            x = (np.arange(ow)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :] - pad_w)
+            y, x = np.broadcast_arrays(y, x)
+            y, x = y.reshape(-1), x.reshape(-1)
+            ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            m = np.zeros((h * w, n), np.float64)
+            m[(y * w + x)[ok], np.arange(n)[ok]] = 1.0
+            _SCATTER[key] = m
+    return _SCATTER[key]
+
+
 def _padded_input(x: np.ndarray, zp: int, ly, kh, kw, oh, ow) -> np.ndarray:
     """(x - zp) as int64 with zero padding, laid out so tap (ky, kx) of output (oy, ox) is
     row oy*sh+ky, column ox*sw+kx (reference._pad)."""
@@ -204,6 +233,7 @@ class Trainer:
         self.s_w: dict[int, np.ndarray] = {}
         self.r_c: dict[int, np.ndarray] = {}
         self.s_wmax: dict[int, np.float32] = {}
+        self.s_b: dict[int, np.ndarray] = {}  # bias scales, filled on first use
         for i, ly in enumerate(model.layers):
             if ly.weight != NONE:
                 sw = _scales(model.tensors[ly.weight], out_channels(model, i))
@@ -482,6 +512,18 @@ class Trainer:
                 acc = h.reshape(-1) @ w.reshape(c_out, -1).astype(np.float64)
                 return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
             kh, kw = w.shape[1], w.shape[2]
+            sc = _scatter(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
+            if sc is not None:
+                # per (output position, tap): the input-channel contributions, then one exact
+                # scatter-add (a 0/1 matrix) onto the input positions; integers, sums < 2**53
+                if ly.op == OP_CONV_2D:
+                    taps = h.reshape(-1, c_out) @ w.reshape(c_out, -1).astype(np.float64)
+                else:
+                    dm = ly.depth_multiplier
+                    taps = (h.reshape(-1, 1, c_out) * w.reshape(1, kh * kw, c_out).astype(np.float64))
+                    taps = taps.reshape(-1, kh * kw, c_in, dm).sum(-1)
+                acc = sc @ taps.reshape(-1, c_in)
+                return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
             grid = _grid(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in, c_in)
             hs = (oh - 1) * ly.stride_h + 1
             ws = (ow - 1) * ly.stride_w + 1
@@ -536,7 +578,9 @@ class Trainer:
         neg = F32(F32(-lr) * s_g)
         if e.bias:
             G = g2.sum(axis=0)
-            s_b = _scales(m.tensors[ly.bias], c_out)
+            s_b = self.s_b.get(i)
+            if s_b is None:
+                s_b = self.s_b[i] = _scales(m.tensors[ly.bias], c_out)
             f = (neg / s_b) if qas else (neg * s_b)
             d = round_sat((f * G.astype(F32)) * F32(32768.0))
             if info is not None:
@@ -565,12 +609,14 @@ class Trainer:
             mom[...] = v
             d = round_sat(v)
         a = d + res.astype(np.int64)
-        n = (a + 16384) // 32768
-        r = a - n * 32768
+        n = (a + 16384) >> 15  # floor division by 32768
+        r = a - (n << 15)
         if is_bias:
-            param[...] = np.clip(param.astype(np.int64) + n, INT32_MIN, INT32_MAX)
+            p = param.astype(np.int64) + n
+            param[...] = np.maximum(np.minimum(p, INT32_MAX, out=p), INT32_MIN, out=p)
         else:
-            param[...] = np.clip(param + n, -127, 127)
+            p = param + n
+            param[...] = np.maximum(np.minimum(p, 127, out=p), -127, out=p)
         return r.astype(np.int16)
 
     def _weight_grad(self, i: int, g: np.ndarray, x: np.ndarray, sel: np.ndarray, zp_x: int) -> np.ndarray:
@@ -586,8 +632,7 @@ class Trainer:
         xp = _padded_input(x, zp_x, ly, kh, kw, oh, ow)
         hs, ws = (oh - 1) * ly.stride_h + 1, (ow - 1) * ly.stride_w + 1
         if ly.op == OP_CONV_2D:
-            win = sliding_window_view(xp, (kh, kw), axis=(0, 1))[::ly.stride_h, ::ly.stride_w][:oh, :ow]
-            cols = win.transpose(0, 1, 3, 4, 2).reshape(oh * ow, -1).astype(np.float64)  # (P, KH*KW*CI)
+            cols = reference._im2col(xp[None], kh, kw, ly.stride_h, ly.stride_w, oh, ow).astype(np.float64)
             gs = g.reshape(-1, c_out)[:, sel].astype(np.float64)
             return (gs.T @ cols).astype(np.int64)
         dm = ly.depth_multiplier
