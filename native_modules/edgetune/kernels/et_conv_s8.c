@@ -4,6 +4,7 @@
  */
 #include "et_kernels.h"
 #include "et_requant.h"
+#include "et_dot_s8.h"
 
 /*
  * et_conv_s8 - 2-D convolution with per-channel requantization.
@@ -22,6 +23,7 @@
  * output_dims  NHWC output shape (n equal to the input's); output: written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
+ * Four output channels are accumulated per pass over the valid taps (et_dot4_s8).
  * Returns ET_OK, or ET_ERR_ARG if the channel counts do not match.
  */
 et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
@@ -35,37 +37,42 @@ et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quan
     if (filter_dims->c != in_c || filter_dims->n != out_c || input_dims->n != output_dims->n) {
         return ET_ERR_ARG;
     }
+    const int32_t w_stride = k_h * k_w * in_c; /* weights of one output channel */
     for (int32_t b = 0; b < output_dims->n; ++b) {
         const int8_t *in_b = input + (size_t)b * in_h * in_w * in_c;
         for (int32_t oy = 0; oy < out_h; ++oy) {
             const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+            /* the taps inside the input: ky in [ky0, ky1), kx in [kx0, kx1) */
+            const int32_t ky0 = in_y0 < 0 ? -in_y0 : 0;
+            const int32_t ky1 = in_h - in_y0 < k_h ? in_h - in_y0 : k_h;
             for (int32_t ox = 0; ox < out_w; ++ox) {
                 const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-                for (int32_t oc = 0; oc < out_c; ++oc) {
-                    uint32_t acc = 0; /* wraps modulo 2^32 like TFLM's int32 on real targets, defined in C */
-                    for (int32_t ky = 0; ky < k_h; ++ky) {
-                        const int32_t iy = in_y0 + ky;
-                        if (iy < 0 || iy >= in_h) {
-                            continue;
-                        }
-                        for (int32_t kx = 0; kx < k_w; ++kx) {
-                            const int32_t ix = in_x0 + kx;
-                            if (ix < 0 || ix >= in_w) {
-                                continue;
-                            }
-                            const int8_t *px = in_b + ((size_t)iy * in_w + ix) * in_c;
-                            const int8_t *wk = filter + (((size_t)oc * k_h + ky) * k_w + kx) * in_c;
-                            for (int32_t ic = 0; ic < in_c; ++ic) {
-                                acc += (uint32_t)((int32_t)wk[ic] * ((int32_t)px[ic] + params->input_offset));
+                const int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
+                const int32_t kx1 = in_w - in_x0 < k_w ? in_w - in_x0 : k_w;
+                /* the valid taps of one kernel row are contiguous in both the input and the weights */
+                const int32_t run = (kx1 - kx0) * in_c;
+                int8_t *out_px = output + (((size_t)b * out_h + oy) * out_w + ox) * out_c;
+                for (int32_t oc = 0; oc < out_c; oc += 4) {
+                    const int32_t n_oc = out_c - oc < 4 ? out_c - oc : 4;
+                    uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
+                    for (int32_t ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *px = in_b + ((size_t)(in_y0 + ky) * in_w + (in_x0 + kx0)) * in_c;
+                        const int8_t *wk = filter + (size_t)oc * w_stride + ((size_t)ky * k_w + kx0) * in_c;
+                        if (n_oc == 4) {
+                            et_dot4_s8(px, wk, w_stride, run, params->input_offset, acc);
+                        } else {
+                            for (int32_t j = 0; j < n_oc; ++j) {
+                                acc[j] = et_dot_s8(px, wk + (size_t)j * w_stride, run, params->input_offset, acc[j]);
                             }
                         }
                     }
-                    if (bias) {
-                        acc += (uint32_t)bias[oc];
+                    for (int32_t j = 0; j < n_oc; ++j) {
+                        if (bias) {
+                            acc[j] += (uint32_t)bias[oc + j];
+                        }
+                        out_px[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j],
+                            quant->shift[oc + j], params->output_offset, params->act_min, params->act_max);
                     }
-                    output[(((size_t)b * out_h + oy) * out_w + ox) * out_c + oc] =
-                        et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
-                            params->output_offset, params->act_min, params->act_max);
                 }
             }
         }

@@ -6,6 +6,7 @@
  */
 #include "et_kernels.h"
 #include "et_requant.h"
+#include "et_dot_s8.h"
 
 /*
  * et_fully_connected_s8 - matrix-vector product with per-channel requantization.
@@ -22,6 +23,7 @@
  * output        batches*C_out values, written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
+ * Four output channels are accumulated per pass over the input row (et_dot4_s8).
  * Returns ET_OK, or ET_ERR_ARG for non-positive sizes.
  */
 et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
@@ -33,18 +35,25 @@ et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_cha
     }
     for (int32_t b = 0; b < batches; ++b) {
         const int8_t *in_b = input + (size_t)b * accum_depth;
-        for (int32_t oc = 0; oc < output_depth; ++oc) {
+        int8_t *out_b = output + (size_t)b * output_depth;
+        for (int32_t oc = 0; oc < output_depth; oc += 4) {
             const int8_t *w = filter + (size_t)oc * accum_depth;
-            uint32_t acc = 0; /* wraps modulo 2^32 like TFLM's int32 on real targets, defined in C */
-            for (int32_t d = 0; d < accum_depth; ++d) {
-                acc += (uint32_t)((int32_t)w[d] * ((int32_t)in_b[d] + params->input_offset));
+            const int32_t n_oc = output_depth - oc < 4 ? output_depth - oc : 4;
+            uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
+            if (n_oc == 4) {
+                et_dot4_s8(in_b, w, accum_depth, accum_depth, params->input_offset, acc);
+            } else {
+                for (int32_t j = 0; j < n_oc; ++j) {
+                    acc[j] = et_dot_s8(in_b, w + (size_t)j * accum_depth, accum_depth, params->input_offset, 0);
+                }
             }
-            if (bias) {
-                acc += (uint32_t)bias[oc];
-            }
-            output[(size_t)b * output_depth + oc] =
-                et_requantize_s8((int32_t)acc, quant->multiplier[oc], quant->shift[oc],
+            for (int32_t j = 0; j < n_oc; ++j) {
+                if (bias) {
+                    acc[j] += (uint32_t)bias[oc + j];
+                }
+                out_b[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j], quant->shift[oc + j],
                     params->output_offset, params->act_min, params->act_max);
+            }
         }
     }
     return ET_OK;
