@@ -592,7 +592,12 @@ class Model:
             return
         nl = len(layers)
         g = max(sizes[j] for j in range(first + 1, nl + 1))
-        off = _a4(max(inf, 8 * g))
+        h = 0  # fold buffer: layers above first that train weights keep g apart from h
+        for i in range(first + 1, nl):
+            e = self._entry.get(i)
+            if e is not None and e[2] and sizes[i + 1] > h:
+                h = sizes[i + 1]
+        off = max(inf, 2 * _a4(2 * g) + _a4(2 * h))
         for i in range(first, nl):
             e = self._entry.get(i)
             if e is not None and e[2]:  # input copy of a weight-trained layer

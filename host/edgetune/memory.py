@@ -62,7 +62,8 @@ def inference_plan(model: EtmModel) -> list[tuple[int, int, int]]:
 # ============================================================================================
 # Training arena (docs/training.md §6). Section owned by the training core (TRAINPY); the C
 # module (train.c) lays out its arena with exactly these rules.
-#   1. work    max(A, 8*G): inference ping-pong, then the two int32/int16 gradient buffers
+#   1. work    max(A, 2*align4(2*G) + align4(2*H)): inference ping-pong, then two int16 gradient buffers and the
+#              fold buffer of the weight-trained layers above `first`
 #   2. saved   per layer i = first..L-1: input copy (weight-trained layers), arg-max indices
 #              (MAX_POOL_2D above `first`), output mask (1 bit/element)
 #   3. params  per scheme entry: bias, channel map, weights, residuals, momentum
@@ -133,9 +134,13 @@ def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Reg
     size = [model.tensors[t].size for t in chain]
     n_layers = len(model.layers)
     g_max = max(size[j] for j in range(first + 1, n_layers + 1))
-    work = Region("work", 0, max(inference_arena(model), 8 * g_max),
-                  [("activations", -1, 0, inference_arena(model)), ("grad0", -1, 0, 4 * g_max),
-                   ("grad1", -1, 4 * g_max, 4 * g_max)])
+    # the fold buffer: only layers above `first` that train weights keep g apart from h
+    h_max = max([size[i + 1] for i in range(first + 1, n_layers) if _needs_input(scheme, i)], default=0)
+    gb, hb = align4(2 * g_max), align4(2 * h_max)  # int16 buffers
+    items = [("activations", -1, 0, inference_arena(model)), ("grad0", -1, 0, gb), ("grad1", -1, gb, gb)]
+    if h_max:
+        items.append(("fold", -1, 2 * gb, hb))
+    work = Region("work", 0, max(inference_arena(model), 2 * gb + hb), items)
     regions = [work]
     off = work.size
     saved = Region("saved", off, 0)

@@ -164,7 +164,18 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         g = e > g ? e : g;
     }
     t->grad_elems = g;
-    t->work_size = a4(inference > 8 * g ? inference : 8 * g);
+    /* The fold buffer h (docs/training.md §6.1): only layers above `first` that train weights
+     * need their output gradient after the transposed op (4e); the others fold in place. */
+    size_t hmax = 0;
+    for (unsigned i = (unsigned)t->first + 1; i < n_layers; ++i) {
+        const size_t e = chain_elems(m, i + 1);
+        if ((layers[i].s.flags & ET_SCHEME_WEIGHTS) && e > hmax) {
+            hmax = e;
+        }
+    }
+    t->fold_elems = hmax;
+    const size_t grad_bytes = 2 * a4(2 * g) + a4(2 * hmax);
+    t->work_size = inference > grad_bytes ? inference : grad_bytes;
     size_t off = t->work_size;
     for (unsigned i = (unsigned)t->first; i < n_layers; ++i) {
         et_train_layer_t *tl = &layers[i];
@@ -251,7 +262,7 @@ void et_train_init(et_train_t *t, uint8_t *arena) {
                     map[tl->s.channels[2 * k] | (tl->s.channels[2 * k + 1] << 8)] = (int16_t)k;
                 }
             } else {
-                /* The work region is free at init: C_out int32 of l1 sums fit (8 G >= 8 C_out). */
+                /* The work region is free at init: C_out int32 of l1 sums fit (2 a4(2 G) >= 4 C_out). */
                 et_scheme_select_l1(m, i, tl->s.n_sel, map, (int32_t *)(void *)arena);
                 touch(t, 4u * tl->c_out);
             }
@@ -475,7 +486,8 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
     }
     touch(t, 2u * (size_t)n_classes);
     const unsigned n_layers = m->n_layers;
-    const size_t half = 4 * t->grad_elems; /* byte offset of gradient buffer 1 */
+    const size_t half = a4(2 * t->grad_elems); /* byte offset of gradient buffer 1 */
+    int16_t *fold = (int16_t *)(void *)(arena + 2 * half);
     for (int i = (int)n_layers - 1; i >= t->first; --i) {
         const et_train_layer_t *tl = &t->layers[i];
         uint8_t *cur = arena + (((n_layers - 1 - (unsigned)i) & 1u) ? half : 0);
@@ -494,9 +506,11 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
             et_relu_grad_s16(g, (int32_t)n_out, arena + tl->mask);
         }
         float s_next = 0.0f;
+        int updated = 0;
         if (i > t->first) {
-            int32_t *acc = (int32_t *)(void *)nxt;
+            int16_t *out = (int16_t *)(void *)nxt;
             float s_acc = s_g;
+            int64_t big = 0;
             switch (l.op) {
                 case ET_OP_CONV_2D:
                 case ET_OP_DEPTHWISE_CONV_2D:
@@ -505,9 +519,16 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
                     et_dims_t dw;
                     et_model_tensor(m, l.weight, &tw);
                     dims_of(&tw, &dw);
-                    int16_t *h = (int16_t *)(void *)(cur + 2 * t->grad_elems);
+                    int16_t *h = fold;
+                    if (!(tl->s.flags & ET_SCHEME_WEIGHTS)) {
+                        /* g is not needed after 4b: its bias update (4b does not read biases)
+                         * comes first, then h overwrites g. */
+                        update_layer(t, (unsigned)i, g, s_g, lr, qas);
+                        updated = 1;
+                        h = g;
+                    }
                     et_grad_fold_s16(g, (int32_t)(n_out / tl->c_out), tl->c_out, tw.scales, tl->s_wmax, h);
-                    touch(t, (size_t)(cur - arena) + 2 * t->grad_elems + 2 * n_out);
+                    touch(t, (size_t)((uint8_t *)h - arena) + 2 * n_out);
                     const et_weights_t wv = {
                         (const int8_t *)tw.data,
                         (tl->s.flags & ET_SCHEME_WEIGHTS) ? (const int16_t *)(const void *)(arena + tl->map) : NULL,
@@ -517,12 +538,14 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
                         l.input_offset, l.output_offset, l.stride_h, l.stride_w, l.pad_h, l.pad_w,
                         l.depth_multiplier, l.act_min, l.act_max,
                     };
-                    if (l.op == ET_OP_FULLY_CONNECTED) {
-                        et_fully_connected_grad_s8(h, tl->c_out, (int32_t)n_in, &wv, acc);
-                    } else if (l.op == ET_OP_CONV_2D) {
-                        et_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, acc);
-                    } else {
-                        et_depthwise_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, acc);
+                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+                        if (l.op == ET_OP_FULLY_CONNECTED) {
+                            big = et_fully_connected_grad_s8(h, tl->c_out, (int32_t)n_in, &wv, big, out);
+                        } else if (l.op == ET_OP_CONV_2D) {
+                            big = et_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, big, out);
+                        } else {
+                            big = et_depthwise_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, big, out);
+                        }
                     }
                     s_acc = s_g * tl->s_wmax;
                     break;
@@ -532,24 +555,34 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
                     const et_pool_params_t p = {
                         l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.filter_h, l.filter_w, l.act_min, l.act_max,
                     };
-                    if (l.op == ET_OP_MAX_POOL_2D) {
-                        et_max_pool_grad_s8(&p, &din, arena + tl->argmax, tl->argmax_bits, &dout, g, acc);
-                    } else {
-                        et_avg_pool_grad_s8(&p, &din, &dout, g, acc);
+                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+                        if (l.op == ET_OP_MAX_POOL_2D) {
+                            big = et_max_pool_grad_s8(&p, &din, arena + tl->argmax, tl->argmax_bits, &dout, g, big, out);
+                        } else {
+                            big = et_avg_pool_grad_s8(&p, &din, &dout, g, big, out);
+                        }
+                    }
+                    if (l.op == ET_OP_AVERAGE_POOL_2D) {
                         s_acc = s_g / 1024.0f;
                     }
                     break;
                 }
                 case ET_OP_MEAN:
                 default:
-                    et_mean_grad_s8(&din, g, acc);
+                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+                        big = et_mean_grad_s8(&din, g, big, out);
+                    }
                     s_acc = s_g / (float)(din.h * din.w);
                     break;
             }
-            touch(t, (size_t)(nxt - arena) + 4 * n_in);
-            s_next = et_grad_requant_s32(acc, (int32_t)n_in, s_acc);
+            if (big != 0) { /* 4c: M == 0 stops the backward pass after this layer's updates */
+                touch(t, (size_t)(nxt - arena) + 2 * n_in);
+                s_next = et_grad_requant_scale(big, s_acc);
+            }
         }
-        update_layer(t, (unsigned)i, g, s_g, lr, qas);
+        if (!updated) {
+            update_layer(t, (unsigned)i, g, s_g, lr, qas);
+        }
         if (s_next == 0.0f) {
             break;
         }

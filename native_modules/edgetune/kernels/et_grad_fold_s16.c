@@ -10,7 +10,8 @@
  * with r_c = scales[c] / scale_max (float32; scale_max = max_c scales[c] > 0).
  * scales == NULL means a per-tensor weight scale: r_c = 1.
  *
- * grad, out  positions x channels int16 (NHWC), must not overlap
+ * grad, out  positions x channels int16 (NHWC): the same buffer (in place) or
+ *            not overlapping (each element is read once, then written)
  */
 void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *scales,
     float scale_max, int16_t *out) {

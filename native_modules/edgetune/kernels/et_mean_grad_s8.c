@@ -1,20 +1,24 @@
 /*
- * MEAN (global average over H and W) backward (docs/training.md §4b).
+ * MEAN (global average over H and W) backward (docs/training.md §4b),
+ * requantized as it is produced (§4c).
  */
 #include "et_train_kernels.h"
 
 /*
  * et_mean_grad_s8 - acc[y, x, c] = grad[c] for every input position; the
- * accumulator scale is the gradient's scale / (H*W).
+ * accumulator scale is the gradient's scale / (H*W). m == 0 returns
+ * max |acc|, m > 0 writes out[j] = rdiv(acc[j] * 32767, m).
  *
- * input_dims  NHWC input (n == 1);  acc: its elements, int32, written
+ * input_dims  NHWC input (n == 1);  out: its elements, int16
  * grad        input_dims->c int16 gradients (masked)
  */
-void et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int32_t *acc) {
+int64_t et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int64_t m, int16_t *out) {
     const int32_t hw = input_dims->h * input_dims->w, depth = input_dims->c;
+    int64_t big = 0;
     for (int32_t p = 0; p < hw; ++p) {
         for (int32_t c = 0; c < depth; ++c) {
-            acc[(size_t)p * depth + c] = grad[c];
+            big = et_grad_emit(grad[c], m, out, (size_t)p * depth + c, big);
         }
     }
+    return m ? m : big;
 }

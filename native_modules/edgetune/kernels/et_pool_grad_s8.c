@@ -1,6 +1,6 @@
 /*
  * MAX_POOL_2D and AVERAGE_POOL_2D backward: gradient w.r.t. the input
- * (docs/training.md §4b), and the arg-max record the MAX_POOL_2D backward
+ * (docs/training.md §4b), requantized as it is produced (§4c), and the arg-max record the MAX_POOL_2D backward
  * needs, taken in the forward pass (§2). Window geometry exactly as the
  * forward kernels.
  */
@@ -74,95 +74,114 @@ void et_max_pool_argmax_s8(const et_pool_params_t *params, const et_dims_t *inpu
     }
 }
 
-/*
- * et_max_pool_grad_s8 - acc[a] += grad[out] where a is the input position of
- * out's window recorded by et_max_pool_argmax_s8 in the forward pass (the
- * first position, scan order ky then kx, holding the window's maximum).
- * Windows without a valid input position route nothing.
- *
- * input_dims   NHWC input (n == 1)
- * argmax, bits the forward's arg-max record
- * output_dims  NHWC output;  grad: its int16 gradients (masked)
- * acc          input-size int32, written
- */
-void et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
-    const uint8_t *argmax, uint8_t bits, const et_dims_t *output_dims, const int16_t *grad, int32_t *acc) {
-    const int32_t in_h = input_dims->h, in_w = input_dims->w, depth = input_dims->c;
-    const int32_t out_h = output_dims->h, out_w = output_dims->w;
-    const size_t n_in = (size_t)in_h * in_w * depth;
-    for (size_t i = 0; i < n_in; ++i) {
-        acc[i] = 0;
+/* Arg-max index of output element j in a record of `bits` bits per element. */
+static uint32_t max_pool_arg(const uint8_t *argmax, uint8_t bits, size_t j) {
+    const size_t pos = j * bits;
+    uint32_t arg = 0;
+    for (uint8_t k = 0; k < bits; ++k) {
+        arg |= (uint32_t)((argmax[(pos + k) >> 3] >> ((pos + k) & 7u)) & 1u) << k;
     }
-    size_t pos = 0;
-    for (int32_t oy = 0; oy < out_h; ++oy) {
-        const int32_t in_y0 = oy * params->stride_h - params->pad_h;
-        const int32_t fy0 = in_y0 < 0 ? -in_y0 : 0;
-        const int32_t fy1 = params->filter_h < in_h - in_y0 ? params->filter_h : in_h - in_y0;
-        for (int32_t ox = 0; ox < out_w; ++ox) {
-            const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-            const int32_t fx0 = in_x0 < 0 ? -in_x0 : 0;
-            const int32_t fx1 = params->filter_w < in_w - in_x0 ? params->filter_w : in_w - in_x0;
-            if (fy1 <= fy0 || fx1 <= fx0) {
-                pos += (size_t)depth * bits;
-                continue;
-            }
-            for (int32_t c = 0; c < depth; ++c, pos += bits) {
-                const int32_t g = grad[((size_t)oy * out_w + ox) * depth + c];
-                if (g == 0) {
-                    continue;
-                }
-                uint32_t arg = 0;
-                for (uint8_t k = 0; k < bits; ++k) {
-                    arg |= (uint32_t)((argmax[(pos + k) >> 3] >> ((pos + k) & 7u)) & 1u) << k;
-                }
-                const int32_t fy = bits ? (int32_t)(arg / (uint32_t)params->filter_w) : fy0;
-                const int32_t fx = bits ? (int32_t)(arg % (uint32_t)params->filter_w) : fx0;
-                acc[((size_t)(in_y0 + fy) * in_w + (in_x0 + fx)) * depth + c] += g;
-            }
-        }
-    }
+    return arg;
+}
+
+/* rdiv(1024, n), n = the valid input positions of output (oy, ox)'s window (n > 0 here). */
+static int32_t avg_pool_r(const et_pool_params_t *params, int32_t in_h, int32_t in_w, int32_t oy, int32_t ox) {
+    const int32_t in_y0 = oy * params->stride_h - params->pad_h;
+    const int32_t fy0 = in_y0 < 0 ? -in_y0 : 0;
+    const int32_t fy1 = params->filter_h < in_h - in_y0 ? params->filter_h : in_h - in_y0;
+    const int32_t in_x0 = ox * params->stride_w - params->pad_w;
+    const int32_t fx0 = in_x0 < 0 ? -in_x0 : 0;
+    const int32_t fx1 = params->filter_w < in_w - in_x0 ? params->filter_w : in_w - in_x0;
+    return (int32_t)et_rdiv(1024, (int64_t)(fy1 - fy0) * (fx1 - fx0));
 }
 
 /*
- * et_avg_pool_grad_s8 - for each output element with n valid input positions
- * in its window: acc[in] += grad[out] * rdiv(1024, n) for each of them.
- * The accumulator scale is the gradient's scale / 1024.
+ * et_max_pool_grad_s8 - acc[a] = sum of grad[out] over the outputs whose
+ * window holds input element a at the position recorded by
+ * et_max_pool_argmax_s8 in the forward pass (the first position, scan order
+ * ky then kx, holding the window's maximum), one input element at a time;
+ * m == 0 returns max |acc|, m > 0 writes out[a] = rdiv(acc[a] * 32767, m).
  *
- * input_dims   NHWC input (n == 1);  acc: its elements, int32, written
+ * input_dims   NHWC input (n == 1);  out: its elements, int16
+ * argmax, bits the forward's arg-max record
  * output_dims  NHWC output;  grad: its int16 gradients (masked)
  */
-void et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
-    const et_dims_t *output_dims, const int16_t *grad, int32_t *acc) {
+int64_t et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const uint8_t *argmax, uint8_t bits, const et_dims_t *output_dims, const int16_t *grad,
+    int64_t m, int16_t *out) {
     const int32_t in_h = input_dims->h, in_w = input_dims->w, depth = input_dims->c;
     const int32_t out_h = output_dims->h, out_w = output_dims->w;
-    const size_t n_in = (size_t)in_h * in_w * depth;
-    for (size_t i = 0; i < n_in; ++i) {
-        acc[i] = 0;
-    }
-    for (int32_t oy = 0; oy < out_h; ++oy) {
-        const int32_t in_y0 = oy * params->stride_h - params->pad_h;
-        const int32_t fy0 = in_y0 < 0 ? -in_y0 : 0;
-        const int32_t fy1 = params->filter_h < in_h - in_y0 ? params->filter_h : in_h - in_y0;
-        for (int32_t ox = 0; ox < out_w; ++ox) {
-            const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-            const int32_t fx0 = in_x0 < 0 ? -in_x0 : 0;
-            const int32_t fx1 = params->filter_w < in_w - in_x0 ? params->filter_w : in_w - in_x0;
-            const int32_t count = (fy1 > fy0 && fx1 > fx0) ? (fy1 - fy0) * (fx1 - fx0) : 0;
-            if (count == 0) {
-                continue;
-            }
-            const int32_t r = (int32_t)et_rdiv(1024, count);
-            for (int32_t c = 0; c < depth; ++c) {
-                const int32_t g = grad[((size_t)oy * out_w + ox) * depth + c];
-                if (g == 0) {
-                    continue;
-                }
-                for (int32_t fy = fy0; fy < fy1; ++fy) {
-                    for (int32_t fx = fx0; fx < fx1; ++fx) {
-                        acc[((size_t)(in_y0 + fy) * in_w + (in_x0 + fx)) * depth + c] += g * r;
+    int64_t big = 0;
+    size_t j = 0;
+    for (int32_t iy = 0; iy < in_h; ++iy) {
+        for (int32_t ix = 0; ix < in_w; ++ix) {
+            for (int32_t c = 0; c < depth; ++c, ++j) {
+                int32_t acc = 0;
+                for (int32_t fy = 0; fy < params->filter_h; ++fy) {
+                    const int32_t ny = iy + params->pad_h - fy;
+                    if (ny < 0 || ny % params->stride_h != 0 || ny / params->stride_h >= out_h) {
+                        continue;
+                    }
+                    for (int32_t fx = 0; fx < params->filter_w; ++fx) {
+                        const int32_t nx = ix + params->pad_w - fx;
+                        if (nx < 0 || nx % params->stride_w != 0 || nx / params->stride_w >= out_w) {
+                            continue;
+                        }
+                        const size_t o = ((size_t)(ny / params->stride_h) * out_w + nx / params->stride_w) * depth + c;
+                        const int32_t g = grad[o];
+                        if (g != 0 && max_pool_arg(argmax, bits, o) == (uint32_t)(fy * params->filter_w + fx)) {
+                            acc += g;
+                        }
                     }
                 }
+                big = et_grad_emit(acc, m, out, j, big);
             }
         }
     }
+    return m ? m : big;
+}
+
+/*
+ * et_avg_pool_grad_s8 - acc[in] = sum over the outputs whose window holds
+ * input element `in` of grad[out] * rdiv(1024, n), n the output's count of
+ * valid input positions (as in the forward), one input element at a time;
+ * the accumulator scale is the gradient's scale / 1024. m and out as
+ * et_max_pool_grad_s8.
+ *
+ * input_dims   NHWC input (n == 1);  out: its elements, int16
+ * output_dims  NHWC output;  grad: its int16 gradients (masked)
+ */
+int64_t et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *output_dims, const int16_t *grad, int64_t m, int16_t *out) {
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, depth = input_dims->c;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w;
+    int64_t big = 0;
+    size_t j = 0;
+    for (int32_t iy = 0; iy < in_h; ++iy) {
+        for (int32_t ix = 0; ix < in_w; ++ix) {
+            for (int32_t c = 0; c < depth; ++c, ++j) {
+                int32_t acc = 0;
+                for (int32_t fy = 0; fy < params->filter_h; ++fy) {
+                    const int32_t ny = iy + params->pad_h - fy;
+                    if (ny < 0 || ny % params->stride_h != 0 || ny / params->stride_h >= out_h) {
+                        continue;
+                    }
+                    const int32_t oy = ny / params->stride_h;
+                    for (int32_t fx = 0; fx < params->filter_w; ++fx) {
+                        const int32_t nx = ix + params->pad_w - fx;
+                        if (nx < 0 || nx % params->stride_w != 0 || nx / params->stride_w >= out_w) {
+                            continue;
+                        }
+                        const int32_t ox = nx / params->stride_w;
+                        const int32_t g = grad[((size_t)oy * out_w + ox) * depth + c];
+                        if (g != 0) {
+                            acc += g * avg_pool_r(params, in_h, in_w, oy, ox);
+                        }
+                    }
+                }
+                big = et_grad_emit(acc, m, out, j, big);
+            }
+        }
+    }
+    return m ? m : big;
 }

@@ -13,6 +13,7 @@
 #define EDGETUNE_ET_TRAIN_KERNELS_H
 
 #include "et_types.h"
+#include "et_mathf.h"
 
 /*
  * The weights of a layer as the training forward/backward sees them: int8
@@ -39,25 +40,47 @@ void et_relu_grad_s16(int16_t *grad, int32_t n, const uint8_t *mask);
 /* --- per-channel scale folding and requantization (et_grad_requant.c, et_grad_fold_s16.c) --- */
 void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, const float *scales,
     float scale_max, int16_t *out);
-float et_grad_requant_s32(int32_t *acc, int32_t n, float acc_scale);
+float et_grad_requant_scale(int64_t m, float acc_scale);
 
-/* --- input gradients (transposed ops) --- */
-void et_fully_connected_grad_s8(const int16_t *h, int32_t output_depth, int32_t accum_depth,
-    const et_weights_t *weights, int32_t *acc);
-void et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+/*
+ * et_grad_emit - one accumulator element acc (element j of the input
+ * gradient) in a transposed op's two passes (docs/training.md §4c):
+ * m == 0 (pass 1): returns max(big, |acc|), writes nothing;
+ * m > 0 (pass 2): writes out[j] = rdiv(acc * 32767, m), returns big.
+ */
+static inline int64_t et_grad_emit(int32_t acc, int64_t m, int16_t *out, size_t j, int64_t big) {
+    if (m == 0) {
+        const int64_t a = acc < 0 ? -(int64_t)acc : (int64_t)acc;
+        return a > big ? a : big;
+    }
+    out[j] = (int16_t)et_rdiv((int64_t)acc * 32767, m);
+    return big;
+}
+
+/*
+ * --- input gradients (transposed ops), one input element at a time ---
+ * Each takes (m, out): m == 0 returns M = max |acc| over the input elements
+ * and writes nothing; m = M > 0 writes the int16 gradient out[j] =
+ * rdiv(acc[j] * 32767, M) (input-size int16) and returns m. The int32 acc
+ * values are the same in both calls (exact integer sums).
+ */
+int64_t et_fully_connected_grad_s8(const int16_t *h, int32_t output_depth, int32_t accum_depth,
+    const et_weights_t *weights, int64_t m, int16_t *out);
+int64_t et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
     const et_dims_t *filter_dims, const et_weights_t *weights,
-    const et_dims_t *output_dims, const int16_t *h, int32_t *acc);
-void et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *output_dims, const int16_t *h, int64_t m, int16_t *out);
+int64_t et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
     const et_dims_t *filter_dims, const et_weights_t *weights,
-    const et_dims_t *output_dims, const int16_t *h, int32_t *acc);
+    const et_dims_t *output_dims, const int16_t *h, int64_t m, int16_t *out);
 uint8_t et_max_pool_argmax_bits(int32_t filter_h, int32_t filter_w);
 void et_max_pool_argmax_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
     const int8_t *input, const et_dims_t *output_dims, uint8_t bits, uint8_t *argmax);
-void et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
-    const uint8_t *argmax, uint8_t bits, const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
-void et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
-    const et_dims_t *output_dims, const int16_t *grad, int32_t *acc);
-void et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int32_t *acc);
+int64_t et_max_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const uint8_t *argmax, uint8_t bits, const et_dims_t *output_dims, const int16_t *grad,
+    int64_t m, int16_t *out);
+int64_t et_avg_pool_grad_s8(const et_pool_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *output_dims, const int16_t *grad, int64_t m, int16_t *out);
+int64_t et_mean_grad_s8(const et_dims_t *input_dims, const int16_t *grad, int64_t m, int16_t *out);
 
 /* --- weight gradient sums (et_weight_grad_s8.c) --- */
 int64_t et_bias_grad_s16(const int16_t *grad, int32_t positions, int32_t channels, int32_t c);
