@@ -16,10 +16,11 @@ Three steps, all on the host, all with the bit-exact numpy training twin (edgetu
 2. **Pricing**: every candidate (k, ratio per layer) is priced exactly with
    `memory.training_arena` plus the board's fixed cost (heap the app itself uses).
 3. **Search**: maximize the predicted accuracy acc(0) + gain_b[k] + sum gain_w[l, r] (additive
-   assumption) with price <= budget. Exact dynamic programme: for a fixed k and a fixed
-   `first` layer the arena is exactly additive over layers (work + masks depend only on
-   `first`; each entry's params and saved input only on its own layer), so a group knapsack per
-   (k, first) in 4-byte units is exact; every answer is re-priced with training_arena.
+   assumption) with price <= budget. Exact dynamic programme: for a fixed k, a fixed `first`
+   layer and a fixed bound on the fold buffer (the largest output of the weight-trained layers
+   above `first`) the arena is exactly additive over layers (work + masks depend only on those;
+   each entry's params and saved input only on its own layer), so a group knapsack per
+   (k, first, fold) in 4-byte units is exact; every answer is re-priced with training_arena.
    Exhaustive enumeration (when the space is small), an evolutionary search and random search at
    equal evaluations are run and reported alongside.
 
@@ -277,6 +278,24 @@ class Runner:
                 self.cache = {}
         self.base = hashlib.sha1(self.buf).hexdigest()[:16] + d.key() + ("q" if qas else "s")
         self.runs = self.hits = 0
+        self._pool = None  # worker processes, spawned once and kept until close()
+        self._pool_jobs = 0
+
+    def _executor(self, jobs: int):
+        if self._pool is None or self._pool_jobs != jobs:
+            self.close()
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool_jobs = jobs
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def accuracy(self, scheme: Scheme, lr: float) -> float:
         from .training import Trainer
@@ -307,17 +326,16 @@ class Runner:
                 if bar is not None:
                     bar.update(1)
         if todo and jobs > 1 and len(todo) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
 
             args = (self.buf, self.d, self.qas)
-            with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as ex:
-                futs = {ex.submit(_finetune, *args, enc, lr): key for key, (enc, lr) in todo.items()}
-                for f in as_completed(futs):
-                    self.cache[futs[f]] = f.result()
-                    self.runs += 1
-                    if bar is not None:
-                        bar.update(1)
+            ex = self._executor(jobs)
+            futs = {ex.submit(_finetune, *args, enc, lr): key for key, (enc, lr) in todo.items()}
+            for f in as_completed(futs):
+                self.cache[futs[f]] = f.result()
+                self.runs += 1
+                if bar is not None:
+                    bar.update(1)
         else:
             for key, (enc, lr) in todo.items():
                 self.cache[key] = _finetune(self.buf, self.d, self.qas, enc, lr)
@@ -499,10 +517,17 @@ def _entry(layer, bias, ch):
     return Entry(layer, bias, ch)
 
 
-def _base_cost(space: Space, first: int) -> int | None:
-    """Bytes that depend only on `first`: work, masks of layers >= first, MAX_POOL inputs
-    (i > first), loss (the classifier's entry is priced by _layer_cost). None if `first` violates
-    the accumulator bounds."""
+def _out_size(space: Space, layer: int) -> int:
+    return space.model.tensors[space.model.layers[layer].output].size
+
+
+def _base_cost(space: Space, first: int, fold: int | None = None) -> int | None:
+    """Bytes that depend only on `first` and `fold`: work, masks of layers >= first, MAX_POOL
+    arg-max records (i > first), loss (the entries themselves are priced by _layer_cost). `fold`
+    is a layer above `first` whose output is the largest among the layers above `first` that
+    train weights (the work region's fold buffer holds one such output; docs/training.md §6),
+    None when no layer above `first` trains weights. None if `first` violates the accumulator
+    bounds."""
     from .scheme import check_bounds
 
     m = space.model
@@ -510,12 +535,17 @@ def _base_cost(space: Space, first: int) -> int | None:
         check_bounds(m, first)
     except ValueError:
         return None
-    # price the bias-free scheme "only layer `first` trains a dummy entry" and subtract it
+    # price the scheme "layer `first` trains a dummy entry (+ one weight channel of `fold`)"
+    # and subtract the entries' own costs
     ly = m.layers[first]
     dummy = _entry(first, ly.bias != NONE, () if ly.bias != NONE else (0,))
-    s = Scheme((dummy,))
-    total = memory.training_arena(m, s, space_momentum(space))
-    return total - _layer_cost(space, first, dummy.bias, 0 if not dummy.channels else out_channels(m, first))
+    entries = [dummy]
+    sub = _layer_cost(space, first, dummy.bias, 0 if not dummy.channels else out_channels(m, first))
+    if fold is not None:
+        entries.append(_entry(fold, False, (0,)))
+        sub += _layer_cost(space, fold, False, out_channels(m, fold))
+    total = memory.training_arena(m, Scheme(tuple(entries)), space_momentum(space))
+    return total - sub
 
 
 def additive_arena(space: Space, c: Candidate) -> int | None:
@@ -527,7 +557,11 @@ def additive_arena(space: Space, c: Candidate) -> int | None:
     first = space.layers[trained[0]] if trained else space.clf
     if first is None:
         return None
-    base = _base_cost(space, first)
+    above = [space.layers[j] for j in trained if c.dens[j] and space.layers[j] > first]
+    if space.clf is not None and space.clf > first:
+        above.append(space.clf)
+    fold = max(above, key=lambda i: _out_size(space, i)) if above else None
+    base = _base_cost(space, first, fold)
     if base is None:
         return None
     total = base + sum(_layer_cost(space, space.layers[j], j >= L - c.k, c.dens[j]) for j in trained)
@@ -556,65 +590,96 @@ def dp(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
             if f == L and k > 0:
                 continue
             first_layer = space.layers[f] if f < L else space.clf
-            base = _base_cost(space, first_layer)
-            if base is None:
-                continue
-            rem = cap - base - clf_cost.get(True, 0)
-            if rem < 0:
-                continue
-            units = rem // 4
-            # value[c] = best gain with cost 4*c; -inf = unreachable
-            val = np.full(units + 1, -np.inf)
-            val[0] = 0.0
-            choice: list[np.ndarray] = []
-            for j in range(f, L):
-                bias = j >= bias_from
-                opts = []
-                for den in DENS:
-                    if j == f and den == 0 and not bias:
-                        continue  # the first layer must train something
-                    cost = _layer_cost(space, space.layers[j], bias, den)
-                    assert cost % 4 == 0
-                    crit = contrib.best_crit(j, den, criteria) if den else "l1"
-                    g = contrib.gain_w(j, den, crit)
-                    if np.isfinite(g):
-                        opts.append((den, cost // 4, g))
-                new = np.full(units + 1, -np.inf)
-                arg = np.full(units + 1, -1, np.int64)
-                for o, (den, cu, g) in enumerate(opts):
-                    if cu > units:
-                        continue
-                    cand = np.full(units + 1, -np.inf)
-                    cand[cu:] = val[:units + 1 - cu] + g
-                    better = cand > new
-                    new[better] = cand[better]
-                    arg[better] = o
-                    evals += 1
-                choice.append((opts, arg))
-                val = new
-            if not np.isfinite(val).any():
-                continue
-            c_best = int(np.argmax(val))  # first index of the max = cheapest at that gain
-            gain = float(val[c_best])
-            dens = [0] * L
-            c = c_best
-            for jj in range(L - 1, f - 1, -1):
-                opts, arg = choice[jj - f]
-                o = int(arg[c])
-                den, cu, _ = opts[o]
-                dens[jj] = den
-                c -= cu
-            cand = with_crit(space, contrib, Candidate(k, tuple(dens)), criteria)
-            pred = contrib.acc_bias[k] + gain
-            price = pricer.price(cand)
-            if price is None or price > budget:  # the exact check; cannot happen if the model is right
-                raise AssertionError(f"dp picked {cand} priced {price} > budget {budget}")
-            key = (pred, -price)
-            if best is None or key > (best[0], -best[1]):
-                best = (pred, price, cand)
+            # the fold buffer is sized by the largest output of the weight-trained layers above
+            # `first` (the classifier is one of them unless it is `first`): enumerate that layer,
+            # only layers with outputs no larger may train weights; priced exactly when it is
+            # the true maximum, over-priced (never chosen wrongly) otherwise
+            folds = [space.layers[j] for j in range(f + 1, L)]
+            if f < L and space.clf is not None:
+                folds.append(space.clf)
+            by_size = {}
+            for fl in folds:
+                by_size.setdefault(_out_size(space, fl), fl)
+            if space.clf is not None and f < L:
+                h_min = _out_size(space, space.clf)
+                fold_opts = [(h, fl) for h, fl in sorted(by_size.items()) if h >= h_min]
+            else:
+                fold_opts = [(0, None)] + sorted(by_size.items())
+            for h_fold, fold in fold_opts:
+                res = _dp_fold(space, contrib, criteria, k, f, first_layer, fold, h_fold, cap, clf_cost)
+                if res is None:
+                    continue
+                evals += res[1]
+                cand = with_crit(space, contrib, Candidate(k, res[0]), criteria)
+                pred = contrib.acc_bias[k] + res[2]
+                price = pricer.price(cand)
+                if price is None or price > budget:  # the exact check; cannot happen if the model is right
+                    raise AssertionError(f"dp picked {cand} priced {price} > budget {budget}")
+                key = (pred, -price)
+                if best is None or key > (best[0], -best[1]):
+                    best = (pred, price, cand)
     if best is None:
         return Result("dp", None, None, float("-inf"), evals, time.time() - t0)
     return Result("dp", best[2], best[1], best[0], evals, time.time() - t0)
+
+
+def _dp_fold(space: Space, contrib: Contributions, criteria: Sequence[str], k: int, f: int, first_layer: int,
+             fold: int | None, h_fold: int, cap: int, clf_cost: dict) -> tuple[tuple[int, ...], int, float] | None:
+    """Group knapsack for fixed (k, first, fold): (dens, evaluations, gain) or None."""
+    L = len(space.layers)
+    bias_from = L - k
+    evals = 0
+    base = _base_cost(space, first_layer, fold)
+    if base is None:
+        return None
+    rem = cap - base - clf_cost.get(True, 0)
+    if rem < 0:
+        return None
+    units = rem // 4
+    # value[c] = best gain with cost 4*c; -inf = unreachable
+    val = np.full(units + 1, -np.inf)
+    val[0] = 0.0
+    choice: list[np.ndarray] = []
+    for j in range(f, L):
+        bias = j >= bias_from
+        opts = []
+        for den in DENS:
+            if j == f and den == 0 and not bias:
+                continue  # the first layer must train something
+            if den and j > f and _out_size(space, space.layers[j]) > h_fold:
+                continue  # its output would outgrow the fold buffer priced here
+            cost = _layer_cost(space, space.layers[j], bias, den)
+            assert cost % 4 == 0
+            crit = contrib.best_crit(j, den, criteria) if den else "l1"
+            g = contrib.gain_w(j, den, crit)
+            if np.isfinite(g):
+                opts.append((den, cost // 4, g))
+        new = np.full(units + 1, -np.inf)
+        arg = np.full(units + 1, -1, np.int64)
+        for o, (den, cu, g) in enumerate(opts):
+            if cu > units:
+                continue
+            cand = np.full(units + 1, -np.inf)
+            cand[cu:] = val[:units + 1 - cu] + g
+            better = cand > new
+            new[better] = cand[better]
+            arg[better] = o
+            evals += 1
+        choice.append((opts, arg))
+        val = new
+    if not np.isfinite(val).any():
+        return None
+    c_best = int(np.argmax(val))  # first index of the max = cheapest at that gain
+    gain = float(val[c_best])
+    dens = [0] * L
+    c = c_best
+    for jj in range(L - 1, f - 1, -1):
+        opts, arg = choice[jj - f]
+        o = int(arg[c])
+        den, cu, _ = opts[o]
+        dens[jj] = den
+        c -= cu
+    return tuple(dens), evals, gain
 
 
 def evolution(space: Space, pricer: Pricer, contrib: Contributions, budget: int, evaluations: int = 300,
@@ -810,8 +875,18 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     crits = tuple(criteria)
     if "fisher" in crits:
         space.fisher = fisher_scores(space, d)
+    runner = Runner(model, d, cache)  # one pool of worker processes for the analysis and verify
+    try:
+        return _search(space, runner, budget, fixed, crits, lr, evaluations, seed, progress, contrib, verify, jobs)
+    finally:
+        runner.close()
+
+
+def _search(space: Space, runner: Runner, budget: int, fixed: int, crits: tuple[str, ...], lr: float | None,
+            evaluations: int, seed: int, progress: bool, contrib: Contributions | None, verify: int,
+            jobs: int) -> Report:
     if contrib is None:
-        contrib = analyze(space, Runner(model, d, cache), crits, lr, progress, jobs)
+        contrib = analyze(space, runner, crits, lr, progress, jobs)
     pricer = Pricer(space, fixed)
     results = {"dp": dp(space, pricer, contrib, budget, crits)}
     if space.size <= 200_000:
@@ -822,7 +897,6 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     chosen = results["dp"]
     extra: dict[str, Any] = {}
     if verify and chosen.cand is not None:
-        runner = Runner(model, d, cache)
         chosen, extra["verify"] = verify_top(space, pricer, contrib, runner, budget, verify, crits, jobs)
         runner.save()
         results["dp+verify"] = chosen
