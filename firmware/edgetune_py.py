@@ -591,13 +591,20 @@ class Model:
             self._params_end = 0
             return
         nl = len(layers)
-        g = max(sizes[j] for j in range(first + 1, nl + 1))
+        pp = _a4(2 * sizes[first + 1])  # int16 gradient ping-pong: largest consecutive pair
+        for j in range(first + 1, nl):
+            if _a4(2 * sizes[j]) + _a4(2 * sizes[j + 1]) > pp:
+                pp = _a4(2 * sizes[j]) + _a4(2 * sizes[j + 1])
         h = 0  # fold buffer: layers above first that train weights keep g apart from h
-        for i in range(first + 1, nl):
+        cmax = 0  # l1 channel selection at init: C_out int32
+        for i in range(first, nl):
             e = self._entry.get(i)
-            if e is not None and e[2] and sizes[i + 1] > h:
-                h = sizes[i + 1]
-        off = max(inf, 2 * _a4(2 * g) + _a4(2 * h))
+            if e is not None and e[2]:
+                if i > first and sizes[i + 1] > h:
+                    h = sizes[i + 1]
+                if layers[i].oc > cmax:
+                    cmax = layers[i].oc
+        off = max(inf, pp + _a4(2 * h), 4 * cmax)
         for i in range(first, nl):
             e = self._entry.get(i)
             if e is not None and e[2]:  # input copy of a weight-trained layer

@@ -349,11 +349,13 @@ def test_training_layout_by_hand():
     regions = training_layout(m, s)
     a = inference_arena(m)  # max(12+8, 8+4) = 20
     assert a == 20
-    g = 5  # max size(t_j), j = first+1 .. L = sizes 5, 3
-    h = 3  # fold buffer: layer 1 (above first) trains weights, its output has 3 elements
+    # int16 gradient ping-pong: slots align4(2*5) = 12 (t_1) and align4(2*3) = 8 (t_2), pair 20;
+    # t_2 (the logits) at 0, t_1 flush against 20; the fold buffer (layer 1 trains weights,
+    # 3 outputs) at 20, align4(2*3) = 8 bytes; l1 selection needs 4*3 = 12
     assert [r.name for r in regions] == ["work", "saved", "params", "loss"]
-    # two int16 gradient buffers of align4(2*g) = 12 bytes, then the fold buffer align4(2*h) = 8
-    assert regions[0].size == max(a, 2 * align4(2 * g) + align4(2 * h)) == 32
+    assert regions[0].size == max(a, 20 + 8, 12) == 28
+    assert ("grad", 2, 0, 8) in regions[0].items and ("grad", 1, 8, 12) in regions[0].items
+    assert ("fold", -1, 20, 8) in regions[0].items
     # saved: layer 0 mask (5 bits -> 4 bytes), layer 1 input (5 -> 8) + mask (3 bits -> 4)
     assert regions[1].size == 4 + 8 + 4
     # params: layer 0 bias 20 + res 12 (10 -> 12); layer 1 bias 12, map 8 (6), weights 16 (15),
@@ -366,7 +368,7 @@ def test_training_layout_by_hand():
         for _, _, o, n in r.items:
             assert o % 4 == 0 and n % 4 == 0
         off += r.size
-    assert training_arena(m, s) == off == 32 + 16 + 104 + 12
+    assert training_arena(m, s) == off == 28 + 16 + 104 + 12
     assert training_arena(m, s, momentum=True) == off + 4 * 5 + align4(4 * 18)
     assert regions[2].size == len(Trainer(m, s).params_region())
     assert training_layout(m, s, True)[2].size == len(Trainer(m, s, momentum=0.5).params_region())

@@ -62,8 +62,8 @@ def inference_plan(model: EtmModel) -> list[tuple[int, int, int]]:
 # ============================================================================================
 # Training arena (docs/training.md §6). Section owned by the training core (TRAINPY); the C
 # module (train.c) lays out its arena with exactly these rules.
-#   1. work    max(A, 2*align4(2*G) + align4(2*H)): inference ping-pong, then two int16 gradient buffers and the
-#              fold buffer of the weight-trained layers above `first`
+#   1. work    max(A, P + align4(2*H), 4*C_max): inference ping-pong, then the int16 gradient
+#              ping-pong (P bytes) and the fold buffer of the weight-trained layers above `first`
 #   2. saved   per layer i = first..L-1: input copy (weight-trained layers), arg-max indices
 #              (MAX_POOL_2D above `first`), output mask (1 bit/element)
 #   3. params  per scheme entry: bias, channel map, weights, residuals, momentum
@@ -125,6 +125,19 @@ def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[
     return items
 
 
+def grad_plan(model: EtmModel, scheme) -> tuple[int, list[tuple[int, int, int]]]:
+    """Backward ping-pong of the int16 gradients (docs/training.md §6.1): (bytes, [(j, offset,
+    slot)]) for the gradients of t_j, j = L .. first+1. Slot align4(2 * size(t_j)); (L - j) even
+    at offset 0, odd flush against the end; bytes = the largest consecutive pair (or the one slot)."""
+    first = scheme.first
+    chain = activation_chain(model)
+    n_layers = len(model.layers)
+    slot = {j: align4(2 * model.tensors[chain[j]].size) for j in range(first + 1, n_layers + 1)}
+    pp = max([slot[first + 1]] + [slot[j] + slot[j + 1] for j in range(first + 1, n_layers)])
+    return pp, [(j, 0 if (n_layers - j) % 2 == 0 else pp - slot[j], slot[j])
+                for j in range(n_layers, first, -1)]
+
+
 def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Region]:
     """The training arena's regions with their items; [] when nothing trains."""
     first = scheme.first
@@ -133,14 +146,18 @@ def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Reg
     chain = activation_chain(model)
     size = [model.tensors[t].size for t in chain]
     n_layers = len(model.layers)
-    g_max = max(size[j] for j in range(first + 1, n_layers + 1))
+    pp, grads = grad_plan(model, scheme)
+    items = [("activations", -1, 0, inference_arena(model))]
+    items += [("grad", j, off, n) for j, off, n in grads]
     # the fold buffer: only layers above `first` that train weights keep g apart from h
     h_max = max([size[i + 1] for i in range(first + 1, n_layers) if _needs_input(scheme, i)], default=0)
-    gb, hb = align4(2 * g_max), align4(2 * h_max)  # int16 buffers
-    items = [("activations", -1, 0, inference_arena(model)), ("grad0", -1, 0, gb), ("grad1", -1, gb, gb)]
     if h_max:
-        items.append(("fold", -1, 2 * gb, hb))
-    work = Region("work", 0, max(inference_arena(model), 2 * gb + hb), items)
+        items.append(("fold", -1, pp, align4(2 * h_max)))
+    # l1 channel selection at init: C_out int32 sums of a weight-trained layer
+    from .scheme import out_channels
+
+    c_max = max([out_channels(model, e.layer) for e in scheme.entries if e.channels], default=0)
+    work = Region("work", 0, max(inference_arena(model), pp + align4(2 * h_max), 4 * c_max), items)
     regions = [work]
     off = work.size
     saved = Region("saved", off, 0)

@@ -158,24 +158,30 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         }
     }
     /* Layout (docs/training.md §6). */
-    size_t g = 0;
-    for (unsigned j = (unsigned)t->first + 1; j <= n_layers; ++j) {
-        const size_t e = chain_elems(m, j);
-        g = e > g ? e : g;
+    /* Backward ping-pong (§6.1): the int16 gradient of t_j gets a slot of align4(2 size(t_j))
+     * bytes at offset 0 ((L - j) even) or flush against `grad_pp` ((L - j) odd). */
+    size_t pp = a4(2 * chain_elems(m, (unsigned)t->first + 1));
+    for (unsigned j = (unsigned)t->first + 1; j < n_layers; ++j) {
+        const size_t pair = a4(2 * chain_elems(m, j)) + a4(2 * chain_elems(m, j + 1));
+        pp = pair > pp ? pair : pp;
     }
-    t->grad_elems = g;
-    /* The fold buffer h (docs/training.md §6.1): only layers above `first` that train weights
-     * need their output gradient after the transposed op (4e); the others fold in place. */
-    size_t hmax = 0;
-    for (unsigned i = (unsigned)t->first + 1; i < n_layers; ++i) {
+    t->grad_pp = pp;
+    /* The fold buffer h at offset grad_pp: only layers above `first` that train weights need
+     * their output gradient after the transposed op (4e); the others fold in place. */
+    size_t hmax = 0, cmax = 0;
+    for (unsigned i = (unsigned)t->first; i < n_layers; ++i) {
+        if (!(layers[i].s.flags & ET_SCHEME_WEIGHTS)) {
+            continue;
+        }
         const size_t e = chain_elems(m, i + 1);
-        if ((layers[i].s.flags & ET_SCHEME_WEIGHTS) && e > hmax) {
+        if ((int)i > t->first && e > hmax) {
             hmax = e;
         }
+        cmax = layers[i].c_out > cmax ? layers[i].c_out : cmax;
     }
-    t->fold_elems = hmax;
-    const size_t grad_bytes = 2 * a4(2 * g) + a4(2 * hmax);
-    t->work_size = inference > grad_bytes ? inference : grad_bytes;
+    size_t work = pp + a4(2 * hmax);
+    work = 4 * cmax > work ? 4 * cmax : work; /* l1 channel selection at init (et_train_init) */
+    t->work_size = inference > work ? inference : work;
     size_t off = t->work_size;
     for (unsigned i = (unsigned)t->first; i < n_layers; ++i) {
         et_train_layer_t *tl = &layers[i];
@@ -262,7 +268,7 @@ void et_train_init(et_train_t *t, uint8_t *arena) {
                     map[tl->s.channels[2 * k] | (tl->s.channels[2 * k + 1] << 8)] = (int16_t)k;
                 }
             } else {
-                /* The work region is free at init: C_out int32 of l1 sums fit (2 a4(2 G) >= 4 C_out). */
+                /* The work region is free at init and holds C_out int32 of l1 sums (§6.1). */
                 et_scheme_select_l1(m, i, tl->s.n_sel, map, (int32_t *)(void *)arena);
                 touch(t, 4u * tl->c_out);
             }
@@ -395,6 +401,11 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save) {
 /* Backward and update (docs/training.md §4)                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
+/* Byte offset of the int16 gradient of t_j in the backward ping-pong (docs/training.md §6.1). */
+static size_t grad_offset(const et_train_t *t, unsigned j) {
+    return ((t->m->n_layers - j) & 1u) ? t->grad_pp - a4(2 * chain_elems(t->m, j)) : 0;
+}
+
 /* Steps 4d-4g for layer i with its (masked) output gradient g at scale s_g. */
 static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g, float lr, int qas) {
     const et_model_t *m = t->m;
@@ -486,12 +497,11 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
     }
     touch(t, 2u * (size_t)n_classes);
     const unsigned n_layers = m->n_layers;
-    const size_t half = a4(2 * t->grad_elems); /* byte offset of gradient buffer 1 */
-    int16_t *fold = (int16_t *)(void *)(arena + 2 * half);
+    int16_t *fold = (int16_t *)(void *)(arena + t->grad_pp);
     for (int i = (int)n_layers - 1; i >= t->first; --i) {
         const et_train_layer_t *tl = &t->layers[i];
-        uint8_t *cur = arena + (((n_layers - 1 - (unsigned)i) & 1u) ? half : 0);
-        uint8_t *nxt = arena + (((n_layers - 1 - (unsigned)i) & 1u) ? 0 : half);
+        uint8_t *cur = arena + grad_offset(t, (unsigned)i + 1);
+        uint8_t *nxt = i > t->first ? arena + grad_offset(t, (unsigned)i) : arena; /* written by 4b only */
         int16_t *g = (int16_t *)(void *)cur;
         et_layer_t l;
         et_tensor_t tin, tout;

@@ -51,8 +51,7 @@ typedef struct {
     float momentum;             /* beta, 0 = off */
     size_t arena_size;          /* whole training arena (= inference arena if nothing trains) */
     size_t work_size;           /* region 1 */
-    size_t grad_elems;          /* G: elements of the largest gradient tensor */
-    size_t fold_elems;          /* H: elements of the largest folded gradient kept apart (§6.1) */
+    size_t grad_pp;             /* bytes of the backward int16 gradient ping-pong (§6.1) */
     size_t params_off, params_size;
     size_t loss_off;
     size_t peak;                /* highest arena offset written so far (rounded up to 4) */
