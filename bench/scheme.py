@@ -1,8 +1,12 @@
 """Scheme-search benchmark: searched scheme vs "biases + classifier of the last k layers".
 
     python bench/scheme.py [--seeds 5] [--budgets 8K,12K,16K,24K,32K] [--jobs 2] [--out build/bench]
+    python bench/scheme.py --time-only [--time-runs 3]
 
-writes build/bench/scheme.json and build/bench/scheme.png. Uses the learning benchmark's cached
+writes build/bench/scheme.json and build/bench/scheme.png; first (and with --time-only, only) it
+times the whole verb as a user runs it, `edgetune scheme MODEL --budget 24K` with default options
+and a fresh contribution cache (seed 0's model), and writes build/bench/scheme_time.json (wall
+and CPU seconds per run, load average; the issue asks for under a minute). Uses the learning benchmark's cached
 pre-trained small models (bench/learning.py builds them: build/bench/learning_models/
 rotation_small_e30_sS/model.etm) and its adaptation protocol (k = 8 windows per class from the
 shifted fit region, 10 passes, batch 1, seeded order), all int8 QAS with the bit-exact numpy twin.
@@ -23,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -80,6 +87,38 @@ def baseline_layers(space: search.Space, budget: int) -> Scheme | None:
 METHODS = ("baseline", "last-k-layers", "searched", "searched+verify")
 
 
+def time_cli(model_path: str, runs: int, budget: str = "24K") -> dict:
+    """Wall and CPU (user + sys, the verb and its worker processes) seconds of `edgetune scheme
+    MODEL --budget B` with default options and a fresh cache, `runs` times."""
+    exe = os.path.join(os.path.dirname(sys.executable), "edgetune")
+    cmd = [exe if os.path.exists(exe) else "edgetune", model_path, "--budget", budget]
+    rows = []
+    for _ in range(runs):
+        out = tempfile.mkdtemp(prefix="scheme_time_")
+        try:
+            load = os.getloadavg()[0]
+            r0 = os.times()
+            t0 = time.perf_counter()
+            subprocess.run([cmd[0], "scheme", *cmd[1:], "--out", out, "--no-progress"], check=True,
+                           stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            r1 = os.times()
+            with open(os.path.join(out, "scheme.json")) as f:
+                rep = json.load(f)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        rows.append({"wall_s": round(wall, 2),
+                     "cpu_s": round((r1.children_user - r0.children_user) + (r1.children_system - r0.children_system), 2),
+                     "contributions_s": rep["contributions"]["seconds"], "runs": rep["contributions"]["runs"],
+                     "load_avg_1min_before": round(load, 2)})
+        print(f"edgetune scheme {os.path.basename(os.path.dirname(model_path))} --budget {budget}: "
+              f"{rows[-1]['wall_s']} s wall, {rows[-1]['cpu_s']} s CPU ({rows[-1]['runs']} fine-tuning runs "
+              f"in {rows[-1]['contributions_s']} s), load {load:.2f}", flush=True)
+    walls = [r["wall_s"] for r in rows]
+    return {"command": f"edgetune scheme {model_path} --budget {budget}", "cpus": os.cpu_count(), "runs": rows,
+            "wall_s": stats(walls), "wall_s_min": min(walls), "wall_s_max": max(walls)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -91,11 +130,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="build/bench")
     p.add_argument("--verify", type=int, default=5, help="candidates fine-tuned by the verify step")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--time-runs", type=int, default=1, help="timed runs of the whole `edgetune scheme` verb")
+    p.add_argument("--time-only", action="store_true", help="only time the verb (build/bench/scheme_time.json)")
     a = p.parse_args(argv)
     budgets = [search.parse_bytes(b) for b in a.budgets.split(",")]
     crits = tuple(a.criteria.split(","))
     os.makedirs(a.out, exist_ok=True)
     cache = os.path.join(a.out, "scheme_cache.json")
+    if a.time_runs > 0 or a.time_only:
+        path0 = os.path.join(a.models, f"{a.scenario}_small_e30_s0", "model.etm")
+        if not os.path.exists(path0):
+            print(f"{path0} missing: run python bench/learning.py first", file=sys.stderr)
+            return 1
+        timing = time_cli(path0, max(1, a.time_runs))
+        with open(os.path.join(a.out, "scheme_time.json"), "w") as f:
+            json.dump(timing, f, indent=1)
+        if a.time_only:
+            return 0
     rows: dict[str, dict[str, list]] = {}
     per_seed = []
     sc_cache = {}
