@@ -7,8 +7,8 @@
 /*
  * et_conv_grad_s8 - acc[y_in, x_in, ci] = sum over (oy, ox, c, ky, kx) with
  * y_in = oy*stride_h - pad_h + ky and x_in = ox*stride_w - pad_w + kx inside
- * the input of w[c, ky, kx, ci] * h[oy, ox, c], computed one input element at
- * a time (gather form, int32), never stored: m == 0 returns max |acc| over the
+ * the input of w[c, ky, kx, ci] * h[oy, ox, c], computed one input position and
+ * up to 4 input channels at a time (gather form, int32), never stored: m == 0 returns max |acc| over the
  * input; m > 0 writes out[j] = rdiv(acc[j] * 32767, m) (et_grad_emit).
  *
  * params       strides and paddings of the forward layer (offsets unused)
@@ -27,8 +27,10 @@ int64_t et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_d
     size_t j = 0;
     for (int32_t iy = 0; iy < in_h; ++iy) {
         for (int32_t ix = 0; ix < in_w; ++ix) {
-            for (int32_t ci = 0; ci < in_c; ++ci, ++j) {
-                int32_t acc = 0;
+            /* Up to 4 input channels at a time: their weights are adjacent in each tap. */
+            for (int32_t ci = 0; ci < in_c; ci += 4) {
+                const int32_t nb = in_c - ci < 4 ? in_c - ci : 4;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                 for (int32_t ky = 0; ky < k_h; ++ky) {
                     const int32_t ny = iy + params->pad_h - ky;
                     if (ny < 0 || ny % params->stride_h != 0 || ny / params->stride_h >= out_h) {
@@ -42,20 +44,40 @@ int64_t et_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_d
                         }
                         const int16_t *hp = h + ((size_t)oy * out_w + nx / params->stride_w) * out_c;
                         const size_t tap = ((size_t)ky * k_w + kx) * in_c + ci;
-                        for (int32_t c = 0; c < out_c; ++c) {
+                        const int8_t *w = weights->flash + tap; /* channel c at w[c * per] */
+                        if (!weights->map && nb == 4) {
+                            for (int32_t c = 0; c < out_c; ++c, w += per) {
+                                const int32_t hc = hp[c];
+                                a0 += (int32_t)w[0] * hc;
+                                a1 += (int32_t)w[1] * hc;
+                                a2 += (int32_t)w[2] * hc;
+                                a3 += (int32_t)w[3] * hc;
+                            }
+                            continue;
+                        }
+                        for (int32_t c = 0; c < out_c; ++c, w += per) {
                             const int32_t hc = hp[c];
-                            if (hc == 0) {
-                                continue;
-                            }
-                            const int8_t *wc = weights->flash + (size_t)c * per;
+                            const int8_t *wc = w;
                             if (weights->map && weights->map[c] >= 0) {
-                                wc = weights->ram + (size_t)weights->map[c] * per;
+                                wc = weights->ram + (size_t)weights->map[c] * per + tap;
                             }
-                            acc += (int32_t)wc[tap] * hc;
+                            a0 += (int32_t)wc[0] * hc;
+                            a1 += nb > 1 ? (int32_t)wc[1] * hc : 0;
+                            a2 += nb > 2 ? (int32_t)wc[2] * hc : 0;
+                            a3 += nb > 3 ? (int32_t)wc[3] * hc : 0;
                         }
                     }
                 }
-                big = et_grad_emit(acc, m, out, j, big);
+                big = et_grad_emit(a0, m, out, j++, big);
+                if (nb > 1) {
+                    big = et_grad_emit(a1, m, out, j++, big);
+                }
+                if (nb > 2) {
+                    big = et_grad_emit(a2, m, out, j++, big);
+                }
+                if (nb > 3) {
+                    big = et_grad_emit(a3, m, out, j++, big);
+                }
             }
         }
     }
