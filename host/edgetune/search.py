@@ -315,7 +315,8 @@ class Runner:
         return acc
 
     def accuracy_many(self, jobs_list: list[tuple[Scheme, float]], jobs: int = 1, bar=None) -> list[float]:
-        """accuracy() of every (scheme, lr), uncached ones on `jobs` worker processes (spawned:
+        """accuracy() of every (scheme, lr); the uncached ones run as `jobs` lockstep batches
+        (edgetune.lockstep: the same bits as one Trainer each), one per worker process (spawned:
         the parent may have imported TensorFlow)."""
         keys = [f"{self.base}:{lr:g}:{sc.encode().hex()}" for sc, lr in jobs_list]
         todo = {}
@@ -330,23 +331,28 @@ class Runner:
                 self.hits += 1
                 if bar is not None:
                     bar.update(1)
-        if todo and jobs > 1 and len(todo) > 1:
+        # the runs go in lockstep batches (edgetune.lockstep), one batch per worker process
+        items = list(todo.items())
+        n_chunks = max(1, min(jobs, len(items)))
+        chunks = [items[c::n_chunks] for c in range(n_chunks)]
+        if n_chunks > 1:
             from concurrent.futures import as_completed
 
             args = (self.buf, self.d, self.qas)
             ex = self._executor(jobs)
-            futs = {ex.submit(_finetune, *args, enc, lr): key for key, (enc, lr) in todo.items()}
+            futs = {ex.submit(_finetune_many, *args, [v for _, v in ch]): ch for ch in chunks}
             for f in as_completed(futs):
-                self.cache[futs[f]] = f.result()
-                self.runs += 1
+                for (key, _), acc in zip(futs[f], f.result()):
+                    self.cache[key] = acc
+                    self.runs += 1
                 if bar is not None:
-                    bar.update(1)
-        else:
-            for key, (enc, lr) in todo.items():
-                self.cache[key] = _finetune(self.buf, self.d, self.qas, enc, lr)
+                    bar.update(len(futs[f]))
+        elif items:
+            for (key, _), acc in zip(items, _finetune_many(self.buf, self.d, self.qas, [v for _, v in items])):
+                self.cache[key] = acc
                 self.runs += 1
-                if bar is not None:
-                    bar.update(1)
+            if bar is not None:
+                bar.update(len(items))
         return [self.cache[k] for k in keys]
 
     def no_training(self) -> float:
@@ -372,6 +378,21 @@ def _finetune(buf: bytes, d: SearchData, qas: bool, scheme_bytes: bytes, lr: flo
     for i in d.order:
         tr.step(d.x_adapt[i], int(d.y_adapt[i]), lr, qas)
     return float(tr.evaluate(d.x_select, d.y_select)[1])
+
+
+def _finetune_many(buf: bytes, d: SearchData, qas: bool, runs: list[tuple[bytes, float]]) -> list[float]:
+    """_finetune of every (encoded scheme, lr), all in one lockstep batch (the same bits; one
+    Trainer per run where the lockstep twin does not support the model)."""
+    from .lockstep import Lockstep
+
+    model = read_etm(buf)
+    try:
+        ls = Lockstep(buf, [Scheme.decode(enc, model) for enc, _ in runs], [lr for _, lr in runs], qas)
+    except NotImplementedError:
+        return [_finetune(buf, d, qas, enc, lr) for enc, lr in runs]
+    for i in d.order:
+        ls.step(d.x_adapt[i], int(d.y_adapt[i]))
+    return ls.accuracy(d.x_select, d.y_select)
 
 
 def _without_scheme(model: EtmModel) -> EtmModel:
