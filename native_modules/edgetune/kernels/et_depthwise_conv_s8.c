@@ -22,7 +22,7 @@
  * output_dims  NHWC output shape with c == C_out;  output: written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
- * With depth_multiplier 1 the channels are computed 8 or 4 at a time (et_depthwise_conv_group_s8).
+ * With depth_multiplier 1 the channels are computed 8, 4 or 1 at a time (et_depthwise_conv_group_s8).
  * Returns ET_OK, or ET_ERR_ARG if the channel counts do not match.
  */
 /*
@@ -70,20 +70,31 @@ static inline void et_dw_taps4(const int8_t *px, const int8_t *pw, int32_t c, in
     acc[3] = a3;
 }
 
-/* sw[j] -= sum_{i < n} pw[i*c + j] for j < g: removes n taps from the weight sums */
-static void et_dw_sub_taps(int32_t *sw, const int8_t *pw, int32_t c, int32_t n, int32_t g) {
+static inline void et_dw_taps1(const int8_t *px, const int8_t *pw, int32_t c, int32_t n, uint32_t acc[8]) {
+    uint32_t a0 = acc[0];
+    for (int32_t i = n; i > 0; --i) {
+        a0 += (uint32_t)(*pw * *px);
+        px += c;
+        pw += c;
+    }
+    acc[0] = a0;
+}
+
+/* acc[j] -= off * sum_{i < n} pw[i*c + j] for j < g: takes n taps out of the offset term */
+static void et_dw_sub_taps(uint32_t *acc, const int8_t *pw, int32_t c, int32_t n, int32_t g, int32_t off) {
     for (; n > 0; --n, pw += c) {
         for (int32_t j = 0; j < g; ++j) {
-            sw[j] -= pw[j];
+            acc[j] -= (uint32_t)(off * pw[j]);
         }
     }
 }
 
 /*
- * Channels c0..c0+g-1 (g = 8 or 4, depth_multiplier 1) at every output position. The input
+ * Channels c0..c0+g-1 (g = 8, 4 or 1, depth_multiplier 1) at every output position. The input
  * offset is folded out of the tap loop: sum w * (x + off) = sum w * x + off * sum w (exact
- * modulo 2^32), where sum w runs over the taps inside the input: the sum of all taps, computed
- * once per call, less the taps that fall on the padding at the edges.
+ * modulo 2^32), where sum w runs over the taps inside the input. Each accumulator starts at
+ * base = off * (sum of all taps) + bias, computed once per call; the taps that fall on the
+ * padding at the edges are taken out again (et_dw_sub_taps).
  */
 static void et_depthwise_conv_group_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
     const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims, const int8_t *filter,
@@ -91,9 +102,16 @@ static void et_depthwise_conv_group_s8(const et_conv_params_t *params, const et_
     const int32_t in_h = input_dims->h, in_w = input_dims->w, c = input_dims->c;
     const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w;
+    const int32_t off = params->input_offset;
     const int8_t *w_c = filter + c0;
-    int32_t sw_full[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    et_dw_sub_taps(sw_full, w_c, c, k_h * k_w, g); /* minus the sum of all taps */
+    uint32_t base[8], acc[8]; /* wrap modulo 2^32 like TFLM's int32 on real targets, defined in C */
+    for (int32_t j = 0; j < g; ++j) {
+        base[j] = bias ? (uint32_t)bias[c0 + j] : 0;
+    }
+    et_dw_sub_taps(base, w_c, c, k_h * k_w, g, -off); /* + off * (sum of all taps) */
+    for (int32_t j = 0; j < g; ++j) {
+        acc[j] = base[j];
+    }
     for (int32_t b = 0; b < output_dims->n; ++b) {
         const int8_t *in_b = input + (size_t)b * in_h * in_w * c + c0;
         for (int32_t oy = 0; oy < out_h; ++oy) {
@@ -105,34 +123,30 @@ static void et_depthwise_conv_group_s8(const et_conv_params_t *params, const et_
                 const int32_t in_x0 = ox * params->stride_w - params->pad_w;
                 const int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
                 const int32_t kx1 = in_w - in_x0 < k_w ? in_w - in_x0 : k_w;
-                uint32_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32 */
-                int32_t sw[8];
-                for (int32_t j = 0; j < g; ++j) {
-                    sw[j] = -sw_full[j];
-                }
                 for (int32_t ky = 0; ky < k_h; ++ky) {
                     const int8_t *pw = w_c + (size_t)ky * k_w * c;
                     if (ky < ky0 || ky >= ky1 || kx1 <= kx0) {
-                        et_dw_sub_taps(sw, pw, c, k_w, g);
+                        et_dw_sub_taps(acc, pw, c, k_w, g, off);
                         continue;
                     }
                     const int8_t *px = in_b + ((size_t)(in_y0 + ky) * in_w + (in_x0 + kx0)) * c;
                     if (g == 8) {
                         et_dw_taps8(px, pw + (size_t)kx0 * c, c, kx1 - kx0, acc);
-                    } else {
+                    } else if (g == 4) {
                         et_dw_taps4(px, pw + (size_t)kx0 * c, c, kx1 - kx0, acc);
+                    } else {
+                        et_dw_taps1(px, pw + (size_t)kx0 * c, c, kx1 - kx0, acc);
                     }
-                    et_dw_sub_taps(sw, pw, c, kx0, g);
-                    et_dw_sub_taps(sw, pw + (size_t)kx1 * c, c, k_w - kx1, g);
+                    if (kx0 > 0 || kx1 < k_w) {
+                        et_dw_sub_taps(acc, pw, c, kx0, g, off);
+                        et_dw_sub_taps(acc, pw + (size_t)kx1 * c, c, k_w - kx1, g, off);
+                    }
                 }
                 int8_t *out_px = output + (((size_t)b * out_h + oy) * out_w + ox) * c + c0;
                 for (int32_t j = 0; j < g; ++j) {
-                    acc[j] += (uint32_t)params->input_offset * (uint32_t)sw[j];
-                    if (bias) {
-                        acc[j] += (uint32_t)bias[c0 + j];
-                    }
                     out_px[j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[c0 + j], quant->shift[c0 + j],
                         params->output_offset, params->act_min, params->act_max);
+                    acc[j] = base[j]; /* ready for the next position */
                 }
             }
         }
@@ -153,14 +167,16 @@ et_status_t et_depthwise_conv_s8(const et_conv_params_t *params, const et_per_ch
     }
     int32_t ic_first = 0; /* channels below this one are done in groups */
     if (dm == 1) {
-        for (int32_t g = 8; g >= 4; g -= 4) {
+        static const int32_t group_sizes[3] = {8, 4, 1};
+        for (int32_t k = 0; k < 3; ++k) {
+            const int32_t g = group_sizes[k];
             for (; ic_first + g <= in_c; ic_first += g) {
                 et_depthwise_conv_group_s8(params, quant, input_dims, input, filter_dims, filter, bias, output_dims,
                     output, ic_first, g);
             }
         }
     }
-    /* depth_multiplier > 1 and the last in_c % 4 channels: one tap at a time */
+    /* depth_multiplier > 1: one tap of one channel at a time */
     for (int32_t b = 0; b < output_dims->n; ++b) {
         const int8_t *in_b = input + (size_t)b * in_h * in_w * in_c;
         for (int32_t oy = 0; oy < out_h; ++oy) {
