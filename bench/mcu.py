@@ -146,6 +146,8 @@ def forward_pairs() -> dict[str, tuple]:
                               for c in (8, 32)), FROZEN),
         "DEPTHWISE_CONV_2D": ("dw", *(tinymodels.chain([("dw", 1, k, 1, True, True)], (1, 1, 128, 16), seed=12)
                                       for k in (3, 11)), FROZEN),
+        "DEPTHWISE_CONV_2D (3 channels)": ("dw", *(tinymodels.chain([("dw", 1, k, 1, True, True)], (1, 1, 128, 3),
+                                                                    seed=12) for k in (3, 11)), FROZEN),
         "FULLY_CONNECTED": ("fc", *(tinymodels.chain([("fc", 32, True), ("mean",)], (1, 1, 1, k), seed=13)
                                     for k in (64, 256)), FROZEN),
         "FULLY_CONNECTED (trained classifier)": (
