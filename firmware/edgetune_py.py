@@ -1281,6 +1281,74 @@ class Model:
 
     # ------------------------------------------------------------------ info
 
+    def quantize(self, samples, scale=None, zero_point=None):
+        """Raw samples -> int8 model input as bytes (docs/data.md §2), as et_quantize_f32:
+        value i of channel c = i % C (C the input's last dimension), in float32:
+        inv = 1/scale[c]; v = x * inv; v = v + zero_point[c]; round half to even; clamp to int8.
+        samples: a list/tuple of numbers or a float32 array (any other non-bytes sequence of
+        numbers is accepted too, the C module refuses it); scale/zero_point: C numbers or None
+        (the input tensor's own). Wrong lengths, a bad scale or zero point, a NaN sample ->
+        ValueError; bytes or a non-number -> TypeError, like the C module."""
+        t = self._tensors[self._input]
+        C = t.shape[3]
+        if isinstance(samples, (bytes, bytearray, str)):
+            raise TypeError("edgetune: samples must be a list/tuple of numbers or a float32 ('f') buffer")
+        n = len(samples)
+        if n % C:
+            raise ValueError("edgetune: %d samples are not a multiple of the input's %d channels" % (n, C))
+        sc = self._quant_param(scale, "scale", C, t.scale)
+        zp = self._quant_param(zero_point, "zero_point", C, t.zp)
+        F = _F
+        inv = []
+        for c in range(C):
+            s = sc[c]
+            if not (s > 0.0) or s - s != 0.0:
+                raise ValueError("edgetune: scale of channel %d must be positive and finite with a finite 1/scale" % c)
+            F[0] = 1.0 / s
+            i = F[0]
+            if i - i != 0.0:
+                raise ValueError("edgetune: scale of channel %d must be positive and finite with a finite 1/scale" % c)
+            inv.append(i)
+            if zp[c] - zp[c] != 0.0:
+                raise ValueError("edgetune: zero_point of channel %d must be finite" % c)
+        out = bytearray(n)
+        c = 0
+        for i in range(n):
+            F[0] = samples[i]
+            x = F[0]
+            if x != x:
+                raise ValueError("edgetune: sample %d is NaN" % i)
+            F[0] = x * inv[c]
+            F[0] = F[0] + zp[c]
+            v = F[0]
+            if v >= 127.0:
+                q = 127
+            elif v <= -128.0:
+                q = -128
+            else:
+                q = int(v)  # toward zero; v - q is exact (|v| < 128)
+                f = v - q
+                if f > 0.5 or (f == 0.5 and q & 1):
+                    q += 1
+                elif f < -0.5 or (f == -0.5 and q & 1):
+                    q -= 1
+            out[i] = q & 0xFF
+            c += 1
+            if c == C:
+                c = 0
+        return bytes(out)
+
+    @staticmethod
+    def _quant_param(v, what, C, dflt):
+        """C float32 values of a scale/zero_point argument (None: the input tensor's own)."""
+        if v is None:
+            return [_f32(dflt)] * C
+        if isinstance(v, (bytes, bytearray, str)):
+            raise TypeError("edgetune: %s must be a list/tuple of numbers or a float32 ('f') buffer" % what)
+        if len(v) != C:
+            raise ValueError("edgetune: %s has %d values, the input has %d channels" % (what, len(v), C))
+        return [_f32(x) for x in v]
+
     def info(self):
         ts = self._tensors
         layers = []

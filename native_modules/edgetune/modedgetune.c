@@ -6,6 +6,7 @@
  *   y = m.predict(x)          # x: bytes-like int8 of the input size -> bytes (int8 output)
  *   k = m.predict_class(x)    # arg-max of the output
  *   m.info()                  # dict: layers, shapes, quantization, arena bytes
+ *   q = m.quantize(samples)   # float32 samples -> bytes (int8 model input), per channel
  *
  * The activation arena is ONE block from the MicroPython heap (so gc accounting
  * and -X heapsize limits see it), referenced from the Model object.
@@ -19,6 +20,7 @@
 #include "model.h"
 #include "train.h"
 #include "kernels/et_mathf.h"
+#include "kernels/et_quantize_f32.h"
 #include "kernels/et_train_kernels.h"
 
 typedef struct _edgetune_model_obj_t {
@@ -382,6 +384,142 @@ static mp_obj_t edgetune_model_reset(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_reset_obj, edgetune_model_reset);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Input quantization (docs/data.md §2, docs/training.md §8)                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Up to this many channels the per-channel scale/zero point live on the C stack; more take one
+ * GC block after every check passed (freed before returning). */
+#define QUANTIZE_STACK_CHANNELS 16
+
+/* A sequence of numbers: a list/tuple (items converted like float(), then to float32) or a
+ * buffer of float32 ('f'). Reading never allocates. */
+typedef struct {
+    mp_obj_t *items;   /* list/tuple items, or NULL for a buffer */
+    const uint8_t *buf; /* 'f' buffer data (possibly unaligned: read with memcpy) */
+    size_t len;
+} num_seq_t;
+
+static void num_seq_of(mp_obj_t obj, const char *what, num_seq_t *s) {
+    s->items = NULL;
+    s->buf = NULL;
+    if (mp_obj_is_type(obj, &mp_type_list) || mp_obj_is_type(obj, &mp_type_tuple)) {
+        mp_obj_get_array(obj, &s->len, &s->items);
+        return;
+    }
+    mp_buffer_info_t bi;
+    if (mp_get_buffer(obj, &bi, MP_BUFFER_READ) && bi.typecode == 'f') {
+        s->buf = (const uint8_t *)bi.buf;
+        s->len = bi.len / sizeof(float);
+        return;
+    }
+    mp_raise_msg_varg(&mp_type_TypeError,
+        MP_ERROR_TEXT("edgetune: %s must be a list/tuple of numbers or a float32 ('f') buffer"), what);
+}
+
+static float num_seq_at(const num_seq_t *s, size_t i) {
+    if (s->items) {
+        return (float)mp_obj_get_float(s->items[i]); /* TypeError for a non-number */
+    }
+    float v;
+    memcpy(&v, s->buf + i * sizeof(float), sizeof v);
+    return v;
+}
+
+/* scale[c] or zero_point[c]: from the argument's sequence, or the model input's own value. */
+static float quant_param(const num_seq_t *s, float dflt, size_t c) {
+    return s->len ? num_seq_at(s, c) : dflt;
+}
+
+static void quant_param_seq(mp_obj_t obj, const char *what, size_t channels, num_seq_t *s) {
+    s->len = 0;
+    if (obj == mp_const_none) {
+        return;
+    }
+    num_seq_of(obj, what, s);
+    if (s->len != channels) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s has %u values, the input has %u channels"),
+            what, (unsigned)s->len, (unsigned)channels);
+    }
+}
+
+/* m.quantize(samples, scale=None, zero_point=None) -> bytes: samples (list/tuple of numbers or
+ * an 'f' buffer; value i of channel i % C, C the input's last dimension) quantized to int8 by
+ * et_quantize_f32 with the per-channel scale/zero_point (default: the input tensor's own). The
+ * result is the only allocation before the checks (lengths, scales, zero points) pass; a NaN
+ * sample or a non-number item raises after it (garbage, nothing else changed). */
+static mp_obj_t edgetune_model_quantize(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_samples, ARG_scale, ARG_zero_point };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_samples, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_scale, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_zero_point, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    check_buffer_unchanged(self);
+    et_tensor_t tin;
+    et_model_tensor(&self->model, self->model.input, &tin);
+    const size_t channels = (size_t)tin.shape[3];
+
+    num_seq_t xs, ss, zs;
+    num_seq_of(a[ARG_samples].u_obj, "samples", &xs);
+    if (xs.len % channels) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("edgetune: %u samples are not a multiple of the input's %u channels"),
+            (unsigned)xs.len, (unsigned)channels);
+    }
+    quant_param_seq(a[ARG_scale].u_obj, "scale", channels, &ss);
+    quant_param_seq(a[ARG_zero_point].u_obj, "zero_point", channels, &zs);
+    for (size_t c = 0; c < channels; ++c) {
+        const float s = quant_param(&ss, tin.scale, c), z = quant_param(&zs, (float)tin.zero_point, c);
+        if (!et_quantize_scale_ok(s)) {
+            mp_raise_msg_varg(&mp_type_ValueError,
+                MP_ERROR_TEXT("edgetune: scale of channel %u must be > 0 and finite, with a finite float32 1/scale"),
+                (unsigned)c);
+        }
+        if (!(z - z == 0.0f)) {
+            mp_raise_msg_varg(&mp_type_ValueError,
+                MP_ERROR_TEXT("edgetune: zero_point of channel %u must be finite (float32)"), (unsigned)c);
+        }
+    }
+
+    vstr_t out;
+    vstr_init_len(&out, xs.len);
+    float stack[2 * QUANTIZE_STACK_CHANNELS];
+    float *sc = channels <= QUANTIZE_STACK_CHANNELS ? stack : m_new(float, 2 * channels);
+    float *zp = sc + channels;
+    for (size_t c = 0; c < channels; ++c) {
+        sc[c] = quant_param(&ss, tin.scale, c);
+        zp[c] = quant_param(&zs, (float)tin.zero_point, c);
+    }
+    int8_t *q = (int8_t *)out.buf;
+    size_t bad = xs.len;
+    if (xs.buf && ((uintptr_t)xs.buf & (sizeof(float) - 1)) == 0) {
+        bad = et_quantize_f32((const float *)(const void *)xs.buf, xs.len, channels, sc, zp, q);
+    } else {
+        /* list/tuple items (or an unaligned buffer): one value per call, channel c */
+        for (size_t i = 0; i < xs.len; ++i) {
+            const float x = num_seq_at(&xs, i);
+            const size_t c = i % channels;
+            if (et_quantize_f32(&x, 1, 1, &sc[c], &zp[c], &q[i]) != 1) {
+                bad = i;
+                break;
+            }
+        }
+    }
+    if (sc != stack) {
+        m_del(float, sc, 2 * channels);
+    }
+    if (bad != xs.len) {
+        vstr_clear(&out);
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: sample %u is NaN"), (unsigned)bad);
+    }
+    return mp_obj_new_bytes_from_vstr(&out);
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_quantize_obj, 2, edgetune_model_quantize);
+
 static mp_obj_t shape_tuple(const et_tensor_t *t) {
     mp_obj_t items[4];
     for (int k = 0; k < 4; ++k) {
@@ -466,6 +604,7 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
     { MP_ROM_QSTR(MP_QSTR_reset), MP_ROM_PTR(&edgetune_model_reset_obj) },
+    { MP_ROM_QSTR(MP_QSTR_quantize), MP_ROM_PTR(&edgetune_model_quantize_obj) },
 };
 static MP_DEFINE_CONST_DICT(edgetune_model_locals_dict, edgetune_model_locals_dict_table);
 
