@@ -1,6 +1,6 @@
 """Scheme-search benchmark: searched scheme vs "biases + classifier of the last k layers".
 
-    python bench/scheme.py [--seeds 5] [--budgets 8K,12K,16K,24K,32K] [--jobs 2] [--out build/bench]
+    python bench/scheme.py [--seeds 5] [--budgets 4.5K,6.5K,12K,18K,28K] [--jobs 2] [--out build/bench]
     python bench/scheme.py --time-only [--time-runs 3]
 
 writes build/bench/scheme.json and build/bench/scheme.png; first (and with --time-only, only) it
@@ -122,7 +122,9 @@ def time_cli(model_path: str, runs: int, budget: str = "24K") -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--budgets", default="8K,12K,16K,24K,32K")
+    p.add_argument("--budgets", default="4.5K,6.5K,12K,18K,28K",
+                   help="training-arena budgets; the defaults bracket the baselines' prices at the current "
+                        "arena layout (docs/scheme-search.md §6)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
     p.add_argument("--criteria", default="l1,fisher")
     p.add_argument("--models", default="build/bench/learning_models")
