@@ -837,11 +837,11 @@ def board_fixed(board: str | None, model: EtmModel | None = None, repo: str | No
                          f"heap {heap} B from {path}")
 
 
-# Measured on the 32-bit QEMU board (MPS2-AN385 firmware, frozen device app, C module):
-# gc.mem_alloc() after gc.collect() rose by 99 392 B across `import app; app.boot(model=buf)`
-# with the small model (arena 14 024 B, input 100 x 6 = 600 B, ring capacity 128 windows =
-# 76 800 B), i.e. 85 368 B besides the arena = 8 568 B of app objects + the ring buffer.
-APP_HEAP_BASE = 8568
+# Measured on the 32-bit QEMU board (MPS2-AN385 firmware, frozen device app incl. hal, C module,
+# at ec25ebd): gc.mem_alloc() after gc.collect() rose by 92 256 B across `import app;
+# app.boot(model=buf)` with the small model (arena 6 564 B, input 100 x 6 = 600 B, ring capacity
+# 128 windows = 76 800 B), i.e. 85 692 B besides the arena = 8 892 B of app objects + the ring.
+APP_HEAP_BASE = 8892
 APP_RING_WINDOWS = 128
 APP_HEAP_SOURCE = ("qemu MPS2-AN385 firmware, gc.mem_alloc() across import app + app.boot() with the small "
                    "model, ring capacity 128 (docs/scheme-search.md)")
