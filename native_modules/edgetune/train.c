@@ -339,25 +339,24 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save) {
                 const int8_t *copy = (const int8_t *)(arena + tl->wcopy);
                 if (l.op == ET_OP_FULLY_CONNECTED) {
                     const et_fc_params_t p = { l.input_offset, l.output_offset, l.act_min, l.act_max };
-                    et_fully_connected_s8(&p, &q, 1, (int32_t)n_in, x, dw.n, (const int8_t *)tw.data, bias, y);
-                    for (unsigned c = 0; map && c < tl->c_out; ++c) {
-                        if (map[c] >= 0) {
-                            et_fully_connected_channel_s8(&p, &q, (int32_t)n_in, x,
-                                copy + (size_t)map[c] * tl->per_channel, bias, y, (int32_t)c);
-                        }
-                    }
+                    /* trained channels read their RAM copy, in the same 4-channel passes */
+                    et_fully_connected_rows_s8(&p, &q, 1, (int32_t)n_in, x, dw.n, (const int8_t *)tw.data, map,
+                        copy, bias, y);
                     break;
                 }
                 const et_conv_params_t p = {
                     l.input_offset, l.output_offset, l.stride_h, l.stride_w, l.pad_h, l.pad_w,
                     l.depth_multiplier, l.act_min, l.act_max,
                 };
-                const int dwc = l.op == ET_OP_DEPTHWISE_CONV_2D;
-                (dwc ? et_depthwise_conv_s8 : et_conv_s8)(&p, &q, &din, x, &dw, (const int8_t *)tw.data, bias,
-                    &dout, y);
+                if (l.op == ET_OP_CONV_2D) {
+                    et_conv_rows_s8(&p, &q, &din, x, &dw, (const int8_t *)tw.data, map, copy, bias, &dout, y);
+                    break;
+                }
+                /* depthwise: the flash weights interleave channels, so trained channels are redone */
+                et_depthwise_conv_s8(&p, &q, &din, x, &dw, (const int8_t *)tw.data, bias, &dout, y);
                 for (unsigned c = 0; map && c < tl->c_out; ++c) {
                     if (map[c] >= 0) {
-                        (dwc ? et_depthwise_conv_channel_s8 : et_conv_channel_s8)(&p, &q, &din, x, &dw,
+                        et_depthwise_conv_channel_s8(&p, &q, &din, x, &dw,
                             copy + (size_t)map[c] * tl->per_channel, bias, &dout, y, (int32_t)c);
                     }
                 }

@@ -7,28 +7,12 @@
 #include "et_dot_s8.h"
 
 /*
- * et_conv_s8 - 2-D convolution with per-channel requantization.
- *
- * out[n,y,x,oc] = clamp(MBQM(sum_{ky,kx,ic} w[oc,ky,kx,ic] * (in[n,iy,ix,ic] + input_offset)
- *                            + bias[oc], mult[oc], shift[oc]) + output_offset, act_min, act_max)
- * with iy = y*stride_h - pad_h + ky, ix = x*stride_w - pad_w + kx; taps outside
- * the input are skipped (zero padding in real terms).
- *
- * params       offsets, strides, paddings, clamp (depth_multiplier is ignored)
- * quant        output_dims->c multipliers and shifts
- * input_dims   NHWC input shape;  input: input_dims elements
- * filter_dims  OHWI weight shape, filter_dims->n == output_dims->c,
- *              filter_dims->c == input_dims->c;  filter: weights
- * bias         output_dims->c int32 values, or NULL for no bias
- * output_dims  NHWC output shape (n equal to the input's); output: written
- *
- * Buffers: input and output must not overlap. No scratch buffer is needed.
- * Four output channels are accumulated per pass over the valid taps (et_dot4_s8).
- * Returns ET_OK, or ET_ERR_ARG if the channel counts do not match.
+ * conv_core - the body of both entry points, inlined into each; with map == NULL
+ * (et_conv_s8) the row lookup folds away to filter + c * w_stride.
  */
-et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
     const et_dims_t *input_dims, const int8_t *input,
-    const et_dims_t *filter_dims, const int8_t *filter,
+    const et_dims_t *filter_dims, const int8_t *filter, const int16_t *map, const int8_t *ram,
     const int32_t *bias,
     const et_dims_t *output_dims, int8_t *output) {
     const int32_t in_h = input_dims->h, in_w = input_dims->w, in_c = input_dims->c;
@@ -57,12 +41,15 @@ et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quan
                     uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
                     for (int32_t ky = ky0; ky < ky1; ++ky) {
                         const int8_t *px = in_b + ((size_t)(in_y0 + ky) * in_w + (in_x0 + kx0)) * in_c;
-                        const int8_t *wk = filter + (size_t)oc * w_stride + ((size_t)ky * k_w + kx0) * in_c;
+                        const size_t wo = ((size_t)ky * k_w + kx0) * in_c; /* offset of the taps in a row */
                         if (n_oc == 4) {
-                            et_dot4_s8(px, wk, w_stride, run, params->input_offset, acc);
+                            const int8_t *row[4];
+                            et_rows4_s8(filter, map, ram, w_stride, oc, wo, row);
+                            et_dot4_rows_s8(px, row[0], row[1], row[2], row[3], run, params->input_offset, acc);
                         } else {
                             for (int32_t j = 0; j < n_oc; ++j) {
-                                acc[j] = et_dot_s8(px, wk + (size_t)j * w_stride, run, params->input_offset, acc[j]);
+                                acc[j] = et_dot_s8(px, et_weight_row_s8(filter, map, ram, w_stride, oc + j) + wo, run,
+                                    params->input_offset, acc[j]);
                             }
                         }
                     }
@@ -78,4 +65,49 @@ et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quan
         }
     }
     return ET_OK;
+}
+
+/*
+ * et_conv_s8 - 2-D convolution with per-channel requantization.
+ *
+ * out[n,y,x,oc] = clamp(MBQM(sum_{ky,kx,ic} w[oc,ky,kx,ic] * (in[n,iy,ix,ic] + input_offset)
+ *                            + bias[oc], mult[oc], shift[oc]) + output_offset, act_min, act_max)
+ * with iy = y*stride_h - pad_h + ky, ix = x*stride_w - pad_w + kx; taps outside
+ * the input are skipped (zero padding in real terms).
+ *
+ * params       offsets, strides, paddings, clamp (depth_multiplier is ignored)
+ * quant        output_dims->c multipliers and shifts
+ * input_dims   NHWC input shape;  input: input_dims elements
+ * filter_dims  OHWI weight shape, filter_dims->n == output_dims->c,
+ *              filter_dims->c == input_dims->c;  filter: weights
+ * bias         output_dims->c int32 values, or NULL for no bias
+ * output_dims  NHWC output shape (n equal to the input's); output: written
+ *
+ * Buffers: input and output must not overlap. No scratch buffer is needed.
+ * Four output channels are accumulated per pass over the valid taps (et_dot4_rows_s8).
+ * Returns ET_OK, or ET_ERR_ARG if the channel counts do not match.
+ */
+et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input,
+    const et_dims_t *filter_dims, const int8_t *filter,
+    const int32_t *bias,
+    const et_dims_t *output_dims, int8_t *output) {
+    return conv_core(params, quant, input_dims, input, filter_dims, filter, NULL, NULL, bias, output_dims, output);
+}
+
+/*
+ * et_conv_rows_s8 - et_conv_s8 where output channel c takes its KH*KW*C_in weights
+ * (storage order) from row map[c] of `ram` when map != NULL and map[c] >= 0, else from
+ * the filter (a weight-trained layer, docs/training.md §2). Every channel is computed
+ * once, four per pass; map == NULL runs et_conv_s8.
+ */
+et_status_t et_conv_rows_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
+    const et_dims_t *input_dims, const int8_t *input,
+    const et_dims_t *filter_dims, const int8_t *filter, const int16_t *map, const int8_t *ram,
+    const int32_t *bias,
+    const et_dims_t *output_dims, int8_t *output) {
+    if (map == NULL) { /* no trained channel: the plain kernel, without per-channel row lookups */
+        return et_conv_s8(params, quant, input_dims, input, filter_dims, filter, bias, output_dims, output);
+    }
+    return conv_core(params, quant, input_dims, input, filter_dims, filter, map, ram, bias, output_dims, output);
 }

@@ -5,23 +5,37 @@
  * 4-channel loop (bench/mcu.py measures it on the emulated Cortex-M3).
  *
  * Four output channels are computed per pass: each input value is loaded and
- * offset once for the four weight rows. The sums are accumulated in uint32_t,
- * wrapping modulo 2^32 like TFLM's int32 on real targets; addition modulo 2^32
+ * offset once for the four weight rows. The rows are four independent pointers,
+ * so a weight-trained layer mixes flash rows and RAM-copy rows in one pass
+ * (et_rows4_s8) instead of recomputing its trained channels.
+ * The sums are accumulated in uint32_t, wrapping modulo 2^32 like TFLM's int32 on real targets; addition modulo 2^32
  * is associative and commutative, so the result has the same bits as the
  * one-term-at-a-time reference loop.
  */
 #ifndef EDGETUNE_ET_DOT_S8_H
 #define EDGETUNE_ET_DOT_S8_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /*
- * et_dot4_s8 - for j < 4 and i < n: acc[j] += w[j*w_stride + i] * (x[i] + offset), modulo 2^32.
+ * ET_SPECIALIZE - on a static function holding a kernel's body that two entry points
+ * call, one with map == NULL: gcc/clang inline it into both, so the plain
+ * inference entry point has no row lookup left. Plain inline elsewhere.
+ */
+#if defined(__GNUC__)
+#define ET_SPECIALIZE inline __attribute__((always_inline))
+#else
+#define ET_SPECIALIZE inline
+#endif
+
+/*
+ * et_dot4_rows_s8 - for j < 4 and i < n: acc[j] += wj[i] * (x[i] + offset), modulo 2^32,
+ * with four independent weight rows w0..w3 (e.g. some in flash, some in a RAM copy).
  * Nothing is added if n <= 0.
  */
-static inline void et_dot4_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t offset,
-    uint32_t acc[4]) {
-    const int8_t *w0 = w, *w1 = w0 + w_stride, *w2 = w1 + w_stride, *w3 = w2 + w_stride;
+static inline void et_dot4_rows_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2,
+    const int8_t *w3, int32_t n, int32_t offset, uint32_t acc[4]) {
     uint32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     for (int32_t i = n; i > 0; --i) {
         const int32_t xo = *x++ + offset;
@@ -34,6 +48,19 @@ static inline void et_dot4_s8(const int8_t *x, const int8_t *w, int32_t w_stride
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
+}
+
+/*
+ * et_weight_row_s8 - the weights of output channel c: row map[c] of `ram` if map != NULL
+ * and map[c] >= 0 (a trained channel's RAM copy, docs/training.md §2), else row c of
+ * `filter`; rows are per_channel weights long.
+ */
+static inline const int8_t *et_weight_row_s8(const int8_t *filter, const int16_t *map, const int8_t *ram,
+    int32_t per_channel, int32_t c) {
+    if (map && map[c] >= 0) {
+        return ram + (size_t)map[c] * per_channel;
+    }
+    return filter + (size_t)c * per_channel;
 }
 
 /*
@@ -52,6 +79,25 @@ static inline uint32_t et_dot_s8(const int8_t *x, const int8_t *w, int32_t n, in
         acc += (uint32_t)(*w++ * (*x++ + offset));
     }
     return acc;
+}
+
+/*
+ * et_rows4_s8 - row[j] = et_weight_row_s8(filter, map, ram, per_channel, c + j) + off for j < 4
+ * (channels c..c+3 must exist). Without a map the rows are one base pointer and its strides.
+ */
+static inline void et_rows4_s8(const int8_t *filter, const int16_t *map, const int8_t *ram, int32_t per_channel,
+    int32_t c, size_t off, const int8_t *row[4]) {
+    if (map == NULL) {
+        const int8_t *w = filter + (size_t)c * per_channel + off;
+        row[0] = w;
+        row[1] = w + per_channel;
+        row[2] = w + 2 * per_channel;
+        row[3] = w + 3 * per_channel;
+        return;
+    }
+    for (int32_t j = 0; j < 4; ++j) {
+        row[j] = et_weight_row_s8(filter, map, ram, per_channel, c + j) + off;
+    }
 }
 
 #endif /* EDGETUNE_ET_DOT_S8_H */

@@ -9,6 +9,45 @@
 #include "et_dot_s8.h"
 
 /*
+ * fc_core - the body of both entry points, inlined into each; with map == NULL
+ * (et_fully_connected_s8) the row lookup folds away to filter + oc * accum_depth.
+ */
+static ET_SPECIALIZE et_status_t fc_core(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
+    int32_t batches, int32_t accum_depth, const int8_t *input,
+    int32_t output_depth, const int8_t *filter, const int16_t *map, const int8_t *ram,
+    const int32_t *bias, int8_t *output) {
+    if (batches < 1 || accum_depth < 1 || output_depth < 1) {
+        return ET_ERR_ARG;
+    }
+    for (int32_t b = 0; b < batches; ++b) {
+        const int8_t *in_b = input + (size_t)b * accum_depth;
+        int8_t *out_b = output + (size_t)b * output_depth;
+        for (int32_t oc = 0; oc < output_depth; oc += 4) {
+            const int32_t n_oc = output_depth - oc < 4 ? output_depth - oc : 4;
+            uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
+            if (n_oc == 4) {
+                const int8_t *row[4];
+                et_rows4_s8(filter, map, ram, accum_depth, oc, 0, row);
+                et_dot4_rows_s8(in_b, row[0], row[1], row[2], row[3], accum_depth, params->input_offset, acc);
+            } else {
+                for (int32_t k = 0; k < n_oc; ++k) {
+                    acc[k] = et_dot_s8(in_b, et_weight_row_s8(filter, map, ram, accum_depth, oc + k),
+                        accum_depth, params->input_offset, 0);
+                }
+            }
+            for (int32_t j = 0; j < n_oc; ++j) {
+                if (bias) {
+                    acc[j] += (uint32_t)bias[oc + j];
+                }
+                out_b[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j], quant->shift[oc + j],
+                    params->output_offset, params->act_min, params->act_max);
+            }
+        }
+    }
+    return ET_OK;
+}
+
+/*
  * et_fully_connected_s8 - matrix-vector product with per-channel requantization.
  *
  * out[b,oc] = clamp(MBQM(sum_d w[oc,d] * (in[b,d] + input_offset) + bias[oc],
@@ -23,38 +62,29 @@
  * output        batches*C_out values, written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
- * Four output channels are accumulated per pass over the input row (et_dot4_s8).
+ * Four output channels are accumulated per pass over the input row (et_dot4_rows_s8).
  * Returns ET_OK, or ET_ERR_ARG for non-positive sizes.
  */
 et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
     int32_t batches, int32_t accum_depth, const int8_t *input,
     int32_t output_depth, const int8_t *filter,
     const int32_t *bias, int8_t *output) {
-    if (batches < 1 || accum_depth < 1 || output_depth < 1) {
-        return ET_ERR_ARG;
+    return fc_core(params, quant, batches, accum_depth, input, output_depth, filter, NULL, NULL, bias, output);
+}
+
+/*
+ * et_fully_connected_rows_s8 - et_fully_connected_s8 where output channel oc takes its K
+ * weights from row map[oc] of `ram` when map != NULL and map[oc] >= 0, else from the
+ * filter (a weight-trained layer, docs/training.md §2). Every channel is computed once,
+ * four per pass; map == NULL runs et_fully_connected_s8.
+ */
+et_status_t et_fully_connected_rows_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
+    int32_t batches, int32_t accum_depth, const int8_t *input,
+    int32_t output_depth, const int8_t *filter, const int16_t *map, const int8_t *ram,
+    const int32_t *bias, int8_t *output) {
+    if (map == NULL) { /* no trained channel: the plain kernel, without per-channel row lookups */
+        return et_fully_connected_s8(params, quant, batches, accum_depth, input, output_depth, filter, bias,
+            output);
     }
-    for (int32_t b = 0; b < batches; ++b) {
-        const int8_t *in_b = input + (size_t)b * accum_depth;
-        int8_t *out_b = output + (size_t)b * output_depth;
-        for (int32_t oc = 0; oc < output_depth; oc += 4) {
-            const int8_t *w = filter + (size_t)oc * accum_depth;
-            const int32_t n_oc = output_depth - oc < 4 ? output_depth - oc : 4;
-            uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
-            if (n_oc == 4) {
-                et_dot4_s8(in_b, w, accum_depth, accum_depth, params->input_offset, acc);
-            } else {
-                for (int32_t j = 0; j < n_oc; ++j) {
-                    acc[j] = et_dot_s8(in_b, w + (size_t)j * accum_depth, accum_depth, params->input_offset, 0);
-                }
-            }
-            for (int32_t j = 0; j < n_oc; ++j) {
-                if (bias) {
-                    acc[j] += (uint32_t)bias[oc + j];
-                }
-                out_b[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j], quant->shift[oc + j],
-                    params->output_offset, params->act_min, params->act_max);
-            }
-        }
-    }
-    return ET_OK;
+    return fc_core(params, quant, batches, accum_depth, input, output_depth, filter, map, ram, bias, output);
 }

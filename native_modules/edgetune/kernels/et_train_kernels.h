@@ -91,16 +91,10 @@ int64_t et_depthwise_conv_weight_grad_s8(const et_conv_params_t *params, const e
     const int8_t *input, const et_dims_t *filter_dims, const et_dims_t *output_dims,
     const int16_t *grad, int32_t c, int32_t k);
 
-/* --- forward of the RAM-copied channels (et_train_forward_s8.c) --- */
-void et_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
-    const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
-    const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c);
+/* --- forward of RAM-copied depthwise channels (et_train_forward_s8.c; conv/FC: et_*_rows_s8) --- */
 void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,
     const et_dims_t *input_dims, const int8_t *input, const et_dims_t *filter_dims,
     const int8_t *w, const int32_t *bias, const et_dims_t *output_dims, int8_t *output, int32_t c);
-void et_fully_connected_channel_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
-    int32_t accum_depth, const int8_t *input, const int8_t *w, const int32_t *bias, int8_t *output,
-    int32_t c);
 
 /* --- updates (et_update.c) --- */
 float et_update_factor(float base, float scale, int qas);
