@@ -133,8 +133,8 @@ def _macs(model) -> dict[str, int]:
 
 # Frozen layers (nothing trained: scheme {"n_bias": 0} on models without a FULLY_CONNECTED
 # classifier at the end) run the plain inference kernels. A layer with trained weight channels
-# (the classifier of the default scheme) runs the kernel on the flashed weights and then
-# recomputes its trained channels from the arena copy: measured separately.
+# (the classifier of the default scheme) runs the _rows_ kernel, which reads each trained
+# channel's weights from the arena copy instead of flash: measured separately.
 FROZEN = '{"n_bias": 0}'
 TRAINED = "None"
 
