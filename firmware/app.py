@@ -83,10 +83,10 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     s.step = int(s.meta.get("step", s.window // 2))
     riq = s.meta.get("raw_input_quant")
     if riq:
-        s.quant = _collect.Quantizer(riq["scale"], riq["zero_point"])
+        s.quant = _collect.Quantizer(riq["scale"], riq["zero_point"], s.model)
     else:  # no folded normalization: the input quantization of the model itself
         sc, zp = info["input_scale"], info["input_zero_point"]
-        s.quant = _collect.Quantizer([sc] * s.channels, [zp] * s.channels)
+        s.quant = _collect.Quantizer([sc] * s.channels, [zp] * s.channels, s.model)
     s.ring = _collect.Ring(capacity, s.window * s.channels)
     s.holdout = holdout
     s.taken = {}  # windows collected per class (decides which are held back)

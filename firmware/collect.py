@@ -12,13 +12,24 @@ import hal
 
 
 class Quantizer:
-    """Raw sample (6 floats) -> 6 int8 model-input values (as unsigned bytes 0..255)."""
+    """Raw sample (6 floats) -> 6 int8 model-input values (as unsigned bytes 0..255).
 
-    def __init__(self, scale, zero_point):
+    With `model` (an edgetune Model, C or edgetune_py) this is `model.quantize`: one float32
+    recipe (docs/training.md §8), so a sample gives the same bytes on the unix port, a
+    single-precision board and the host's quantize_input. Without it, Python's own float
+    arithmetic, which can differ by one step at an exact tie."""
+
+    def __init__(self, scale, zero_point, model=None):
+        self.scale = list(scale)
         self.inv = [1.0 / s for s in scale]
         self.zp = list(zero_point)
+        self.m = model if model is not None and hasattr(model, "quantize") else None
 
     def into(self, sample, buf, off):
+        if self.m is not None:
+            n = len(self.zp)  # the model's channels: a 6-axis sample may feed fewer
+            buf[off:off + n] = self.m.quantize(sample if len(sample) == n else sample[:n], self.scale, self.zp)
+            return
         inv, zp = self.inv, self.zp
         for c in range(len(inv)):
             q = round(sample[c] * inv[c] + zp[c])
