@@ -232,18 +232,39 @@ def _shifted(x, off):
     return out
 
 
+def _commit(d, beta, mom, res, j):
+    """§4f-g for parameter j from its step d (2^-15 LSB): momentum (beta > 0), residual; returns n."""
+    F = _F
+    if beta > 0:
+        F[0] = beta * mom[j]
+        v = F[0]
+        F[0] = float(d)
+        F[0] = v + F[0]
+        mom[j] = F[0]
+        d = _round_sat(F[0], _LIM30)
+    a = d + res[j]
+    n = (a + 16384) >> 15
+    res[j] = a - (n << 15)
+    return n
+
+
+_SEQ = (list, tuple, bytes, bytearray, memoryview, array)  # train(): k labels
+
+
 class _Layer:
     pass
 
 
 class Model:
-    """Model(buf, scheme=None, momentum=0.0): an .etm model with its training state."""
+    """Model(buf, scheme=None, momentum=0.0, batch=False): an .etm model with its training state."""
 
-    def __init__(self, buf, scheme=None, momentum=0.0):
+    def __init__(self, buf, scheme=None, momentum=0.0, batch=False):
         mom = _f32(float(momentum))
         if not (mom >= 0.0 and mom < 1.0):
             raise ValueError("edgetune: momentum must be in [0, 1)")
         self._momentum = mom
+        self._batch = bool(batch)
+        self._acc = False  # inside a batch: 4d/4e add to the accumulators (docs/training.md §5)
         self._buf = buf
         mv = memoryview(buf)
         self._parse(mv)
@@ -631,6 +652,8 @@ class Model:
             self._trainable += nb + nw
         self._params_size = off - p0
         self._params_end = off
+        if self._batch:  # float32 batch accumulator per trainable parameter (§6)
+            off += 4 * self._trainable
         self._arena = off + _a4(4 * self._n_out)
 
     # ------------------------------------------------------------------ state
@@ -981,7 +1004,12 @@ class Model:
     # ------------------------------------------------------------------ training
 
     def train(self, x, label, lr=0.01, qas=True):
-        """One SGD step on one sample (docs/training.md §2-§4); returns the float32 loss."""
+        """One SGD step on one sample (docs/training.md §2-§4); returns the float32 loss. With
+        k labels (bytes-like/list/tuple) on a batch=True model: one mini-batch step (§5)."""
+        if type(label) is not int and isinstance(label, _SEQ):
+            from edgetune_py_batch import train_batch  # only loaded when used
+
+            return train_batch(self, x, label, lr, qas)
         xb = self._x(x)
         label = self._label(label)
         lr = _f32(float(lr))
@@ -1169,23 +1197,18 @@ class Model:
             b = L.b
             res = L.res_b
             mom = L.mom_b
+            acc = L.acc_b if self._acc else None
             for c in range(oc):
                 F[0] = (neg / s_b[c]) if qas else (neg * s_b[c])
                 f = F[0]
                 F[0] = float(G[c])
                 F[0] = f * F[0]
+                if acc is not None:
+                    F[0] = acc[c] + F[0]
+                    acc[c] = F[0]
+                    continue
                 F[0] = F[0] * 32768.0
-                d = _round_sat(F[0], _LIM30)
-                if beta > 0:
-                    F[0] = beta * mom[c]
-                    v = F[0]
-                    F[0] = float(d)
-                    F[0] = v + F[0]
-                    mom[c] = F[0]
-                    d = _round_sat(F[0], _LIM30)
-                a = d + res[c]
-                n = (a + 16384) >> 15
-                res[c] = a - (n << 15)
+                n = _commit(_round_sat(F[0], _LIM30), beta, mom, res, c)
                 if n:
                     nb = b[c] + n
                     b[c] = _I32_MIN if nb < _I32_MIN else (_I32_MAX if nb > _I32_MAX else nb)
@@ -1211,6 +1234,14 @@ class Model:
                 w, wstep, wb = L.w, oc, c
             else:
                 w, wstep, wb = L.w[c], 1, 0
+            if self._acc:
+                acc = L.acc_w[s]
+                for k in range(per):
+                    F[0] = float(As[k])
+                    F[0] = f * F[0]
+                    F[0] = acc[k] + F[0]
+                    acc[k] = F[0]
+                continue
             for k in range(per):
                 av = As[k]
                 if av:
@@ -1220,16 +1251,7 @@ class Model:
                     d = _round_sat(F[0], _LIM30)
                 else:
                     d = 0
-                if mom is not None:
-                    F[0] = beta * mom[k]
-                    v = F[0]
-                    F[0] = float(d)
-                    F[0] = v + F[0]
-                    mom[k] = F[0]
-                    d = _round_sat(F[0], _LIM30)
-                a = d + res[k]
-                n = (a + 16384) >> 15
-                res[k] = a - (n << 15)
+                n = _commit(d, beta, mom, res, k)
                 idx = wb + k * wstep
                 nw = w[idx] + n  # clamped even when n == 0: a flashed -128 becomes -127
                 w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
@@ -1373,5 +1395,6 @@ class Model:
             "peak": self._peak,
             "trainable": self._trainable,
             "scheme": [(layer, b, len(ch)) for layer, b, ch in self._entries],
+            "batch": self._batch,
             "model_bytes": self._len,
         }

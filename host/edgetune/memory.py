@@ -67,6 +67,7 @@ def inference_plan(model: EtmModel) -> list[tuple[int, int, int]]:
 #   2. saved   per layer i = first..L-1: input copy (weight-trained layers), arg-max indices
 #              (MAX_POOL_2D above `first`), output mask (1 bit/element)
 #   3. params  per scheme entry: bias, channel map, weights, residuals, momentum
+#   (batch)    Model(batch=True) only: float32 accumulator per trainable parameter
 #   4. loss    float32 per class
 # Every item starts at a multiple of 4 (sizes rounded up).
 # ============================================================================================
@@ -138,7 +139,15 @@ def grad_plan(model: EtmModel, scheme) -> tuple[int, list[tuple[int, int, int]]]
                 for j in range(n_layers, first, -1)]
 
 
-def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Region]:
+def n_trainable(model: EtmModel, scheme) -> int:
+    """Trainable parameter count (biases of bias-trained layers + selected channels' weights)."""
+    from .scheme import out_channels, per_channel
+
+    return sum((out_channels(model, e.layer) if e.bias else 0) + len(e.channels) * per_channel(model, e.layer)
+               for e in scheme.entries)
+
+
+def training_layout(model: EtmModel, scheme, momentum: bool = False, batch: bool = False) -> list[Region]:
     """The training arena's regions with their items; [] when nothing trains."""
     first = scheme.first
     if first is None:
@@ -178,14 +187,19 @@ def training_layout(model: EtmModel, scheme, momentum: bool = False) -> list[Reg
         params.items.append((name, layer, off, n))
         off += n
     params.size = off - params.offset
+    regions += [saved, params]
+    if batch:  # §5/§6: float32 accumulator per trainable parameter, in residual order
+        n = 4 * n_trainable(model, scheme)
+        regions.append(Region("batch", off, n, [("batch", -1, off, n)]))
+        off += n
     n_cls = model.tensors[model.output].size
     loss = Region("loss", off, align4(4 * n_cls), [("loss", -1, off, align4(4 * n_cls))])
-    return regions + [saved, params, loss]
+    return regions + [loss]
 
 
-def training_arena(model: EtmModel, scheme, momentum: bool = False) -> int:
+def training_arena(model: EtmModel, scheme, momentum: bool = False, batch: bool = False) -> int:
     """Bytes of the training arena (docs/training.md §6); the inference arena when nothing trains."""
-    regions = training_layout(model, scheme, momentum)
+    regions = training_layout(model, scheme, momentum, batch)
     if not regions:
         return inference_arena(model)
     return regions[-1].offset + regions[-1].size

@@ -1,8 +1,9 @@
 """The numpy twin of one on-device training step (docs/training.md is the normative text).
 
-`Trainer(etm_bytes_or_model, scheme=None, momentum=0.0)` holds the trainable copies (int32
-biases, int8 weights of the selected channels), their int16 residuals and optional float32
-momentum, and does exactly what the C module does:
+`Trainer(etm_bytes_or_model, scheme=None, momentum=0.0, batch=False)` holds the trainable copies
+(int32 biases, int8 weights of the selected channels), their int16 residuals and optional float32
+momentum, and does exactly what the C module does (`step` one sample; with batch=True,
+`step_batch(xs, labels, lr, qas)` a mini-batch, docs/training.md §5):
 
 - the forward pass reuses `reference.run_layer` on a *live* copy of the model whose trained
   tensors are this object's arrays (so the kernels are REF's, not duplicated);
@@ -201,7 +202,8 @@ class Trainer:
     VERSION = 1
     HEADER = struct.Struct("<4sHHIIIIII")
 
-    def __init__(self, model: EtmModel | bytes, scheme: Scheme | None = None, momentum: float = 0.0):
+    def __init__(self, model: EtmModel | bytes, scheme: Scheme | None = None, momentum: float = 0.0,
+                 batch: bool = False):
         if isinstance(model, EtmModel):
             buf = write_etm(model)
             model = read_etm(buf)
@@ -217,6 +219,8 @@ class Trainer:
         if not (self.momentum >= 0 and self.momentum < 1):
             raise ValueError(f"momentum {momentum} must be in [0, 1)")
         self.first = self.scheme.first
+        self.batch = bool(batch)
+        self._acc: dict | None = None  # inside step_batch: {("b"|"w", layer): float32 accumulator}
         # live model: trained tensors are replaced by our own arrays (mutated in place)
         self.live = dataclasses.replace(model, tensors=list(model.tensors))
         self.bias: dict[int, np.ndarray] = {}
@@ -498,6 +502,55 @@ class Trainer:
             g_q, s_g = g_next, s_next
         return loss
 
+    def step_batch(self, xs, labels, lr: float, qas: bool = True) -> np.float32:
+        """One mini-batch step on k samples (docs/training.md §5); returns the mean float32 loss.
+        Every sample runs with the weights as at the start; the real-valued steps accumulate
+        in float32 in sample order; then d = round_sat((acc / k) * 32768) and §4f-g once for
+        every trainable parameter."""
+        if not self.batch:
+            raise ValueError("k labels need a batch model: create the Model with batch=True")
+        labels = [self._label(lb) for lb in np.asarray(labels).reshape(-1)]
+        k = len(labels)
+        if k == 0:
+            raise ValueError("a batch needs at least one label")
+        xs = np.asarray(xs)
+        n_in = self.model.input_tensor.size
+        if xs.dtype != np.int8 or xs.size != k * n_in:
+            raise ValueError(f"xs must be int8 with {k} x {n_in} elements")
+        lr = F32(lr)
+        if not np.isfinite(lr):
+            raise ValueError("lr must be a finite number")
+        xs = xs.reshape(k, n_in)
+        acc = {}
+        for e in self.scheme.entries:
+            if e.bias:
+                acc[("b", e.layer)] = np.zeros(len(self.res_b[e.layer]), F32)
+            if e.channels:
+                acc[("w", e.layer)] = np.zeros(self.res_w[e.layer].shape, F32)
+        self._acc = acc
+        try:
+            total = F32(0)
+            for s in range(k):
+                loss = self.step(xs[s], labels[s], lr, qas)
+                total = loss if s == 0 else F32(total + loss)
+        finally:
+            self._acc = None
+        kf = F32(k)
+        m = self.model
+        for e in self.scheme.entries:
+            i = e.layer
+            if e.bias:
+                d = round_sat((acc[("b", i)] / kf) * F32(32768.0))
+                self.res_b[i][:] = self._apply(d, self.res_b[i], self.mom_b[i], self.bias[i].reshape(-1), True)
+            if e.channels:
+                sel = self.sel[i]
+                d = round_sat((acc[("w", i)] / kf) * F32(32768.0))
+                view = channel_weights(m, i, self.weight[i])
+                wsel = view[sel].astype(np.int64)
+                self.res_w[i][:] = self._apply(d, self.res_w[i], self.mom_w[i], wsel, False)
+                view[sel] = wsel.astype(np.int8)
+        return F32(total / kf)
+
     def _input_grad(self, i: int, g: np.ndarray, s_g, x: np.ndarray):
         """§4b: (acc int64 shaped like t_i without the batch axis, s_acc float32)."""
         m = self.model
@@ -582,25 +635,39 @@ class Trainer:
             if s_b is None:
                 s_b = self.s_b[i] = _scales(m.tensors[ly.bias], c_out)
             f = (neg / s_b) if qas else (neg * s_b)
+            if self._acc is not None:
+                a = self._acc[("b", i)]
+                a[...] = (a + (f * G.astype(F32))).astype(F32)
+                return self._update_w(i, g, x, neg, s_g, qas, info) if e.channels else None
             d = round_sat((f * G.astype(F32)) * F32(32768.0))
             if info is not None:
                 info.grads.setdefault(i, {}).update(b=float(s_g) * G.astype(np.float64), db=d.copy())
             self.res_b[i][:] = self._apply(d, self.res_b[i], self.mom_b[i], self.bias[i].reshape(-1), True)
         if e.channels:
-            sel = self.sel[i]
-            t_in = m.tensors[ly.input]
-            s_x, zp_x = F32(t_in.scale), int(t_in.zero_point)
-            A = self._weight_grad(i, g, x, sel, zp_x)
-            s_w = self.s_w[i][sel]
-            base = F32(neg * s_x)
-            f = (base / s_w) if qas else (base * s_w)
-            d = round_sat((f[:, None] * A.astype(F32)) * F32(32768.0))
-            if info is not None:
-                info.grads.setdefault(i, {}).update(w=float(s_g) * float(s_x) * A.astype(np.float64), dw=d.copy())
-            view = channel_weights(m, i, self.weight[i])
-            wsel = view[sel].astype(np.int64)
-            self.res_w[i][:] = self._apply(d, self.res_w[i], self.mom_w[i], wsel, False)
-            view[sel] = wsel.astype(np.int8)
+            self._update_w(i, g, x, neg, s_g, qas, info)
+
+    def _update_w(self, i: int, g: np.ndarray, x: np.ndarray, neg, s_g, qas: bool, info) -> None:
+        """§4e (and f, g) for layer i's selected channels."""
+        m = self.model
+        ly = m.layers[i]
+        sel = self.sel[i]
+        t_in = m.tensors[ly.input]
+        s_x, zp_x = F32(t_in.scale), int(t_in.zero_point)
+        A = self._weight_grad(i, g, x, sel, zp_x)
+        s_w = self.s_w[i][sel]
+        base = F32(neg * s_x)
+        f = (base / s_w) if qas else (base * s_w)
+        if self._acc is not None:
+            a = self._acc[("w", i)]
+            a[...] = (a + (f[:, None] * A.astype(F32))).astype(F32)
+            return
+        d = round_sat((f[:, None] * A.astype(F32)) * F32(32768.0))
+        if info is not None:
+            info.grads.setdefault(i, {}).update(w=float(s_g) * float(s_x) * A.astype(np.float64), dw=d.copy())
+        view = channel_weights(m, i, self.weight[i])
+        wsel = view[sel].astype(np.int64)
+        self.res_w[i][:] = self._apply(d, self.res_w[i], self.mom_w[i], wsel, False)
+        view[sel] = wsel.astype(np.int8)
 
     def _apply(self, d: np.ndarray, res: np.ndarray, mom: np.ndarray, param: np.ndarray, is_bias: bool) -> np.ndarray:
         """§4f–g in place on `param` (int32 bias view or int64 weight copy); returns the new residual."""

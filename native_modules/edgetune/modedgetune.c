@@ -30,6 +30,7 @@ typedef struct _edgetune_model_obj_t {
     uint8_t *arena;      /* train.arena_size bytes from the GC heap (training arena, docs/training.md §6) */
     et_train_layer_t *tlayers; /* model.n_layers entries: the scheme and its arena plan */
     et_train_t train;    /* training state; train.m points at model above */
+    bool batch;          /* Model(..., batch=True): train() takes k labels (docs/training.md §5) */
 } edgetune_model_obj_t;
 
 static const char *const act_names[] = { "NONE", "RELU", "RELU6" };
@@ -98,11 +99,12 @@ static void scheme_from_obj(const et_model_t *m, mp_obj_t scheme, et_scheme_laye
 }
 
 static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
-    enum { ARG_buf, ARG_scheme, ARG_momentum };
+    enum { ARG_buf, ARG_scheme, ARG_momentum, ARG_batch };
     static const mp_arg_t allowed[] = {
         { MP_QSTR_buf, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_scheme, MP_ARG_OBJ, {.u_obj = mp_const_none} },
         { MP_QSTR_momentum, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_batch, MP_ARG_BOOL, {.u_bool = false} },
     };
     mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
     mp_arg_parse_all_kw_array(n_args, n_kw, args, MP_ARRAY_SIZE(allowed), allowed, a);
@@ -126,9 +128,14 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     }
     m_del(et_scheme_layer_t, sl, model.n_layers);
     et_train_t train;
+    bool self_batch;
     msg = et_train_plan(&train, &model, tlayers, momentum, err, sizeof err);
     if (msg) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+    self_batch = a[ARG_batch].u_bool;
+    if (self_batch) {
+        et_train_plan_batch(&train);
     }
     /* The object first, the arena (the big block) last: if the arena does not fit, the
      * MemoryError names it, and nothing but garbage was allocated. */
@@ -148,6 +155,7 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     self->train = train;
     self->train.m = &self->model;
     self->train.layers = tlayers;
+    self->batch = self_batch;
     et_train_init(&self->train, arena);
     return MP_OBJ_FROM_PTR(self);
 }
@@ -213,7 +221,13 @@ static int32_t label_of(edgetune_model_obj_t *self, mp_obj_t label_in) {
     return (int32_t)label;
 }
 
-/* m.train(x, label, lr=0.01, qas=True) -> loss (float): one SGD step on one sample. */
+/* Label s of a batch's labels: a bytes-like object (one byte each) or a list/tuple of ints. */
+static mp_obj_t batch_label(const mp_buffer_info_t *lb, mp_obj_t *items, size_t s) {
+    return items ? items[s] : MP_OBJ_NEW_SMALL_INT(((const uint8_t *)lb->buf)[s]);
+}
+
+/* m.train(x, label, lr=0.01, qas=True) -> loss (float): one SGD step on one sample; with a
+ * batch model and k labels (bytes-like/list/tuple), one mini-batch step (docs/training.md §5). */
 static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_x, ARG_label, ARG_lr, ARG_qas };
     static const mp_arg_t allowed[] = {
@@ -225,14 +239,80 @@ static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
     mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
     mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
-    const int8_t *x = input_of(self, a[ARG_x].u_obj);
-    const int32_t label = label_of(self, a[ARG_label].u_obj);
+    mp_obj_t label_in = a[ARG_label].u_obj;
+    mp_buffer_info_t lb = {0};
+    mp_obj_t *items = NULL;
+    size_t k = 0;
+    const bool seq = mp_obj_is_type(label_in, &mp_type_list) || mp_obj_is_type(label_in, &mp_type_tuple);
+    if (!seq && (mp_obj_is_str(label_in) || !mp_get_buffer(label_in, &lb, MP_BUFFER_READ))) {
+        /* one label: an int (anything else raises label_of's TypeError) */
+        const int8_t *x = input_of(self, a[ARG_x].u_obj);
+        const int32_t label = label_of(self, label_in);
+        const float lr = a[ARG_lr].u_obj == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(a[ARG_lr].u_obj);
+        if (!(lr - lr == 0.0f)) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
+        }
+        check_buffer_unchanged(self);
+        const float loss = et_train_step(&self->train, x, label, lr, a[ARG_qas].u_bool);
+        return mp_obj_new_float((mp_float_t)loss);
+    }
+    /* A batch: everything is checked before any state changes. */
+    if (!self->batch) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: k labels need a batch model: create the Model with batch=True"));
+    }
+    check_buffer_unchanged(self);
+    if (seq) {
+        mp_obj_get_array(label_in, &k, &items);
+    } else {
+        if (lb.typecode != 'B' && lb.typecode != 'b' && lb.typecode != 1 /* bytearray */) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: labels must be ints, bytes or a list/tuple of ints"));
+        }
+        k = lb.len;
+    }
+    const size_t n_out = et_model_output_size(&self->model);
+    if (k == 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: a batch needs at least one label"));
+    }
+    for (size_t s = 0; s < k; ++s) {
+        const mp_obj_t o = batch_label(&lb, items, s);
+        if (items && !mp_obj_is_int(o) && !mp_obj_is_bool(o)) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: labels must be ints"));
+        }
+        const mp_int_t v = mp_obj_get_int(o);
+        if (v < 0 || (size_t)v >= n_out) {
+            mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: label %ld out of range 0..%u"), (long)v,
+                (unsigned)(n_out - 1));
+        }
+    }
+    mp_buffer_info_t xb;
+    mp_get_buffer_raise(a[ARG_x].u_obj, &xb, MP_BUFFER_READ);
+    const size_t n_in = et_model_input_size(&self->model);
+    if (xb.len != k * n_in) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("edgetune: inputs have %u bytes, %u labels need %u x %u"),
+            (unsigned)xb.len, (unsigned)k, (unsigned)k, (unsigned)n_in);
+    }
     const float lr = a[ARG_lr].u_obj == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(a[ARG_lr].u_obj);
     if (!(lr - lr == 0.0f)) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
     }
-    check_buffer_unchanged(self);
-    const float loss = et_train_step(&self->train, x, label, lr, a[ARG_qas].u_bool);
+    /* The labels as int32: on the stack for k <= 16, else one heap block (allocated before any
+     * state change, so a MemoryError leaves the model as it was). */
+    int32_t lab[16];
+    const int8_t *xs = (const int8_t *)xb.buf;
+    if (k <= MP_ARRAY_SIZE(lab)) {
+        for (size_t s = 0; s < k; ++s) {
+            lab[s] = (int32_t)mp_obj_get_int(batch_label(&lb, items, s));
+        }
+        const float loss = et_train_batch(&self->train, xs, lab, (int32_t)k, lr, a[ARG_qas].u_bool);
+        return mp_obj_new_float((mp_float_t)loss);
+    }
+    int32_t *heap = m_new(int32_t, k);
+    for (size_t s = 0; s < k; ++s) {
+        heap[s] = (int32_t)mp_obj_get_int(batch_label(&lb, items, s));
+    }
+    const float loss = et_train_batch(&self->train, xs, heap, (int32_t)k, lr, a[ARG_qas].u_bool);
+    m_del(int32_t, heap, k);
     return mp_obj_new_float((mp_float_t)loss);
 }
 static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_train_obj, 3, edgetune_model_train);
@@ -578,6 +658,7 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
     store(d, "inference_arena", mp_obj_new_int_from_uint(m->arena_size));
     store(d, "peak", mp_obj_new_int_from_uint(self->train.peak));
     store(d, "trainable", mp_obj_new_int_from_uint(self->train.n_trainable));
+    store(d, "batch", mp_obj_new_bool(self->batch));
     mp_obj_t scheme = mp_obj_new_list(0, NULL);
     for (unsigned i = 0; i < m->n_layers; ++i) {
         const et_train_layer_t *tl = &self->tlayers[i];

@@ -81,7 +81,7 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         tl->c_out = 0;
         tl->per_channel = 0;
         tl->s_wmax = 0.0f;
-        tl->saved_in = tl->argmax = tl->mask = tl->bias = tl->map = tl->wcopy = tl->resid = tl->mom = 0;
+        tl->saved_in = tl->argmax = tl->mask = tl->bias = tl->map = tl->wcopy = tl->resid = tl->mom = tl->acc = 0;
         tl->has_saved_in = tl->has_argmax = tl->argmax_bits = 0;
         if (et_scheme_is_weight_op(l.op)) {
             et_tensor_t tw;
@@ -423,6 +423,7 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
     const float beta = t->momentum;
     int16_t *resid = (int16_t *)(void *)(arena + tl->resid);
     float *mom = tl->mom ? (float *)(void *)(arena + tl->mom) : NULL;
+    float *acc = t->accumulate ? (float *)(void *)(arena + tl->acc) : NULL;
     const float base = (-lr) * s_g;
     int32_t roff = 0;
     if (tl->s.flags & ET_SCHEME_BIAS) {
@@ -432,6 +433,10 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
         for (int32_t c = 0; c < c_out; ++c) {
             const int64_t sum = et_bias_grad_s16(g, positions, c_out, c);
             const float f = et_update_factor(base, scale_of(&tb, (unsigned)c), qas);
+            if (acc) {
+                acc[c] = et_update_accumulate(acc[c], f, sum);
+                continue;
+            }
             const int32_t n = et_update_step(f, sum, beta, mom ? mom + c : NULL, resid + c);
             b[c] = et_update_apply_s32(b[c], n);
         }
@@ -470,6 +475,10 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
                     a = et_depthwise_conv_weight_grad_s8(&p, &din, x, &dw, &dout, g, c, (int32_t)k);
                 }
                 const size_t idx = (size_t)roff + s0 + k;
+                if (acc) {
+                    acc[idx] = et_update_accumulate(acc[idx], f, a);
+                    continue;
+                }
                 const int32_t n = et_update_step(f, a, beta, mom ? mom + idx : NULL, resid + idx);
                 w[k] = et_update_apply_s8(w[k], n);
             }
@@ -598,6 +607,83 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
         s_g = s_next;
     }
     return loss;
+}
+
+
+void et_train_plan_batch(et_train_t *t) {
+    if (t->first < 0) {
+        return;
+    }
+    size_t off = t->loss_off;
+    t->batch_off = off;
+    for (unsigned i = (unsigned)t->first; i < t->m->n_layers; ++i) {
+        et_train_layer_t *tl = &t->layers[i];
+        if (!tl->s.flags) {
+            continue;
+        }
+        size_t count = (tl->s.flags & ET_SCHEME_BIAS) ? tl->c_out : 0;
+        if (tl->s.flags & ET_SCHEME_WEIGHTS) {
+            count += (size_t)tl->s.n_sel * tl->per_channel;
+        }
+        tl->acc = (uint32_t)off;
+        off += 4 * count;
+    }
+    t->loss_off = off;
+    t->arena_size = off + 4 * et_model_output_size(t->m);
+}
+
+/* Mini-batch end (docs/training.md §5): every trainable parameter gets
+ * d = round_sat((acc / k) * 32768, 2^30), then 4f-4g once. */
+static void batch_apply(et_train_t *t, int32_t k) {
+    uint8_t *arena = t->arena;
+    for (unsigned i = (unsigned)t->first; i < t->m->n_layers; ++i) {
+        const et_train_layer_t *tl = &t->layers[i];
+        if (!tl->s.flags) {
+            continue;
+        }
+        int16_t *resid = (int16_t *)(void *)(arena + tl->resid);
+        float *mom = tl->mom ? (float *)(void *)(arena + tl->mom) : NULL;
+        const float *acc = (const float *)(const void *)(arena + tl->acc);
+        size_t idx = 0;
+        if (tl->s.flags & ET_SCHEME_BIAS) {
+            int32_t *b = (int32_t *)(void *)(arena + tl->bias);
+            for (unsigned c = 0; c < tl->c_out; ++c, ++idx) {
+                const int32_t n = et_update_commit(et_update_batch_step(acc[idx], k), t->momentum,
+                    mom ? mom + idx : NULL, resid + idx);
+                b[c] = et_update_apply_s32(b[c], n);
+            }
+        }
+        if (tl->s.flags & ET_SCHEME_WEIGHTS) {
+            int8_t *w = (int8_t *)(arena + tl->wcopy);
+            const size_t n_w = (size_t)tl->s.n_sel * tl->per_channel;
+            for (size_t j = 0; j < n_w; ++j, ++idx) {
+                const int32_t n = et_update_commit(et_update_batch_step(acc[idx], k), t->momentum,
+                    mom ? mom + idx : NULL, resid + idx);
+                w[j] = et_update_apply_s8(w[j], n);
+            }
+        }
+    }
+}
+
+float et_train_batch(et_train_t *t, const int8_t *inputs, const int32_t *labels, int32_t k, float lr, int qas) {
+    const size_t n_in = et_model_input_size(t->m);
+    const int trains = t->first >= 0;
+    if (trains) {
+        memset(t->arena + t->batch_off, 0, 4u * t->n_trainable);
+        touch(t, t->batch_off + 4u * t->n_trainable);
+    }
+    float total = 0.0f;
+    t->accumulate = trains;
+    for (int32_t s = 0; s < k; ++s) {
+        const float loss = et_train_step(t, inputs + (size_t)s * n_in, labels[s], lr, qas);
+        total = s == 0 ? loss : total + loss;
+    }
+    t->accumulate = 0;
+    if (trains) {
+        batch_apply(t, k);
+        memset(t->arena + t->batch_off, 0, 4u * t->n_trainable);
+    }
+    return total / (float)k;
 }
 
 /* ---------------------------------------------------------------------------------------- */

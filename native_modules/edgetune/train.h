@@ -38,6 +38,7 @@ typedef struct {
     uint32_t wcopy;         /* weight copy (n_sel x per_channel int8) */
     uint32_t resid;         /* residuals (int16: c_out bias ones, then n_sel x per_channel) */
     uint32_t mom;           /* momentum (float32, same order), if momentum is on */
+    uint32_t acc;           /* batch accumulator (float32, same order), if batch is on */
     uint8_t has_saved_in;
     uint8_t has_argmax;
     uint8_t argmax_bits;    /* ceil(log2(KH*KW)), 0 for a 1x1 window */
@@ -56,6 +57,8 @@ typedef struct {
     size_t loss_off;
     size_t peak;                /* highest arena offset written so far (rounded up to 4) */
     uint32_t n_trainable;       /* trainable parameter count */
+    size_t batch_off;           /* batch accumulator region (after params), 0 = no batch */
+    int accumulate;             /* inside et_train_batch: 4d/4e add to the accumulators */
 } et_train_t;
 
 /*
@@ -65,6 +68,12 @@ typedef struct {
  */
 const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *layers, float momentum,
     char *err, size_t err_len);
+
+/*
+ * After et_train_plan: add the batch accumulator region (docs/training.md §6: float32 per
+ * trainable parameter, after params, before loss) so et_train_batch can be used.
+ */
+void et_train_plan_batch(et_train_t *t);
 
 /* Copy the trainable parameters from the model, select channels, zero residuals and momentum. */
 void et_train_init(et_train_t *t, uint8_t *arena);
@@ -80,6 +89,12 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save);
  * the caller). qas != 0: QAS step, else plain int8 SGD. Returns the loss.
  */
 float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr, int qas);
+
+/*
+ * One mini-batch step on k >= 1 samples (inputs: k x input size bytes; labels, lr checked
+ * by the caller; needs et_train_plan_batch). Returns the mean loss (docs/training.md §5).
+ */
+float et_train_batch(et_train_t *t, const int8_t *inputs, const int32_t *labels, int32_t k, float lr, int qas);
 
 /* CRC-32 of the scheme encoded as the .etm scheme section (docs/training.md §1). */
 uint32_t et_train_scheme_crc(const et_train_t *t);

@@ -99,6 +99,9 @@ void et_depthwise_conv_channel_s8(const et_conv_params_t *params, const et_per_c
 /* --- updates (et_update.c) --- */
 float et_update_factor(float base, float scale, int qas);
 int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *velocity, int16_t *residual);
+int32_t et_update_commit(int32_t d, float beta, float *velocity, int16_t *residual);
+float et_update_accumulate(float acc, float factor, int64_t grad_sum);
+int32_t et_update_batch_step(float acc, int32_t k);
 int8_t et_update_apply_s8(int8_t w, int32_t n);
 int32_t et_update_apply_s32(int32_t b, int32_t n);
 

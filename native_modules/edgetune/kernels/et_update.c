@@ -28,7 +28,14 @@ float et_update_factor(float base, float scale, int qas) {
  * Returns n, the change to add to the stored integer parameter.
  */
 int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *velocity, int16_t *residual) {
-    int32_t d = et_round_sat((factor * (float)grad_sum) * 32768.0f, ET_LIM30);
+    return et_update_commit(et_round_sat((factor * (float)grad_sum) * 32768.0f, ET_LIM30), beta, velocity, residual);
+}
+
+/*
+ * et_update_commit - steps 4f-4g for one parameter from its step d (2^-15 LSB):
+ * momentum (velocity != NULL), then the residual; returns n (as et_update_step).
+ */
+int32_t et_update_commit(int32_t d, float beta, float *velocity, int16_t *residual) {
     if (velocity) {
         const float v = beta * *velocity + (float)d;
         *velocity = v;
@@ -38,6 +45,16 @@ int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *veloci
     const int32_t n = (int32_t)et_floor_div((int64_t)a + 16384, 32768);
     *residual = (int16_t)(a - n * 32768);
     return n;
+}
+
+/* et_update_accumulate - mini-batch (docs/training.md §5): acc + factor * (float)grad_sum. */
+float et_update_accumulate(float acc, float factor, int64_t grad_sum) {
+    return acc + factor * (float)grad_sum;
+}
+
+/* et_update_batch_step - the step d of a k-sample batch: round_sat((acc / k) * 32768, 2^30). */
+int32_t et_update_batch_step(float acc, int32_t k) {
+    return et_round_sat((acc / (float)k) * 32768.0f, ET_LIM30);
 }
 
 /* et_update_apply_s8 - clamp(w + n, -127, 127). */
