@@ -447,13 +447,14 @@ def test_py_equals_c_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
         script = tmp_path / f"q{seed}.py"
         script.write_text(QEMU_SCRIPT.format(cases=spec))
         scripts.append(script)
-    # One mpremote session per script: each starts from a soft reset with the whole heap free.
-    # Chained in one session, the heap left by the earlier scripts made the fallback's later
-    # steps collect garbage on nearly every allocation (minutes instead of seconds).
+    # One mpremote session per script: each starts from a soft reset with the whole heap free
+    # (143 KB; the .mpy and one script's models take most of it). A 32 KiB RAM filesystem
+    # leaves room besides the ~22 KB .mpy: LittleFS refuses writes when it is nearly full.
     out = ""
     with emulate.QemuBoard(qemu_firmware) as board:
         for s in scripts:
-            args = ["exec", "import qemufs", "+", "cp", str(mpy), ":edgetune_py.mpy", "+", "run", str(s)]
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",
+                    "+", "run", str(s)]
             try:  # ~5 s each normally
                 proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                       timeout=120)

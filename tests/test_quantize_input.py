@@ -292,7 +292,8 @@ def test_quantize_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
         for case in spec:  # one session (soft reset, whole heap free) per case
             script = tmp_path / f"q{case[0]}.py"
             script.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=[case]))
-            args = ["exec", "import qemufs", "+", "cp", str(mpy), ":edgetune_py.mpy", "+", "run", str(script)]
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",  # room
+                    "+", "run", str(script)]
             proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                   timeout=300)
             assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -44,10 +44,15 @@ dev = None
 
 
 def mount(kib=24):
-    """Format and mount a fresh RAM filesystem of `kib` KiB at "/" (idempotent)."""
+    """Format and mount a fresh RAM filesystem of `kib` KiB at "/". Idempotent for the same
+    size; another size unmounts the current one (its files are lost) and mounts a fresh one."""
     global dev
     if dev is not None:
-        return dev
+        if dev.blocks == kib * 1024 // BLOCK:
+            return dev
+        os.chdir("/")
+        vfs.umount("/")
+        dev = None
     dev = RAMBlockDev(kib * 1024 // BLOCK)
     vfs.VfsLfs2.mkfs(dev)
     vfs.mount(vfs.VfsLfs2(dev), "/")
