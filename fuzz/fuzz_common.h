@@ -185,4 +185,14 @@ static uint8_t *fz_slurp(const char *path, size_t *len) {
     return p;
 }
 
+#ifndef FUZZ_BASE_ETM
+#define FUZZ_BASE_ETM "fuzz/base.etm"
+#endif
+
+/* The base model of the scheme/state targets: $FUZZ_BASE_ETM, else the path compiled in. */
+static uint8_t *fz_base_etm(size_t *len) {
+    const char *path = getenv("FUZZ_BASE_ETM");
+    return fz_slurp(path ? path : FUZZ_BASE_ETM, len);
+}
+
 #endif /* EDGETUNE_FUZZ_COMMON_H */

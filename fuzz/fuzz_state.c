@@ -9,18 +9,13 @@
  */
 #include "fuzz_common.h"
 
-#ifndef FUZZ_BASE_ETM
-#define FUZZ_BASE_ETM "fuzz/base.etm"
-#endif
-
 static uint8_t *base;
 static size_t base_len;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *path = getenv("FUZZ_BASE_ETM");
-    base = fz_slurp(path ? path : FUZZ_BASE_ETM, &base_len);
+    base = fz_base_etm(&base_len);
     return 0;
 }
 
