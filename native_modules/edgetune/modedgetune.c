@@ -226,6 +226,15 @@ static mp_obj_t batch_label(const mp_buffer_info_t *lb, mp_obj_t *items, size_t 
     return items ? items[s] : MP_OBJ_NEW_SMALL_INT(((const uint8_t *)lb->buf)[s]);
 }
 
+/* The lr argument of train(): 0.01 if not given; ValueError unless finite. */
+static float lr_of(mp_obj_t lr_in) {
+    const float lr = lr_in == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(lr_in);
+    if (!(lr - lr == 0.0f)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
+    }
+    return lr;
+}
+
 /* m.train(x, label, lr=0.01, qas=True) -> loss (float): one SGD step on one sample; with a
  * batch model and k labels (bytes-like/list/tuple), one mini-batch step (docs/training.md §5). */
 static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
@@ -248,10 +257,7 @@ static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp
         /* one label: an int (anything else raises label_of's TypeError) */
         const int8_t *x = input_of(self, a[ARG_x].u_obj);
         const int32_t label = label_of(self, label_in);
-        const float lr = a[ARG_lr].u_obj == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(a[ARG_lr].u_obj);
-        if (!(lr - lr == 0.0f)) {
-            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
-        }
+        const float lr = lr_of(a[ARG_lr].u_obj);
         check_buffer_unchanged(self);
         const float loss = et_train_step(&self->train, x, label, lr, a[ARG_qas].u_bool);
         return mp_obj_new_float((mp_float_t)loss);
@@ -292,10 +298,7 @@ static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp
             MP_ERROR_TEXT("edgetune: inputs have %u bytes, %u labels need %u x %u"),
             (unsigned)xb.len, (unsigned)k, (unsigned)k, (unsigned)n_in);
     }
-    const float lr = a[ARG_lr].u_obj == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(a[ARG_lr].u_obj);
-    if (!(lr - lr == 0.0f)) {
-        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
-    }
+    const float lr = lr_of(a[ARG_lr].u_obj);
     /* The labels as int32: on the stack for k <= 16, else one heap block (allocated before any
      * state change, so a MemoryError leaves the model as it was). */
     int32_t lab[16];
