@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "build" / "bench" / "reliability.d"
 
 
-def _demo():
+def demo_module():
+    """scripts/demo.py as a module (ensure_model, write_sessions, heap_budget, ...)."""
     spec = importlib.util.spec_from_file_location("edgetune_demo", REPO / "scripts" / "demo.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -24,7 +25,7 @@ def _demo():
 def reference_etm() -> Path:
     """The reference model: host/edgetune/model.py's small variant, pre-trained, quantized and
     exported exactly as `make demo` does (cached in build/demo/model)."""
-    return _demo().ensure_model(REPO / "build" / "demo")
+    return demo_module().ensure_model(REPO / "build" / "demo")
 
 
 def heap_budgets() -> dict[str, int]:

@@ -12,21 +12,19 @@ raise ValueError in both and leave the model unchanged.
 
 from __future__ import annotations
 
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgetune import emulate, memory
+from edgetune import memory
 from edgetune.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_edgetune_py import _f32hex, _run  # noqa: E402
 from test_unix_train import cases_for, train_model  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-FIRMWARE = REPO / "firmware"
 N_MODELS = 20
 BATCH_STEPS = 10
 KINDS = ("default", "classifier", "sliced")
@@ -59,19 +57,6 @@ print('DONE')
 """
 
 
-def _f32hex(v) -> str:
-    return struct.pack("<f", float(np.float32(v))).hex()
-
-
-def _run(code: str, tmp: Path, timeout: float = 900) -> str:
-    script = tmp / "runner.py"
-    script.write_text(code)
-    proc = emulate._run_binary(emulate.find_micropython(), script, None, timeout, tmp, [str(FIRMWARE)])
-    assert proc.returncode == 0, (f"MicroPython exited with {proc.returncode}\n{proc.stdout[-2000:]}\n"
-                                  f"{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
 def _cases():
     out = []
     for seed in range(N_MODELS):
@@ -102,7 +87,7 @@ def test_batch_steps_c_py_twin(micropython, tmp_path, k):
             cases.append((name, c.device_scheme, mom, c.qas, c.lr, k))
     kinds = {data[n][0].kind for n in data}
     assert kinds == set(KINDS) and len({data[n][0].name.split("_")[0] for n in data}) >= N_MODELS, kinds
-    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path)
+    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path, timeout=900)
     assert out.rstrip().endswith("DONE"), out[-2000:]
     rows = {}
     for line in out.splitlines():
@@ -183,7 +168,7 @@ def test_batch_refusals_and_arena(micropython, tmp_path):
     etm = write_etm(model)
     (tmp_path / "m.etm").write_bytes(etm)
     n_in, n_cls = model.input_tensor.size, model.output_tensor.size
-    out = _run(REFUSALS.format(d=str(tmp_path), n_in=n_in, n_cls=n_cls), tmp_path)
+    out = _run(REFUSALS.format(d=str(tmp_path), n_in=n_in, n_cls=n_cls), tmp_path, timeout=900)
     assert out.rstrip().endswith("DONE"), out[-2000:]
     lines = [ln.split() for ln in out.splitlines()]
     arenas = [ln for ln in lines if ln[0] == "A"]

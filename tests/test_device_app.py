@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 
 from edgetune import board, emulate
 from edgetune.monitor import parse_text
+from relhelp import demo_module
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
@@ -34,14 +34,7 @@ MARGIN = 0.15
 SEEDS = (0, 1, 2)
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("edgetune_demo", REPO / "scripts" / "demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-demo = _demo()
+demo = demo_module()
 HEAP = demo.heap_budget("rp2040")  # 251936 bytes: the GC heap of our RPI_PICO build
 
 

@@ -24,8 +24,6 @@ momentum, QAS flag and samples:
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -41,6 +39,7 @@ from edgetune.scheme import Scheme
 from edgetune.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relhelp import demo_module  # noqa: E402
 from test_unix_train import _bound_model, cases_for, real_models, train_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +188,7 @@ def test_py_equals_c_and_twin_demo_model(micropython, tmp_path):
 
     from test_unix_train import Case
 
-    demo = _demo()
+    demo = demo_module()
     etm = demo.ensure_model(REPO / "build" / "demo")
     _, evalp = demo.write_sessions(etm.parent, REPO / "build" / "demo")
     model = read_etm(etm.read_bytes())
@@ -312,18 +311,9 @@ app.save()
 """
 
 
-def _demo():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgetune_demo", REPO / "scripts" / "demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_device_app_runs_on_the_fallback(micropython, tmp_path):
     """firmware/app.py without the C module: same @et rows and weights file as with it."""
-    demo = _demo()
+    demo = demo_module()
     out = REPO / "build" / "demo"
     etm = demo.ensure_model(out)
     adapt, evalp = demo.write_sessions(etm.parent, out)
@@ -393,25 +383,11 @@ print('DONE')
 
 @pytest.fixture(scope="module")
 def qemu_firmware() -> Path:
-    """build/qemu-test/firmware.elf, built exactly as tests/test_qemu.py's fixture builds it
-    (same frozen model, so the two tests share one build)."""
+    """build/qemu-test/firmware.elf, the same build as tests/test_qemu.py's (same frozen model)."""
     import test_qemu
     import tinymodels
 
-    if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
-        pytest.fail("qemu-system-arm / arm-none-eabi-gcc missing; run: make setup", pytrace=False)
-    model_etm = write_etm(tinymodels.app_model(window=16, classes=test_qemu.CLASSES))
-    out = test_qemu.OUT
-    out.mkdir(parents=True, exist_ok=True)
-    etm = out / "app.etm"
-    if not etm.is_file() or etm.read_bytes() != model_etm:
-        etm.write_bytes(model_etm)
-    env = dict(os.environ, OUT=str(out), MODEL=str(etm))
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "firmware_qemu.sh")], env=env, capture_output=True,
-                          text=True, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"firmware build failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
-    return out / "firmware.elf"
+    return test_qemu.build_firmware(write_etm(tinymodels.app_model(window=16, classes=test_qemu.CLASSES)))
 
 
 def _mpy_cross() -> Path:
@@ -422,14 +398,38 @@ def _mpy_cross() -> Path:
                 pytrace=False)
 
 
+def run_edgetune_py_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: float) -> str:
+    """Boot the qemu firmware and run each script in its own mpremote session, with
+    firmware/edgetune_py.py (as .mpy, compiled into tmp) on the board's RAM filesystem; returns
+    the sessions' stdout, concatenated. A script must print DONE at its end.
+
+    One session per script: each starts from a soft reset with the whole heap free (143 KB;
+    the .mpy and one script's models take most of it). A 32 KiB RAM filesystem leaves room
+    besides the ~22 KB .mpy: LittleFS refuses writes when it is nearly full."""
+    mpy = tmp / "edgetune_py.mpy"
+    proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / "edgetune_py.py")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = ""
+    with emulate.QemuBoard(firmware) as board:
+        for s in scripts:
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",
+                    "+", "run", str(s)]
+            try:
+                proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
+                                      timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                pytest.fail(f"mpremote timed out on {s.name}; stdout so far:\n{(e.stdout or b'')[-3000:]!r}",
+                            pytrace=False)
+            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+            out += proc.stdout
+    return out
+
+
 def test_py_equals_c_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats (MICROPY_FLOAT_IMPL_FLOAT, soft float on
     the Cortex-M3): the array('f') rounding is a no-op there and every float op is the C float
     op. edgetune_py (as .mpy in the board's RAM filesystem) == the C module == the numpy twin."""
-    mpy = tmp_path / "edgetune_py.mpy"
-    proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / "edgetune_py.py")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
     rng = np.random.default_rng(77)
     scripts, expect = [], {}
     for seed in QEMU_SEEDS:
@@ -447,22 +447,7 @@ def test_py_equals_c_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
         script = tmp_path / f"q{seed}.py"
         script.write_text(QEMU_SCRIPT.format(cases=spec))
         scripts.append(script)
-    # One mpremote session per script: each starts from a soft reset with the whole heap free
-    # (143 KB; the .mpy and one script's models take most of it). A 32 KiB RAM filesystem
-    # leaves room besides the ~22 KB .mpy: LittleFS refuses writes when it is nearly full.
-    out = ""
-    with emulate.QemuBoard(qemu_firmware) as board:
-        for s in scripts:
-            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",
-                    "+", "run", str(s)]
-            try:  # ~5 s each normally
-                proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
-                                      timeout=120)
-            except subprocess.TimeoutExpired as e:
-                pytest.fail(f"mpremote timed out on {s.name}; stdout so far:\n{(e.stdout or b'')[-3000:]!r}",
-                            pytrace=False)
-            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
-            out += proc.stdout
+    out = run_edgetune_py_on_qemu(qemu_firmware, scripts, tmp_path, timeout=120)  # ~5 s each
     assert "FLOAT32 True" in out  # really a single-precision MicroPython
     rows = {}
     for line in out.splitlines():

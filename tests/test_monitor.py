@@ -14,7 +14,6 @@ pty's slave through a stable symlink (like /dev/serial/by-id/...), with pyserial
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -27,19 +26,13 @@ import pytest
 
 from edgetune import emulate
 from edgetune.monitor import COLUMNS, LineSplitter, parse_line, parse_text, read_csv, row_to_csv
+from relhelp import demo_module
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("edgetune_demo", REPO / "scripts" / "demo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-demo = _demo()
+demo = demo_module()
 
 
 # ------------------------------------------------------------------------------- unit level

@@ -108,8 +108,9 @@ def model_etm() -> bytes:
     return write_etm(tinymodels.app_model(window=16, classes=CLASSES))
 
 
-@pytest.fixture(scope="module")
-def firmware(model_etm: bytes) -> Path:
+def build_firmware(model_etm: bytes) -> Path:
+    """build/qemu-test/firmware.elf with model_etm frozen (scripts/firmware_qemu.sh; a no-op
+    when nothing changed, so every test module using the app model shares one build)."""
     if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
         pytest.fail("qemu-system-arm / arm-none-eabi-gcc missing; run: make setup", pytrace=False)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,11 @@ def firmware(model_etm: bytes) -> Path:
         pytest.fail(f"firmware build failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     assert "4-byte aligned" in proc.stdout
     return OUT / "firmware.elf"
+
+
+@pytest.fixture(scope="module")
+def firmware(model_etm: bytes) -> Path:
+    return build_firmware(model_etm)
 
 
 @pytest.fixture(scope="module")

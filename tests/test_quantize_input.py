@@ -23,7 +23,7 @@ from edgetune.modelfile import write_etm
 from edgetune.quantize_input import quantize_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_edgetune_py import _mpy_cross, qemu_firmware  # noqa: E402,F401 (fixture)
+from test_edgetune_py import qemu_firmware, run_edgetune_py_on_qemu  # noqa: E402,F401 (fixture)
 from tinymodels import chain  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,14 +263,6 @@ print('DONE')
 def test_quantize_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats (as MCU ports): the C module and
     edgetune_py (as .mpy) there == the numpy twin; scale/zero_point given as 'f' arrays."""
-    import subprocess
-
-    from edgetune import emulate
-
-    mpy = tmp_path / "edgetune_py.mpy"
-    proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / "edgetune_py.py")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
     rng = np.random.default_rng(99)
     etm = _model(6, 0.037, -3)
     spec, expect = [], {}
@@ -287,17 +279,12 @@ def test_quantize_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
         expect[k] = f"{q} {q}"
         spec.append((k, x32.tobytes().hex(), "" if sc is None else sc_.astype("<f4").tobytes().hex(),
                      "" if zp is None else zp_.astype("<f4").tobytes().hex()))
-    out = ""
-    with emulate.QemuBoard(qemu_firmware) as board:
-        for case in spec:  # one session (soft reset, whole heap free) per case
-            script = tmp_path / f"q{case[0]}.py"
-            script.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=[case]))
-            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",  # room
-                    "+", "run", str(script)]
-            proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
-                                  timeout=300)
-            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
-            out += proc.stdout
+    scripts = []
+    for case in spec:  # one session (soft reset, whole heap free) per case
+        script = tmp_path / f"q{case[0]}.py"
+        script.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=[case]))
+        scripts.append(script)
+    out = run_edgetune_py_on_qemu(qemu_firmware, scripts, tmp_path, timeout=300)
     assert "FLOAT32 True" in out  # really a single-precision MicroPython
     rows = {}
     for line in out.splitlines():
