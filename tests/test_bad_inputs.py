@@ -21,7 +21,6 @@ All cases run in ONE MicroPython process; each prints a JSON line checked here.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

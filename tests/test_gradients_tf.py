@@ -53,7 +53,7 @@ from edgetune.modelfile import (
     OP_MEAN,
     EtmModel,
 )
-from edgetune.scheme import Entry, Scheme, channel_weights, weight_layers
+from edgetune.scheme import Scheme, channel_weights, weight_layers
 from edgetune import reference
 from edgetune.training import Trainer
 

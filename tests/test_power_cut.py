@@ -19,7 +19,6 @@ never a refused file.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -29,7 +29,6 @@ import argparse
 import re
 import struct
 import sys
-import zlib
 from pathlib import Path
 
 DEFAULT_MODULE = "et_model"

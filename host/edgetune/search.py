@@ -303,8 +303,6 @@ class Runner:
             self._pool = None
 
     def accuracy(self, scheme: Scheme, lr: float) -> float:
-        from .training import Trainer
-
         key = f"{self.base}:{lr:g}:{scheme.encode().hex()}"
         if key in self.cache:
             self.hits += 1
@@ -600,7 +598,7 @@ def dp(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
        criteria: Sequence[str] = ("l1",)) -> Result:
     """Exact optimum of the additive predicted accuracy under the budget (module docstring)."""
     t0 = time.time()
-    m, L = space.model, len(space.layers)
+    L = len(space.layers)
     cap = budget - pricer.fixed
     best: tuple[float, int, Candidate] | None = None
     evals = 0

@@ -26,7 +26,6 @@ import zlib
 import numpy as np
 
 from . import reference
-from .memory import params_items
 from .modelfile import (
     NONE,
     OP_AVERAGE_POOL_2D,
