@@ -889,6 +889,30 @@ class Report:
         return out
 
 
+def cheapest(space: Space, pricer: Pricer) -> tuple[Candidate, int] | None:
+    """The cheapest candidate and its price: the fewest biases with no weights (training
+    weights only adds arena), i.e. the classifier alone where there is one."""
+    best = None
+    for k in range(len(space.layers) + 1):
+        c = Candidate(k, (0,) * len(space.layers))
+        p = pricer.price(c)
+        if p is not None and (best is None or p < best[1]):
+            best = (c, p)
+    return best
+
+
+def check_budget(space: Space, pricer: Pricer, budget: int) -> None:
+    """ValueError naming the cheapest scheme's price when not even it fits `budget`."""
+    low = cheapest(space, pricer)
+    if low is None:
+        raise ValueError("no scheme can train this model (no layer with weights or biases to train)")
+    c, price = low
+    if price > budget:
+        fixed = pricer.fixed
+        raise ValueError(f"no scheme fits the budget of {budget} B: the cheapest, {c.text(space)}, needs {price} B "
+                         f"(training arena {price - fixed} B + fixed cost {fixed} B); give --budget {price} or more")
+
+
 def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria: Sequence[str] = CRITERIA,
            lr: float | None = None, cache: str | None = None, evaluations: int = 300, seed: int = 0,
            progress: bool = True, contrib: Contributions | None = None, verify: int = 0, jobs: int = 1) -> Report:
@@ -896,6 +920,7 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     search at `budget` (bytes: arena + fixed) and the Pareto front. With `verify` > 0 the chosen
     scheme is the best *measured* of the `verify` best-predicted candidates (verify_top)."""
     space = Space.of(model)
+    check_budget(space, Pricer(space, fixed), budget)  # at once, not after the analysis
     crits = tuple(criteria)
     if "fisher" in crits:
         space.fisher = fisher_scores(space, d)
@@ -1094,6 +1119,8 @@ def attach_spec(model: EtmModel, spec: str) -> Scheme:
         opts = dict(kv.split("=", 1) for kv in spec.partition(":")[2].split(",") if "=" in kv)
         fixed, heap, _ = board_fixed(opts.get("board"), model)
         budget = parse_bytes(opts.get("budget", str(heap) if heap else "96K"))
+        space = Space.of(model)
+        check_budget(space, Pricer(space, fixed), budget)  # search() checks too; this is before load_data
         d = load_data(model, opts.get("data", "watch"), opts.get("scenario"), int(opts.get("k", 8)),
                       int(opts.get("epochs", 10)), int(opts.get("seed", 0)))
         crit = tuple(opts.get("criteria", "l1+fisher").split("+"))
@@ -1145,6 +1172,13 @@ def cli(argv: list[str]) -> int:
         crits = tuple(c for c in a.criteria.replace("+", ",").split(",") if c)
         if not crits or any(c not in CRITERIA for c in crits):
             raise ValueError(f"--criteria must name some of {CRITERIA}")
+        from .outpaths import check_dir, check_file
+
+        check_dir(a.out, "--out directory")
+        if a.etm:
+            check_file(a.etm, "--etm")
+        space = Space.of(model)
+        check_budget(space, Pricer(space, fixed), budget)
         t0 = time.time()
         d = load_data(model, a.data, a.scenario, a.k, a.epochs, a.seed)
         rep = search(model, d, budget, fixed, crits, a.lr, a.cache or os.path.join(a.out, "cache.json"),
