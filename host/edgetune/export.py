@@ -593,20 +593,21 @@ def cli(argv: list[str]) -> int:
         with open(args.model, "rb") as f:
             data = f.read()
         meta = None
+        notes = []  # printed once the export succeeded (a failure prints its one error line)
         meta_file = args.meta
         if meta_file is None and not args.no_meta and os.path.isfile(sidecar_meta(args.model)):
             meta_file = sidecar_meta(args.model)
-            print(f"edgetune export: using metadata {meta_file} (class names, sample rate, ...; "
-                  "--meta FILE for another, --no-meta for none)", file=sys.stderr)
+            notes.append(f"using metadata {meta_file} (class names, sample rate, ...; "
+                         "--meta FILE for another, --no-meta for none)")
         if meta_file:
             with open(meta_file, encoding="utf-8") as f:
                 meta = json.load(f)
             if not isinstance(meta, dict):
                 raise ValueError(f"{meta_file}: metadata must be a JSON object")
         elif not args.no_meta:
-            print(f"edgetune export: note: no metadata ({sidecar_meta(args.model)} does not exist and no --meta): "
-                  "the .etm has no class names, so the device names classes 0..N-1 and session files must "
-                  "label samples by index", file=sys.stderr)
+            notes.append(f"note: no metadata ({sidecar_meta(args.model)} does not exist and no --meta): "
+                         "the .etm has no class names, so the device names classes 0..N-1 and session files "
+                         "must label samples by index")
         etm = tflite_to_etm(data, meta)
         if args.scheme and args.scheme.startswith(("auto", "@")):
             from .search import attach_spec  # searched scheme (edgetune scheme; docs/scheme-search.md)
@@ -622,5 +623,7 @@ def cli(argv: list[str]) -> int:
         msg = " ".join(str(e).split())
         print(f"edgetune export: error: {msg}", file=sys.stderr)
         return 1
+    for n in notes:
+        print(f"edgetune export: {n}", file=sys.stderr)
     print(f"{out}: {len(etm.layers)} layers ({', '.join(etm.meta['ops'])}), {len(blob)} bytes")
     return 0
