@@ -39,8 +39,8 @@ def train_batch(self, xs, labels, lr, qas):
     if len(xb) != k * n:
         raise ValueError("edgetune: inputs must be %d x %d bytes" % (k, n))
     lr = _f32(float(lr))
-    if not (lr - lr == 0.0):
-        raise ValueError("edgetune: lr must be a finite number")
+    if not (lr > 0.0 and lr <= 1.0):
+        raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
     first = self._first
     layers = self._layers
     if first >= 0:
