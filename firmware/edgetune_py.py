@@ -255,6 +255,13 @@ class _Layer:
     pass
 
 
+def _float(v):
+    """float(v) for numbers only, like the C module's mp_obj_get_float (float('0.1') would parse)."""
+    if isinstance(v, (str, bytes)):
+        raise TypeError("can't convert %s to float" % type(v).__name__)
+    return float(v)
+
+
 def _open(path, mode):
     """open(); its OSError again as OSError(errno, 'edgetune: cannot open|create PATH') (as the C module)."""
     try:
@@ -267,7 +274,7 @@ class Model:
     """Model(buf, scheme=None, momentum=0.0, batch=False): an .etm model with its training state."""
 
     def __init__(self, buf, scheme=None, momentum=0.0, batch=False):
-        mom = _f32(float(momentum))
+        mom = _f32(_float(momentum))
         if not (mom >= 0.0 and mom < 1.0):
             raise ValueError("edgetune: momentum must be in [0, 1)")
         self._momentum = mom
@@ -1027,7 +1034,7 @@ class Model:
             return train_batch(self, x, label, lr, qas)
         xb = self._x(x)
         label = self._label(label)
-        lr = _f32(float(lr))
+        lr = _f32(_float(lr))
         if not (lr > 0.0 and lr <= 1.0):  # as the C module's lr_of (docs/training.md §8)
             raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
         qas = bool(qas)

@@ -159,6 +159,12 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--fractions needs three numbers in (0, 1) summing to at most 1, got {a.fractions}")
     if a.rotation_deg is not None and len(a.rotation_deg) != 3:
         p.error(f"--rotation-deg needs three angles z,y,x, got {a.rotation_deg}")
+    from .outpaths import check_dir
+
+    try:  # before minutes of training
+        check_dir(a.out, "--out directory")
+    except ValueError as e:
+        p.error(str(e))
 
 
 def cli(argv: Sequence[str]) -> int:

@@ -124,9 +124,14 @@ def cli(argv: Sequence[str]) -> int:
         print(f"edgetune quantize: error: no pretrain run at {a.model} (run edgetune pretrain --out DIR first)",
               file=sys.stderr)
         return 1
-    out_dir = os.path.dirname(os.path.abspath(a.out))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        print(f"edgetune quantize: error: cannot write {a.out}: {out_dir} is not a directory", file=sys.stderr)
+    from .outpaths import check_dir
+
+    try:  # its directory is created (makedirs) if missing
+        if os.path.isdir(a.out):
+            raise ValueError(f"--out {a.out} is a directory; give MODEL.tflite")
+        check_dir(os.path.dirname(os.path.abspath(a.out)), "--out directory")
+    except ValueError as e:
+        print(f"edgetune quantize: error: {e}", file=sys.stderr)
         return 1
     tfquiet.setup(a.verbose)
     with tfquiet.quiet(a.verbose):
