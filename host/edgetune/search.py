@@ -1136,6 +1136,8 @@ def attach_spec(model: EtmModel, spec: str) -> Scheme:
 
 
 def cli(argv: list[str]) -> int:
+    from .pretrain import positive_float, positive_int
+
     p = argparse.ArgumentParser(prog="edgetune scheme",
                                 description="Search a sparse-update scheme under an SRAM budget.")
     p.add_argument("model", help="MODEL.etm or MODEL.tflite (with MODEL.meta.json beside it)")
@@ -1144,18 +1146,18 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--budget", help="bytes for the training arena + the board's fixed cost, e.g. 96K "
                                     "(default: the board's heap)")
     p.add_argument("--board", help="board config under boards/ (fixed costs and heap), e.g. rp2040")
-    p.add_argument("--k", type=int, default=8, help="adapt samples per class")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the adapt samples")
+    p.add_argument("--k", type=positive_int, default=8, help="adapt samples per class")
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the adapt samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, help="learning rate (default: best of 0.003/0.01/0.03 on the selection split)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: best of 0.003/0.01/0.03 on the selection split)")
     p.add_argument("--criteria", default="l1,fisher", help="channel criteria to measure: l1, fisher or both")
-    p.add_argument("--evaluations", type=int, default=300, help="evaluations of evolution and random search")
+    p.add_argument("--evaluations", type=positive_int, default=300, help="evaluations of evolution and random search")
     p.add_argument("--out", default="build/scheme", help="directory for scheme.json, scheme.png")
     p.add_argument("--cache", help="contribution cache (default OUT/cache.json)")
     p.add_argument("--etm", help="write the model with the chosen scheme to this .etm")
     p.add_argument("--verify", type=int, default=5, help="fine-tune the N best-predicted schemes and keep the "
                                                          "best measured one (0: the DP's choice as is)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes for the fine-tuning runs")
+    p.add_argument("--jobs", type=positive_int, default=2, help="worker processes for the fine-tuning runs")
     p.add_argument("--no-measure", action="store_true", help="skip the additivity check run")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
