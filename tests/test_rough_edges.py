@@ -171,12 +171,13 @@ def test_pretrain_and_quantize_are_quiet_by_default(tmp_path):
     assert qv.returncode == 0 and len((qv.stdout + qv.stderr).splitlines()) > 5
 
 
-def test_pretrain_rejects_nonsense_numbers_and_help_shows_defaults():
+def test_pretrain_rejects_nonsense_numbers_and_help_shows_defaults(tmp_path):
     for args, what in ((["--epochs", "0"], "--epochs"), (["--batch", "-1"], "--batch"), (["--lr", "0"], "--lr"),
                        (["--lr", "nan"], "--lr"), (["--window", "0"], "--window"),
                        (["--step", "200"], "--step"), (["--fractions", "0.5,0.6,0.1"], "--fractions")):
-        p = _verb(["pretrain", "--out", "/tmp/never-written", *args])
+        p = _verb(["pretrain", "--out", str(tmp_path / "never"), *args])
         assert p.returncode == 2 and what in p.stderr, (args, p.stderr)
+        assert not (tmp_path / "never").exists()
     q = _verb(["quantize", "x", "--out", "y.tflite", "--samples", "0"])
     assert q.returncode == 2 and "--samples" in q.stderr
     h = _verb(["pretrain", "--help"])
