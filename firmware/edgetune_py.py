@@ -50,6 +50,8 @@ _I32_MAX = 0x7FFFFFFF
 _LIM30 = 1 << 30
 
 _F = array("f", [0.0])  # float32 rounding cell
+if bytes(array("h", [1]))[0] != 1:  # save/load read and write the state arrays' bytes as they are
+    raise ImportError("edgetune_py: needs a little-endian machine (the trained-weights file is little-endian)")
 
 
 def _f32(v):
@@ -82,7 +84,7 @@ def _crc(data, crc=0):
     if _crc32 is not None:
         return _crc32(data, crc) & 0xFFFFFFFF
     crc ^= 0xFFFFFFFF
-    for b in data:
+    for b in bytes(data):  # the bytes of a buffer (an array's items may be wider)
         crc ^= b
         for _ in range(8):
             crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
@@ -249,6 +251,12 @@ def _commit(d, beta, mom, res, j):
 
 
 _SEQ = (list, tuple, bytes, bytearray, memoryview, array)  # train(): k labels
+_SIZE = {"b": 1, "h": 2, "i": 4, "f": 4}
+
+
+def _zeros(tc, n):
+    """array(tc) of n zeros (0.0 for 'f'), built from zero bytes: no list of n items."""
+    return array(tc, bytes(_SIZE[tc] * n))
 
 
 class _Layer:
@@ -427,20 +435,28 @@ class Model:
         """The flashed weights of layer i as per-channel rows (conv/FC) or the flat (KH*KW*C)
         array (depthwise), signed int8 arrays."""
         L = self._layers[i]
-        t = self._tensors[L.weight]
-        raw = array("b", bytes(memoryview(self._buf)[t.d_off:t.d_off + t.size]))
+        off = self._tensors[L.weight].d_off
+        mv = memoryview(self._buf)
         if L.op == OP_DEPTHWISE_CONV_2D:
-            return raw
+            return array("b", bytes(mv[off:off + L.per * L.oc]))
         per = L.per
-        return [raw[c * per:(c + 1) * per] for c in range(L.oc)]
+        return [array("b", bytes(mv[off + c * per:off + (c + 1) * per])) for c in range(L.oc)]
 
     def _l1(self, i, n_sel):
         L = self._layers[i]
-        w = self._weights_of(i)
-        if L.op == OP_DEPTHWISE_CONV_2D:
-            score = [sum(abs(w[t * L.oc + c]) for t in range(L.per)) for c in range(L.oc)]
-        else:
-            score = [sum(abs(v) for v in row) for row in w]
+        w = memoryview(self._buf)
+        off, oc, per = self._tensors[L.weight].d_off, L.oc, L.per
+        score = [0] * oc
+        for c in range(oc):
+            s = 0
+            if L.op == OP_DEPTHWISE_CONV_2D:
+                idx = range(off + c, off + per * oc, oc)
+            else:
+                idx = range(off + c * per, off + (c + 1) * per)
+            for k in idx:
+                v = w[k]  # the int8 weight's byte: |int8| is v or 256 - v
+                s += v if v < 128 else 256 - v
+            score[c] = s
         order = sorted(range(L.oc), key=lambda c: (-score[c], c))
         return tuple(sorted(order[:n_sel]))
 
@@ -665,20 +681,21 @@ class Model:
         mom = self._momentum > 0
         for i, L in enumerate(self._layers):
             if L.op in _WEIGHT_OPS:
+                L.w = None  # the old copy is garbage before the new one is made
                 L.w = self._weights_of(i)
                 if L.bias != NONE:
-                    t = ts[L.bias]
-                    L.b = list(struct.unpack_from("<%di" % L.oc, mv, t.d_off))
+                    off = ts[L.bias].d_off
+                    L.b = array("i", bytes(mv[off:off + 4 * L.oc]))
                 else:
                     L.b = None
             e = self._entry.get(i)
             if e is not None:
                 nb = L.oc if e[1] else 0
                 n_sel = len(e[2])
-                L.res_b = [0] * nb
-                L.res_w = [[0] * L.per for _ in range(n_sel)]
-                L.mom_b = [0.0] * nb if mom else None
-                L.mom_w = [[0.0] * L.per for _ in range(n_sel)] if mom else None
+                L.res_b = _zeros("h", nb)
+                L.res_w = [_zeros("h", L.per) for _ in range(n_sel)]
+                L.mom_b = _zeros("f", nb) if mom else None
+                L.mom_w = [_zeros("f", L.per) for _ in range(n_sel)] if mom else None
         if self._first >= 0 and self._params_end > self._peak:
             self._peak = self._params_end
 
@@ -693,52 +710,62 @@ class Model:
             return [w[t * oc + c] for t in range(L.per)]
         return list(w[c])
 
-    def _params_region(self):
-        out = bytearray()
-
-        def put(b):
-            out.extend(b)
-            out.extend(bytes(-len(b) % 4))
-
+    def _params_pieces(self):
+        """The params region of the trained-weights file (docs/training.md §7) as buffers in
+        file order -- the state arrays themselves, small channel maps and zero pads: nothing
+        the size of the region is built (save() streams them twice: CRC, then write)."""
         mom = self._momentum > 0
         for layer, b, ch in self._entries:
             L = self._layers[layer]
             if b:
-                put(struct.pack("<%di" % L.oc, *L.b))
+                yield L.b
             if ch:
-                cmap = [-1] * L.oc
+                cmap = _zeros("h", L.oc)
+                for c in range(L.oc):
+                    cmap[c] = -1
                 for s, c in enumerate(ch):
                     cmap[c] = s
-                put(struct.pack("<%dh" % L.oc, *cmap))
-                wb = array("b")
-                for c in ch:
-                    wb.extend(array("b", self._channel(L, c)))
-                put(bytes(wb))
-            res = list(L.res_b)
+                yield cmap
+                yield bytes(-2 * L.oc % 4)
+                if L.op == OP_DEPTHWISE_CONV_2D:
+                    for c in ch:
+                        yield array("b", self._channel(L, c))
+                else:
+                    for c in ch:
+                        yield L.w[c]
+                yield bytes(-len(ch) * L.per % 4)
+            if b:
+                yield L.res_b
             for row in L.res_w:
-                res.extend(row)
-            put(struct.pack("<%dh" % len(res), *res))
+                yield row
+            yield bytes(-2 * ((L.oc if b else 0) + len(ch) * L.per) % 4)
             if mom:
-                v = list(L.mom_b)
+                if b:
+                    yield L.mom_b
                 for row in L.mom_w:
-                    v.extend(row)
-                put(struct.pack("<%df" % len(v), *v))
-        return bytes(out)
+                    yield row
 
-    def _state_bytes(self):
-        params = self._params_region()
-        tail = struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), len(params),
-                           1 if self._momentum > 0 else 0) + params
-        return struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + len(params), _crc(tail)) + tail
+    def _state_parts(self):
+        """The trained-weights file from byte 16 on (the part its CRC covers), as buffers."""
+        yield struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), self._params_size,
+                          1 if self._momentum > 0 else 0)
+        for piece in self._params_pieces():
+            yield piece
 
     def save(self, path):
-        """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed."""
+        """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed. Written
+        piece by piece from the state arrays (no copy of the state in RAM)."""
         import os
 
+        crc = 0
+        for piece in self._state_parts():
+            crc = _crc(piece, crc)
         tmp = path + ".tmp"
         try:
             with open(tmp, "wb") as f:
-                f.write(self._state_bytes())
+                f.write(struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + self._params_size, crc))
+                for piece in self._state_parts():
+                    f.write(piece)
         except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
             try:
                 os.remove(tmp)
@@ -748,89 +775,118 @@ class Model:
         os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
 
     def load(self, path):
-        """Read a trained-weights file; everything is checked before the model changes."""
+        """Read a trained-weights file; everything is checked before the model changes. Read
+        in place into new state arrays (and once before in 256-byte chunks for the CRC)."""
         with open(path, "rb") as f:
-            data = f.read()
-        self._load_state(data)
+            n = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(32)
+            if len(head) < 32:
+                raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
+            magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", head, 0)
+            if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
+                raise ValueError("edgetune: not a trained-weights file (magic/version)")
+            if size != n:
+                raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+            chunk = bytearray(256)
+            mv = memoryview(chunk)
+            c = _crc(memoryview(head)[16:])
+            left = n - 32
+            while left:
+                k = f.readinto(mv[:min(left, 256)])
+                if not k:
+                    raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+                c = _crc(mv[:k], c)
+                left -= k
+            chunk = mv = None
+            if c != crc:
+                raise ValueError("edgetune: trained-weights file CRC mismatch")
+            if mcrc != self._crc_field:
+                raise ValueError("edgetune: trained-weights file belongs to another model")
+            if scrc != _crc(self._scheme_bytes()):
+                raise ValueError("edgetune: trained-weights file was saved with a different scheme")
+            if flags != (1 if self._momentum > 0 else 0):
+                raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
+            if p != self._params_size or size != 32 + p:
+                raise ValueError("edgetune: trained-weights params region has the wrong size")
+            f.seek(32)
+            new = self._read_params(f)
+        self._commit_params(new)
 
-    def _load_state(self, data):
-        n = len(data)
-        if n < 32:
-            raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
-        magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", data, 0)
-        if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
-            raise ValueError("edgetune: not a trained-weights file (magic/version)")
-        if size != n:
-            raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
-        if _crc(memoryview(data)[16:]) != crc:
-            raise ValueError("edgetune: trained-weights file CRC mismatch")
-        if mcrc != self._crc_field:
-            raise ValueError("edgetune: trained-weights file belongs to another model")
-        if scrc != _crc(self._scheme_bytes()):
-            raise ValueError("edgetune: trained-weights file was saved with a different scheme")
+    def _read_params(self, f):
+        """The params region read straight into new arrays, checked:
+        [(L, biases, weight rows, res_b, res_w, (mom_b, mom_w) or None)]."""
         mom = self._momentum > 0
-        if flags != (1 if mom else 0):
-            raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
-        if p != self._params_size or size != 32 + p:
-            raise ValueError("edgetune: trained-weights params region has the wrong size")
-        off = 32
-        new = []
+
+        def get(tc, n):
+            a = _zeros(tc, n)
+            if n and f.readinto(a) != _SIZE[tc] * n:
+                raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+            return a
+
+        def pad(k):
+            if k % 4:
+                f.read(-k % 4)
+
+        out = []
         for layer, b, ch in self._entries:
             L = self._layers[layer]
             nb = L.oc if b else 0
-            n_sel = len(ch)
-            nw = n_sel * L.per
-            if b:
-                new.append((L, "b", list(struct.unpack_from("<%di" % L.oc, data, off))))
-                off += _a4(4 * L.oc)
+            per, n_sel = L.per, len(ch)
+            bias = get("i", L.oc) if b else None
+            rows = None
             if ch:
-                cmap = struct.unpack_from("<%dh" % L.oc, data, off)
-                off += _a4(2 * L.oc)
-                want = [-1] * L.oc
-                for s, c in enumerate(ch):
-                    want[c] = s
-                if list(cmap) != want:
-                    raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
-                w = struct.unpack_from("<%db" % nw, data, off)
-                off += _a4(nw)
-                if -128 in w:  # allowed only where the flashed weight is -128 (never updated yet)
-                    flashed = self._weights_of(layer)
-                    for s, c in enumerate(ch):
-                        row = self._channel_from(L, flashed, c)
-                        for k in range(L.per):
-                            if w[s * L.per + k] == -128 and row[k] != -128:
-                                raise ValueError("edgetune: trained-weights file: layer %d weight outside "
-                                                 "[-127, 127]" % layer)
-                new.append((L, "w", w))
-            r = struct.unpack_from("<%dh" % (nb + nw), data, off)
-            off += _a4(2 * (nb + nw))
-            for v in r:
-                if v < -16384 or v > 16383:
-                    raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
-            new.append((L, "r", r))
+                cmap = get("h", L.oc)
+                pad(2 * L.oc)
+                for c in range(L.oc):
+                    if cmap[c] != (ch.index(c) if c in ch else -1):
+                        raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
+                rows = [get("b", per) for _ in range(n_sel)]
+                pad(n_sel * per)
+                for s in range(n_sel):
+                    for v in rows[s]:
+                        if v == -128:  # allowed only where the flashed weight is -128 (never updated yet)
+                            self._check_minus_128(L, layer, ch[s], rows[s])
+                            break
+            res_b = get("h", nb)
+            res_w = [get("h", per) for _ in range(n_sel)]
+            pad(2 * (nb + n_sel * per))
+            for r in [res_b] + res_w:
+                for v in r:
+                    if v < -16384 or v > 16383:
+                        raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
+            m = None
             if mom:
-                v = struct.unpack_from("<%df" % (nb + nw), data, off)
-                off += _a4(4 * (nb + nw))
-                new.append((L, "m", v))
-        for L, kind, vals in new:
+                m = (get("f", nb), [get("f", per) for _ in range(n_sel)])
+            out.append((L, bias, rows, res_b, res_w, m))
+        return out
+
+    def _check_minus_128(self, L, layer, c, row):
+        """A -128 in channel c's trained weights is allowed only where the flashed one is -128."""
+        buf = self._buf
+        off = self._tensors[L.weight].d_off
+        for k in range(L.per):
+            if row[k] == -128:
+                idx = off + (k * L.oc + c if L.op == OP_DEPTHWISE_CONV_2D else c * L.per + k)
+                if buf[idx] != 0x80:
+                    raise ValueError("edgetune: trained-weights file: layer %d weight outside [-127, 127]" % layer)
+
+    def _commit_params(self, new):
+        for L, bias, rows, res_b, res_w, m in new:
             e = self._entry[self._layers.index(L)]
-            ch, per, nb = e[2], L.per, (L.oc if e[1] else 0)
-            if kind == "b":
-                L.b[:] = vals
-            elif kind == "w":
-                for s, c in enumerate(ch):
-                    row = vals[s * per:(s + 1) * per]
+            if bias is not None:
+                L.b = bias
+            if rows is not None:
+                for s, c in enumerate(e[2]):
                     if L.op == OP_DEPTHWISE_CONV_2D:
-                        for t in range(per):
+                        row = rows[s]
+                        for t in range(L.per):
                             L.w[t * L.oc + c] = row[t]
                     else:
-                        L.w[c] = array("b", row)
-            elif kind == "r":
-                L.res_b = list(vals[:nb])
-                L.res_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
-            else:
-                L.mom_b = list(vals[:nb])
-                L.mom_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
+                        L.w[c] = rows[s]
+            L.res_b, L.res_w = res_b, res_w
+            if m is not None:
+                L.mom_b, L.mom_w = m
         self._peak = max(self._peak, self._params_end)
 
     # ------------------------------------------------------------------ forward
