@@ -32,7 +32,14 @@ exception types of the tested refusals (bad label/lr/input/momentum/scheme/file)
 """
 
 import struct
+import sys
 from array import array
+
+_MPY = sys.implementation.name != "cpython"  # MicroPython / CircuitPython
+if _MPY:
+    from gc import collect as _collect
+else:
+    _collect = None
 
 try:
     from binascii import crc32 as _crc32
@@ -93,6 +100,15 @@ def _crc(data, crc=0):
 
 def _a4(n):
     return (n + 3) & ~3
+
+
+def _compact():
+    """A collection before allocating what lives long (a model's tables, buffers, state): the
+    MicroPython GC does not move objects, and long-lived ones allocated while the heap is full
+    of garbage land scattered over it, splitting the free heap into pieces too small for the
+    next large buffer. Collected first, they pack at the bottom. (Not on CPython.)"""
+    if _collect:
+        _collect()
 
 
 def _round_sat(v, lim):
@@ -226,9 +242,8 @@ def _mbqm(acc, m, left, right):
     return hi
 
 
-def _shifted(x, off):
-    """[v + off for v in x], allocated once at its final size."""
-    out = [0] * len(x)
+def _shifted(x, off, out):
+    """out[j] = x[j] + off for the len(x) items of x (out: a buffer at least that long)."""
     for j in range(len(x)):
         out[j] = x[j] + off
     return out
@@ -251,7 +266,17 @@ def _commit(d, beta, mom, res, j):
 
 
 _SEQ = (list, tuple, bytes, bytearray, memoryview, array)  # train(): k labels
-_SIZE = {"b": 1, "h": 2, "i": 4, "f": 4}
+_SIZE = {"b": 1, "h": 2, "H": 2, "i": 4, "f": 4}
+
+
+def _int8_copy(src):
+    """array('b') with the bytes of the buffer src, one allocation on MicroPython (whose
+    array.extend copies a buffer's bytes; CPython's converts items, so it gets bytes first)."""
+    if _MPY:
+        a = array("b")
+        a.extend(src)
+        return a
+    return array("b", bytes(src))
 
 
 def _zeros(tc, n):
@@ -274,6 +299,7 @@ class Model:
         self._batch = bool(batch)
         self._acc = False  # inside a batch: 4d/4e add to the accumulators (docs/training.md §5)
         self._buf = buf
+        _compact()
         mv = memoryview(buf)
         self._parse(mv)
         entries = self._scheme_from(scheme, mv)
@@ -281,6 +307,7 @@ class Model:
         self._first = entries[0][0] if entries else -1
         self._check_training()
         self._plan()
+        self._buffers()
         self._peak = 0
         self.reset()
 
@@ -403,25 +430,35 @@ class Model:
 
     def _taps(self, L):
         """The in-image taps of every output position p, in scan order (ky, then kx), as one
-        flat int32 array of pairs (tap index ky*kw+kx, input base (iy*W+ix)*C): position p's
-        pairs are tp[tpo[p]:tpo[p+1]]. Returns (tpo, tp)."""
-        tp = array("i")
-        tpo = array("i", [0])
-        for oy in range(L.oh):
-            for ox in range(L.ow):
-                start = len(tp)
-                for ky in range(L.kh):
-                    iy = oy * L.sh - L.ph + ky
-                    if iy < 0 or iy >= L.ih:
-                        continue
-                    for kx in range(L.kw):
-                        ix = ox * L.sw - L.pw + kx
-                        if 0 <= ix < L.iw:
-                            tp.append(ky * L.kw + kx)
-                            tp.append((iy * L.iw + ix) * L.ic)
-                if len(tp) == start and L.op == OP_AVERAGE_POOL_2D:
-                    raise ValueError("edgetune: average pool window entirely in the padding")
-                tpo.append(len(tp))
+        flat array of pairs (tap index ky*kw+kx, input base (iy*W+ix)*C): position p's pairs
+        are tp[tpo[p]:tpo[p+1]]. Returns (tpo, tp); uint16 arrays when the values fit (else
+        int32), each allocated once at its size (a first pass counts)."""
+        tpo = tp = None
+        for fill in (False, True):
+            n = 0
+            if fill:
+                tpo[0] = 0
+            for oy in range(L.oh):
+                for ox in range(L.ow):
+                    start = n
+                    for ky in range(L.kh):
+                        iy = oy * L.sh - L.ph + ky
+                        if iy < 0 or iy >= L.ih:
+                            continue
+                        for kx in range(L.kw):
+                            ix = ox * L.sw - L.pw + kx
+                            if 0 <= ix < L.iw:
+                                if fill:
+                                    tp[n] = ky * L.kw + kx
+                                    tp[n + 1] = (iy * L.iw + ix) * L.ic
+                                n += 2
+                    if n == start and L.op == OP_AVERAGE_POOL_2D:
+                        raise ValueError("edgetune: average pool window entirely in the padding")
+                    if fill:
+                        tpo[oy * L.ow + ox + 1] = n
+            if not fill:
+                tp = _zeros("H" if L.n_in < 65536 and L.kh * L.kw < 65536 else "i", n)
+                tpo = _zeros("H" if n < 65536 else "i", L.oh * L.ow + 1)
         return tpo, tp
 
     # ------------------------------------------------------------------ scheme
@@ -436,11 +473,12 @@ class Model:
         array (depthwise), signed int8 arrays."""
         L = self._layers[i]
         off = self._tensors[L.weight].d_off
-        mv = memoryview(self._buf)
-        if L.op == OP_DEPTHWISE_CONV_2D:
-            return array("b", bytes(mv[off:off + L.per * L.oc]))
         per = L.per
-        return [array("b", bytes(mv[off + c * per:off + (c + 1) * per])) for c in range(L.oc)]
+        flat = _int8_copy(memoryview(self._buf)[off:off + per * L.oc])
+        if L.op == OP_DEPTHWISE_CONV_2D:
+            return flat
+        fm = memoryview(flat)  # rows: views of one array (no object and no padding per row)
+        return [fm[c * per:(c + 1) * per] for c in range(L.oc)]
 
     def _l1(self, i, n_sel):
         L = self._layers[i]
@@ -672,6 +710,37 @@ class Model:
             off += 4 * self._trainable
         self._arena = off + _a4(4 * self._n_out)
 
+    def _buffers(self):
+        """The working buffers, made once (a step allocates no large object: on a small heap a
+        large allocation in the middle of a step is what fails first, by fragmentation): every
+        layer's output, the offset input (int16) and a conv patch. The gradient buffers are
+        made by the first train()."""
+        layers = self._layers
+        self._acts = [None] + [_zeros("b", L.n_out) for L in layers]
+        n_x = per = 0
+        for L in layers:
+            if L.op in _WEIGHT_OPS:
+                n_x = max(n_x, L.n_in)
+                if L.op == OP_CONV_2D:
+                    per = max(per, L.per)
+        self._xo = _zeros("h", n_x)
+        self._patch = _zeros("h", per)
+        self._gbuf = None
+
+    def _grad_buffers(self):
+        """Two int32 input-gradient buffers (ping-pong: one layer's input gradient is the next
+        layer's output gradient) and the int16 h of §4b, sized for the layers above first."""
+        if self._gbuf is None:
+            _compact()
+            n_acc = n_h = 1
+            for L in self._layers[self._first + 1:]:
+                n_acc = max(n_acc, L.n_in)
+                if L.op in _WEIGHT_OPS:
+                    n_h = max(n_h, L.n_out)
+            self._gbuf = (_zeros("i", n_acc), _zeros("i", n_acc))
+            self._h = _zeros("h", n_h)
+        return self._gbuf
+
     # ------------------------------------------------------------------ state
 
     def reset(self):
@@ -679,6 +748,7 @@ class Model:
         ts = self._tensors
         mv = memoryview(self._buf)
         mom = self._momentum > 0
+        _compact()
         for i, L in enumerate(self._layers):
             if L.op in _WEIGHT_OPS:
                 L.w = None  # the old copy is garbage before the new one is made
@@ -775,8 +845,9 @@ class Model:
         os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
 
     def load(self, path):
-        """Read a trained-weights file; everything is checked before the model changes. Read
-        in place into new state arrays (and once before in 256-byte chunks for the CRC)."""
+        """Read a trained-weights file; everything is checked before the model changes. Three
+        passes over the file, none holding it in RAM: the CRC in 256-byte chunks, the values
+        (through one small scratch array per size), then straight into the state arrays."""
         with open(path, "rb") as f:
             n = f.seek(0, 2)
             f.seek(0)
@@ -810,56 +881,67 @@ class Model:
             if p != self._params_size or size != 32 + p:
                 raise ValueError("edgetune: trained-weights params region has the wrong size")
             f.seek(32)
-            new = self._read_params(f)
-        self._commit_params(new)
+            self._read_params(f, False)
+            f.seek(32)
+            self._read_params(f, True)
+        self._peak = max(self._peak, self._params_end)
 
-    def _read_params(self, f):
-        """The params region read straight into new arrays, checked:
-        [(L, biases, weight rows, res_b, res_w, (mom_b, mom_w) or None)]."""
+    def _read_params(self, f, live):
+        """The params region: checked (live False; read through scratch arrays), or read into
+        the state arrays (live True; only after a checking pass)."""
         mom = self._momentum > 0
+        scratch = {}
 
-        def get(tc, n):
-            a = _zeros(tc, n)
-            if n and f.readinto(a) != _SIZE[tc] * n:
+        def get(tc, n, into=None):
+            if into is None:
+                into = scratch.get((tc, n))
+                if into is None:
+                    into = scratch[(tc, n)] = _zeros(tc, n)
+            if n and f.readinto(into) != _SIZE[tc] * n:
                 raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
-            return a
+            return into
 
         def pad(k):
             if k % 4:
                 f.read(-k % 4)
 
-        out = []
         for layer, b, ch in self._entries:
             L = self._layers[layer]
             nb = L.oc if b else 0
             per, n_sel = L.per, len(ch)
-            bias = get("i", L.oc) if b else None
-            rows = None
+            if b:
+                get("i", L.oc, L.b if live else None)
             if ch:
                 cmap = get("h", L.oc)
                 pad(2 * L.oc)
                 for c in range(L.oc):
                     if cmap[c] != (ch.index(c) if c in ch else -1):
                         raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
-                rows = [get("b", per) for _ in range(n_sel)]
-                pad(n_sel * per)
+                dw = L.op == OP_DEPTHWISE_CONV_2D
                 for s in range(n_sel):
-                    for v in rows[s]:
-                        if v == -128:  # allowed only where the flashed weight is -128 (never updated yet)
-                            self._check_minus_128(L, layer, ch[s], rows[s])
-                            break
-            res_b = get("h", nb)
-            res_w = [get("h", per) for _ in range(n_sel)]
+                    c = ch[s]
+                    row = get("b", per, L.w[c] if live and not dw else None)
+                    if live and dw:
+                        for t in range(per):
+                            L.w[t * L.oc + c] = row[t]
+                    if not live:
+                        for v in row:
+                            if v == -128:  # allowed only where the flashed weight is -128 (never updated yet)
+                                self._check_minus_128(L, layer, c, row)
+                                break
+                pad(n_sel * per)
+            for s in range(-1, n_sel):
+                n, into = (nb, L.res_b) if s < 0 else (per, L.res_w[s])
+                r = get("h", n, into if live else None)
+                if not live:
+                    for v in r:
+                        if v < -16384 or v > 16383:
+                            raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
             pad(2 * (nb + n_sel * per))
-            for r in [res_b] + res_w:
-                for v in r:
-                    if v < -16384 or v > 16383:
-                        raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
-            m = None
             if mom:
-                m = (get("f", nb), [get("f", per) for _ in range(n_sel)])
-            out.append((L, bias, rows, res_b, res_w, m))
-        return out
+                get("f", nb, L.mom_b if live else None)
+                for s in range(n_sel):
+                    get("f", per, L.mom_w[s] if live else None)
 
     def _check_minus_128(self, L, layer, c, row):
         """A -128 in channel c's trained weights is allowed only where the flashed one is -128."""
@@ -871,34 +953,15 @@ class Model:
                 if buf[idx] != 0x80:
                     raise ValueError("edgetune: trained-weights file: layer %d weight outside [-127, 127]" % layer)
 
-    def _commit_params(self, new):
-        for L, bias, rows, res_b, res_w, m in new:
-            e = self._entry[self._layers.index(L)]
-            if bias is not None:
-                L.b = bias
-            if rows is not None:
-                for s, c in enumerate(e[2]):
-                    if L.op == OP_DEPTHWISE_CONV_2D:
-                        row = rows[s]
-                        for t in range(L.per):
-                            L.w[t * L.oc + c] = row[t]
-                    else:
-                        L.w[c] = rows[s]
-            L.res_b, L.res_w = res_b, res_w
-            if m is not None:
-                L.mom_b, L.mom_w = m
-        self._peak = max(self._peak, self._params_end)
-
     # ------------------------------------------------------------------ forward
 
-    def _fwd_layer(self, L, x):
-        """One layer on x (array('b') / list of ints); returns an array('b')."""
+    def _fwd_layer(self, L, x, out):
+        """One layer on x (array('b')) into out (array('b') of L.n_out); returns out."""
         op = L.op
-        out = array("b", bytes(L.n_out))
         lo, hi, ooff = L.act_min, L.act_max, L.out_off
         if op == OP_CONV_2D or op == OP_FULLY_CONNECTED:
             ioff = L.in_off
-            xo = _shifted(x, ioff)
+            xo = _shifted(x, ioff, self._xo)
             rows, b, per, oc = L.w, L.b, L.per, L.oc
             rm, rl, rr = L.rm, L.rl, L.rr
             if op == OP_FULLY_CONNECTED:
@@ -919,7 +982,7 @@ class Model:
             return out
         if op == OP_DEPTHWISE_CONV_2D:
             ioff = L.in_off
-            xo = _shifted(x, ioff)
+            xo = _shifted(x, ioff, self._xo)
             w, b, oc, dm = L.w, L.b, L.oc, L.dm
             rm, rl, rr = L.rm, L.rl, L.rr
             tpo, tp = L.tpo, L.tp
@@ -981,8 +1044,12 @@ class Model:
         """Per output position the (KH*KW*C_in) input patch of xo, zeros in the padding."""
         per, cin = L.per, L.ic
         tpo, tp = L.tpo, L.tp
+        full = 2 * L.kh * L.kw
+        patch = self._patch  # one buffer, refilled per position (zeros in the padding)
         for p in range(len(tpo) - 1):
-            patch = [0] * per
+            if tpo[p + 1] - tpo[p] != full:
+                for k in range(per):
+                    patch[k] = 0
             for q in range(tpo[p], tpo[p + 1], 2):
                 pb = tp[q] * cin
                 xb = tp[q + 1]
@@ -990,11 +1057,12 @@ class Model:
             yield patch
 
     def _forward(self, x, keep):
-        acts = [x]
-        for L in self._layers:
-            x = self._fwd_layer(L, x)
-            if keep:
-                acts.append(x)
+        """The activations (a list of arrays that the next forward pass overwrites: the input,
+        then each layer's output), or the output alone."""
+        acts = self._acts
+        acts[0] = x
+        for i, L in enumerate(self._layers):
+            x = self._fwd_layer(L, x, acts[i + 1])
         p = self._inference_arena
         if self._first >= 0 and keep:
             p = self._arena
@@ -1033,14 +1101,16 @@ class Model:
         n = len(xs)
         if n == 0 or n != len(labels):
             raise ValueError("edgetune: evaluate needs as many labels as inputs (at least one)")
-        inputs = [self._x(x) for x in xs]
+        for x in xs:  # every input and label checked before any is used; each converted when used
+            if len(x) != self._n_in:
+                self._x(x)
         labels = [self._label(lb) for lb in labels]
         t_out = self._tensors[self._output]
         total = 0.0
         correct = 0
         F = _F
         for k in range(n):
-            y = self._forward(inputs[k], False)
+            y = self._forward(self._x(xs[k]), False)
             loss, _ = _softmax_xent(y, t_out.scale, t_out.zp, labels[k], False)
             if k == 0:
                 total = loss
@@ -1079,6 +1149,7 @@ class Model:
         loss, g = _softmax_xent(acts[-1], t_out.scale, t_out.zp, label, first >= 0)
         if first < 0:
             return loss
+        gbuf = self._grad_buffers()
         big = 0.0
         for v in g:
             a = -v if v < 0 else v
@@ -1099,15 +1170,17 @@ class Model:
             if i < nl - 1:
                 y = acts[i + 1]
                 lo, hi = L.act_min, L.act_max
-                for j in range(len(gq)):
+                for j in range(L.n_out):
                     v = y[j]
                     if v <= lo or v >= hi:
                         gq[j] = 0
             stop = False
             if i > first:
-                acc, s_acc = self._input_grad(L, gq, s_g, acts[i])
+                acc = gbuf[1] if gq is gbuf[0] else gbuf[0]
+                s_acc = self._input_grad(L, gq, s_g, acts[i], acc)
                 m = 0
-                for v in acc:
+                for j in range(L.n_in):
+                    v = acc[j]
                     if v > m:
                         m = v
                     elif -v > m:
@@ -1116,7 +1189,7 @@ class Model:
                     stop = True
                 else:
                     g_next = acc  # in place, as the C module does
-                    for j in range(len(acc)):
+                    for j in range(L.n_in):
                         v = acc[j]
                         if v:
                             g_next[j] = _rdiv(v * 32767, m)
@@ -1132,18 +1205,20 @@ class Model:
             gq, s_g = g_next, s_next
         return loss
 
-    def _input_grad(self, L, g, s_g, x):
-        """§4b: (acc list over the input elements, s_acc)."""
+    def _input_grad(self, L, g, s_g, x, acc):
+        """§4b: the input gradient into acc[:L.n_in] (an int32 buffer); returns s_acc."""
         F = _F
         op = L.op
-        acc = [0] * L.n_in
+        for j in range(L.n_in):
+            acc[j] = 0
         oc = L.oc
         if op in _WEIGHT_OPS:
             r_c = L.r_c
-            h = [0] * len(g)  # preallocated lists: no growth by append (heap fragmentation)
+            h = self._h
             c = 0
-            for j in range(len(g)):
+            for j in range(L.n_out):
                 v = g[j]
+                h[j] = 0
                 if v:
                     F[0] = float(v) * r_c[c]
                     h[j] = _round_sat(F[0], 32767)
@@ -1161,7 +1236,7 @@ class Model:
                         row = rows[c]
                         for k in rng:
                             acc[k] += row[k] * hv
-                return acc, s_acc
+                return s_acc
             if op == OP_CONV_2D:
                 rows, cin = L.w, L.ic
                 crng = range(cin)
@@ -1179,7 +1254,7 @@ class Model:
                                 for k in crng:
                                     acc[xb + k] += row[wb + k] * hv
                     p += oc
-                return acc, s_acc
+                return s_acc
             w, dm = L.w, L.dm
             tpo, tp = L.tpo, L.tp
             p = 0
@@ -1192,14 +1267,17 @@ class Model:
                         if hv:
                             acc[xb + c // dm] += w[wt + c] * hv
                 p += oc
-            return acc, s_acc
+            return s_acc
         if op == OP_MEAN:
             n_pos = L.ih * L.iw
+            j = 0
             for k in range(n_pos):
-                acc[k * oc:(k + 1) * oc] = g
+                for c in range(oc):
+                    acc[j] = g[c]
+                    j += 1
             F[0] = float(n_pos)
             F[0] = s_g / F[0]
-            return acc, F[0]
+            return F[0]
         p = 0
         tpo, tp = L.tpo, L.tp
         if op == OP_AVERAGE_POOL_2D:
@@ -1214,7 +1292,7 @@ class Model:
                             acc[tp[q] + c] += gv
                 p += oc
             F[0] = s_g / 1024.0
-            return acc, F[0]
+            return F[0]
         # MAX_POOL_2D: the first in-window position holding the maximum of the saved input
         for pos in range(len(tpo) - 1):
             q0, q1 = tpo[pos] + 1, tpo[pos + 1]
@@ -1231,7 +1309,7 @@ class Model:
                             a = xb + c
                     acc[a] += gv
             p += oc
-        return acc, s_g
+        return s_g
 
     def _update(self, L, e, g, s_g, x, lr, qas):
         """§4d-g for one layer with the masked output gradient g."""
@@ -1244,8 +1322,8 @@ class Model:
         if e[1]:
             G = [0] * oc
             c = 0
-            for v in g:
-                G[c] += v
+            for j in range(L.n_out):
+                G[c] += g[j]
                 c += 1
                 if c == oc:
                     c = 0
@@ -1275,7 +1353,7 @@ class Model:
         zp = t_in.zp
         F[0] = neg * t_in.scale
         base = F[0]
-        xc = _shifted(x, -zp)
+        xc = _shifted(x, -zp, self._xo)  # the forward pass is over: its buffer is free
         op, per = L.op, L.per
         A = self._weight_grad(L, ch, g, xc)
         s_w = L.s_w
@@ -1319,7 +1397,7 @@ class Model:
             out = []
             for c in ch:
                 gv = g[c]
-                out.append([gv * v for v in xc] if gv else [0] * per)
+                out.append([gv * xc[k] for k in range(per)] if gv else [0] * per)
             return out
         A = [[0] * per for _ in ch]
         nsel = len(ch)
