@@ -274,14 +274,24 @@ def _int8_copy(src):
     array.extend copies a buffer's bytes; CPython's converts items, so it gets bytes first)."""
     if _MPY:
         a = array("b")
-        a.extend(src)
-        return a
+        try:
+            a.extend(src)
+            return a
+        except TypeError:  # not a buffer (a list of ints): bytes() takes it
+            pass
     return array("b", bytes(src))
 
 
 def _zeros(tc, n):
-    """array(tc) of n zeros (0.0 for 'f'), built from zero bytes: no list of n items."""
-    return array(tc, bytes(_SIZE[tc] * n))
+    """array(tc) of n zeros (0.0 for 'f'): no list of n items and, on MicroPython, one
+    allocation (array() of a sized iterable allocates it at once; then zeroed): a temporary
+    bytes object of the same size would leave a hole beside every long-lived array."""
+    if not _MPY:
+        return array(tc, bytes(_SIZE[tc] * n))
+    a = array(tc, range(n))
+    for k in range(n):
+        a[k] = 0
+    return a
 
 
 class _Layer:
@@ -1071,7 +1081,7 @@ class Model:
         return acts if keep else x
 
     def _x(self, x):
-        xb = array("b", bytes(x))
+        xb = _int8_copy(x)
         if len(xb) != self._n_in:
             raise ValueError("edgetune: input has %d bytes, the model expects %d" % (len(xb), self._n_in))
         return xb
