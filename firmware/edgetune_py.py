@@ -21,10 +21,15 @@ Integers are Python ints (exact); int32 wrap-around is applied where C wraps. No
 @micropython.native/viper: plain bytecode, so it runs wherever Python does (tests:
 tests/test_edgetune_py.py; cost: bench/training.py, about 50x the C module's instructions).
 
-Differences from the C module, by design: the model's weights are copied into RAM arrays at
-Model() (the C module reads them in place from the buffer), and the tables and per-step
-temporaries are Python objects (the demo IMU model: ~45 KB after Model() on the 64-bit unix
-port, plus ~35 KB of bytecode unless frozen); validation of the .etm is a subset (header, CRC,
+Heap (docs/device-app.md §6 has the figures measured on the qemu board): the model's weights
+are copied into one int8 array per layer at Model() (the C module reads them in place from
+the buffer; a bytes object reads unsigned); the training state is arrays (int32 biases, int16
+residuals, float32 momentum), the layer outputs and gradient buffers are made once, so a
+step allocates no large object; gc.collect() runs before long-lived objects are allocated
+(MicroPython's GC does not move objects: allocated among garbage they split the free heap);
+save()/load() stream the file instead of holding it. Freeze the module (or at least use a
+.mpy): its bytecode is ~25 KB of heap when loaded from a filesystem. Little-endian machines
+only (every MicroPython port). Validation of the .etm is a subset (header, CRC,
 tables inside the file, chain, ops, shapes of weights, scheme and accumulator bounds);
 info()['arena'] / ['peak'] report the C module's plan (docs/training.md §6), not this
 implementation's own heap use. Error messages are not the C module's word for word; the
