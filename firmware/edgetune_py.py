@@ -753,6 +753,13 @@ class Model:
             data = f.read()
         self._load_state(data)
 
+    def state(self):
+        """The trained-weights file's bytes: an in-RAM checkpoint (m.load_state restores it)."""
+        return self._state_bytes()
+
+    def load_state(self, data):
+        self._load_state(data)
+
     def _load_state(self, data):
         n = len(data)
         if n < 32:

@@ -203,3 +203,10 @@ def training_arena(model: EtmModel, scheme, momentum: bool = False, batch: bool 
     if not regions:
         return inference_arena(model)
     return regions[-1].offset + regions[-1].size
+
+
+def checkpoint_bytes(model: EtmModel, scheme, momentum: bool = False) -> int:
+    """Heap bytes of one in-RAM checkpoint, `m.state()` (the app's rollback / do-no-harm guard
+    holds at most two at a time: the model before the recipe and the best SGD epoch): the
+    trained-weights file's 32-byte header + the params region (docs/training.md §6.3, §7)."""
+    return 32 + sum(n for _, _, n in params_items(model, scheme, momentum))

@@ -317,6 +317,10 @@ class Trainer:
         crc = zlib.crc32(tail) & 0xFFFFFFFF
         return struct.pack("<4sHHII", self.MAGIC, self.VERSION, 32, size, crc) + tail
 
+    def state(self) -> bytes:
+        """The device's m.state(): the trained-weights file's bytes (an in-RAM checkpoint)."""
+        return self.state_bytes()
+
     def save(self, path: str) -> None:
         """Write the trained-weights file as path + ".tmp", then rename it over `path`."""
         tmp = path + ".tmp"

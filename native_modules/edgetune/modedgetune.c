@@ -430,6 +430,19 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_save_obj, edgetune_model_save);
 
+/* Check a trained-weights image, then install it (ValueError leaves the model unchanged). */
+static mp_obj_t install_state(edgetune_model_obj_t *self, mp_obj_t data) {
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
+    char err[160];
+    const char *msg = et_train_state_check(&self->train, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
+    if (msg) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+    et_train_state_load(&self->train, (const uint8_t *)bi.buf);
+    return mp_const_none;
+}
+
 /* m.load(path): read a trained-weights file; everything is checked before the model
  * changes (ValueError and the current weights stay). The file is closed on every path. */
 static mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path) {
@@ -446,17 +459,33 @@ static mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path) {
         nlr_jump(nlr.ret_val);
     }
     call_method(f, MP_QSTR_close, 0, NULL);
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
-    char err[160];
-    const char *msg = et_train_state_check(&self->train, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
-    if (msg) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
-    }
-    et_train_state_load(&self->train, (const uint8_t *)bi.buf);
-    return mp_const_none;
+    return install_state(self, data);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_obj, edgetune_model_load);
+
+/* m.state(): the trained-weights file's bytes (docs/training.md §7) as a new bytes object, an
+ * in-RAM checkpoint (32 + params_size bytes of heap) for rollback; m.load_state(buf) installs
+ * such bytes with the checks of m.load. */
+static mp_obj_t edgetune_model_state(mp_obj_t self_in) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    size_t n = ET_STATE_HEADER + self->train.params_size;
+    vstr_t v;
+    vstr_init_len(&v, n);
+    et_train_state_header(&self->train, (uint8_t *)v.buf);
+    if (self->train.params_size) {
+        memcpy(v.buf + ET_STATE_HEADER, self->arena + self->train.params_off, self->train.params_size);
+    }
+    return mp_obj_new_bytes_from_vstr(&v);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_state_obj, edgetune_model_state);
+
+static mp_obj_t edgetune_model_load_state(mp_obj_t self_in, mp_obj_t data) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    return install_state(self, data);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_state_obj, edgetune_model_load_state);
 
 /* m.reset(): back to the flashed weights; residuals and momentum zero. */
 static mp_obj_t edgetune_model_reset(mp_obj_t self_in) {
@@ -687,6 +716,8 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_evaluate), MP_ROM_PTR(&edgetune_model_evaluate_obj) },
     { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
+    { MP_ROM_QSTR(MP_QSTR_state), MP_ROM_PTR(&edgetune_model_state_obj) },
+    { MP_ROM_QSTR(MP_QSTR_load_state), MP_ROM_PTR(&edgetune_model_load_state_obj) },
     { MP_ROM_QSTR(MP_QSTR_reset), MP_ROM_PTR(&edgetune_model_reset_obj) },
     { MP_ROM_QSTR(MP_QSTR_quantize), MP_ROM_PTR(&edgetune_model_quantize_obj) },
 };
