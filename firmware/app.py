@@ -9,8 +9,10 @@
     app.score("eval.csv")              # accuracy on a labelled session file (replay)
 
 Every training step prints an `@et {json}` line (log.py) that `edgetune monitor` turns into
-progress, a CSV and a plot. Collected windows live in a RAM ring buffer (collect.Ring); every
-`holdout`-th window of each class is held back to evaluate during training (early stop).
+progress, a CSV and a plot. Collected windows live in a RAM ring buffer (collect.Ring); the last
+1 in `holdout` windows of each class are the check set (recorded after the training windows, one
+window apart: recipe.split), which early stopping, rollback and the do-no-harm guard use.
+app.train() runs the default recipe (recipe.py): calibrate -> refit -> SGD with rollback -> guard.
 """
 
 import gc
@@ -19,6 +21,7 @@ import hal
 import collect as _collect
 import core
 import log
+import recipe as _recipe
 import sensors
 import store
 
@@ -153,7 +156,7 @@ def collect(label, n=20, path=None):
         for w in _collect.windows(s.source, win, k, n, s.rate, rec):
             j = s.taken.get(k, 0)
             s.taken[k] = j + 1
-            s.ring.add(w, k, held=s.holdout > 0 and j % s.holdout == s.holdout - 1)
+            s.ring.add(w, k)  # the check set is chosen at train time (_split: the last ones)
     finally:
         if rec:
             rec.close()
@@ -203,9 +206,9 @@ def _shuffle(items, seed):
 
 
 def evaluate():
-    """(loss, accuracy) on the held-back windows (None if there are none); logs an eval line."""
+    """(loss, accuracy) on the check windows (None if there are none); logs an eval line."""
     s = _state()
-    _, held = s.ring.split()
+    _, held = _split()
     if not held:
         return None
     loss, acc = s.model.evaluate([w for w, _ in held], [k for _, k in held])
@@ -214,44 +217,70 @@ def evaluate():
     return loss, acc
 
 
-def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
-    """Fine-tune on the collected (not held-back) windows: `epochs` shuffled passes of one-sample
-    SGD steps; evaluates on the held-back windows before training and every `eval_every` steps
-    (default: each epoch) and stops early once their accuracy reaches `target`.
-    Logs every step. Returns the last held-back accuracy (None without held-back windows)."""
+def _split():
+    """(train, check) lists of (window, label), oldest first: recipe.split over the ring's
+    windows in collection order (per class the last 1 in `holdout` check, the window before
+    them, which overlaps the first, dropped)."""
     s = _state()
-    data, held = s.ring.split()
+    r = s.ring
+    labels = [r.labels[(r.start + i) % r.capacity] for i in range(r.count)]
+    tr, ck = _recipe.split(labels, s.holdout, _recipe.gap_windows(s.window, s.step))
+    return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
+
+
+def _hook(name):
+    """The model's method for a recipe step, or None (the step then logs that it was skipped)."""
+    return getattr(_state().model, name, None)
+
+
+def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
+          guard=True):
+    """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
+    refit the classifier -> `epochs` shuffled passes of one-sample SGD (qas, lr) with rollback to
+    the best epoch on the check set (stopping early once its accuracy reaches `target`) -> the
+    do-no-harm guard (the model before train() stays unless the check set improves).
+    Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
+    Logs every step. Returns the check accuracy of the model it leaves (None without check windows)."""
+    s = _state()
+    data, held = _split()
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
-    every = eval_every or len(data)
     t0 = hal.ticks_ms()
-    log.emit("start", (("steps", epochs * len(data)), ("samples", len(data)), ("held", len(held)),
-                       ("lr", lr), ("qas", qas), ("epochs", epochs)))
-    r = evaluate()
-    stop = target is not None and r is not None and r[1] >= target
-    order = list(range(len(data)))
-    n = 0
-    for ep in range(epochs):
-        if stop:
-            break
-        _shuffle(order, seed * 1000 + ep)
-        for i in order:
-            w, k = data[i]
-            loss = s.model.train(w, k, lr=lr, qas=qas)
-            s.step_count += 1
-            n += 1
-            log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
-                     + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
-            if n % every == 0 and held:
-                r = evaluate()
-                if target is not None and r[1] >= target:
-                    stop = True
-                    break
-    if n % every and held:
-        evaluate()
-    ms = hal.ticks_diff(hal.ticks_ms(), t0)
-    log.emit("end", (("step", s.step_count), ("steps", n), ("acc", s.last_acc), ("early_stop", stop),
-                     ("elapsed_ms", ms)) + _mem(True))
+    n_sgd = epochs if sgd else 0
+    log.emit("start", (("steps", n_sgd * len(data)), ("samples", len(data)), ("held", len(held)),
+                       ("lr", lr), ("qas", qas), ("epochs", n_sgd)))
+    xs = [w for w, _ in data]
+    ys = [k for _, k in data]
+    cxs = [w for w, _ in held]
+    cys = [k for _, k in held]
+    data = held = None
+    n0 = s.step_count
+
+    def emit(name, fields):
+        if name == "eval":
+            s.last_acc = fields[2][1]
+        log.emit(name, (("step", s.step_count),) + fields + _mem(name != "eval"))
+
+    def on_step(ep, loss):
+        s.step_count += 1
+        log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
+                 + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
+
+    def step(name, fn, on):
+        if not on:
+            return None
+        f = _hook(fn)
+        return (lambda: f(xs, ys)) if f is not None else (lambda: None)
+
+    steps, kept = _recipe.run(s.model, xs, ys, cxs, cys, calibrate=step("calibrate", "calibrate", calibrate),
+                              refit=step("refit", "refit", refit), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
+                              guard=guard, emit=emit, target=target, on_step=on_step)
+    final = steps[-1][1]
+    s.last_acc = final[1] if final else None
+    stop = target is not None and final is not None and final[1] >= target
+    log.emit("end", (("step", s.step_count), ("steps", s.step_count - n0), ("acc", s.last_acc),
+                     ("early_stop", stop), ("kept", kept),
+                     ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
     return s.last_acc
 
 

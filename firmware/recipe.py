@@ -1,0 +1,176 @@
+"""The default adaptation recipe: one description the device app (app.train) runs and the host
+benchmark (bench/learning.py, through host/edgetune/recipe.py) runs on the numpy twin.
+
+Plain Python on purpose (no MicroPython-only or numpy calls): the same decisions on the board
+and on the host. The model is anything with the device Model's calls: evaluate(xs, labels) ->
+(loss, acc), train(x, label, lr=, qas=) -> loss, state() -> bytes, load_state(bytes).
+
+Steps (docs/device-app.md "The default recipe"):
+  0. the check set: per class, the LAST `len // holdout` collected windows, recorded after the
+     training windows; the `gap` windows just before them (which overlap the first check window
+     when windows are cut every half window) are used for neither (split()).
+  1. calibrate: sensor-frame calibration (a hook; a no-op that says so while the model cannot);
+  2. refit: closed-form classifier refit (a hook, likewise);
+  3. sgd: SGD of the trainable parameters, evaluated on the check set after every epoch; the
+     best epoch (check accuracy, then loss) is kept and the model rolled back to it (an in-RAM
+     checkpoint, m.state()); it never ends below where it started on the check set;
+  4. guard: the result is kept only if the check set's accuracy rose by more than ACC_MARGIN,
+     or stayed equal while its loss fell by more than LOSS_MARGIN; otherwise the model before
+     the recipe is restored. Every step logs an event through `emit(name, fields)`.
+"""
+
+HOLDOUT = 4  # 1 in 4 of each class's windows (the last ones) is the check set
+ACC_MARGIN = 0.0  # guard: check accuracy must rise by more than this (fraction) ...
+LOSS_MARGIN = 0.02  # ... or stay equal with the mean check loss lower by more than this (nats)
+PATIENCE = 3  # SGD stops after this many epochs without a better check result
+
+
+def gap_windows(window, step):
+    """Windows cut every `step` samples overlap the next ceil(window / step) - 1 windows."""
+    if step <= 0 or step >= window:
+        return 0
+    return (window + step - 1) // step - 1
+
+
+def split(labels, holdout=HOLDOUT, gap=1):
+    """labels of the collected windows, oldest first -> (train, check): index lists, ascending.
+
+    Per class with n windows: the last n // holdout are the check set, the `gap` windows before
+    them are dropped, the rest train. A class with fewer than `holdout` windows has no check
+    windows (all train). holdout <= 0: no check set."""
+    by = {}
+    for i, k in enumerate(labels):
+        if k in by:
+            by[k].append(i)
+        else:
+            by[k] = [i]
+    train, check = [], []
+    for k in by:
+        idx = by[k]
+        c = len(idx) // holdout if holdout > 0 else 0
+        if c == 0:
+            train.extend(idx)
+            continue
+        check.extend(idx[len(idx) - c:])
+        train.extend(idx[:max(0, len(idx) - c - gap)])
+    train.sort()
+    check.sort()
+    return train, check
+
+
+def better(before, after, n, acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN):
+    """The guard's test: is `after` (loss, acc) on n check windows better than `before`?
+    Accuracy compared as counts of correct windows (exact), then the loss."""
+    c0 = int(before[1] * n + 0.5)
+    c1 = int(after[1] * n + 0.5)
+    if c1 > c0 + acc_margin * n:
+        return True
+    return c1 == c0 and after[0] < before[0] - loss_margin
+
+
+def _xorshift(x):
+    x ^= (x << 13) & 0xFFFFFFFF
+    x ^= x >> 17
+    x ^= (x << 5) & 0xFFFFFFFF
+    return x
+
+
+def shuffle(items, seed):
+    """Fisher-Yates with xorshift32: the same order on every port (app._shuffle's)."""
+    x = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
+    for i in range(len(items) - 1, 0, -1):
+        x = _xorshift(x)
+        j = x % (i + 1)
+        items[i], items[j] = items[j], items[i]
+
+
+def _none(name, fields):
+    pass
+
+
+def sgd(m, xs, ys, cxs, cys, epochs=5, lr=0.01, qas=True, seed=0, emit=_none, target=None, patience=PATIENCE,
+        on_step=None):
+    """SGD with early stopping and rollback to the best epoch on the check set (cxs, cys).
+    Returns (loss, acc) of the model it leaves (the best seen, the start included)."""
+    n = len(cys)
+    best = m.evaluate(cxs, cys) if n else None
+    ck = None  # None: the start is the best so far (the caller holds its checkpoint)
+    best_ep = -1
+    order = list(range(len(xs)))
+    ep = 0
+    for ep in range(epochs):
+        if target is not None and best is not None and best[1] >= target:
+            break
+        shuffle(order, seed * 1000 + ep)
+        for i in order:
+            loss = m.train(xs[i], ys[i], lr=lr, qas=qas)
+            if on_step is not None:
+                on_step(ep, loss)
+        if not n:
+            continue
+        r = m.evaluate(cxs, cys)
+        emit("eval", (("epoch", ep), ("loss", r[0]), ("acc", r[1]), ("n", n)))
+        if better(best, r, n, 0.0, 0.0):
+            best, best_ep = r, ep
+            ck = None
+            ck = m.state()
+        elif ep - best_ep >= patience:
+            break
+    if n and best_ep != ep:  # the last epoch was not the best: back to the best
+        if ck is None:
+            return best, -1  # the caller restores the start
+        m.load_state(ck)
+        emit("rollback", (("epoch", best_ep), ("loss", best[0]), ("acc", best[1])))
+    return best, best_ep
+
+
+def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=5, lr=0.01, qas=True, seed=0, guard=True,
+        acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN, emit=_none, target=None, on_step=None):
+    """The recipe on training windows (xs, ys) and check windows (cxs, cys).
+
+    calibrate / refit: None (step off), or a callable () -> dict run at that step (it changes the
+    model; its dict is logged). sgd_epochs 0: no SGD. Returns a list of (step, check (loss, acc))
+    and whether the result was kept."""
+    n = len(cys)
+    start = m.state()
+    before = m.evaluate(cxs, cys) if n else None
+    steps = [("before", before)]
+    emit("recipe", (("stage", "before"), ("acc", before[1] if n else None), ("loss", before[0] if n else None),
+                    ("train", len(ys)), ("check", n)))
+    for name, fn in (("calibrate", calibrate), ("refit", refit)):
+        if fn is None:
+            emit("recipe", (("stage", name), ("skipped", "off")))
+            continue
+        info = fn()
+        if info is None:
+            emit("recipe", (("stage", name), ("skipped", "not supported by this model/firmware")))
+            continue
+        r = m.evaluate(cxs, cys) if n else None
+        steps.append((name, r))
+        emit("recipe", (("stage", name), ("acc", r[1] if n else None), ("loss", r[0] if n else None))
+             + tuple(sorted(info.items())))
+    if sgd_epochs > 0:
+        cur = m.state()
+        r, ep = sgd(m, xs, ys, cxs, cys, sgd_epochs, lr, qas, seed, emit, target, on_step=on_step)
+        if n and ep < 0:
+            m.load_state(cur)
+            emit("rollback", (("epoch", -1), ("loss", r[0]), ("acc", r[1])))
+        cur = None
+        steps.append(("sgd", r))
+        emit("recipe", (("stage", "sgd"), ("acc", r[1] if n else None), ("loss", r[0] if n else None),
+                        ("best_epoch", ep)))
+    else:
+        emit("recipe", (("stage", "sgd"), ("skipped", "off")))
+    after = m.evaluate(cxs, cys) if n else None
+    kept = True
+    if guard and n:
+        kept = better(before, after, n, acc_margin, loss_margin)
+        if not kept:
+            m.load_state(start)
+        emit("guard", (("before", before[1]), ("after", after[1]), ("loss_before", before[0]),
+                       ("loss_after", after[0]), ("kept", kept), ("n", n)))
+    elif guard:
+        emit("guard", (("kept", True), ("n", 0), ("why", "no check windows")))
+    start = None
+    steps.append(("final", m.evaluate(cxs, cys) if n else None))
+    return steps, kept
