@@ -228,12 +228,7 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
-def _hook(name):
-    """The model's method for a recipe step, or None (the step then logs that it was skipped)."""
-    return getattr(_state().model, name, None)
-
-
-def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
+def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
           guard=True):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
     refit the classifier -> `epochs` shuffled passes of one-sample SGD (qas, lr) with rollback to
@@ -266,14 +261,9 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
         log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
                  + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
 
-    def step(name, fn, on):
-        if not on:
-            return None
-        f = _hook(fn)
-        return (lambda: f(xs, ys)) if f is not None else (lambda: None)
-
-    steps, kept = _recipe.run(s.model, xs, ys, cxs, cys, calibrate=step("calibrate", "calibrate", calibrate),
-                              refit=step("refit", "refit", refit), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
+    m = s.model
+    steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=_recipe.hook(m, "calibrate", calibrate, xs, ys),
+                              refit=_recipe.hook(m, "refit", refit, xs, ys), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
     final = steps[-1][1]
     s.last_acc = final[1] if final else None

@@ -23,6 +23,8 @@ HOLDOUT = 4  # 1 in 4 of each class's windows (the last ones) is the check set
 ACC_MARGIN = 0.0  # guard: check accuracy must rise by more than this (fraction) ...
 LOSS_MARGIN = 0.02  # ... or stay equal with the mean check loss lower by more than this (nats)
 PATIENCE = 3  # SGD stops after this many epochs without a better check result
+EPOCHS = 5  # app.train()'s defaults, and the benchmark's
+LR = 0.01
 
 
 def gap_windows(window, step):
@@ -88,7 +90,18 @@ def _none(name, fields):
     pass
 
 
-def sgd(m, xs, ys, cxs, cys, epochs=5, lr=0.01, qas=True, seed=0, emit=_none, target=None, patience=PATIENCE,
+def hook(m, method, on, *args):
+    """A recipe step calling m.<method>(*args): None when switched off (`on` false), a callable
+    returning None (logged as not supported) when the model has no such method."""
+    if not on:
+        return None
+    f = getattr(m, method, None)
+    if f is None:
+        return lambda: None
+    return lambda: f(*args)
+
+
+def sgd(m, xs, ys, cxs, cys, epochs=EPOCHS, lr=LR, qas=True, seed=0, emit=_none, target=None, patience=PATIENCE,
         on_step=None):
     """SGD with early stopping and rollback to the best epoch on the check set (cxs, cys).
     Returns (loss, acc) of the model it leaves (the best seen, the start included)."""
@@ -124,7 +137,7 @@ def sgd(m, xs, ys, cxs, cys, epochs=5, lr=0.01, qas=True, seed=0, emit=_none, ta
     return best, best_ep
 
 
-def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=5, lr=0.01, qas=True, seed=0, guard=True,
+def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=LR, qas=True, seed=0, guard=True,
         acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN, emit=_none, target=None, on_step=None):
     """The recipe on training windows (xs, ys) and check windows (cxs, cys).
 

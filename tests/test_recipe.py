@@ -1,0 +1,118 @@
+"""The default recipe (firmware/recipe.py, host/edgetune/recipe.py).
+
+- split(): per class the last n // holdout windows are the check set, the `gap` windows before
+  them are dropped; no check window overlaps a training window of the same class when windows are
+  cut every half window (gap_windows).
+- better(): the guard's rule (accuracy as counts, then loss with the margin).
+- The recipe on the unix-port MicroPython with the C module equals the recipe on the numpy twin
+  (same events, same final trained-weights bytes) on random trainable models, and both the keep
+  and the roll-back paths of the guard occur.
+- Rollback: the guard restores the model from before the recipe bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetune import recipe
+from edgetune.modelfile import write_etm
+from test_unix_train import train_model
+
+
+def test_split_last_windows_with_gap():
+    labels = [0] * 8 + [1] * 8 + [0] * 4 + [2] * 3
+    tr, ck = recipe.split(labels, holdout=4, gap=1)
+    # class 0: 12 windows (0..7, 16..19): check = last 3 (17, 18, 19), 16 dropped
+    assert [i for i in ck if labels[i] == 0] == [17, 18, 19]
+    assert [i for i in tr if labels[i] == 0] == list(range(8))
+    # class 1: 8 windows: check 14, 15; 13 dropped
+    assert [i for i in ck if labels[i] == 1] == [14, 15] and [i for i in tr if labels[i] == 1] == list(range(8, 13))
+    # class 2: 3 < holdout windows: all train
+    assert [i for i in tr if labels[i] == 2] == [20, 21, 22] and not [i for i in ck if labels[i] == 2]
+    assert tr == sorted(tr) and ck == sorted(ck) and not set(tr) & set(ck)
+    assert recipe.split(labels, holdout=0)[1] == []
+
+
+@pytest.mark.parametrize("window,step,gap", [(100, 50, 1), (100, 100, 0), (100, 25, 3), (100, 30, 3), (100, 200, 0)])
+def test_gap_means_no_overlap(window, step, gap):
+    assert recipe.gap_windows(window, step) == gap
+    # consecutive windows of one run start every `step` samples: the first check window must not
+    # share a sample with the last training window
+    tr, ck = recipe.split([0] * 16, holdout=4, gap=gap)
+    assert ck[0] * step >= tr[-1] * step + window
+
+
+def test_guard_rule():
+    n = 14
+    assert recipe.better((1.0, 5 / n), (2.0, 6 / n), n)  # one more correct: kept, whatever the loss
+    assert not recipe.better((1.0, 6 / n), (0.1, 5 / n), n)  # one fewer correct: never
+    assert recipe.better((1.0, 5 / n), (1.0 - recipe.LOSS_MARGIN - 1e-3, 5 / n), n)  # equal, loss lower by > margin
+    assert not recipe.better((1.0, 5 / n), (1.0 - recipe.LOSS_MARGIN / 2, 5 / n), n)  # within the margin
+    assert not recipe.better((1.0, 5 / n), (2.0, 6 / n), n, acc_margin=0.1)  # +1/14 < 0.1
+
+
+def _cases(n_models: int):
+    out = []
+    for s in range(200):
+        m = train_model(s)
+        if m.output_tensor.size >= 3:
+            out.append(m)
+        if len(out) == n_models:
+            break
+    return out
+
+
+def test_recipe_c_equals_twin(micropython, tmp_path):
+    """Random trainable models, random windows with a learnable signal: the recipe's events and
+    final weights are the same on the C module and the twin; the guard keeps some and rolls back
+    some."""
+    kept = []
+    for k, model in enumerate(_cases(6)):
+        etm = write_etm(model)
+        rng = np.random.default_rng(k)
+        ncls = model.output_tensor.size
+        n_in = model.input_tensor.size
+        labels = [c for c in range(ncls) for _ in range(8)]
+        proto = rng.integers(-100, 100, (ncls, n_in))
+        xs = np.clip(proto[labels] + rng.integers(-60, 60, (len(labels), n_in)), -128, 127).astype(np.int8)
+        tr, ck = recipe.split(labels, 4, 1)
+        ys = np.asarray(labels)
+        kw = {"sgd_epochs": 3, "lr": [0.3, 0.01][k % 2], "seed": k}
+        ev_t, st_t, _ = recipe.twin_run(etm, xs[tr], ys[tr], xs[ck], ys[ck], **kw)
+        ev_c, st_c = recipe.device_run(etm, xs[tr], ys[tr], xs[ck], ys[ck], tmp_path / f"c{k}", **kw)
+        assert st_c == st_t, f"model {k}: final weights differ"
+        assert [r["ev"] for r in ev_c] == [r["ev"] for r in ev_t]
+        for a, b in zip(ev_c, ev_t):
+            assert a.keys() == b.keys()
+            for key in a:
+                if isinstance(a[key], float):
+                    assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (k, a, b)
+                else:
+                    assert a[key] == b[key], (k, a, b)
+        g = [r for r in ev_t if r["ev"] == "guard"][0]
+        kept.append(g["kept"])
+        if not g["kept"]:
+            assert st_t == recipe.TwinModel(etm).state(), "a rejected recipe must restore the start bit for bit"
+    assert any(kept) and not all(kept), kept
+
+
+def test_rollback_restores_best_epoch():
+    """SGD whose later epochs get worse ends at the best epoch's weights."""
+    model = _cases(1)[0]
+    etm = write_etm(model)
+    rng = np.random.default_rng(5)
+    ncls, n_in = model.output_tensor.size, model.input_tensor.size
+    xs = rng.integers(-128, 128, (30, n_in)).astype(np.int8)
+    ys = rng.integers(0, ncls, 30)
+    m = recipe.TwinModel(etm)
+    ev = recipe.Events()
+    best, ep = recipe.sgd(m, list(xs[:20]), list(ys[:20]), list(xs[20:]), list(ys[20:]), epochs=6, lr=1.0, seed=1,
+                          emit=ev, patience=99)
+    evals = ev.of("eval")
+    assert len(evals) == 6
+    if ep >= 0:
+        assert m.evaluate(list(xs[20:]), list(ys[20:])) == pytest.approx(best)
+        assert best[1] >= max(e["acc"] for e in evals) - 1e-9
+        if ep < 5:
+            assert ev.of("rollback") and ev.of("rollback")[0]["epoch"] == ep
