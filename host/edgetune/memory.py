@@ -123,6 +123,11 @@ def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[
         items.append(("residuals", e.layer, align4(2 * (n_b + n_w))))
         if momentum:
             items.append(("momentum", e.layer, align4(4 * (n_b + n_w))))
+    from .refit import qscale_bytes, refit_layer
+
+    layer = refit_layer(model, scheme)
+    if layer is not None:  # the classifier's scales and multipliers, which a refit rewrites
+        items.append(("classifier_quant", layer, qscale_bytes(out_channels(model, layer))))
     return items
 
 
