@@ -733,16 +733,23 @@ size_t et_train_state_size(const et_train_t *t) {
 }
 
 void et_train_state_header(const et_train_t *t, uint8_t *hdr) {
+    et_train_state_header_tail(t, hdr, NULL, 0);
+}
+
+void et_train_state_header_tail(const et_train_t *t, uint8_t *hdr, const uint8_t *tail, size_t tail_len) {
     memcpy(hdr, ET_STATE_MAGIC, 4);
     wr16(hdr + 4, ET_STATE_VERSION);
     wr16(hdr + 6, ET_STATE_HEADER);
-    wr32(hdr + 8, (uint32_t)et_train_state_size(t));
+    wr32(hdr + 8, (uint32_t)(et_train_state_size(t) + tail_len));
     wr32(hdr + 16, rd32(t->m->buf + 12));
     wr32(hdr + 20, et_train_scheme_crc(t));
     wr32(hdr + 24, (uint32_t)t->params_size);
-    wr32(hdr + 28, t->momentum != 0.0f ? 1u : 0u);
+    wr32(hdr + 28, (t->momentum != 0.0f ? 1u : 0u) | (tail_len ? ET_STATE_FLAG_FRAME : 0u));
     uint32_t crc = et_crc32(0, hdr + 16, 16);
     crc = et_crc32(crc, t->arena + t->params_off, t->params_size);
+    if (tail_len) {
+        crc = et_crc32(crc, tail, tail_len);
+    }
     wr32(hdr + 12, crc);
 }
 
@@ -787,10 +794,11 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
     if (rd32(buf + 20) != et_train_scheme_crc(t)) {
         return "trained-weights file was saved with another training scheme";
     }
-    if (rd32(buf + 28) != (t->momentum != 0.0f ? 1u : 0u)) {
-        return "trained-weights file momentum flag (bit0, no other bits) differs from this model's momentum setting";
+    if ((rd32(buf + 28) & ~ET_STATE_FLAG_FRAME) != (t->momentum != 0.0f ? 1u : 0u)) {
+        return "trained-weights file momentum flag (bit0; bit1 = frame, no other bits) differs from this model's momentum setting";
     }
-    if (rd32(buf + 24) != t->params_size || len != et_train_state_size(t)) {
+    const size_t tail = (rd32(buf + 28) & ET_STATE_FLAG_FRAME) ? ET_STATE_FRAME_BYTES : 0u;
+    if (rd32(buf + 24) != t->params_size || len != et_train_state_size(t) + tail) {
         return "trained-weights file has a different parameter size";
     }
     const uint8_t *params = buf + ET_STATE_HEADER - t->params_off; /* params + arena offset */

@@ -103,6 +103,15 @@ uint32_t et_train_scheme_crc(const et_train_t *t);
 size_t et_train_state_size(const et_train_t *t);
 void et_train_state_header(const et_train_t *t, uint8_t *hdr);
 
+/* flags bit1: a sensor-frame trailer of ET_STATE_FRAME_BYTES follows the params region
+ * (docs/training.md §7; written and checked by the binding, covered by the size and CRC). */
+#define ET_STATE_FLAG_FRAME 2u
+#define ET_STATE_FRAME_BYTES 44u
+
+/* The header of a file with `tail` (tail_len bytes, 0 or ET_STATE_FRAME_BYTES, flag bit1)
+ * after the params region. */
+void et_train_state_header_tail(const et_train_t *t, uint8_t *hdr, const uint8_t *tail, size_t tail_len);
+
 /* Check a trained-weights file fully; NULL if it can be loaded, else a message. */
 const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t len, char *err, size_t err_len);
 
