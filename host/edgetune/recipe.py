@@ -38,11 +38,52 @@ sgd = device.sgd
 class TwinModel:
     """The device Model's evaluate / train / state / load_state on the numpy twin (Trainer)."""
 
-    def __init__(self, etm: bytes, scheme: Any = None):
+    def __init__(self, etm: bytes, scheme: Any = None, stats: Any = None, meta: dict[str, Any] | None = None):
         from .training import Trainer
 
         self.t = Trainer(etm, scheme)
         self.steps = 0
+        self.stats = stats  # the .etm's per-class source statistics of the frame fit (frame.source_stats)
+        self.meta = meta or {}
+        self.frame: tuple[Any, bool] | None = None  # (R, improper): the model's sensor frame
+
+    def frame_rt(self) -> tuple[Any, bool] | None:
+        return self.frame
+
+    def refit(self, xs, labels) -> dict[str, Any] | None:
+        """m.refit(xs, labels) (l2, alpha by cross-validation) on the twin; None when this model's
+        scheme cannot refit (the step is then logged as not supported)."""
+        from . import refit as _refit
+
+        if _refit.refit_layer(self.t.model, self.t.scheme) is None:
+            return None
+        d = _refit.refit(self.t, np.asarray(xs, np.int8), np.asarray(labels))
+        return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
+
+    def calibrate_hook(self, xs: list, ys: list, cxs: list):
+        """The calibrate step: the frame fit on the training windows (m.calibrate's twin), the
+        model's frame composed with it, and the training and check windows re-quantized into the
+        new frame in place (as the app re-quantizes its ring). None result: no statistics."""
+        def run() -> dict[str, Any] | None:
+            from . import frame
+
+            if self.stats is None or "raw_input_quant" not in self.meta:
+                return None
+            riq = self.meta["raw_input_quant"]
+            k = len(self.stats)
+            fit = frame.fit_frame(np.asarray(xs, np.int8), ys, k, self.stats, riq["scale"], riq["zero_point"])
+            if fit["chosen"] != "identity":
+                for lst in (xs, cxs):
+                    if lst:
+                        q = frame.requantize(np.asarray(lst, np.int8), fit["R"], fit["improper"], riq["scale"],
+                                             riq["zero_point"])
+                        lst[:] = list(q)
+                if self.frame is None:
+                    self.frame = (fit["R"], fit["improper"])
+                else:
+                    self.frame = (frame.compose(self.frame[0], fit["R"]), self.frame[1] != fit["improper"])
+            return {"chosen": fit["chosen"], "improper": fit["improper"]}
+        return run
 
     def evaluate(self, xs, labels) -> tuple[float, float]:
         loss, acc = self.t.evaluate(np.asarray(xs, np.int8), np.asarray(labels))
@@ -52,11 +93,14 @@ class TwinModel:
         self.steps += 1
         return float(self.t.step(np.asarray(x, np.int8), int(label), lr, qas))
 
-    def state(self) -> bytes:
-        return self.t.state_bytes()
+    def state(self) -> tuple[bytes, Any]:
+        """The checkpoint: the trained-weights bytes and the sensor frame (the C module's
+        m.state() carries the frame in the file's trailer)."""
+        return self.t.state_bytes(), self.frame
 
-    def load_state(self, data: bytes) -> None:
-        self.t.load_state(data)
+    def load_state(self, data: tuple[bytes, Any]) -> None:
+        self.t.load_state(data[0])
+        self.frame = data[1]
 
     def reset(self) -> None:
         self.t.reset()
@@ -141,4 +185,4 @@ def twin_run(etm: bytes, xs, ys, cxs, cys, **kw: Any) -> tuple[list[dict[str, An
     kw = {"calibrate": True, "refit": True, **kw}
     h = hooks(m, list(xs), list(ys), kw.pop("calibrate"), kw.pop("refit"))
     run(m, list(xs), list(ys), list(cxs), list(cys), emit=ev, **h, **kw)
-    return ev.rows, m.state(), m
+    return ev.rows, m.t.state_bytes(), m
