@@ -16,7 +16,8 @@ Steps (docs/device-app.md "The default recipe"):
      checkpoint, m.state()); it never ends below where it started on the check set;
   4. guard: the result is kept only if the check set's accuracy rose by more than ACC_MARGIN,
      or stayed equal while its loss fell by more than LOSS_MARGIN; otherwise the model before
-     the recipe is restored. Every step logs an event through `emit(name, fields)`.
+     the recipe is restored. The refit step is guarded the same way on its own (kept only if it
+     improves on the model before it). Every step logs an event through `emit(name, fields)`.
 """
 
 HOLDOUT = 4  # 1 in 4 of each class's windows (the last ones) is the check set
@@ -150,18 +151,32 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
     steps = [("before", before)]
     emit("recipe", (("stage", "before"), ("acc", before[1] if n else None), ("loss", before[0] if n else None),
                     ("train", len(ys)), ("check", n)))
+    best = before
     for name, fn in (("calibrate", calibrate), ("refit", refit)):
         if fn is None:
             emit("recipe", (("stage", name), ("skipped", "off")))
             continue
+        # the refit is kept only if it improves the check set (guard margins); the frame fit has
+        # its own guard (identity unless the statistics are explained clearly better)
+        ck = m.state() if name == "refit" and guard and n else None
         info = fn()
         if info is None:
+            ck = None
             emit("recipe", (("stage", name), ("skipped", "not supported by this model/firmware")))
             continue
         r = m.evaluate(cxs, cys) if n else None
-        steps.append((name, r))
         emit("recipe", (("stage", name), ("acc", r[1] if n else None), ("loss", r[0] if n else None))
              + tuple(sorted(info.items())))
+        if ck is not None:
+            ok = better(best, r, n, acc_margin, loss_margin)
+            emit("guard", (("stage", name), ("before", best[1]), ("after", r[1]), ("loss_before", best[0]),
+                           ("loss_after", r[0]), ("kept", ok), ("n", n)))
+            if not ok:
+                m.load_state(ck)
+                r = best
+        ck = None
+        best = r
+        steps.append((name, r))
     if sgd_epochs > 0:
         cur = m.state()
         r, ep = sgd(m, xs, ys, cxs, cys, sgd_epochs, lr, qas, seed, emit, target, on_step=on_step)
@@ -180,10 +195,10 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
         kept = better(before, after, n, acc_margin, loss_margin)
         if not kept:
             m.load_state(start)
-        emit("guard", (("before", before[1]), ("after", after[1]), ("loss_before", before[0]),
+        emit("guard", (("stage", "final"), ("before", before[1]), ("after", after[1]), ("loss_before", before[0]),
                        ("loss_after", after[0]), ("kept", kept), ("n", n)))
     elif guard:
-        emit("guard", (("kept", True), ("n", 0), ("why", "no check windows")))
+        emit("guard", (("stage", "final"), ("kept", True), ("n", 0), ("why", "no check windows")))
     start = None
     steps.append(("final", m.evaluate(cxs, cys) if n else None))
     return steps, kept
