@@ -228,6 +228,54 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
+def _requantize(m, windows, r, channels, scale, zp):
+    """Windows quantized in the model's old frame -> the new one (fit R): each sample is
+    dequantized ((q - zp) * scale) and quantized again through m.quantize with the frame set to R
+    alone (accelerometer R^T x, gyroscope det(R) R^T x), in place (the ring's own bytes)."""
+    total = m.frame()
+    m.frame(r)
+    try:
+        for w in windows:
+            for off in range(0, len(w), channels):
+                x = [((w[off + c] ^ 0x80) - 128 - zp[c]) * scale[c] for c in range(channels)]
+                w[off:off + channels] = m.quantize(x, scale, zp)
+    finally:
+        if total is None:
+            m.frame(None)
+        else:
+            m.frame(total["R"], accel=total["accel"], gyro=total["gyro"])
+
+
+def _calibrate_step(xs, ys, cxs):
+    """The recipe's calibrate step: the model's frame fit (m.calibrate) on the training windows
+    against the .etm's per-class source statistics, then the training and check windows (the
+    ring's bytes) re-quantized into the new frame. None when the model or firmware cannot.
+    If the guard later restores the old frame, the windows go back through R^T (within one
+    quantization step of what they were)."""
+    s = _state()
+    m = s.model
+    stats = s.meta.get("frame_stats")
+    riq = s.meta.get("raw_input_quant")
+    if not hasattr(m, "calibrate") or not stats or not riq:
+        return None
+    groups = s.meta.get("channel_groups") or {}
+    kw = {}
+    if "accel" in groups:
+        kw["accel"] = groups["accel"]
+    if "gyro" in groups:
+        kw["gyro"] = groups["gyro"]
+    flat = []
+    for row in stats:
+        flat.extend(row)
+    d = m.calibrate(xs, ys, flat, riq["scale"], riq["zero_point"], **kw)
+    if d["chosen"] != "identity":  # every window of the ring (xs and cxs are views of it)
+        ring = [s.ring.window(i) for i in range(s.ring.count)]
+        _requantize(m, ring, d["R"], s.channels, riq["scale"], riq["zero_point"])
+        s.undo_frame = (ring, [d["R"][3 * j + i] for i in range(3) for j in range(3)])
+    return {"chosen": d["chosen"], "improper": d["improper"], "e_identity": d["e_identity"],
+            "e_proper": d["e_proper"], "e_improper": d["e_improper"]}
+
+
 def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
           guard=True):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
@@ -262,9 +310,15 @@ def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, c
                  + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
 
     m = s.model
-    steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=_recipe.hook(m, "calibrate", calibrate, xs, ys),
+    s.undo_frame = None
+    cal = (lambda: _calibrate_step(xs, ys, cxs)) if calibrate else None
+    steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
                               refit=_recipe.hook(m, "refit", refit, xs, ys), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
+    if not kept and s.undo_frame is not None:  # the guard restored the old frame: the windows too
+        _requantize(m, s.undo_frame[0], s.undo_frame[1], s.channels, s.meta["raw_input_quant"]["scale"],
+                    s.meta["raw_input_quant"]["zero_point"])
+    s.undo_frame = None
     final = steps[-1][1]
     s.last_acc = final[1] if final else None
     stop = target is not None and final is not None and final[1] >= target
