@@ -208,3 +208,10 @@ def training_arena(model: EtmModel, scheme, momentum: bool = False, batch: bool 
     if not regions:
         return inference_arena(model)
     return regions[-1].offset + regions[-1].size
+
+
+def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
+    """Transient scratch of Model.refit (docs/training.md §9): host/edgetune/refit.refit_scratch."""
+    from .refit import refit_scratch as f
+
+    return f(model, scheme, labels, cv)
