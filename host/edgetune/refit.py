@@ -362,7 +362,7 @@ def refit(trainer, xs, labels, l2=None, alpha=None) -> dict:
         q = requantize(w, b, fl, m.output_tensor.scale)
     trainer.install_classifier(layer, q)
     return {"l2": float(l2v), "alpha": float(av), "cv_accuracy": None if cv is None else float(cv),
-            "n": len(labels)}
+            "n": len(labels), "scratch": refit_scratch(m, trainer.scheme, labels, cv is not None)}
 
 
 def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
