@@ -93,6 +93,13 @@ def _a4(n):
     return (n + 3) & ~3
 
 
+def _refit_scratch(L):
+    """The C module's refit scratch without CV (docs/training.md §9 f): K(K+1)/2 int32 + as many
+    float32, 3 K + 2 C K + 8 C words."""
+    K, C = L.per, L.oc
+    return 4 * (K * (K + 1) + 3 * K + 2 * C * K + 8 * C)
+
+
 def _round_sat(v, lim):
     """docs/training.md round_sat of a float32 value."""
     if v != v:
@@ -607,6 +614,7 @@ class Model:
         first = self._first
         self._trainable = 0
         self._params_size = 0
+        self._rl = -1
         if first < 0:
             self._arena = inf
             self._params_end = 0
@@ -650,6 +658,11 @@ class Model:
             if mom:
                 off += _a4(4 * (nb + nw))
             self._trainable += nb + nw
+        L, e = layers[-1], self._entry.get(nl - 1)  # the item a refit writes (§6.3, §9)
+        self._rl = nl - 1 if (L.op == OP_FULLY_CONNECTED and L.bias != NONE and e is not None and e[1]
+                              and len(e[2]) == L.oc) else -1
+        if self._rl >= 0:
+            off += 16 * L.oc
         self._params_size = off - p0
         self._params_end = off
         if self._batch:  # float32 batch accumulator per trainable parameter (§6)
@@ -679,6 +692,8 @@ class Model:
                 L.res_w = [[0] * L.per for _ in range(n_sel)]
                 L.mom_b = [0.0] * nb if mom else None
                 L.mom_w = [[0.0] * L.per for _ in range(n_sel)] if mom else None
+            if getattr(L, "q0", None):  # undo a refit's scales and multipliers (edgetune_py_refit)
+                L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr = L.q0
         if self._first >= 0 and self._params_end > self._peak:
             self._peak = self._params_end
 
@@ -723,13 +738,17 @@ class Model:
                 for row in L.mom_w:
                     v.extend(row)
                 put(struct.pack("<%df" % len(v), *v))
+        if self._rl >= 0:  # the classifier's scales and multipliers (§6.3)
+            L = self._layers[self._rl]
+            put(bytes(array("f", L.s_w)) + bytes(array("f", L.s_b)) + bytes(array("i", L.rm))
+                + bytes(array("i", [L.rl[c] - L.rr[c] for c in range(L.oc)])))
         return bytes(out)
 
     def _state_bytes(self):
         params = self._params_region()
         tail = struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), len(params),
                            1 if self._momentum > 0 else 0) + params
-        return struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + len(params), _crc(tail)) + tail
+        return struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + len(params), _crc(tail)) + tail
 
     def save(self, path):
         """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed."""
@@ -765,7 +784,7 @@ class Model:
         if n < 32:
             raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
         magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", data, 0)
-        if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
+        if bytes(magic) != b"EDTW" or ver != 2 or hsize != 32:
             raise ValueError("edgetune: not a trained-weights file (magic/version)")
         if size != n:
             raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
@@ -819,6 +838,15 @@ class Model:
                 v = struct.unpack_from("<%df" % (nb + nw), data, off)
                 off += _a4(4 * (nb + nw))
                 new.append((L, "m", v))
+        if self._rl >= 0:
+            L = self._layers[self._rl]
+            q = struct.unpack_from("<%df%df%di%di" % (L.oc, L.oc, L.oc, L.oc), data, off)
+            for v in q[:2 * L.oc]:
+                if not (v > 0.0 and v <= _FLT_MAX):
+                    raise ValueError("edgetune: trained-weights file: classifier scales must be positive numbers")
+            for c in range(L.oc):
+                if q[2 * L.oc + c] < 0 or not -31 <= q[3 * L.oc + c] <= 30:
+                    raise ValueError("edgetune: trained-weights file: classifier multiplier/shift out of range")
         for L, kind, vals in new:
             e = self._entry[self._layers.index(L)]
             ch, per, nb = e[2], L.per, (L.oc if e[1] else 0)
@@ -838,6 +866,10 @@ class Model:
             else:
                 L.mom_b = list(vals[:nb])
                 L.mom_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
+        if self._rl >= 0:
+            from edgetune_py_refit import set_qscale
+
+            set_qscale(self._layers[self._rl], q)
         self._peak = max(self._peak, self._params_end)
 
     # ------------------------------------------------------------------ forward
@@ -1007,6 +1039,12 @@ class Model:
         loss = F[0]
         F[0] = float(correct) / float(n)
         return (loss, F[0])
+
+    def refit(self, xs, labels, l2=None, alpha=None):
+        """Closed-form classifier refit (docs/training.md §9) -> dict; edgetune_py_refit.py."""
+        from edgetune_py_refit import refit
+
+        return refit(self, xs, labels, l2, alpha)
 
     # ------------------------------------------------------------------ training
 
@@ -1403,5 +1441,6 @@ class Model:
             "trainable": self._trainable,
             "scheme": [(layer, b, len(ch)) for layer, b, ch in self._entries],
             "batch": self._batch,
+            "refit_scratch": None if self._rl < 0 else _refit_scratch(self._layers[self._rl]),
             "model_bytes": self._len,
         }

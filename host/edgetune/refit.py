@@ -362,4 +362,25 @@ def refit(trainer, xs, labels, l2=None, alpha=None) -> dict:
         q = requantize(w, b, fl, m.output_tensor.scale)
     trainer.install_classifier(layer, q)
     return {"l2": float(l2v), "alpha": float(av), "cv_accuracy": None if cv is None else float(cv),
-            "n": len(labels)}
+            "n": len(labels), "scratch": refit_scratch(m, trainer.scheme, labels, cv is not None)}
+
+
+def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
+    """Bytes of the C module's refit scratch (native_modules/edgetune/refit.c, docs/training.md
+    §9 f): for K features and C classes, each item rounded up to 4: Gram int32 K(K+1)/2, S1 K,
+    B C*K, counts 3*C int32; L float32 K(K+1)/2, D and e K, W C*K, intercepts and four more C;
+    with cv also 20 int32 counts, the largest fold's K-byte features and its int32 labels."""
+    from .memory import align4
+    from .scheme import out_channels, per_channel
+
+    layer = refit_layer(model, scheme)
+    if layer is None:
+        return 0
+    K, C = per_channel(model, layer), out_channels(model, layer)
+    T = K * (K + 1) // 2
+    items = [4 * T, 4 * K, 4 * C * K, 4 * C, 4 * C, 4 * C, 4 * T, 4 * K, 4 * K, 4 * C * K] + [4 * C] * 5
+    if cv:
+        f = folds(np.asarray(labels, np.int64), C)
+        fmax = int(np.bincount(f, minlength=FOLDS).max())
+        items += [4 * len(L2_GRID) * len(ALPHA_GRID), fmax * K, 4 * fmax]
+    return sum(align4(v) for v in items)

@@ -19,6 +19,7 @@
 
 #include "model.h"
 #include "train.h"
+#include "refit.h"
 #include "kernels/et_mathf.h"
 #include "kernels/et_frame_f32.h"
 #include "kernels/et_quantize_f32.h"
@@ -366,6 +367,95 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
     return mp_obj_new_tuple(2, items);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_evaluate);
+
+/* m.refit(xs, labels, l2=None, alpha=None) -> dict: closed-form classifier refit (docs/training.md
+ * §9). xs: list/tuple of windows; labels: bytes-like or list/tuple of ints. Every argument is
+ * converted first, then checked (ValueError); the index arrays and the scratch are allocated
+ * before anything changes (MemoryError leaves the model as it was). */
+static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_xs, ARG_labels, ARG_l2, ARG_alpha };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_xs, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_labels, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_l2, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_alpha, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    /* conversions (TypeError for a wrong type) */
+    size_t n, n_labels;
+    mp_obj_t *xs;
+    mp_obj_get_array(a[ARG_xs].u_obj, &n, &xs);
+    mp_buffer_info_t lb = {0};
+    mp_obj_t *litems = NULL;
+    if (!mp_get_buffer(a[ARG_labels].u_obj, &lb, MP_BUFFER_READ)) {
+        mp_obj_get_array(a[ARG_labels].u_obj, &n_labels, &litems);
+    } else {
+        n_labels = lb.len;
+    }
+    const float nan = et_f32_from_bits(0x7FC00000u);
+    const int l2_none = a[ARG_l2].u_obj == mp_const_none, alpha_none = a[ARG_alpha].u_obj == mp_const_none;
+    const float l2 = l2_none ? nan : (float)mp_obj_get_float(a[ARG_l2].u_obj);
+    const float alpha = alpha_none ? nan : (float)mp_obj_get_float(a[ARG_alpha].u_obj);
+    for (size_t k = 0; k < n_labels; ++k) {
+        (void)mp_obj_get_int(batch_label(&lb, litems, k));
+    }
+    /* checks (ValueError, nothing changed) */
+    if (n != n_labels) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs as many labels as windows"));
+    }
+    if ((!l2_none && l2 != l2) || (!alpha_none && alpha != alpha)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: l2 and alpha must be numbers (None: chosen by cross-validation)"));
+    }
+    if (n > ET_REFIT_MAX_WINDOWS) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs 2..32767 windows"));
+    }
+    for (size_t k = 0; k < n; ++k) {
+        (void)input_of(self, xs[k]);
+        (void)label_of(self, batch_label(&lb, litems, k));
+    }
+    check_buffer_unchanged(self);
+    int32_t *labels = m_new(int32_t, n ? n : 1);
+    for (size_t k = 0; k < n; ++k) {
+        labels[k] = (int32_t)mp_obj_get_int(batch_label(&lb, litems, k));
+    }
+    const char *msg = et_refit_check(&self->train, labels, (int32_t)n, l2, alpha);
+    if (msg) {
+        m_del(int32_t, labels, n ? n : 1);
+        mp_raise_ValueError((mp_rom_error_text_t)msg);
+    }
+    const int8_t **px = m_new(const int8_t *, n);
+    for (size_t k = 0; k < n; ++k) {
+        px[k] = input_of(self, xs[k]);
+    }
+    const int cv = l2_none || alpha_none;
+    const size_t need = et_refit_scratch_size(&self->train, labels, (int32_t)n, cv);
+    void *scratch = m_malloc_maybe(need);
+    if (scratch == NULL) {
+        m_del(const int8_t *, px, n);
+        m_del(int32_t, labels, n);
+        mp_raise_msg_varg(&mp_type_MemoryError, MP_ERROR_TEXT("edgetune: refit needs %u bytes of scratch"),
+            (unsigned)need);
+    }
+    et_refit_result_t res;
+    msg = et_refit_run(&self->train, px, labels, (int32_t)n, l2, alpha, scratch, &res);
+    m_free(scratch, need);
+    m_del(const int8_t *, px, n);
+    m_del(int32_t, labels, n);
+    if (msg) {
+        mp_raise_ValueError((mp_rom_error_text_t)msg);
+    }
+    mp_obj_t d = mp_obj_new_dict(5);
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_l2), mp_obj_new_float((mp_float_t)res.l2));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_alpha), mp_obj_new_float((mp_float_t)res.alpha));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_cv_accuracy),
+        res.cv ? mp_obj_new_float((mp_float_t)res.cv_accuracy) : mp_const_none);
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_n), MP_OBJ_NEW_SMALL_INT((mp_int_t)n));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_scratch), MP_OBJ_NEW_SMALL_INT((mp_int_t)need));
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_refit_obj, 3, edgetune_model_refit);
 
 /* Call f.<method>(args...) through the runtime. */
 static mp_obj_t call_method(mp_obj_t obj, qstr name, size_t n_args, const mp_obj_t *args) {
@@ -1039,6 +1129,9 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
     store(d, "peak", mp_obj_new_int_from_uint(self->train.peak));
     store(d, "trainable", mp_obj_new_int_from_uint(self->train.n_trainable));
     store(d, "batch", mp_obj_new_bool(self->batch));
+    /* docs/training.md §9: scratch of m.refit with l2 and alpha given (CV adds its held-out fold) */
+    store(d, "refit_scratch", self->train.refit_layer < 0 ? mp_const_none
+        : mp_obj_new_int_from_uint(et_refit_scratch_size(&self->train, NULL, 0, 0)));
     mp_obj_t scheme = mp_obj_new_list(0, NULL);
     for (unsigned i = 0; i < m->n_layers; ++i) {
         const et_train_layer_t *tl = &self->tlayers[i];
@@ -1062,6 +1155,7 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_info), MP_ROM_PTR(&edgetune_model_info_obj) },
     { MP_ROM_QSTR(MP_QSTR_train), MP_ROM_PTR(&edgetune_model_train_obj) },
     { MP_ROM_QSTR(MP_QSTR_evaluate), MP_ROM_PTR(&edgetune_model_evaluate_obj) },
+    { MP_ROM_QSTR(MP_QSTR_refit), MP_ROM_PTR(&edgetune_model_refit_obj) },
     { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
     { MP_ROM_QSTR(MP_QSTR_state), MP_ROM_PTR(&edgetune_model_state_obj) },

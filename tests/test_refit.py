@@ -1,0 +1,210 @@
+"""Closed-form classifier refit (docs/training.md §9): the C module on the unix port = the numpy
+twin (host/edgetune/refit.py), bit for bit, on random models; memory; save/load; refit then SGD;
+bad inputs.
+
+Per random model (tests/test_unix_train.py's hand-built generator, default scheme, momentum on or
+off): refit with l2 and alpha chosen by cross-validation, save, 3 SGD steps, save, a second refit
+with given l2/alpha, save; every file (the whole params region: bias and weight copies, residuals,
+momentum, the classifier's scales and multipliers) equals the twin's byte for byte, and so do the
+chosen (l2, alpha), the CV accuracy bits, the SGD losses, the scratch size (memory.refit_scratch),
+info()['arena'] (memory.training_arena) and a fresh Model loading the last file predicts alike.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from edgetune import memory
+from edgetune.modelfile import write_etm
+from edgetune.refit import refit_layer
+from edgetune.scheme import Scheme
+from edgetune.training import Trainer
+
+from test_unix_train import run_script, train_model
+
+N_MODELS = 24
+
+RUNNER = """
+import edgetune, struct
+D = {d!r}
+def fx(v):
+    return 'None' if v is None else struct.pack('<f', v).hex()
+for name, mom, n in {cases!r}:
+    buf = open(D + '/' + name + '.etm', 'rb').read()
+    raw = open(D + '/' + name + '.x', 'rb').read()
+    lab = open(D + '/' + name + '.lab', 'rb').read()
+    k = len(raw) // n
+    xs = [raw[i * k:(i + 1) * k] for i in range(n)]
+    m = edgetune.Model(buf, momentum=mom)
+    r = m.refit(xs, lab)
+    print('R1', name, fx(r['l2']), fx(r['alpha']), fx(r['cv_accuracy']), r['n'], r['scratch'])
+    m.save(D + '/' + name + '.s1')
+    print('L', name, ' '.join(fx(m.train(xs[i], lab[i], lr=0.05)) for i in range(3)))
+    m.save(D + '/' + name + '.s2')
+    r = m.refit(xs, list(lab), l2=0.1, alpha=0.5)
+    print('R2', name, fx(r['l2']), fx(r['alpha']), fx(r['cv_accuracy']), r['scratch'])
+    m.save(D + '/' + name + '.s3')
+    m2 = edgetune.Model(buf, momentum=mom)
+    m2.load(D + '/' + name + '.s3')
+    print('P', name, int(all(m.predict(x) == m2.predict(x) for x in xs)))
+    i = m.info()
+    print('I', name, i['arena'], i['refit_scratch'])
+print('DONE')
+"""
+
+
+def fx(v) -> str:
+    return "None" if v is None else struct.pack("<f", v).hex()
+
+
+def refittable_models(n: int):
+    out, seed = [], 0
+    while len(out) < n:
+        m = train_model(seed)
+        if refit_layer(m, Scheme.default(m)) is not None:
+            out.append((seed, m))
+        seed += 1
+    return out
+
+
+def test_refit_c_vs_twin(micropython, tmp_path):
+    rng = np.random.default_rng(7)
+    cases, twins = [], {}
+    for seed, model in refittable_models(N_MODELS):
+        name = f"m{seed}"
+        etm = write_etm(model)
+        n = int(rng.integers(6, 41))
+        n_in, n_cls = model.input_tensor.size, model.output_tensor.size
+        xs = rng.integers(-128, 128, (n, n_in)).astype(np.int8)
+        labels = rng.integers(0, n_cls, n).astype(np.uint8)
+        mom = float(rng.choice([0.0, 0.9]))
+        (tmp_path / f"{name}.etm").write_bytes(etm)
+        (tmp_path / f"{name}.x").write_bytes(xs.tobytes())
+        (tmp_path / f"{name}.lab").write_bytes(labels.tobytes())
+        cases.append((name, mom, n))
+        twins[name] = (etm, xs, labels, mom)
+    proc = run_script(micropython, tmp_path, RUNNER.format(d=str(tmp_path), cases=cases))
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE"), proc.stdout[-2000:] + proc.stderr[-3000:]
+    got = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("R1", "L", "R2", "P", "I"):
+            got[(parts[0], parts[1])] = parts[2:]
+    chosen = set()
+    for name, (etm, xs, labels, mom) in twins.items():
+        tr = Trainer(etm, momentum=mom)
+        r = tr.refit(xs, labels)
+        chosen.add((r["l2"], r["alpha"]))
+        scratch = memory.refit_scratch(tr.model, tr.scheme, labels, cv=True)
+        assert got[("R1", name)] == [fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), str(len(labels)),
+                                     str(scratch)], name
+        assert (tmp_path / f"{name}.s1").read_bytes() == tr.state_bytes(), name
+        losses = [tr.step(xs[i], int(labels[i]), 0.05) for i in range(3)]
+        assert got[("L", name)] == [fx(v) for v in losses], name
+        assert (tmp_path / f"{name}.s2").read_bytes() == tr.state_bytes(), name
+        r = tr.refit(xs, labels, l2=0.1, alpha=0.5)
+        assert got[("R2", name)] == [fx(r["l2"]), fx(r["alpha"]), "None",
+                                     str(memory.refit_scratch(tr.model, tr.scheme, labels, cv=False))], name
+        assert (tmp_path / f"{name}.s3").read_bytes() == tr.state_bytes(), name
+        assert got[("P", name)] == ["1"], name
+        assert got[("I", name)] == [str(memory.training_arena(tr.model, tr.scheme, momentum=mom > 0)),
+                                    str(memory.refit_scratch(tr.model, tr.scheme, None, cv=False))], name
+    assert len(chosen) > 1, chosen  # the CV does choose between grid points
+
+
+BAD = """
+import edgetune
+buf = open({etm!r}, 'rb').read()
+m = edgetune.Model(buf)
+raw = open({x!r}, 'rb').read()
+n = {n}
+k = len(raw) // n
+xs = [raw[i * k:(i + 1) * k] for i in range(n)]
+lab = list(open({lab!r}, 'rb').read())
+m.train(xs[0], lab[0], lr=0.1)
+before = [m.predict(x) for x in xs]
+def attempt(tag, *a, **kw):
+    try:
+        m.refit(*a, **kw)
+        print(tag, 'OK')
+    except Exception as e:
+        print(tag, type(e).__name__)
+    print(tag, 'same', int([m.predict(x) for x in xs] == before))
+attempt('few', xs[:1], lab[:1])
+attempt('len', xs, lab[:-1])
+attempt('label', xs, lab[:-1] + [{ncls}])
+attempt('neg', xs, lab[:-1] + [-1])
+attempt('short', xs[:-1] + [xs[0][:-1]], lab)
+attempt('l2', xs, lab, l2=0.0)
+attempt('l2nan', xs, lab, l2=float('nan'))
+attempt('alpha', xs, lab, alpha=1.5)
+attempt('alphastr', xs, lab, alpha='x')
+attempt('xsint', 5, lab)
+m2 = edgetune.Model(buf, scheme={{'n_bias': 0}})
+try:
+    m2.refit(xs, lab)
+    print('ok2')
+except ValueError:
+    print('noclassifierbias ValueError')
+print('DONE')
+"""
+
+
+def test_refit_bad_inputs_change_nothing(micropython, tmp_path):
+    _, model = refittable_models(1)[0]
+    rng = np.random.default_rng(3)
+    n = 12
+    xs = rng.integers(-128, 128, (n, model.input_tensor.size)).astype(np.int8)
+    labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
+    for f, b in (("m.etm", write_etm(model)), ("x", xs.tobytes()), ("lab", labels.tobytes())):
+        (tmp_path / f).write_bytes(b)
+    code = BAD.format(etm=str(tmp_path / "m.etm"), x=str(tmp_path / "x"), lab=str(tmp_path / "lab"), n=n,
+                      ncls=model.output_tensor.size)
+    out = run_script(micropython, tmp_path, code).stdout
+    assert out.rstrip().endswith("DONE"), out
+    res = dict(line.split(" ", 1) for line in out.splitlines() if " " in line and not line.endswith(("same 1", "same 0")))
+    same = [line for line in out.splitlines() if " same " in line]
+    assert all(s.endswith("same 1") for s in same), out
+    for tag in ("few", "len", "label", "neg", "short", "l2", "l2nan", "alpha"):
+        assert res[tag] == "ValueError", (tag, out)
+    assert res["alphastr"] == "TypeError" and res["xsint"] == "TypeError", out
+    # the classifier-only scheme {'n_bias': 0} still trains the classifier's bias and weights
+    assert "ok2" in out or "noclassifierbias ValueError" in out
+
+
+@pytest.mark.parametrize("heap", ["40k"])
+def test_refit_memory_error_changes_nothing(micropython, tmp_path, heap):
+    """A scratch that does not fit: MemoryError, the model unchanged (a wide classifier input)."""
+    from tinymodels import chain
+
+    model = chain([("fc", 96, True), ("fc", 4, False)], (1, 1, 1, 64), seed=2)
+    rng = np.random.default_rng(0)
+    n = 30
+    xs = rng.integers(-128, 128, (n, 64)).astype(np.int8)
+    labels = rng.integers(0, 4, n).astype(np.uint8)
+    (tmp_path / "m.etm").write_bytes(write_etm(model))
+    (tmp_path / "x").write_bytes(xs.tobytes())
+    (tmp_path / "lab").write_bytes(labels.tobytes())
+    tr = Trainer(write_etm(model))
+    need = memory.refit_scratch(tr.model, tr.scheme, labels, cv=True)
+    code = f"""
+import edgetune, gc
+m = edgetune.Model(open({str(tmp_path / 'm.etm')!r}, 'rb').read())
+raw = open({str(tmp_path / 'x')!r}, 'rb').read()
+xs = [raw[i * 64:(i + 1) * 64] for i in range({n})]
+lab = open({str(tmp_path / 'lab')!r}, 'rb').read()
+before = [m.predict(x) for x in xs]
+gc.collect()
+try:
+    m.refit(xs, lab)
+    print('OK')
+except MemoryError:
+    print('MemoryError')
+print('same', int([m.predict(x) for x in xs] == before))
+"""
+    out = run_script(micropython, tmp_path, code, heapsize=heap).stdout
+    assert need > 40 * 1024, need
+    assert "MemoryError" in out and "same 1" in out, out
