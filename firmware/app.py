@@ -3,6 +3,7 @@
     import app
     app.boot()                         # main.py does this: model, sensor, saved weights
     app.collect("PEN", n=20)           # record 20 labelled windows (a button can call it too)
+    app.calibrate()                    # sensor frame from the collected windows (mounting, arm)
     app.train(epochs=10, lr=0.01, target=0.9)
     app.predict()                      # classify what the sensor sees now
     app.save()                         # atomic; restored automatically at the next boot
@@ -253,6 +254,56 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
     log.emit("end", (("step", s.step_count), ("steps", n), ("acc", s.last_acc), ("early_stop", stop),
                      ("elapsed_ms", ms)) + _mem(True))
     return s.last_acc
+
+
+def calibrate():
+    """Sensor-frame calibration (docs/training.md §9) over the collected training windows: fits
+    the frame that best explains them against the model's source statistics (.etm metadata
+    `frame_stats`, `channel_groups`), sets it on the model (m.quantize applies it from now on,
+    m.save keeps it) and re-quantizes every window in the ring into the new frame
+    (dequantize, rotate by the fit, quantize: the same float32 recipe). Logs `@et calibrate`
+    and returns the model's dict (R of the fit, improper, chosen, residuals)."""
+    from array import array
+
+    s = _state()
+    st, groups = s.meta.get("frame_stats"), s.meta.get("channel_groups")
+    if not st or not groups:
+        raise RuntimeError("the model's metadata has no frame_stats/channel_groups (export it with a newer edgetune)")
+    data, _ = s.ring.split()
+    if not data:
+        raise RuntimeError("nothing collected: app.collect(label, n) first")
+    flat = array("f")
+    for row in st:
+        flat.extend(array("f", row))
+    q = s.quant
+    t0 = hal.ticks_ms()
+    old = s.model.frame()
+    r = s.model.calibrate([w for w, _ in data], [k for _, k in data], flat, q.scale, q.zp,
+                          accel=groups["accel"], gyro=groups.get("gyro"))
+    if r["chosen"] != "identity":  # the ring's windows are in the old frame: move them
+        total = s.model.frame()
+        s.model.frame(r["R"], accel=groups["accel"], gyro=groups.get("gyro"))
+        try:
+            sc = array("f", q.scale)
+            zp = array("f", q.zp)
+            C, F = len(sc), array("f", [0.0])
+            for i in range(s.ring.count):
+                w = s.ring.window(i)
+                x = array("f", bytes(4 * len(w)))
+                for j in range(len(w)):
+                    v = w[j]
+                    F[0] = (v - 256 if v > 127 else v) - zp[j % C]  # float32 (q - zp), then * scale
+                    F[0] = F[0] * sc[j % C]
+                    x[j] = F[0]
+                w[:] = s.model.quantize(x, sc, zp)
+        finally:
+            s.model.frame(total["R"], accel=total["accel"], gyro=total["gyro"])
+    ms = hal.ticks_diff(hal.ticks_ms(), t0)
+    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("n", len(data)),
+                           ("e_identity", r["e_identity"]), ("e_proper", r["e_proper"]),
+                           ("e_improper", r["e_improper"]), ("R", list(r["R"])),
+                           ("was_framed", old is not None), ("elapsed_ms", ms)) + _mem(True))
+    return r
 
 
 def score(source=None, limit=None):
