@@ -23,6 +23,7 @@ from edgetune.modelfile import write_etm
 from edgetune.quantize_input import quantize_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_edgetune_py import qemu_firmware  # noqa: E402,F401 (fixture)
 from tinymodels import chain  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -330,3 +331,88 @@ def test_weights_file_frame_trailer(run_mpy, tmp_path):
         assert f"P {tag} None" in out and f"F {tag} True" in out
         assert f"X {tag} badflag ValueError None" in out
         assert f"X {tag} badtrailer ValueError None" in out
+
+
+QEMU_SCRIPT = """
+import edgetune, edgetune_py, binascii, struct
+from array import array
+print('FLOAT32', 1.0 + 2.0 ** -30 == 1.0)
+def hx(v):
+    return binascii.hexlify(struct.pack('<%df' % len(v), *v)).decode()
+buf = binascii.unhexlify({etm!r})
+for k, xh, yh, sth, sch, zph, accel, gyro, py in {cases!r}:
+    xa = binascii.unhexlify(xh)
+    y = list(binascii.unhexlify(yh))
+    n = len(xa) // len(y)
+    xs = [xa[i * n:(i + 1) * n] for i in range(len(y))]
+    st = array('f', binascii.unhexlify(sth))
+    sc = array('f', binascii.unhexlify(sch))
+    zp = array('f', binascii.unhexlify(zph))
+    for tag, mod in (('C', edgetune), ('P', edgetune_py)) if py else (('C', edgetune),):
+        m = mod.Model(buf)
+        r = m.calibrate(xs, y, st, sc, zp, accel=accel, gyro=gyro)
+        print('R', tag, k, hx(r['R']), int(r['improper']), r['chosen'],
+              hx([r['e_identity'], r['e_proper'], r['e_improper']]))
+print('DONE')
+"""
+
+
+def run_frame_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: float) -> str:
+    """tests/test_edgetune_py.py's run_edgetune_py_on_qemu, with edgetune_py_frame.mpy too."""
+    import subprocess
+
+    from edgetune import emulate
+    from test_edgetune_py import _mpy_cross
+
+    mpys = []
+    for name in ("edgetune_py", "edgetune_py_frame"):
+        mpy = tmp / f"{name}.mpy"
+        proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / f"{name}.py")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        mpys.append(mpy)
+    out = ""
+    with emulate.QemuBoard(firmware) as board:
+        for s in scripts:
+            args = ["exec", "import qemufs; qemufs.mount(48)"]
+            for mpy in mpys:
+                args += ["+", "cp", str(mpy), f":{mpy.name}"]
+            args += ["+", "run", str(s)]
+            proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
+                                  timeout=timeout)
+            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+            out += proc.stdout
+    return out
+
+
+def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
+    """The qemu firmware's MicroPython has float32 floats: its C module (20 cases) and
+    edgetune_py_frame (4 cases, slow there) give the twin's bits."""
+    firmware = qemu_firmware
+    rng = np.random.default_rng(777)
+    etm = _model(4)
+    cases, expect = [], {}
+    for k in range(20):
+        T, q, y, st, sc, zp, accel, gyro = _case(rng, k * 2)  # T = 4
+        res = frame.fit_frame(q, y, 7, st, np.float32(sc), np.float32(zp), accel, gyro)
+        e = _f32hex([res["e_identity"], res["e_proper"], res["e_improper"]])
+        expect[k] = f"{_f32hex(res['R'])} {int(res['improper'])} {res['chosen']} {e}"
+        cases.append((k, q.astype(np.int8).tobytes().hex(), bytes(int(v) for v in y).hex(),
+                      st.astype("<f4").tobytes().hex(), sc.astype("<f4").tobytes().hex(),
+                      zp.astype("<f4").tobytes().hex(), accel, gyro, k < 4))
+    scripts = []
+    for i in range(0, 20, 5):
+        s = tmp_path / f"f{i}.py"
+        s.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=cases[i:i + 5]))
+        scripts.append(s)
+    out = run_frame_on_qemu(firmware, scripts, tmp_path, timeout=600)
+    assert "FLOAT32 True" in out
+    got = {}
+    for line in out.splitlines():
+        p = line.split(" ", 3)
+        if p[0] == "R":
+            got[(p[1], int(p[2]))] = p[3]
+    for k, want in expect.items():
+        assert got.get(("C", k)) == want, f"case {k}: the C module on qemu differs from the twin"
+        if k < 4:
+            assert got.get(("P", k)) == want, f"case {k}: edgetune_py_frame on float32 MicroPython differs"
