@@ -3,6 +3,7 @@
     import app
     app.boot()                         # main.py does this: model, sensor, saved weights
     app.collect("PEN", n=20)           # record 20 labelled windows (a button can call it too)
+    app.calibrate()                    # sensor frame from the collected windows (mounting, arm)
     app.train(epochs=10, lr=0.01, target=0.9)
     app.predict()                      # classify what the sensor sees now
     app.save()                         # atomic; restored automatically at the next boot
@@ -228,52 +229,19 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
-def _requantize(m, windows, r, channels, scale, zp):
-    """Windows quantized in the model's old frame -> the new one (fit R): each sample is
-    dequantized ((q - zp) * scale) and quantized again through m.quantize with the frame set to R
-    alone (accelerometer R^T x, gyroscope det(R) R^T x), in place (the ring's own bytes)."""
-    total = m.frame()
-    m.frame(r)
-    try:
-        for w in windows:
-            for off in range(0, len(w), channels):
-                x = [((w[off + c] ^ 0x80) - 128 - zp[c]) * scale[c] for c in range(channels)]
-                w[off:off + channels] = m.quantize(x, scale, zp)
-    finally:
-        if total is None:
-            m.frame(None)
-        else:
-            m.frame(total["R"], accel=total["accel"], gyro=total["gyro"])
-
-
-def _calibrate_step(xs, ys, cxs):
-    """The recipe's calibrate step: the model's frame fit (m.calibrate) on the training windows
-    against the .etm's per-class source statistics, then the training and check windows (the
-    ring's bytes) re-quantized into the new frame. None when the model or firmware cannot.
-    If the guard later restores the old frame, the windows go back through R^T (within one
-    quantization step of what they were)."""
+def _calibrate_step():
+    """The recipe's calibrate step: calibrate() when the model and its metadata can (else None:
+    logged as not supported). Remembers the fit so a guard that restores the old frame can move
+    the ring's windows back (through R^T: within one quantization step of what they were)."""
     s = _state()
-    m = s.model
-    stats = s.meta.get("frame_stats")
-    riq = s.meta.get("raw_input_quant")
-    if not hasattr(m, "calibrate") or not stats or not riq:
+    groups = s.meta.get("channel_groups")
+    if not hasattr(s.model, "calibrate") or not s.meta.get("frame_stats") or not groups:
         return None
-    groups = s.meta.get("channel_groups") or {}
-    kw = {}
-    if "accel" in groups:
-        kw["accel"] = groups["accel"]
-    if "gyro" in groups:
-        kw["gyro"] = groups["gyro"]
-    flat = []
-    for row in stats:
-        flat.extend(row)
-    d = m.calibrate(xs, ys, flat, riq["scale"], riq["zero_point"], **kw)
-    if d["chosen"] != "identity":  # every window of the ring (xs and cxs are views of it)
-        ring = [s.ring.window(i) for i in range(s.ring.count)]
-        _requantize(m, ring, d["R"], s.channels, riq["scale"], riq["zero_point"])
-        s.undo_frame = (ring, [d["R"][3 * j + i] for i in range(3) for j in range(3)])
-    return {"chosen": d["chosen"], "improper": d["improper"], "e_identity": d["e_identity"],
-            "e_proper": d["e_proper"], "e_improper": d["e_improper"]}
+    r = calibrate()
+    if r["chosen"] != "identity":
+        R = list(r["R"])
+        s.undo_frame = ([R[3 * j + i] for i in range(3) for j in range(3)], groups)
+    return {"chosen": r["chosen"], "improper": r["improper"]}
 
 
 def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
@@ -311,13 +279,12 @@ def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, c
 
     m = s.model
     s.undo_frame = None
-    cal = (lambda: _calibrate_step(xs, ys, cxs)) if calibrate else None
+    cal = _calibrate_step if calibrate else None
     steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
                               refit=_recipe.hook(m, "refit", refit, xs, ys), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
     if not kept and s.undo_frame is not None:  # the guard restored the old frame: the windows too
-        _requantize(m, s.undo_frame[0], s.undo_frame[1], s.channels, s.meta["raw_input_quant"]["scale"],
-                    s.meta["raw_input_quant"]["zero_point"])
+        _reframe_ring(*s.undo_frame)
     s.undo_frame = None
     final = steps[-1][1]
     s.last_acc = final[1] if final else None
@@ -326,6 +293,69 @@ def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, c
                      ("early_stop", stop), ("kept", kept),
                      ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
     return s.last_acc
+
+
+def _reframe_ring(R, groups):
+    """Re-quantize every window of the ring into the frame after a fit R (dequantize in float32,
+    then m.quantize with the model's frame set to R alone; the model's total frame is restored)."""
+    from array import array
+
+    s = _state()
+    q = s.quant
+    total = s.model.frame()
+    s.model.frame(R, accel=groups["accel"], gyro=groups.get("gyro"))
+    try:
+        sc = array("f", q.scale)
+        zp = array("f", q.zp)
+        C, F = len(sc), array("f", [0.0])
+        for i in range(s.ring.count):
+            w = s.ring.window(i)
+            x = array("f", bytes(4 * len(w)))
+            for j in range(len(w)):
+                v = w[j]
+                F[0] = (v - 256 if v > 127 else v) - zp[j % C]  # float32 (q - zp), then * scale
+                F[0] = F[0] * sc[j % C]
+                x[j] = F[0]
+            w[:] = s.model.quantize(x, sc, zp)
+    finally:
+        if total is None:
+            s.model.frame(None)
+        else:
+            s.model.frame(total["R"], accel=total["accel"], gyro=total["gyro"])
+
+
+def calibrate():
+    """Sensor-frame calibration (docs/training.md §9) over the collected training windows: fits
+    the frame that best explains them against the model's source statistics (.etm metadata
+    `frame_stats`, `channel_groups`), sets it on the model (m.quantize applies it from now on,
+    m.save keeps it) and re-quantizes every window in the ring into the new frame
+    (dequantize, rotate by the fit, quantize: the same float32 recipe). Logs `@et calibrate`
+    and returns the model's dict (R of the fit, improper, chosen, residuals)."""
+    from array import array
+
+    s = _state()
+    st, groups = s.meta.get("frame_stats"), s.meta.get("channel_groups")
+    if not st or not groups:
+        raise RuntimeError("the model's metadata has no frame_stats/channel_groups (export it with a newer edgetune)")
+    data, _ = _split()
+    if not data:
+        raise RuntimeError("nothing collected: app.collect(label, n) first")
+    flat = array("f")
+    for row in st:
+        flat.extend(array("f", row))
+    q = s.quant
+    t0 = hal.ticks_ms()
+    old = s.model.frame()
+    r = s.model.calibrate([w for w, _ in data], [k for _, k in data], flat, q.scale, q.zp,
+                          accel=groups["accel"], gyro=groups.get("gyro"))
+    if r["chosen"] != "identity":  # the ring's windows are in the old frame: move them
+        _reframe_ring(r["R"], groups)
+    ms = hal.ticks_diff(hal.ticks_ms(), t0)
+    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("n", len(data)),
+                           ("e_identity", r["e_identity"]), ("e_proper", r["e_proper"]),
+                           ("e_improper", r["e_improper"]), ("R", list(r["R"])),
+                           ("was_framed", old is not None), ("elapsed_ms", ms)) + _mem(True))
+    return r
 
 
 def score(source=None, limit=None):

@@ -281,6 +281,7 @@ class Model:
         self._check_training()
         self._plan()
         self._peak = 0
+        self._frame = None  # sensor frame (docs/training.md §9): edgetune_py_frame
         self.reset()
 
     # ------------------------------------------------------------------ parsing
@@ -746,9 +747,13 @@ class Model:
 
     def _state_bytes(self):
         params = self._params_region()
+        fr = b""
+        if self._frame is not None:  # flags bit1: the 44-byte frame trailer (§7)
+            from edgetune_py_frame import trailer
+            fr = trailer(self._frame)
         tail = struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), len(params),
-                           1 if self._momentum > 0 else 0) + params
-        return struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + len(params), _crc(tail)) + tail
+                           (1 if self._momentum > 0 else 0) | (2 if fr else 0)) + params + fr
+        return struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + len(tail) - 16, _crc(tail)) + tail
 
     def save(self, path):
         """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed."""
@@ -795,10 +800,14 @@ class Model:
         if scrc != _crc(self._scheme_bytes()):
             raise ValueError("edgetune: trained-weights file was saved with a different scheme")
         mom = self._momentum > 0
-        if flags != (1 if mom else 0):
+        if flags & ~2 != (1 if mom else 0):
             raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
-        if p != self._params_size or size != 32 + p:
+        if p != self._params_size or size != 32 + p + (44 if flags & 2 else 0):
             raise ValueError("edgetune: trained-weights params region has the wrong size")
+        frame = None
+        if flags & 2:  # the sensor-frame trailer, checked before anything changes
+            from edgetune_py_frame import from_trailer
+            frame = from_trailer(self._tensors[self._input].shape[3], data[32 + p:])
         off = 32
         new = []
         for layer, b, ch in self._entries:
@@ -870,6 +879,7 @@ class Model:
             from edgetune_py_refit import set_qscale
 
             set_qscale(self._layers[self._rl], q)
+        self._frame = frame
         self._peak = max(self._peak, self._params_end)
 
     # ------------------------------------------------------------------ forward
@@ -1378,6 +1388,9 @@ class Model:
             inv.append(i)
             if zp[c] - zp[c] != 0.0:
                 raise ValueError("edgetune: zero_point of channel %d must be finite" % c)
+        if self._frame is not None:  # the sensor frame first (docs/training.md §9)
+            from edgetune_py_frame import apply
+            samples = apply(self._frame, samples, C)
         out = bytearray(n)
         c = 0
         for i in range(n):
@@ -1404,6 +1417,16 @@ class Model:
             if c == C:
                 c = 0
         return bytes(out)
+
+    def calibrate(self, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2), gyro=(3, 4, 5)):
+        """Sensor-frame fit (docs/training.md §9); edgetune_py_frame, loaded when used."""
+        from edgetune_py_frame import calibrate
+        return calibrate(self, xs, labels, stats, scale, zero_point, accel, gyro)
+
+    def frame(self, *args, **kw):
+        """frame() -> None or dict; frame(None) clears; frame(R, accel=, gyro=) sets (§9)."""
+        from edgetune_py_frame import frame
+        return frame(self, *args, **kw)
 
     @staticmethod
     def _quant_param(v, what, C, dflt):

@@ -51,7 +51,7 @@ GUARD = F32(0.5)  # the fitted frame must halve the identity's residual
 MIRROR = F32(0.8)  # a reflection must beat the best rotation by 20 % (mountings are rotations)
 FLUSH = F32(2.0 ** -40)  # no subnormals inside the eigen-solve
 STAT_FLOATS = 15  # per class: mu(3), A (xx xy xz yy yz zz), G (same)
-MAX_CLASS_SAMPLES = 1 << 22  # integer sums stay exact (|S| < 2^29, |n P| < 2^51)
+MAX_CLASS_SAMPLES = 1 << 19  # integer sums stay exact: |S| <= 2^26, |n P - S S| <= 2^53
 _TRI = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
 
@@ -78,7 +78,7 @@ def source_stats(x: np.ndarray, y: np.ndarray, n_classes: int, accel: Sequence[i
         else:
             cg = np.zeros((3, 3))
         row = list(mu) + [ca[i, j] for i, j in _TRI] + [cg[i, j] for i, j in _TRI]
-        out.append([float(F32(v_)) for v_ in row])
+        out.append([float(f"{float(F32(v_)):.9g}") for v_ in row])  # 9 digits: the float32 back
     return out
 
 
