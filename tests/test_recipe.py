@@ -4,9 +4,10 @@
   them are dropped; no check window overlaps a training window of the same class when windows are
   cut every half window (gap_windows).
 - better(): the guard's rule (accuracy as counts, then loss with the margin).
-- The recipe on the unix-port MicroPython with the C module equals the recipe on the numpy twin
-  (same events, same final trained-weights bytes) on random trainable models, and both the keep
-  and the roll-back paths of the guard occur.
+- The recipe (refit -> SGD with rollback -> guard) on the unix-port MicroPython with the C module
+  equals the recipe on the numpy twin (same events, same final trained-weights bytes) on random
+  trainable models, and both the keep and the roll-back paths of the final guard and of the
+  refit's own guard occur.
 - Rollback: the guard restores the model from before the recipe bit for bit.
 """
 
@@ -67,7 +68,7 @@ def test_recipe_c_equals_twin(micropython, tmp_path):
     """Random trainable models, random windows with a learnable signal: the recipe's events and
     final weights are the same on the C module and the twin; the guard keeps some and rolls back
     some."""
-    kept = []
+    kept, refit_kept = [], []
     for k, model in enumerate(_cases(6)):
         etm = write_etm(model)
         rng = np.random.default_rng(k)
@@ -90,11 +91,13 @@ def test_recipe_c_equals_twin(micropython, tmp_path):
                     assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (k, a, b)
                 else:
                     assert a[key] == b[key], (k, a, b)
-        g = [r for r in ev_t if r["ev"] == "guard"][0]
+        g = [r for r in ev_t if r["ev"] == "guard" and r["stage"] == "final"][0]
         kept.append(g["kept"])
+        refit_kept.extend(r["kept"] for r in ev_t if r["ev"] == "guard" and r["stage"] == "refit")
         if not g["kept"]:
             assert st_t == recipe.TwinModel(etm).t.state_bytes(), "a rejected recipe must restore the start bit for bit"
     assert any(kept) and not all(kept), kept
+    assert any(refit_kept) and not all(refit_kept), refit_kept  # the refit's own guard both ways
 
 
 def test_rollback_restores_best_epoch():

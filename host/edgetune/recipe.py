@@ -122,12 +122,6 @@ class Events:
         return [r for r in self.rows if r["ev"] == name]
 
 
-def hooks(m: Any, xs, ys, calibrate: bool = True, refit: bool = True) -> dict[str, Any]:
-    """The calibrate / refit steps as app.train() builds them (recipe.hook)."""
-    return {"calibrate": device.hook(m, "calibrate", calibrate, xs, ys),
-            "refit": device.hook(m, "refit", refit, xs, ys)}
-
-
 DEVICE_SCRIPT = """
 import sys
 sys.path.append({fw!r})
@@ -144,8 +138,7 @@ ys, cys = list(open(D + '/ys', 'rb').read()), list(open(D + '/cys', 'rb').read()
 def emit(name, fields):
     print('EV', json.dumps(dict([('ev', name)] + list(fields))))
 kw = {kw!r}
-steps, kept = recipe.run(m, xs, ys, cxs, cys, calibrate=recipe.hook(m, 'calibrate', kw.pop('calibrate'), xs, ys),
-                         refit=recipe.hook(m, 'refit', kw.pop('refit'), xs, ys), emit=emit, **kw)
+steps, kept = recipe.run(m, xs, ys, cxs, cys, refit=recipe.hook(m, 'refit', kw.pop('refit'), xs, ys), emit=emit, **kw)
 m.save(D + '/final.etw')
 print('KEPT', kept)
 """
@@ -154,7 +147,8 @@ print('KEPT', kept)
 def device_run(etm: bytes, xs: np.ndarray, ys, cxs: np.ndarray, cys, workdir: str | Path,
                **kw: Any) -> tuple[list[dict[str, Any]], bytes]:
     """The same recipe on the unix-port MicroPython with the C module (the spot check of the
-    twin): (events, final trained-weights bytes). kw: run()'s keywords + calibrate/refit flags."""
+    twin; no frame step: random models have no frame statistics): (events, final trained-weights
+    bytes). kw: run()'s keywords + the refit flag."""
     import json
 
     from . import emulate
@@ -168,7 +162,7 @@ def device_run(etm: bytes, xs: np.ndarray, ys, cxs: np.ndarray, cys, workdir: st
     (d / "cxs").write_bytes(cxs.tobytes())
     (d / "ys").write_bytes(bytes(int(v) for v in ys))
     (d / "cys").write_bytes(bytes(int(v) for v in cys))
-    kw = {"calibrate": True, "refit": True, **kw}
+    kw = {"refit": True, **kw}
     script = d / "recipe_run.py"
     script.write_text(DEVICE_SCRIPT.format(fw=str(_PATH.parent), d=str(d), n=n, kw=kw))
     proc = emulate._run_binary(emulate.find_micropython(), script, None, 1800, d, [])
@@ -182,7 +176,7 @@ def twin_run(etm: bytes, xs, ys, cxs, cys, **kw: Any) -> tuple[list[dict[str, An
     """The recipe on the numpy twin: (events, final trained-weights bytes, the model)."""
     m = TwinModel(etm)
     ev = Events()
-    kw = {"calibrate": True, "refit": True, **kw}
-    h = hooks(m, list(xs), list(ys), kw.pop("calibrate"), kw.pop("refit"))
-    run(m, list(xs), list(ys), list(cxs), list(cys), emit=ev, **h, **kw)
+    kw = {"refit": True, **kw}
+    xs, ys = list(xs), list(ys)
+    run(m, xs, ys, list(cxs), list(cys), emit=ev, refit=device.hook(m, "refit", kw.pop("refit"), xs, ys), **kw)
     return ev.rows, m.t.state_bytes(), m
