@@ -244,6 +244,8 @@ def test_board_verbs_argv(tmp_path):
     assert board.repl_argv("/dev/ttyUSB0")[3:] == ["connect", "/dev/ttyUSB0", "repl"]
     cmd = board.train_argv("p", board.train_code(["it's"], 3))
     assert cmd[3:6] == ["connect", "p", "exec"] and "app.collect(\"it's\", n=3)" in cmd[6]
+    assert "app.train(epochs=5, lr=0.01, target=None)" in board.train_code(["A"], 3)
+    assert "target=None, refit=False, guard=False)" in board.train_code(["A"], 3, refit=False, guard=False)
     # the verbs are wired into the CLI
     r = subprocess.run([sys.executable, "-m", "edgetune.cli", "deploy", "--port", "/dev/ttyX", "--model", str(m),
                         "--dry-run"], capture_output=True, text=True, cwd=REPO)
