@@ -470,7 +470,7 @@ def _recipe_job(buf: bytes, meta: dict[str, Any], stats: Any, fit: tuple[np.ndar
     xs, ys = [xq[i] for i in tr], [int(y[i]) for i in tr]
     cxs, cys = [xq[i] for i in ck], [int(y[i]) for i in ck]
     ev = recipe.Events()
-    cal = m.calibrate_hook(xs, ys, cxs) if row["calibrate"] else None
+    cal = m.calibrate_hook(xs, ys, cxs, list(xq), [int(v) for v in y]) if row["calibrate"] else None
     ref = recipe.device.hook(m, "refit", row["refit"], xs, ys)
     steps, kept = recipe.run(m, xs, ys, cxs, cys, calibrate=cal, refit=ref,
                              sgd_epochs=recipe.EPOCHS if row["sgd"] else 0, lr=recipe.LR, seed=seed,

@@ -60,10 +60,13 @@ class TwinModel:
         d = _refit.refit(self.t, np.asarray(xs, np.int8), np.asarray(labels))
         return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
 
-    def calibrate_hook(self, xs: list, ys: list, cxs: list):
-        """The calibrate step: the frame fit on the training windows (m.calibrate's twin), the
-        model's frame composed with it, and the training and check windows re-quantized into the
-        new frame in place (as the app re-quantizes its ring). None result: no statistics."""
+    def calibrate_hook(self, xs: list, ys: list, cxs: list, fit_xs=None, fit_ys=None):
+        """The calibrate step: the frame fit (m.calibrate's twin) on fit_xs/fit_ys (app.calibrate:
+        every collected window; default the training windows), the model's frame composed with
+        it, and the training and check windows re-quantized into the new frame in place (as the
+        app re-quantizes its ring). None result: no statistics."""
+        if fit_xs is None:
+            fit_xs, fit_ys = xs, ys
         def run() -> dict[str, Any] | None:
             from . import frame
 
@@ -71,7 +74,7 @@ class TwinModel:
                 return None
             riq = self.meta["raw_input_quant"]
             k = len(self.stats)
-            fit = frame.fit_frame(np.asarray(xs, np.int8), ys, k, self.stats, riq["scale"], riq["zero_point"])
+            fit = frame.fit_frame(np.asarray(fit_xs, np.int8), list(fit_ys), k, self.stats, riq["scale"], riq["zero_point"])
             if fit["chosen"] != "identity":
                 for lst in (xs, cxs):
                     if lst:
