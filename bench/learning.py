@@ -474,7 +474,8 @@ def _recipe_job(buf: bytes, meta: dict[str, Any], stats: Any, fit: tuple[np.ndar
     ref = recipe.device.hook(m, "refit", row["refit"], xs, ys)
     steps, kept = recipe.run(m, xs, ys, cxs, cys, calibrate=cal, refit=ref,
                              sgd_epochs=recipe.EPOCHS if row["sgd"] else 0, lr=recipe.LR, seed=seed,
-                             guard=row["guard"], emit=ev)
+                             guard=row["guard"], emit=ev, acc_margin=row.get("acc_margin", recipe.ACC_MARGIN),
+                             loss_margin=row.get("loss_margin", recipe.LOSS_MARGIN))
     accs = [m.accuracy(raw_quant(x, meta, m.frame_rt()), yy) for x, yy in evals]
     return {"accs": accs, "kept": kept, "n_train": len(ys), "n_check": len(cys),
             "steps": [(name, None if r is None else [float(r[0]), float(r[1])]) for name, r in steps],
@@ -526,8 +527,13 @@ def adapt_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         seeds_info.append({"seed": seed, "n_fit": int(len(idx)),
                            "rotation": sc.info.get("rotation") if name.endswith("rotation") else None})
         for r in rows:
+            sw = dict(RECIPE_ROWS[r])
+            if args.acc_margin is not None:  # guard-margin studies (choose on the val column, not eval)
+                sw["acc_margin"] = args.acc_margin
+            if args.loss_margin is not None:
+                sw["loss_margin"] = args.loss_margin
             jobs.append(((name, r, seed), (buf, run.meta, fstats, (sc.shift_fit.x[idx], sc.shift_fit.y[idx]), evals,
-                                           RECIPE_ROWS[r], seed)))
+                                           sw, seed)))
     res: dict[tuple[str, str, int], dict[str, Any]] = {}
     from tqdm import tqdm
 
@@ -667,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-only", action="store_true", help="only the default-recipe rows (adapt.json)")
     p.add_argument("--recipe-rows", type=lambda s: tuple(s.split(",")), default=tuple(RECIPE_ROWS),
                    help=f"comma list of {tuple(RECIPE_ROWS)}")
+    p.add_argument("--acc-margin", type=int, default=None, help="recipe guard: override recipe.ACC_MARGIN (windows)")
+    p.add_argument("--loss-margin", type=float, default=None,
+                   help="recipe guard: override recipe.LOSS_MARGIN (nats; default off)")
     p.add_argument("--out", default="build/bench")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

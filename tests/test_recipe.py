@@ -46,11 +46,14 @@ def test_gap_means_no_overlap(window, step, gap):
 
 def test_guard_rule():
     n = 14
-    assert recipe.better((1.0, 5 / n), (2.0, 6 / n), n)  # one more correct: kept, whatever the loss
+    assert recipe.ACC_MARGIN == 1 and recipe.LOSS_MARGIN is None
+    assert recipe.better((1.0, 5 / n), (2.0, 7 / n), n)  # two more correct: kept, whatever the loss
+    assert not recipe.better((1.0, 5 / n), (0.1, 6 / n), n)  # one more: noise, not kept
     assert not recipe.better((1.0, 6 / n), (0.1, 5 / n), n)  # one fewer correct: never
-    assert recipe.better((1.0, 5 / n), (1.0 - recipe.LOSS_MARGIN - 1e-3, 5 / n), n)  # equal, loss lower by > margin
-    assert not recipe.better((1.0, 5 / n), (1.0 - recipe.LOSS_MARGIN / 2, 5 / n), n)  # within the margin
-    assert not recipe.better((1.0, 5 / n), (2.0, 6 / n), n, acc_margin=0.1)  # +1/14 < 0.1
+    assert not recipe.better((1.0, 5 / n), (0.01, 5 / n), n)  # equal: the loss counts only with a margin
+    assert recipe.better((1.0, 5 / n), (0.97, 5 / n), n, 0, 0.02)  # equal, loss lower by > margin
+    assert not recipe.better((1.0, 5 / n), (0.99, 5 / n), n, 0, 0.02)  # within the margin
+    assert recipe.better((1.0, 5 / n), (2.0, 6 / n), n, 0, None)  # margin 0: one more window
 
 
 def _cases(n_models: int):
