@@ -22,7 +22,6 @@ import hal
 import collect as _collect
 import core
 import log
-import recipe as _recipe
 import sensors
 import store
 
@@ -222,6 +221,8 @@ def _split():
     """(train, check) lists of (window, label), oldest first: recipe.split over the ring's
     windows in collection order (per class the last 1 in `holdout` check, the window before
     them, which overlaps the first, dropped)."""
+    import recipe as _recipe  # on first use: a board that never trains keeps the heap
+
     s = _state()
     r = s.ring
     labels = [r.labels[(r.start + i) % r.capacity] for i in range(r.count)]
@@ -244,7 +245,7 @@ def _calibrate_step():
     return {"chosen": r["chosen"], "improper": r["improper"]}
 
 
-def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
+def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
           guard=True):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
     refit the classifier -> `epochs` shuffled passes of one-sample SGD (qas, lr) with rollback to
@@ -252,6 +253,8 @@ def train(epochs=_recipe.EPOCHS, lr=_recipe.LR, target=None, qas=True, seed=0, c
     do-no-harm guard (the model before train() stays unless the check set improves).
     Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
     Logs every step. Returns the check accuracy of the model it leaves (None without check windows)."""
+    import recipe as _recipe  # epochs / lr defaults: recipe.EPOCHS / recipe.LR (test_recipe.py)
+
     s = _state()
     data, held = _split()
     if not data:

@@ -122,3 +122,16 @@ def test_rollback_restores_best_epoch():
         assert best[1] >= max(e["acc"] for e in evals) - 1e-9
         if ep < 5:
             assert ev.of("rollback") and ev.of("rollback")[0]["epoch"] == ep
+
+
+def test_app_defaults_are_the_recipe_defaults():
+    """app.train's literal defaults (no module import at app load) equal recipe.EPOCHS / LR."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "firmware" / "app.py").read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    names = [a.arg for a in fn.args.args]
+    defaults = dict(zip(names[len(names) - len(fn.args.defaults):], (ast.literal_eval(d) for d in fn.args.defaults)))
+    assert defaults["epochs"] == recipe.EPOCHS and defaults["lr"] == recipe.LR
+    assert all(defaults[k] is True for k in ("calibrate", "refit", "sgd", "guard"))
