@@ -12,7 +12,7 @@ import struct
 from edgetune_py import _f32, _fbits
 
 _ALPHA = 3.0
-_BETA = 3.0
+_BETA = 1.0
 _GUARD = 0.5
 _MIRROR = _fbits(0x3F4CCCCD)  # 0.8f
 _FLUSH = _fbits(0x2B800000)  # 2^-40
@@ -134,7 +134,7 @@ def _sqdist(a, b):
     return t
 
 
-def _group(m, ch, n, s, p, sc, zp):
+def _group(ch, n, s, p, sc, zp):
     """Step 1 for one group: (mean, covariance) in raw units from the integer sums."""
     F = _f32
     fn = float(n)  # n <= 2^19: exact
@@ -158,9 +158,9 @@ def fit(acc, K, st, sc, zp, accel, gyro):
     nm = na = ng = 0.0
     for k in ks:
         n, s, p = acc[k]
-        tm[k], tsa[k] = _group(None, accel, n, s[0:3], p[0:6], sc, zp)
+        tm[k], tsa[k] = _group(accel, n, s[0:3], p[0:6], sc, zp)
         if has_g:
-            tsg[k] = _group(None, gyro, n, s[3:6], p[6:12], sc, zp)[1]
+            tsg[k] = _group(gyro, n, s[3:6], p[6:12], sc, zp)[1]
         b = k * _STAT
         mu[k] = st[b:b + 3]
         A[k] = _sym(st[b + 3:b + 9])

@@ -387,7 +387,7 @@ def run_frame_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: f
 
 def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats: its C module (20 cases) and
-    edgetune_py_frame (4 cases, slow there) give the twin's bits."""
+    edgetune_py_frame (1 case, slow there) give the twin's bits."""
     firmware = qemu_firmware
     rng = np.random.default_rng(777)
     etm = _model(4)
@@ -399,13 +399,16 @@ def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
         expect[k] = f"{_f32hex(res['R'])} {int(res['improper'])} {res['chosen']} {e}"
         cases.append((k, q.astype(np.int8).tobytes().hex(), bytes(int(v) for v in y).hex(),
                       st.astype("<f4").tobytes().hex(), sc.astype("<f4").tobytes().hex(),
-                      zp.astype("<f4").tobytes().hex(), accel, gyro, k < 4))
+                      zp.astype("<f4").tobytes().hex(), accel, gyro, False))
     scripts = []
-    for i in range(0, 20, 5):
+    for i in range(0, 20, 10):  # the C module: 20 cases
         s = tmp_path / f"f{i}.py"
-        s.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=cases[i:i + 5]))
+        s.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=cases[i:i + 10]))
         scripts.append(s)
-    out = run_frame_on_qemu(firmware, scripts, tmp_path, timeout=600)
+    s = tmp_path / "fpy.py"  # edgetune_py_frame: one case (minutes of emulated soft float)
+    s.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=[cases[0][:-1] + (True,)]))
+    scripts.append(s)
+    out = run_frame_on_qemu(firmware, scripts, tmp_path, timeout=1200)
     assert "FLOAT32 True" in out
     got = {}
     for line in out.splitlines():
@@ -414,5 +417,5 @@ def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
             got[(p[1], int(p[2]))] = p[3]
     for k, want in expect.items():
         assert got.get(("C", k)) == want, f"case {k}: the C module on qemu differs from the twin"
-        if k < 4:
+        if k == 0:
             assert got.get(("P", k)) == want, f"case {k}: edgetune_py_frame on float32 MicroPython differs"

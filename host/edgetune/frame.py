@@ -44,7 +44,7 @@ import numpy as np
 
 F32 = np.float32
 ALPHA = F32(3.0)  # weight of the accelerometer covariance term (relative to the means)
-BETA = F32(3.0)  # weight of the gyroscope covariance term
+BETA = F32(1.0)  # weight of the gyroscope covariance term (chosen on fit-val, docs/data.md §9)
 ITERS = 16  # Kabsch iterations with the covariance terms
 SQUARINGS = 24  # squarings of the shifted Horn matrix (its 2^24-th power)
 GUARD = F32(0.5)  # the fitted frame must halve the identity's residual

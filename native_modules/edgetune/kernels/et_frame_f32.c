@@ -6,7 +6,7 @@
 #define SQUARINGS 24
 #define ITERS 16
 
-static const float ALPHA = 3.0f, BETA = 3.0f, GUARD = 0.5f, MIRROR = 0.8f;
+static const float ALPHA = 3.0f, BETA = 1.0f, GUARD = 0.5f, MIRROR = 0.8f;
 static const float FLUSH = 9.094947017729282e-13f; /* 2^-40, exact */
 static const uint8_t TRI[6][2] = { { 0, 0 }, { 0, 1 }, { 0, 2 }, { 1, 1 }, { 1, 2 }, { 2, 2 } };
 
