@@ -34,10 +34,10 @@ def assets(micropython) -> dict:
     return {"etm": etm, "adapt": adapt, "eval": evalp}
 
 
-def run_device(code: str, cwd: Path) -> tuple[str, list[dict]]:
+def run_device(code: str, cwd: Path, heap: int = HEAP) -> tuple[str, list[dict]]:
     script = cwd / "device.py"
     script.write_text(code)
-    proc = emulate._run_binary(emulate.find_micropython(), script, str(HEAP), 600, cwd, [str(FIRMWARE)])
+    proc = emulate._run_binary(emulate.find_micropython(), script, str(heap), 600, cwd, [str(FIRMWARE)])
     assert proc.returncode == 0, f"MicroPython failed\n{proc.stdout[-3000:]}\n{proc.stderr}"
     return proc.stdout, parse_text(proc.stdout)
 
@@ -69,8 +69,9 @@ app.boot({str(assets['etm'])!r}, weights="w.etw", config=None)
 print("FRAME", app.S.model.frame() is not None)
 {sc}
 """
-    out, rows = run_device(code, tmp_path)
-    out2, rows2 = run_device(restart, tmp_path)  # a new process: the restart
+    heap = HEAP if impl == "c" else 4 * HEAP  # edgetune_py's model copy does not fit the RP2040 budget
+    out, rows = run_device(code, tmp_path, heap)
+    out2, rows2 = run_device(restart, tmp_path, heap)  # a new process: the restart
     out += out2
     rows += rows2
     cal = next(r for r in rows if r["ev"] == "calibrate")
@@ -81,7 +82,7 @@ print("FRAME", app.S.model.frame() is not None)
         s = [r["acc"] for r in rows if r["ev"] == "score"]
         print(f"accuracy {s[0]:.3f} -> calibrated {s[1]:.3f}, after restart {s[2]:.3f}")
         # one subject, one arm, 8 consecutive windows per class (how a user records), scored on
-        # both test subjects and both arms: 0.76 (bench-style draws over both arms give 0.85)
+        # both test subjects and both arms: 0.778 (bench-style draws over both arms give 0.85)
         assert s[0] < 0.3 and s[1] >= 0.7 and s[2] == s[1]
     # the device's fit and re-quantization equal the twin's
     meta = json.loads(_meta(assets["etm"]))
@@ -94,7 +95,7 @@ print("FRAME", app.S.model.frame() is not None)
     q = np.frombuffer(bytes.fromhex("".join(lines["BEFORE"])), np.int8).reshape(56, -1)
     y = json.loads(lines["LABELS"][0])
     res = frame.fit_frame(q, y, 7, meta["frame_stats"], riq["scale"], riq["zero_point"])
-    assert np.float32(res["R"]).tolist() == np.float32(cal["R"]).tolist()
+    assert np.float32(res["R"]).reshape(-1).tolist() == np.float32(cal["R"]).tolist()
     want = frame.requantize(q, res["R"], res["improper"], riq["scale"], riq["zero_point"])
     assert want.tobytes().hex() == "".join(lines["AFTER"])
 
