@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             run = learning.prepare_seed(pretrain.scenario_from_config(cfg), cfg, largs, seed)
             em = read_etm(open(run.etm_path, "rb").read())
             f = run.meta["raw_input_quant"]
-            st = run.meta.get("frame_stats") or frame.source_stats(sc.train.x, sc.train.y, len(sc.class_names))
+            # the statistics sets the device gets (pooled, then each arm when the source has both)
+            st = frame.stats_sets(run.meta if "frame_stats" in run.meta else frame.frame_metadata(sc))
 
             def acc(x, y):
                 q = qi.quantize_input(x, f["scale"], f["zero_point"])
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "rotation" in sc.info and name != "side" and name != "subject":
                     rt, g = np.asarray(sc.info["rotation"]), np.asarray(r["R"])
                     err = float(np.degrees(np.arccos(np.clip((np.trace(rt.T @ g) - 1) / 2, -1, 1))))
-                res[tag] = {"acc": acc_c, "diff": acc_c - base, "chosen": r["chosen"], "err_deg": err,
+                res[tag] = {"acc": acc_c, "diff": acc_c - base, "chosen": r["chosen"], "set": r["set"], "err_deg": err,
                             "e": [r["e_identity"], r["e_proper"], r["e_improper"]]}
                 print(f"{name:16s} seed {seed} {tag:3s}: none {base:.3f} calibrated {acc_c:.3f} ({acc_c - base:+.3f}) "
-                      f"{r['chosen']}" + (f" error {err:.1f} deg" if err is not None else ""), flush=True)
+                      f"{r['chosen']} set {r['set']}" + (f" error {err:.1f} deg" if err is not None else ""), flush=True)
             out.setdefault(name, {})[seed] = res
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "calibration.json"), "w") as fh:
