@@ -31,9 +31,12 @@ t = t + a1*b1; t = t + a2*b2). The recipe:
    |entry| with entries below 2^-40 flushed to 0; q = the column with the largest diagonal;
    R = rotation of the unnormalized q divided by q.q. No square root, no libm.
 4. Residual E(R) = wm sum |m - R mu|^2 + wa sum ||Sa - R A R^T||^2 + wg sum ||Sg - R G R^T||^2.
-   best = the improper candidate if E_improper <= MIRROR * E_proper, else the proper one (a
-   mounting is a rotation; the other arm is a reflection that must explain the statistics
-   clearly better); it is chosen if E_best <= GUARD * E(identity), else the identity is kept.
+   The set's candidate = the improper one if E_improper <= MIRROR * E_proper, else the proper
+   one (a mounting is a rotation; the other arm is a reflection that must explain the
+   statistics clearly better).
+5. Steps 2-4 run for every statistics set (pooled, then each arm: `stats_sets`); the candidate
+   with the smallest E wins (strictly smaller replaces, so ties keep the earlier set); it is
+   chosen if E <= GUARD * (the smallest E(identity) over the sets), else the identity is kept.
 """
 
 from __future__ import annotations
