@@ -10,6 +10,11 @@ fit of the numpy twin (edgetune.frame.fit_frame, bit-exact with the device); the
 region mapped by the fitted frame, quantized and run through the int8 forward twin. random_rotation
 = the rotation scenario with data.random_rotation(100 + seed); subject reuses the rotation
 models (same source split). Prints one line per (scenario, seed, k) and writes OUT/calibration.json.
+
+`--one-arm`: instead, the way a user collects: per rotation model (seeds), test subject and arm,
+the first 8 fit-region windows per class of that one subject's one arm, rotated (90 degrees) or
+not, calibrated against the pooled statistics alone and against all sets; accuracy on the same
+subject's same arm's eval region (docs/data.md §9).
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", default="rotation,random_rotation,side,subject")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", default="build/bench")
+    p.add_argument("--one-arm", action="store_true")
     a = p.parse_args(argv)
+    if a.one_arm:
+        return one_arm(a)
     largs = argparse.Namespace(out=a.out, variant="small", epochs=30, k=8, adapt_epochs=10, no_progress=True)
     out: dict = {}
     for name in a.scenario.split(","):
@@ -74,6 +82,48 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "calibration.json"), "w") as fh:
         json.dump(out, fh, indent=1)
+    return 0
+
+
+def one_arm(a: argparse.Namespace) -> int:
+    import learning
+
+    largs = argparse.Namespace(out=a.out, variant="small", epochs=30, k=8, adapt_epochs=10, no_progress=True)
+    cfg = pretrain.scenario_config({"scenario": "rotation"})
+    sc = pretrain.scenario_from_config(cfg)
+    sets = frame.stats_sets(frame.frame_metadata(sc))
+    ds = data.load_watch()
+    rot = np.asarray(sc.info["rotation"])
+    gains: dict = {}
+    for seed in range(a.seeds):
+        run = learning.prepare_seed(sc, cfg, largs, seed)
+        em = read_etm(open(run.etm_path, "rb").read())
+        f = run.meta["raw_input_quant"]
+
+        def acc(x, y):
+            q = qi.quantize_input(x, f["scale"], f["zero_point"])
+            return float(np.mean(np.argmax(reference.forward_batch(em, q).reshape(len(y), -1), 1) == y))
+
+        for subj in sc.info["test_subjects"]:
+            for side in (0, 1):
+                for rotated in (True, False):
+                    recs = ds.select([subj], [side])
+                    recs = data.rotate(recs, rot) if rotated else recs
+                    fr = data.WINDOW, data.STEP
+                    fit = data.make_windows(recs, *fr, region=(0.0, 0.3))
+                    ev = data.make_windows(recs, *fr, region=(0.5, 1.0))
+                    idx = np.concatenate([np.flatnonzero(fit.y == c)[:8] for c in range(len(sc.class_names))])
+                    q = qi.quantize_input(fit.x[idx], f["scale"], f["zero_point"]).reshape(len(idx), -1)
+                    none = acc(ev.x, ev.y)
+                    line = f"seed {seed} subject {subj} arm {side} rotated {rotated!s:5}: none {none:.3f}"
+                    for tag, st in (("pooled", sets[:1]), ("sets", sets)):
+                        r = frame.fit_frame(q, fit.y[idx], len(sc.class_names), st, f["scale"], f["zero_point"])
+                        c = acc(frame.apply_frame(ev.x, r["R"], r["improper"], 6), ev.y)
+                        gains.setdefault((rotated, tag), []).append(c - none)
+                        line += f" | {tag} {r['chosen']} set {r['set']} {c:.3f}"
+                    print(line, flush=True)
+    for (rotated, tag), g in sorted(gains.items()):
+        print(f"rotated {rotated!s:5} {tag:6}: gain mean {100 * np.mean(g):+.1f} pp, min {100 * np.min(g):+.1f} pp, n {len(g)}")
     return 0
 
 
