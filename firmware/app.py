@@ -347,9 +347,10 @@ def calibrate():
     r_ = None
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
-    flat = array("f")
-    for row in st:
-        flat.extend(array("f", row))
+    flat = array("f")  # the statistics sets: all arms pooled, then each arm (if exported)
+    for rows in [st] + list(s.meta.get("frame_stats_sides") or ()):
+        for row in rows:
+            flat.extend(array("f", row))
     q = s.quant
     t0 = hal.ticks_ms()
     old = s.model.frame()
@@ -358,7 +359,7 @@ def calibrate():
     if r["chosen"] != "identity":  # the ring's windows are in the old frame: move them
         _reframe_ring(r["R"], groups)
     ms = hal.ticks_diff(hal.ticks_ms(), t0)
-    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("n", len(data)),
+    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("set", r["set"]), ("n", len(data)),
                            ("e_identity", r["e_identity"]), ("e_proper", r["e_proper"]),
                            ("e_improper", r["e_improper"]), ("R", list(r["R"])),
                            ("was_framed", old is not None), ("elapsed_ms", ms)) + _mem(True))

@@ -12,7 +12,7 @@ import struct
 from edgetune_py import _f32, _fbits
 
 _ALPHA = 3.0
-_BETA = 3.0
+_BETA = 1.0
 _GUARD = 0.5
 _MIRROR = _fbits(0x3F4CCCCD)  # 0.8f
 _FLUSH = _fbits(0x2B800000)  # 2^-40
@@ -134,7 +134,7 @@ def _sqdist(a, b):
     return t
 
 
-def _group(m, ch, n, s, p, sc, zp):
+def _group(ch, n, s, p, sc, zp):
     """Step 1 for one group: (mean, covariance) in raw units from the integer sums."""
     F = _f32
     fn = float(n)  # n <= 2^19: exact
@@ -150,17 +150,41 @@ def _group(m, ch, n, s, p, sc, zp):
 
 
 def fit(acc, K, st, sc, zp, accel, gyro):
-    """et_frame_fit: acc[k] = None or (n, s[6], p[12]); st: K*15 float32 values."""
-    F = _f32
+    """et_frame_fit: acc[k] = None or (n, s[6], p[12]); st: S*K*15 float32 values."""
     has_g = gyro is not None
-    ks = [k for k in range(K) if acc[k] is not None]
-    tm, tsa, tsg, mu, A, G = {}, {}, {}, {}, {}, {}
+    tgt = {}
+    for k in range(K):
+        if acc[k] is not None:
+            n, s, p = acc[k]
+            tm, tsa = _group(accel, n, s[0:3], p[0:6], sc, zp)
+            tsg = _group(gyro, n, s[3:6], p[6:12], sc, zp)[1] if has_g else None
+            tgt[k] = (tm, tsa, tsg)
+    e0 = best = None
+    b = 0
+    for si in range(len(st) // (K * _STAT)):
+        f = _fit_set(tgt, K, st[si * K * _STAT:(si + 1) * K * _STAT], has_g)
+        if e0 is None or f[0] < e0:
+            e0 = f[0]
+        if best is None or f[2][f[3]] < best[2][best[3]]:
+            best, b = f, si
+    _, rc, ec, c = best
+    if ec[c] <= _f32(_GUARD * e0):
+        r, improper, chosen = rc[c], c, 1 + c
+    else:
+        r, improper, chosen = list(_EYE), 0, 0
+    return r, improper, chosen, e0, ec[0], ec[1], b
+
+
+def _fit_set(tgt, K, st, has_g):
+    """One statistics set (et_frame_f32.c fit_set): (e0, [R proper, R improper], [E, E], c)."""
+    F = _f32
+    ks = sorted(tgt)
+    mu, A, G = {}, {}, {}
+    tm = {k: tgt[k][0] for k in ks}
+    tsa = {k: tgt[k][1] for k in ks}
+    tsg = {k: tgt[k][2] for k in ks}
     nm = na = ng = 0.0
     for k in ks:
-        n, s, p = acc[k]
-        tm[k], tsa[k] = _group(None, accel, n, s[0:3], p[0:6], sc, zp)
-        if has_g:
-            tsg[k] = _group(None, gyro, n, s[3:6], p[6:12], sc, zp)[1]
         b = k * _STAT
         mu[k] = st[b:b + 3]
         A[k] = _sym(st[b + 3:b + 9])
@@ -216,12 +240,7 @@ def fit(acc, K, st, sc, zp, accel, gyro):
         rc.append(r)
         ec.append(energy(r))
     e0 = energy(list(_EYE))
-    c = 1 if ec[1] <= F(_MIRROR * ec[0]) else 0
-    if ec[c] <= F(_GUARD * e0):
-        r, improper, chosen = rc[c], c, 1 + c
-    else:
-        r, improper, chosen = list(_EYE), 0, 0
-    return r, improper, chosen, e0, ec[0], ec[1]
+    return e0, rc, ec, 1 if ec[1] <= F(_MIRROR * ec[0]) else 0
 
 
 def _group_arg(v, may_be_none):
@@ -279,8 +298,8 @@ def calibrate(m, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2)
     xq = [m._x(x) for x in xs]
     lab = [m._label(k) for k in labels]
     st = _floats(stats, "stats")
-    if len(st) != K * _STAT:
-        raise ValueError("edgetune: calibrate: stats must have %d x 15 numbers" % K)
+    if not st or len(st) % (K * _STAT) or len(st) // (K * _STAT) > 4:
+        raise ValueError("edgetune: calibrate: stats must be 1..4 sets of %d x 15 numbers" % K)
     for v in st:
         if v - v != 0.0:
             raise ValueError("edgetune: calibrate: stats must be finite")
@@ -320,9 +339,9 @@ def calibrate(m, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2)
                 p[b + 4] += v1 * v2
                 p[b + 5] += v2 * v2
         a[0] += T
-    r, improper, chosen, e0, ep, ei = fit(acc, K, st, sc, zp, accel, gyro)
+    r, improper, chosen, e0, ep, ei, b = fit(acc, K, st, sc, zp, accel, gyro)
     d = {"R": tuple(r), "improper": bool(improper), "chosen": ("identity", "proper", "improper")[chosen],
-         "e_identity": e0, "e_proper": ep, "e_improper": ei}
+         "set": b, "e_identity": e0, "e_proper": ep, "e_improper": ei}
     if chosen:
         if fr is not None:
             m._frame = (accel, gyro, fr[2] ^ improper, _mm(fr[3], r))

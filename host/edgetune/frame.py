@@ -31,9 +31,12 @@ t = t + a1*b1; t = t + a2*b2). The recipe:
    |entry| with entries below 2^-40 flushed to 0; q = the column with the largest diagonal;
    R = rotation of the unnormalized q divided by q.q. No square root, no libm.
 4. Residual E(R) = wm sum |m - R mu|^2 + wa sum ||Sa - R A R^T||^2 + wg sum ||Sg - R G R^T||^2.
-   best = the improper candidate if E_improper <= MIRROR * E_proper, else the proper one (a
-   mounting is a rotation; the other arm is a reflection that must explain the statistics
-   clearly better); it is chosen if E_best <= GUARD * E(identity), else the identity is kept.
+   The set's candidate = the improper one if E_improper <= MIRROR * E_proper, else the proper
+   one (a mounting is a rotation; the other arm is a reflection that must explain the
+   statistics clearly better).
+5. Steps 2-4 run for every statistics set (pooled, then each arm: `stats_sets`); the candidate
+   with the smallest E wins (strictly smaller replaces, so ties keep the earlier set); it is
+   chosen if E <= GUARD * (the smallest E(identity) over the sets), else the identity is kept.
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ import numpy as np
 
 F32 = np.float32
 ALPHA = F32(3.0)  # weight of the accelerometer covariance term (relative to the means)
-BETA = F32(3.0)  # weight of the gyroscope covariance term
+BETA = F32(1.0)  # weight of the gyroscope covariance term (chosen on fit-val, docs/data.md §9)
 ITERS = 16  # Kabsch iterations with the covariance terms
 SQUARINGS = 24  # squarings of the shifted Horn matrix (its 2^24-th power)
 GUARD = F32(0.5)  # the fitted frame must halve the identity's residual
 MIRROR = F32(0.8)  # a reflection must beat the best rotation by 20 % (mountings are rotations)
 FLUSH = F32(2.0 ** -40)  # no subnormals inside the eigen-solve
+MAX_SETS = 4  # statistics sets (pooled, per arm, ...)
 STAT_FLOATS = 15  # per class: mu(3), A (xx xy xz yy yz zz), G (same)
 MAX_CLASS_SAMPLES = 1 << 19  # integer sums stay exact: |S| <= 2^26, |n P - S S| <= 2^53
 _TRI = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
@@ -82,10 +86,34 @@ def source_stats(x: np.ndarray, y: np.ndarray, n_classes: int, accel: Sequence[i
     return out
 
 
-def frame_metadata(x: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """The .etm metadata entries of the frame calibration for the 6-channel IMU layout."""
-    return {"channel_groups": {"accel": [0, 1, 2], "gyro": [3, 4, 5]},
-            "frame_stats": source_stats(x, y, n_classes)}
+def frame_metadata(sc) -> dict[str, Any]:
+    """The .etm metadata entries of the frame calibration (6-channel IMU layout) for a
+    data.Scenario: the channel groups, `frame_stats` (the whole training split) and, when the
+    training split holds both arms of the watch data, `frame_stats_sides` (arm 0, arm 1: a
+    user wears the board on one arm, and one arm's windows fit its own arm's statistics better
+    than both arms pooled; the device tries every set, docs/training.md §9)."""
+    from . import data
+
+    n = len(sc.class_names)
+    meta: dict[str, Any] = {"channel_groups": {"accel": [0, 1, 2], "gyro": [3, 4, 5]},
+                            "frame_stats": source_stats(sc.train.x, sc.train.y, n)}
+    subjects = sc.info.get("train_subjects")
+    if subjects and sc.info.get("scenario") != "side" and sc.class_names == data.WATCH_CLASSES:
+        ds = data.load_watch()
+        sides = []
+        for side in (0, 1):
+            w = data.make_windows(ds.select(subjects, (side,)), sc.window, sc.step)
+            if len(set(w.y.tolist())) < n:
+                return meta
+            sides.append(source_stats(w.x, w.y, n))
+        meta["frame_stats_sides"] = sides
+    return meta
+
+
+def stats_sets(meta: dict[str, Any]) -> list[list[list[float]]]:
+    """The statistics sets the device tries, from .etm metadata: frame_stats, then each of
+    frame_stats_sides (what app.calibrate passes, flattened)."""
+    return [meta["frame_stats"]] + list(meta.get("frame_stats_sides") or [])
 
 
 # ----------------------------------------------------------------------------- float32 helpers
@@ -249,8 +277,9 @@ def check_args(n_windows: int, window_len: int, labels, n_classes: int, stats, s
             or any(not 0 <= c < C for c in chans):
         raise ValueError("accel/gyro must be 3 distinct channel indices each, inside the input")
     st = np.asarray(stats, np.float64).astype(F32).reshape(-1)
-    if st.size != n_classes * STAT_FLOATS or not np.all(np.isfinite(st)):
-        raise ValueError(f"stats must be {n_classes} x {STAT_FLOATS} finite numbers")
+    per = n_classes * STAT_FLOATS
+    if st.size == 0 or st.size % per or st.size // per > MAX_SETS or not np.all(np.isfinite(st)):
+        raise ValueError(f"stats must be 1..{MAX_SETS} sets of {n_classes} x {STAT_FLOATS} finite numbers")
     sc = np.asarray(scale, np.float64).astype(F32)
     zp = np.asarray(zero_point, np.float64).astype(F32)
     if not (np.all(sc > 0) and np.all(np.isfinite(sc)) and np.all(np.isfinite(zp))):
@@ -261,14 +290,37 @@ def fit_frame(xs, labels, n_classes: int, stats, scale, zero_point, accel: Seque
               gyro: Sequence[int] | None = (3, 4, 5)) -> dict[str, Any]:
     """The frame fit of the module doc. xs: (N, T*C) int8 windows (quantized with scale /
     zero_point, the folded raw-input quantization, in the frame they were recorded in);
-    labels: N class indices; stats: n_classes x 15 source statistics. Returns
-    {"R": 3x3 float32 list (the chosen transform: windows ~ R @ source), "improper": bool,
-    "chosen": "identity" | "proper" | "improper", "e_identity", "e_proper", "e_improper"}."""
+    labels: N class indices; stats: S sets of n_classes x 15 source statistics (S >= 1, e.g.
+    both arms pooled, then each arm). Returns {"R": 3x3 float32 list (the chosen transform:
+    windows ~ R @ source), "improper": bool, "chosen": "identity" | "proper" | "improper",
+    "set": the statistics set of the candidate, "e_identity" (the smallest over the sets),
+    "e_proper", "e_improper" (of that set)}."""
     xs = np.asarray(xs)
     xs = xs.reshape(len(xs), -1) if xs.ndim > 1 else xs.reshape(1, -1)
     check_args(len(xs), xs.shape[1], labels, n_classes, stats, scale, zero_point, accel, gyro)
-    st = np.asarray(stats, np.float64).astype(F32).reshape(n_classes, STAT_FLOATS)
+    sts = np.asarray(stats, np.float64).astype(F32).reshape(-1, n_classes, STAT_FLOATS)
     tgt = target_stats(xs, labels, n_classes, scale, zero_point, accel, gyro)
+    fits = [_fit_set(tgt, st, n_classes, gyro) for st in sts]
+    e0 = fits[0][0]
+    for f in fits[1:]:
+        if f[0] < e0:
+            e0 = f[0]
+    b = 0
+    for i in range(1, len(fits)):
+        if fits[i][3] < fits[b][3]:
+            b = i
+    _, res, d, e = fits[b]
+    r = res[d][0]
+    if e <= GUARD * e0:
+        chosen = "proper" if d > 0 else "improper"
+    else:
+        r, d, chosen = _eye(), 1, "identity"
+    return {"R": [[float(v) for v in row] for row in r], "improper": d < 0, "chosen": chosen, "set": b,
+            "e_identity": float(e0), "e_proper": float(res[1][1]), "e_improper": float(res[-1][1])}
+
+
+def _fit_set(tgt, st, n_classes, gyro):
+    """Steps 2-4 against one statistics set: (E(identity), {d: (R, E)}, d of the candidate, its E)."""
     ks = [k for k in range(n_classes) if tgt[k] is not None]
     mu = {k: list(st[k, 0:3]) for k in ks}
     A = {k: _sym(st[k, 3:9]) for k in ks}
@@ -331,13 +383,7 @@ def fit_frame(xs, labels, n_classes: int, stats, scale, zero_point, accel: Seque
         res[d] = (r, energy(r))
     e0 = energy(_eye())
     d = -1 if res[-1][1] <= MIRROR * res[1][1] else 1
-    r, e = res[d]
-    if e <= GUARD * e0:
-        chosen = "proper" if d > 0 else "improper"
-    else:
-        r, d, chosen = _eye(), 1, "identity"
-    return {"R": [[float(v) for v in row] for row in r], "improper": d < 0, "chosen": chosen,
-            "e_identity": float(e0), "e_proper": float(res[1][1]), "e_improper": float(res[-1][1])}
+    return e0, res, d, res[d][1]
 
 
 def compose(r_old, r_fit) -> list[list[float]]:

@@ -72,7 +72,7 @@ def metadata(sc: data.Scenario, tflite: bytes, extra: dict[str, Any] | None = No
         "scenario": sc.name,
         # sensor-frame calibration (docs/training.md §9): which channels are 3-vectors and the
         # per-class source statistics of the training split in raw units
-        **frame.frame_metadata(sc.train.x, sc.train.y, len(sc.class_names)),
+        **frame.frame_metadata(sc),
     }
     meta.update(extra or {})
     return meta

@@ -1026,9 +1026,10 @@ static mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args
     }
     num_seq_t st, ss, zs;
     num_seq_of(a[ARG_stats].u_obj, "stats", &st);
-    if (st.len != K * ET_FRAME_STAT_FLOATS) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: calibrate: stats must have %u x 15 numbers"),
-            (unsigned)K);
+    const size_t n_sets = st.len / (K * ET_FRAME_STAT_FLOATS);
+    if (st.len == 0 || st.len % (K * ET_FRAME_STAT_FLOATS) || n_sets > ET_FRAME_MAX_SETS) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("edgetune: calibrate: stats must be 1..4 sets of %u x 15 numbers"), (unsigned)K);
     }
     for (size_t i = 0; i < st.len; ++i) {
         const float v = num_seq_at(&st, i);
@@ -1047,12 +1048,12 @@ static mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args
         }
     }
     /* one block: K accumulators, then stats, scale and zero point as float32 */
-    const size_t bytes = K * sizeof(et_frame_acc_t) + (K * ET_FRAME_STAT_FLOATS + 2 * C) * sizeof(float);
+    const size_t bytes = K * sizeof(et_frame_acc_t) + (st.len + 2 * C) * sizeof(float);
     uint8_t *blk = m_new0(uint8_t, bytes);
     et_frame_acc_t *acc = (et_frame_acc_t *)(void *)blk;
     float *stf = (float *)(void *)(blk + K * sizeof(et_frame_acc_t));
-    float *sc = stf + K * ET_FRAME_STAT_FLOATS, *zp = sc + C;
-    for (size_t i = 0; i < K * ET_FRAME_STAT_FLOATS; ++i) {
+    float *sc = stf + st.len, *zp = sc + C;
+    for (size_t i = 0; i < st.len; ++i) {
         stf[i] = num_seq_at(&st, i);
     }
     for (size_t c = 0; c < C; ++c) {
@@ -1068,13 +1069,14 @@ static mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args
         }
     }
     et_frame_fit_t fit;
-    et_frame_fit(acc, K, stf, sc, zp, accel, gyro, &fit);
+    et_frame_fit(acc, K, n_sets, stf, sc, zp, accel, gyro, &fit);
     m_del(uint8_t, blk, bytes);
     static const char *const chosen[] = { "identity", "proper", "improper" };
     mp_obj_t d = mp_obj_new_dict(0);
     store(d, "R", floats_tuple(fit.r, 9));
     store(d, "improper", mp_obj_new_bool(fit.improper));
     store(d, "chosen", mp_obj_new_str(chosen[fit.chosen], strlen(chosen[fit.chosen])));
+    store(d, "set", MP_OBJ_NEW_SMALL_INT(fit.set));
     store(d, "e_identity", mp_obj_new_float((mp_float_t)fit.e_identity));
     store(d, "e_proper", mp_obj_new_float((mp_float_t)fit.e_proper));
     store(d, "e_improper", mp_obj_new_float((mp_float_t)fit.e_improper));

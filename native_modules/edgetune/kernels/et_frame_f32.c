@@ -6,7 +6,7 @@
 #define SQUARINGS 24
 #define ITERS 16
 
-static const float ALPHA = 3.0f, BETA = 3.0f, GUARD = 0.5f, MIRROR = 0.8f;
+static const float ALPHA = 3.0f, BETA = 1.0f, GUARD = 0.5f, MIRROR = 0.8f;
 static const float FLUSH = 9.094947017729282e-13f; /* 2^-40, exact */
 static const uint8_t TRI[6][2] = { { 0, 0 }, { 0, 1 }, { 0, 2 }, { 1, 1 }, { 1, 2 }, { 2, 2 } };
 
@@ -219,20 +219,21 @@ static void group_stats(const et_frame_acc_t *acc, int g, const uint8_t *ch, con
     }
 }
 
-void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
-    const float *scale, const float *zero_point, const uint8_t accel[3], const uint8_t gyro[3],
-    et_frame_fit_t *out) {
-    fit_ctx_t cx = { n_classes, acc, stats, gyro[0] != ET_FRAME_NONE };
+/* One set's fit (frame.py _fit_set): the candidates' R and residuals, the identity's. */
+typedef struct {
+    float r[2][9]; /* proper, improper */
+    float e[2];
+    float e0;
+    int c;         /* the candidate: 0 proper, 1 improper (the mirror margin) */
+} set_fit_t;
+
+static void fit_set(const et_frame_acc_t *acc, size_t n_classes, const float *stats, int has_gyro, set_fit_t *f) {
+    fit_ctx_t cx = { n_classes, acc, stats, has_gyro };
     float nm = 0.0f, na = 0.0f, ng = 0.0f;
     float hm[9] = { 0 };
     for (size_t k = 0; k < n_classes; ++k) {
         if (acc[k].n == 0) {
             continue;
-        }
-        group_stats(&acc[k], 0, accel, scale, zero_point, acc[k].m, acc[k].sa);
-        float mm_[3];
-        if (cx.has_gyro) {
-            group_stats(&acc[k], 1, gyro, scale, zero_point, mm_, acc[k].sg);
         }
         float mu[3], a[9], g[9];
         class_src(stats + k * ET_FRAME_STAT_FLOATS, mu, a, g);
@@ -248,7 +249,7 @@ void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
     }
     const float wm = nm > 0.0f ? 1.0f / nm : 0.0f;
     const float wa = na > 0.0f ? ALPHA / na : 0.0f;
-    const float wg = (ng > 0.0f && cx.has_gyro) ? BETA / ng : 0.0f;
+    const float wg = (ng > 0.0f && has_gyro) ? BETA / ng : 0.0f;
     const float wa2 = wa + wa, wg2 = wg + wg;
     for (size_t k = 0; k < n_classes; ++k) {
         if (acc[k].n == 0) {
@@ -264,7 +265,6 @@ void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
     for (int i = 0; i < 9; ++i) {
         hm[i] = hm[i] * wm;
     }
-    float rc[2][9], ec[2];
     for (int c = 0; c < 2; ++c) {
         const int d = c == 0 ? 1 : -1;
         float h[9], r[9];
@@ -287,7 +287,7 @@ void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
                 for (int i = 0; i < 9; ++i) {
                     acc_a[i] = acc_a[i] + u[i];
                 }
-                if (cx.has_gyro) {
+                if (has_gyro) {
                     et_frame_mm(r, g, t1);
                     et_frame_mm(acc[k].sg, t1, u);
                     for (int i = 0; i < 9; ++i) {
@@ -303,23 +303,55 @@ void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
             rdiag(r, d);
         }
         for (int i = 0; i < 9; ++i) {
-            rc[c][i] = r[i];
+            f->r[c][i] = r[i];
         }
-        ec[c] = energy(&cx, r, wm, wa, wg);
+        f->e[c] = energy(&cx, r, wm, wa, wg);
     }
     float id[9];
     eye3(id);
-    const float e0 = energy(&cx, id, wm, wa, wg);
-    const int c = ec[1] <= MIRROR * ec[0] ? 1 : 0;
-    out->e_identity = e0;
-    out->e_proper = ec[0];
-    out->e_improper = ec[1];
-    if (ec[c] <= GUARD * e0) {
-        for (int i = 0; i < 9; ++i) {
-            out->r[i] = rc[c][i];
+    f->e0 = energy(&cx, id, wm, wa, wg);
+    f->c = f->e[1] <= MIRROR * f->e[0] ? 1 : 0;
+}
+
+void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, size_t n_sets, const float *stats,
+    const float *scale, const float *zero_point, const uint8_t accel[3], const uint8_t gyro[3],
+    et_frame_fit_t *out) {
+    const int has_gyro = gyro[0] != ET_FRAME_NONE;
+    for (size_t k = 0; k < n_classes; ++k) {
+        if (acc[k].n == 0) {
+            continue;
         }
-        out->improper = c;
-        out->chosen = 1 + c;
+        group_stats(&acc[k], 0, accel, scale, zero_point, acc[k].m, acc[k].sa);
+        if (has_gyro) {
+            float mm_[3];
+            group_stats(&acc[k], 1, gyro, scale, zero_point, mm_, acc[k].sg);
+        }
+    }
+    set_fit_t best, f;
+    best.c = 0; /* n_sets >= 1: set by s == 0 */
+    best.e[0] = best.e[1] = 0.0f;
+    float e0 = 0.0f;
+    size_t b = 0;
+    for (size_t s = 0; s < n_sets; ++s) {
+        fit_set(acc, n_classes, stats + s * n_classes * ET_FRAME_STAT_FLOATS, has_gyro, &f);
+        if (s == 0 || f.e0 < e0) {
+            e0 = f.e0;
+        }
+        if (s == 0 || f.e[f.c] < best.e[best.c]) {
+            best = f;
+            b = s;
+        }
+    }
+    out->set = (int)b;
+    out->e_identity = e0;
+    out->e_proper = best.e[0];
+    out->e_improper = best.e[1];
+    if (best.e[best.c] <= GUARD * e0) {
+        for (int i = 0; i < 9; ++i) {
+            out->r[i] = best.r[best.c][i];
+        }
+        out->improper = best.c;
+        out->chosen = 1 + best.c;
     } else {
         eye3(out->r);
         out->improper = 0;

@@ -32,8 +32,11 @@ typedef struct {
     float r[9];
     int improper;
     int chosen;
+    int set;       /* the statistics set of the candidate */
     float e_identity, e_proper, e_improper;
 } et_frame_fit_t;
+
+#define ET_FRAME_MAX_SETS 4
 
 /*
  * Add the samples of one window (len values, channel i % channels) to acc. accel/gyro: the
@@ -44,12 +47,13 @@ int et_frame_accumulate(et_frame_acc_t *acc, const int8_t *x, size_t len, size_t
     const uint8_t accel[3], const uint8_t gyro[3]);
 
 /*
- * The fit (frame.py fit_frame, steps 1-4). acc: n_classes accumulators (n == 0: class absent;
+ * The fit (frame.py fit_frame, steps 1-5). acc: n_classes accumulators (n == 0: class absent;
  * their m/sa/sg are written here, no other memory is used: about 1 KB of C stack);
- * stats: n_classes x ET_FRAME_STAT_FLOATS source statistics; scale/zero_point: the raw input
- * quantization per channel (checked by the caller: scale > 0 and finite, zero point finite).
+ * stats: n_sets (1..ET_FRAME_MAX_SETS) sets of n_classes x ET_FRAME_STAT_FLOATS source
+ * statistics; scale/zero_point: the raw input quantization per channel (checked by the caller:
+ * scale > 0 and finite, zero point finite).
  */
-void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, const float *stats,
+void et_frame_fit(et_frame_acc_t *acc, size_t n_classes, size_t n_sets, const float *stats,
     const float *scale, const float *zero_point, const uint8_t accel[3], const uint8_t gyro[3],
     et_frame_fit_t *out);
 
