@@ -514,8 +514,7 @@ def adapt_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         with open(run.etm_path, "rb") as f:
             buf = f.read()
         em = read_etm(buf)
-        n_cls = len(sc.class_names)
-        fstats = frame.source_stats(sc0.train.x, sc0.train.y, n_cls)  # what the export stores
+        fstats = frame.stats_sets(frame.frame_metadata(sc0))  # what the export stores, the sets the device tries
         evals = [(sc.shift_val.x, sc.shift_val.y), (sc.shift_eval.x, sc.shift_eval.y)]
         accs = []
         for x, yy in evals:

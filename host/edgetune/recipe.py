@@ -43,7 +43,7 @@ class TwinModel:
 
         self.t = Trainer(etm, scheme)
         self.steps = 0
-        self.stats = stats  # the .etm's per-class source statistics of the frame fit (frame.source_stats)
+        self.stats = stats  # the statistics sets of the frame fit (frame.stats_sets of the .etm metadata)
         self.meta = meta or {}
         self.frame: tuple[Any, bool] | None = None  # (R, improper): the model's sensor frame
 
@@ -73,7 +73,7 @@ class TwinModel:
             if self.stats is None or "raw_input_quant" not in self.meta:
                 return None
             riq = self.meta["raw_input_quant"]
-            k = len(self.stats)
+            k = self.t.model.output_tensor.size
             fit = frame.fit_frame(np.asarray(fit_xs, np.int8), list(fit_ys), k, self.stats, riq["scale"], riq["zero_point"])
             if fit["chosen"] != "identity":
                 for lst in (xs, cxs):
