@@ -421,7 +421,8 @@ ADAPT_SCENARIOS = ("rotation", "side", "subject", "random_rotation", "subject_al
 RANDOM_ROTATION_SEED0 = 1000  # random_rotation, seed s: the mounting data.random_rotation(1000 + s)
 # name -> recipe switches (firmware/recipe.py run() through host/edgetune/recipe.py, numpy twin)
 RECIPE_ROWS = {
-    "default_recipe": {"calibrate": True, "refit": True, "sgd": True, "guard": True},
+    "default_recipe": {"calibrate": True, "refit": True, "sgd": True, "guard": True, "refit_all": True},
+    "recipe_no_refit_all": {"calibrate": True, "refit": True, "sgd": True, "guard": True},
     "calibrate_only": {"calibrate": True, "refit": False, "sgd": False, "guard": False},
     "refit_only": {"calibrate": False, "refit": True, "sgd": False, "guard": False},
     "calibrate_refit": {"calibrate": True, "refit": True, "sgd": False, "guard": False},
@@ -472,10 +473,12 @@ def _recipe_job(buf: bytes, meta: dict[str, Any], stats: Any, fit: tuple[np.ndar
     ev = recipe.Events()
     cal = m.calibrate_hook(xs, ys, cxs, list(xq), [int(v) for v in y]) if row["calibrate"] else None
     ref = recipe.device.hook(m, "refit", row["refit"], xs, ys)
+    ref_all = recipe.device.hook(m, "refit", row.get("refit_all", False), list(xq), [int(v) for v in y])
     steps, kept = recipe.run(m, xs, ys, cxs, cys, calibrate=cal, refit=ref,
                              sgd_epochs=recipe.EPOCHS if row["sgd"] else 0, lr=recipe.LR, seed=seed,
                              guard=row["guard"], emit=ev, acc_margin=row.get("acc_margin", recipe.ACC_MARGIN),
-                             loss_margin=row.get("loss_margin", recipe.LOSS_MARGIN))
+                             loss_margin=row.get("loss_margin", recipe.LOSS_MARGIN), refit_all=ref_all)
+    ref_all = None
     accs = [m.accuracy(raw_quant(x, meta, m.frame_rt()), yy) for x, yy in evals]
     return {"accs": accs, "kept": kept, "n_train": len(ys), "n_check": len(cys),
             "steps": [(name, None if r is None else [float(r[0]), float(r[1])]) for name, r in steps],

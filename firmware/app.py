@@ -246,11 +246,12 @@ def _calibrate_step():
 
 
 def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
-          guard=True):
+          guard=True, refit_all=True):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
     refit the classifier -> `epochs` shuffled passes of one-sample SGD (qas, lr) with rollback to
     the best epoch on the check set (stopping early once its accuracy reaches `target`) -> the
-    do-no-harm guard (the model before train() stays unless the check set improves).
+    do-no-harm guard (the model before train() stays unless the check set improves) -> when the
+    refit was kept, the refit repeated over every collected window (refit_all).
     Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
     Logs every step. Returns the check accuracy of the model it leaves (None without check windows)."""
     import recipe as _recipe  # epochs / lr defaults: recipe.EPOCHS / recipe.LR (test_recipe.py)
@@ -281,10 +282,15 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
                  + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
 
     m = s.model
+    r_ = s.ring  # every collected window (check set included) for the optional last refit
+    axs = [r_.window(i) for i in range(r_.count)]
+    ays = [r_.labels[(r_.start + i) % r_.capacity] for i in range(r_.count)]
+    r_ = None
     s.undo_frame = None
     cal = _calibrate_step if calibrate else None
     steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
-                              refit=_recipe.hook(m, "refit", refit, xs, ys), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
+                              refit=_recipe.hook(m, "refit", refit, xs, ys),
+                              refit_all=_recipe.hook(m, "refit", refit and refit_all, axs, ays), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
     if not kept and s.undo_frame is not None:  # the guard restored the old frame: the windows too
         _reframe_ring(*s.undo_frame)

@@ -18,6 +18,9 @@ Steps (docs/device-app.md "The default recipe"):
      with a LOSS_MARGIN, as many with a loss lower by more than it); otherwise the model before
      the recipe is restored. The refit step is guarded the same way on its own (kept only if it
      improves on the model before it). Every step logs an event through `emit(name, fields)`.
+  5. refit_all (optional hook): when the refit was kept and the guard kept the result, the refit
+     is repeated over every collected window, check set included (more data for the ridge; the
+     guard judged the procedure, the check set cannot judge this last fit).
 """
 
 HOLDOUT = 4  # 1 in 4 of each class's windows (the last ones) is the check set
@@ -146,7 +149,7 @@ def sgd(m, xs, ys, cxs, cys, epochs=EPOCHS, lr=LR, qas=True, seed=0, emit=_none,
 
 
 def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=LR, qas=True, seed=0, guard=True,
-        acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN, emit=_none, target=None, on_step=None):
+        acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN, emit=_none, target=None, on_step=None, refit_all=None):
     """The recipe on training windows (xs, ys) and check windows (cxs, cys).
 
     calibrate / refit: None (step off), or a callable () -> dict run at that step (it changes the
@@ -159,6 +162,7 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
     emit("recipe", (("stage", "before"), ("acc", before[1] if n else None), ("loss", before[0] if n else None),
                     ("train", len(ys)), ("check", n)))
     best = before
+    refit_kept = False
     for name, fn in (("calibrate", calibrate), ("refit", refit)):
         if fn is None:
             emit("recipe", (("stage", name), ("skipped", "off")))
@@ -174,8 +178,11 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
         r = m.evaluate(cxs, cys) if n else None
         emit("recipe", (("stage", name), ("acc", r[1] if n else None), ("loss", r[0] if n else None))
              + tuple(sorted(info.items())))
+        if name == "refit":
+            refit_kept = True
         if ck is not None:
             ok = better(best, r, n, acc_margin, loss_margin)
+            refit_kept = ok
             emit("guard", (("stage", name), ("before", best[1]), ("after", r[1]), ("loss_before", best[0]),
                            ("loss_after", r[0]), ("kept", ok), ("n", n)))
             if not ok:
@@ -211,4 +218,10 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
         emit("guard", (("stage", "final"), ("kept", True), ("n", 0), ("why", "no check windows")))
     start = None
     steps.append(("final", m.evaluate(cxs, cys) if n else None))
+    if refit_all is not None and kept and refit_kept:
+        # the refit the guard accepted, repeated over every collected window (check set included:
+        # its accuracy is no longer a held-out number, so none is logged)
+        info = refit_all()
+        if info is not None:
+            emit("recipe", (("stage", "refit_all"),) + tuple(sorted(info.items())))
     return steps, kept

@@ -134,4 +134,4 @@ def test_app_defaults_are_the_recipe_defaults():
     names = [a.arg for a in fn.args.args]
     defaults = dict(zip(names[len(names) - len(fn.args.defaults):], (ast.literal_eval(d) for d in fn.args.defaults)))
     assert defaults["epochs"] == recipe.EPOCHS and defaults["lr"] == recipe.LR
-    assert all(defaults[k] is True for k in ("calibrate", "refit", "sgd", "guard"))
+    assert all(defaults[k] is True for k in ("calibrate", "refit", "sgd", "guard", "refit_all"))

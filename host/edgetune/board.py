@@ -60,13 +60,13 @@ def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
 
 def train_code(labels: Sequence[str], n: int = 20, epochs: int = 5, lr: float = 0.01,
                target: float | None = None, save: bool = False, calibrate: bool = True, refit: bool = True,
-               sgd: bool = True, guard: bool = True) -> str:
+               sgd: bool = True, guard: bool = True, refit_all: bool = True) -> str:
     """The MicroPython statements `edgetune train` runs on the board: collect, then the default
     recipe (app.train: calibrate -> refit -> SGD with rollback -> guard; steps switchable)."""
     lines = ["import app", "app.S or app.boot()"]
     lines += [f"app.collect({lab!r}, n={int(n)})" for lab in labels]
     off = "".join(f", {k}=False" for k, v in (("calibrate", calibrate), ("refit", refit), ("sgd", sgd),
-                                               ("guard", guard)) if not v)
+                                               ("guard", guard), ("refit_all", refit_all)) if not v)
     lines.append(f"app.train(epochs={int(epochs)}, lr={float(lr)!r}, target={target!r}{off})")
     if save:
         lines.append("app.save()")
@@ -117,6 +117,8 @@ def train_cli(argv: list[str]) -> int:
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false", help="recipe: skip the frame fit")
     p.add_argument("--no-refit", dest="refit", action="store_false", help="recipe: skip the classifier refit")
     p.add_argument("--no-sgd", dest="sgd", action="store_false", help="recipe: skip SGD with rollback")
+    p.add_argument("--no-refit-all", dest="refit_all", action="store_false",
+                   help="recipe: no last refit over every collected window after a kept refit")
     p.add_argument("--no-guard", dest="guard", action="store_false",
                    help="recipe: keep the result even if the check set did not improve")
     p.add_argument("--save", action="store_true", help="app.save() afterwards (restored at boot)")
@@ -125,7 +127,7 @@ def train_cli(argv: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the mpremote command only")
     a = p.parse_args(argv)
     cmd = train_argv(a.port, train_code(a.label, a.n, a.epochs, a.lr, a.target, a.save, a.calibrate, a.refit,
-                                        a.sgd, a.guard))
+                                        a.sgd, a.guard, a.refit_all))
     if a.dry_run:
         return _run(cmd, True)
     from .monitor import CsvLog, parse_line, plot
