@@ -71,7 +71,7 @@ def test_recipe_c_equals_twin(micropython, tmp_path):
     """Random trainable models, random windows with a learnable signal: the recipe's events and
     final weights are the same on the C module and the twin; the guard keeps some and rolls back
     some."""
-    kept, refit_kept = [], []
+    kept, refit_kept, n_refit_all = [], [], 0
     for k, model in enumerate(_cases(6)):
         etm = write_etm(model)
         rng = np.random.default_rng(k)
@@ -97,10 +97,12 @@ def test_recipe_c_equals_twin(micropython, tmp_path):
         g = [r for r in ev_t if r["ev"] == "guard" and r["stage"] == "final"][0]
         kept.append(g["kept"])
         refit_kept.extend(r["kept"] for r in ev_t if r["ev"] == "guard" and r["stage"] == "refit")
+        n_refit_all += sum(r["ev"] == "recipe" and r["stage"] == "refit_all" for r in ev_t)
         if not g["kept"]:
             assert st_t == recipe.TwinModel(etm).t.state_bytes(), "a rejected recipe must restore the start bit for bit"
     assert any(kept) and not all(kept), kept
     assert any(refit_kept) and not all(refit_kept), refit_kept  # the refit's own guard both ways
+    assert n_refit_all > 0  # and the last refit over every window ran (same bits on both sides)
 
 
 def test_rollback_restores_best_epoch():

@@ -141,7 +141,9 @@ ys, cys = list(open(D + '/ys', 'rb').read()), list(open(D + '/cys', 'rb').read()
 def emit(name, fields):
     print('EV', json.dumps(dict([('ev', name)] + list(fields))))
 kw = {kw!r}
-steps, kept = recipe.run(m, xs, ys, cxs, cys, refit=recipe.hook(m, 'refit', kw.pop('refit'), xs, ys), emit=emit, **kw)
+ra = recipe.hook(m, 'refit', kw.pop('refit_all'), xs + cxs, ys + cys)
+steps, kept = recipe.run(m, xs, ys, cxs, cys, refit=recipe.hook(m, 'refit', kw.pop('refit'), xs, ys), emit=emit,
+                         refit_all=ra, **kw)
 m.save(D + '/final.etw')
 print('KEPT', kept)
 """
@@ -165,7 +167,7 @@ def device_run(etm: bytes, xs: np.ndarray, ys, cxs: np.ndarray, cys, workdir: st
     (d / "cxs").write_bytes(cxs.tobytes())
     (d / "ys").write_bytes(bytes(int(v) for v in ys))
     (d / "cys").write_bytes(bytes(int(v) for v in cys))
-    kw = {"refit": True, **kw}
+    kw = {"refit": True, "refit_all": True, **kw}
     script = d / "recipe_run.py"
     script.write_text(DEVICE_SCRIPT.format(fw=str(_PATH.parent), d=str(d), n=n, kw=kw))
     proc = emulate._run_binary(emulate.find_micropython(), script, None, 1800, d, [])
@@ -179,7 +181,8 @@ def twin_run(etm: bytes, xs, ys, cxs, cys, **kw: Any) -> tuple[list[dict[str, An
     """The recipe on the numpy twin: (events, final trained-weights bytes, the model)."""
     m = TwinModel(etm)
     ev = Events()
-    kw = {"refit": True, **kw}
-    xs, ys = list(xs), list(ys)
-    run(m, xs, ys, list(cxs), list(cys), emit=ev, refit=device.hook(m, "refit", kw.pop("refit"), xs, ys), **kw)
+    kw = {"refit": True, "refit_all": True, **kw}
+    xs, ys, cxs, cys = list(xs), [int(v) for v in ys], list(cxs), [int(v) for v in cys]
+    run(m, xs, ys, cxs, cys, emit=ev, refit=device.hook(m, "refit", kw.pop("refit"), xs, ys),
+        refit_all=device.hook(m, "refit", kw.pop("refit_all"), xs + cxs, ys + cys), **kw)
     return ev.rows, m.t.state_bytes(), m
