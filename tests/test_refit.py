@@ -23,22 +23,25 @@ from edgetune.refit import refit_layer
 from edgetune.scheme import Scheme
 from edgetune.training import Trainer
 
+from test_edgetune_py import _run
 from test_unix_train import run_script, train_model
 
 N_MODELS = 24
 
 RUNNER = """
-import edgetune, struct
+import edgetune, edgetune_py, struct
 D = {d!r}
 def fx(v):
     return 'None' if v is None else struct.pack('<f', v).hex()
-for name, mom, n in {cases!r}:
-    buf = open(D + '/' + name + '.etm', 'rb').read()
-    raw = open(D + '/' + name + '.x', 'rb').read()
-    lab = open(D + '/' + name + '.lab', 'rb').read()
+for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+  for name0, mom, n in {cases!r}:
+    name = tag + name0
+    buf = open(D + '/' + name0 + '.etm', 'rb').read()
+    raw = open(D + '/' + name0 + '.x', 'rb').read()
+    lab = open(D + '/' + name0 + '.lab', 'rb').read()
     k = len(raw) // n
     xs = [raw[i * k:(i + 1) * k] for i in range(n)]
-    m = edgetune.Model(buf, momentum=mom)
+    m = mod.Model(buf, momentum=mom)
     r = m.refit(xs, lab)
     print('R1', name, fx(r['l2']), fx(r['alpha']), fx(r['cv_accuracy']), r['n'], r['scratch'])
     m.save(D + '/' + name + '.s1')
@@ -47,7 +50,7 @@ for name, mom, n in {cases!r}:
     r = m.refit(xs, list(lab), l2=0.1, alpha=0.5)
     print('R2', name, fx(r['l2']), fx(r['alpha']), fx(r['cv_accuracy']), r['scratch'])
     m.save(D + '/' + name + '.s3')
-    m2 = edgetune.Model(buf, momentum=mom)
+    m2 = mod.Model(buf, momentum=mom)
     m2.load(D + '/' + name + '.s3')
     print('P', name, int(all(m.predict(x) == m2.predict(x) for x in xs)))
     i = m.info()
@@ -86,32 +89,33 @@ def test_refit_c_vs_twin(micropython, tmp_path):
         (tmp_path / f"{name}.lab").write_bytes(labels.tobytes())
         cases.append((name, mom, n))
         twins[name] = (etm, xs, labels, mom)
-    proc = run_script(micropython, tmp_path, RUNNER.format(d=str(tmp_path), cases=cases))
-    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("DONE"), proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path)
+    assert out.rstrip().endswith("DONE"), out[-2000:]
     got = {}
-    for line in proc.stdout.splitlines():
+    for line in out.splitlines():
         parts = line.split()
         if parts and parts[0] in ("R1", "L", "R2", "P", "I"):
             got[(parts[0], parts[1])] = parts[2:]
     chosen = set()
-    for name, (etm, xs, labels, mom) in twins.items():
-        tr = Trainer(etm, momentum=mom)
-        r = tr.refit(xs, labels)
-        chosen.add((r["l2"], r["alpha"]))
-        scratch = memory.refit_scratch(tr.model, tr.scheme, labels, cv=True)
-        assert got[("R1", name)] == [fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), str(len(labels)),
-                                     str(scratch)], name
-        assert (tmp_path / f"{name}.s1").read_bytes() == tr.state_bytes(), name
-        losses = [tr.step(xs[i], int(labels[i]), 0.05) for i in range(3)]
-        assert got[("L", name)] == [fx(v) for v in losses], name
-        assert (tmp_path / f"{name}.s2").read_bytes() == tr.state_bytes(), name
-        r = tr.refit(xs, labels, l2=0.1, alpha=0.5)
-        assert got[("R2", name)] == [fx(r["l2"]), fx(r["alpha"]), "None",
-                                     str(memory.refit_scratch(tr.model, tr.scheme, labels, cv=False))], name
-        assert (tmp_path / f"{name}.s3").read_bytes() == tr.state_bytes(), name
-        assert got[("P", name)] == ["1"], name
-        assert got[("I", name)] == [str(memory.training_arena(tr.model, tr.scheme, momentum=mom > 0)),
-                                    str(memory.refit_scratch(tr.model, tr.scheme, None, cv=False))], name
+    for name0, (etm, xs, labels, mom) in twins.items():
+        for name in ('C' + name0, 'P' + name0):
+            tr = Trainer(etm, momentum=mom)
+            r = tr.refit(xs, labels)
+            chosen.add((r["l2"], r["alpha"]))
+            scratch = memory.refit_scratch(tr.model, tr.scheme, labels, cv=True)
+            assert got[("R1", name)] == [fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), str(len(labels)),
+                                         str(scratch)], name
+            assert (tmp_path / f"{name}.s1").read_bytes() == tr.state_bytes(), name
+            losses = [tr.step(xs[i], int(labels[i]), 0.05) for i in range(3)]
+            assert got[("L", name)] == [fx(v) for v in losses], name
+            assert (tmp_path / f"{name}.s2").read_bytes() == tr.state_bytes(), name
+            r = tr.refit(xs, labels, l2=0.1, alpha=0.5)
+            assert got[("R2", name)] == [fx(r["l2"]), fx(r["alpha"]), "None",
+                                         str(memory.refit_scratch(tr.model, tr.scheme, labels, cv=False))], name
+            assert (tmp_path / f"{name}.s3").read_bytes() == tr.state_bytes(), name
+            assert got[("P", name)] == ["1"], name
+            assert got[("I", name)] == [str(memory.training_arena(tr.model, tr.scheme, momentum=mom > 0)),
+                                        str(memory.refit_scratch(tr.model, tr.scheme, None, cv=False))], name
     assert len(chosen) > 1, chosen  # the CV does choose between grid points
 
 
