@@ -255,3 +255,114 @@ print('LOGITS', app.S.model.predict(bytes([i & 255 for i in range(600)])).hex())
     stdout2, rows2 = run_device(code2, tmp_path, heap=HEAP)
     assert next(r for r in rows2 if r["ev"] == "boot")["restored"] is True
     assert [line for line in stdout2.splitlines() if line.startswith("LOGITS")] == logits
+
+
+# --------------------------------------------------------------------------------------------
+# Single-precision MicroPython: the Cortex-M3 qemu firmware (float = C float, soft float)
+# --------------------------------------------------------------------------------------------
+
+QEMU_MODELS = 20
+QEMU_PY_MODELS = 6  # the pure-Python fallback is slow under qemu: its first models only
+
+QEMU_SCRIPT = """
+import edgetune, binascii, struct, os, gc
+print('FLOAT32', 1.0 + 2.0 ** -30 == 1.0)
+def hx(v):
+    return 'None' if v is None else binascii.hexlify(struct.pack('<f', v)).decode()
+for name, etm, xs, labels, py in {cases!r}:
+    buf = binascii.unhexlify(etm)
+    xs = binascii.unhexlify(xs)
+    labels = binascii.unhexlify(labels)
+    n = len(xs) // len(labels)
+    ws = [xs[i * n:(i + 1) * n] for i in range(len(labels))]
+    mods = [('C', edgetune)]
+    if py:  # a session of its own: the fallback's bytecode fills most of the 143 KB heap
+        import edgetune_py
+        mods = [('P', edgetune_py)]
+    for tag, mod in mods:
+        gc.collect()
+        m = mod.Model(buf)
+        gc.collect()
+        r = m.refit(ws, labels)
+        l = hx(m.train(ws[0], labels[0], lr=0.05))
+        if py:  # the RAM filesystem is full of the .mpy files: the file's bytes directly
+            st = m._state_bytes()
+        else:
+            m.save('s')
+            with open('s', 'rb') as f:
+                st = f.read()
+            os.remove('s')
+        print('CASE', tag, name, hx(r['l2']), hx(r['alpha']), hx(r['cv_accuracy']), l, binascii.hexlify(st).decode())
+        m = None
+print('DONE')
+"""
+
+
+def test_refit_on_single_precision_cortex_m3(tmp_path):
+    """C module and edgetune_py_refit (as .mpy) on the qemu board's float32 MicroPython == the twin."""
+    import subprocess
+
+    import test_edgetune_py as tep
+    import tinymodels
+    from test_qemu import CLASSES, build_firmware
+
+    from edgetune import emulate
+
+    fw = build_firmware(write_etm(tinymodels.app_model(window=16, classes=CLASSES)))
+    scripts, expect = [], {}
+    # the fallback's models first: the smallest (its weight tables must fit the 143 KB heap)
+    # (and only models whose refit scratch fits the board's heap next to the script: <= 40 KB)
+    cand = [(sd, m) for sd, m in refittable_models(QEMU_MODELS + 12)
+            if memory.refit_scratch(m, Scheme.default(m), [0] * 20, cv=True) <= 40_000]
+    models = sorted(cand[:QEMU_MODELS], key=lambda sm: len(write_etm(sm[1])))
+    # one model per session for the fallback (its tables and the script's hex fill the 143 KB
+    # heap), the C-only rest in groups
+    parts = [(i, min(i + 3, QEMU_MODELS), False) for i in range(0, QEMU_MODELS, 3)]
+    parts += [(i, i + 1, True) for i in range(QEMU_PY_MODELS)]
+    for part, end, py in parts:
+        spec = []
+        for seed, model in models[part:end]:
+            etm = write_etm(model)
+            rng = np.random.default_rng([11, seed])  # the same windows in both sessions
+            n = int(rng.integers(6, 21))
+            xs = rng.integers(-128, 128, (n, model.input_tensor.size)).astype(np.int8)
+            labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
+            spec.append((f"q{seed}", etm.hex(), xs.tobytes().hex(), labels.tobytes().hex(), py))
+            tr = Trainer(etm)
+            r = tr.refit(xs, labels)
+            loss = tr.step(xs[0], int(labels[0]), 0.05)
+            expect[f"q{seed}"] = " ".join([fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), fx(loss),
+                                          tr.state_bytes().hex()])
+        script = tmp_path / f"r{part}_{int(py)}.py"
+        script.write_text(QEMU_SCRIPT.format(cases=spec))
+        scripts.append((script, py))
+    mpys = []
+    for src in ("edgetune_py.py", "edgetune_py_refit.py"):
+        mpy = tmp_path / src.replace(".py", ".mpy")
+        proc = subprocess.run([str(tep._mpy_cross()), "-o", str(mpy), str(tep.FIRMWARE / src)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+        mpys.append(mpy)
+    out = ""
+    with emulate.QemuBoard(fw) as board:
+        for s, py in scripts:  # the C-only sessions first, on an empty filesystem
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+"]
+            if py:
+                args += ["cp", str(mpys[0]), ":edgetune_py.mpy", "+", "cp", str(mpys[1]), ":edgetune_py_refit.mpy",
+                         "+"]
+            args += ["run", str(s)]
+            proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
+                                  timeout=600)
+            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+            out += proc.stdout
+    assert "FLOAT32 True" in out
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("CASE "):
+            _, tag, name, rest = line.split(" ", 3)
+            rows[(tag, name)] = rest
+    assert len(expect) == QEMU_MODELS
+    for i, (name, want) in enumerate(expect.items()):
+        assert rows[("C", name)] == want, f"{name}: the C module on qemu differs from the numpy twin"
+        if i < QEMU_PY_MODELS:
+            assert rows[("P", name)] == want, f"{name}: edgetune_py_refit on float32 MicroPython differs"
