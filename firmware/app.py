@@ -372,6 +372,23 @@ def calibrate():
     return r
 
 
+def refit(l2=None, alpha=None):
+    """Closed-form refit of the classifier on the collected training windows (not the check set)
+    (docs/training.md §9; l2/alpha None: chosen by cross-validation over them). Logs a `refit`
+    line, then evaluates on the held-back windows. Returns the refit's dict."""
+    s = _state()
+    data, held = _split()
+    if not data:
+        raise RuntimeError("nothing collected: app.collect(label, n) first")
+    t0 = hal.ticks_ms()
+    r = s.model.refit([w for w, _ in data], [k for _, k in data], l2=l2, alpha=alpha)
+    log.emit("refit", (("l2", r["l2"]), ("alpha", r["alpha"]), ("cv_acc", r["cv_accuracy"]), ("n", r["n"]),
+                       ("scratch", r["scratch"]), ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
+    if held:
+        evaluate()
+    return r
+
+
 def score(source=None, limit=None):
     """Accuracy on a labelled stream: a session file path (replayed once) or a Replay source.
     Windows are cut inside each label run every `step` samples. Logs a score line."""

@@ -741,8 +741,8 @@ class Model:
                 put(struct.pack("<%df" % len(v), *v))
         if self._rl >= 0:  # the classifier's scales and multipliers (§6.3)
             L = self._layers[self._rl]
-            put(bytes(array("f", L.s_w)) + bytes(array("f", L.s_b)) + bytes(array("i", L.rm))
-                + bytes(array("i", [L.rl[c] - L.rr[c] for c in range(L.oc)])))
+            for a in (array("f", L.s_w), array("f", L.s_b), L.rm, array("i", [L.rl[c] - L.rr[c] for c in range(L.oc)])):
+                out.extend(a)
         return bytes(out)
 
     def _state_bytes(self):

@@ -8,6 +8,7 @@ cell right after it. Unlike the C module, the classifier's input of every window
 and kept (n x K bytes) instead of a forward pass per fold.
 """
 
+import gc
 import struct
 from array import array
 
@@ -48,12 +49,27 @@ def set_qscale(L, q):
     L.r_c = array("f", [v / mx for v in L.s_w])
 
 
-def _stats(U, labs, idx, K, C):
-    """Integer statistics of the windows idx: [n, G (packed lower), S1, B (C x K), cnt]."""
-    g = [0] * _tri(K)
-    s1 = [0] * K
-    b = [0] * (C * K)
-    cnt = [0] * C
+def _zeros(code, n):
+    return array(code, bytes((2 if code == "h" else 4) * n))
+
+
+class _Work:
+    """Every buffer of the refit, allocated once before the forward passes (small heaps
+    fragment: a solve must not need a fresh contiguous block)."""
+
+    def __init__(self, K, C):
+        T = _tri(K)
+        self.g, self.s1, self.b, self.cnt = _zeros("i", T), _zeros("i", K), _zeros("i", C * K), _zeros("i", C)
+        self.L, self.D, self.e = _zeros("f", T), _zeros("f", K), _zeros("f", K)
+        self.wr, self.ir = _zeros("f", C * K), _zeros("f", C)
+
+
+def _stats(W, U, labs, idx, K, C):
+    """Integer statistics of the windows idx: [n, G (packed lower), S1, B (C x K), cnt] in W."""
+    g, s1, b, cnt = W.g, W.s1, W.b, W.cnt
+    for a in (g, s1, b, cnt):
+        for i in range(len(a)):
+            a[i] = 0
     for q in idx:
         u = U[q]
         c = labs[q]
@@ -76,8 +92,9 @@ def _a0(st, j, k):
     return _r(float(n * g[_tri(hi) + lo] - s1[j] * s1[k]))
 
 
-def _solve(st, K, C, l2):
+def _solve(W, st, K, C, l2):
     """§9b: (wr (C x K, array 'f'), ir (C))."""
+    gc.collect()  # the previous solve's arrays: keep the small boards' heap unfragmented
     n, s1, b, cnt = st[0], st[2], st[3], st[4]
     tr = 0.0
     for k in range(K):
@@ -86,14 +103,13 @@ def _solve(st, K, C, l2):
     lam = _r(_r(l2 * tr) / _r(float(K)))
     if not lam > 0.0:
         lam = 1.0
-    Lm = array("f", [0.0] * _tri(K))
+    Lm = W.L
     for j in range(K):
         t = _tri(j)
         for k in range(j):
             Lm[t + k] = _a0(st, j, k)
         Lm[t + j] = _r(_a0(st, j, j) + lam)
-    D = array("f", [0.0] * K)
-    e = array("f", [0.0] * K)
+    D, e = W.D, W.e
     for j in range(K):
         tj = _tri(j)
         for i in range(j):
@@ -110,8 +126,7 @@ def _solve(st, K, C, l2):
             for i in range(j):
                 s = _r(s - _r(Lm[tr_ + i] * e[i]))
             Lm[tr_ + j] = s / d
-    wr = array("f", [0.0] * (C * K))
-    ir = array("f", [0.0] * C)
+    wr, ir = W.wr, W.ir
     fn = _r(float(n))
     for c in range(C):
         o = c * K
@@ -203,13 +218,11 @@ def _multiplier(m):
 
 
 def _folds(labs, C):
-    ncls = [0] * C
-    for c in labs:
-        ncls[c] += 1
+    """The j-th window of its class is in fold j % 5."""
     seen = [0] * C
     f = []
     for c in labs:
-        f.append((seen[c] * _FOLDS) // ncls[c])
+        f.append(seen[c] % _FOLDS)
         seen[c] += 1
     return f
 
@@ -265,18 +278,20 @@ def refit(self, xs, labels, l2, alpha):
     K, C = L.per, L.oc
     t_in = ts[L.inp]
     zp, s_x = t_in.zp, t_in.scale
+    gc.collect()
+    W = _Work(K, C)
     # the classifier's input of every window (forward passes only)
     U = []
     for x in inputs:
         for Lf in self._layers[:-1]:
             x = self._fwd_layer(Lf, x)
-        U.append([v - zp for v in x])
+        U.append(array("h", [v - zp for v in x]))
     if self._inference_arena > self._peak:
         self._peak = self._inference_arena
     wrows, bq, q0 = _flashed(self, li)
     swf, sbf = q0[0], q0[1]
     sf = [_r(s_x * swf[c]) for c in range(C)]
-    wf = array("f", [0.0] * (C * K))
+    wf = _zeros("f", C * K)
     for c in range(C):
         row = wrows[c]
         for k in range(K):
@@ -294,9 +309,9 @@ def refit(self, xs, labels, l2, alpha):
             te = [q for q in range(n) if fo[q] == f]
             if not tr or not te:
                 continue
-            st = _stats(U, labs, tr, K, C)
+            st = _stats(W, U, labs, tr, K, C)
             for il in range(len(l2s)):
-                wr, ir = _solve(st, K, C, l2s[il])
+                wr, ir = _solve(W, st, K, C, l2s[il])
                 gm, de = _terms(st, K, C, wr, wf, bf)
                 for q in te:
                     zf = _logits(U[q], K, C, wf, bf)
@@ -332,8 +347,8 @@ def refit(self, xs, labels, l2, alpha):
         qv = list(swf) + list(sbf) + list(q0[4]) + [q0[5][c] - q0[6][c] for c in range(C)]
         newb, neww = bq, [array("b", r) for r in wrows]
     else:
-        st = _stats(U, labs, range(n), K, C)
-        wr, ir = _solve(st, K, C, l2v)
+        st = _stats(W, U, labs, range(n), K, C)
+        wr, ir = _solve(W, st, K, C, l2v)
         gm, de = _terms(st, K, C, wr, wf, bf)
         a1, ga, ad = _r(1.0 - av), _r(av * gm), _r(av * de)
         for j in range(C * K):

@@ -8,7 +8,7 @@ sums, per-class sums, class counts of the features centred by their zero point);
 ridge solve (LDL^T) in the written order; the blend with the flashed classifier, its logit
 scale matched; requantization to int8 weights, int32 biases, new per-channel scales and
 requantization multipliers built from the float32 bits (no double). l2/alpha None: chosen by
-stratified 5-fold cross-validation on the written grid.
+stratified (interleaved) 5-fold cross-validation on the written grid.
 
 Every float operation is an np.float32 operation; the sequential sums are written as loops over
 the summed index (vectorized over the other indices only), so they are the C loops' order.
@@ -232,13 +232,12 @@ def _logits(w: np.ndarray, b: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def folds(labels: np.ndarray, n_cls: int) -> np.ndarray:
-    """Stratified contiguous folds: the j-th window (0-based, in order) of a class with n_c
-    windows goes to fold (j * 5) // n_c."""
+    """Stratified interleaved folds: the j-th window (0-based, in order) of its class goes to
+    fold j % 5."""
     f = np.zeros(len(labels), np.int64)
     seen = np.zeros(n_cls, np.int64)
-    cnt = np.bincount(labels, minlength=n_cls)
     for s, c in enumerate(labels):
-        f[s] = (seen[c] * FOLDS) // cnt[c]
+        f[s] = seen[c] % FOLDS
         seen[c] += 1
     return f
 

@@ -21,10 +21,11 @@ static void geometry(const et_train_t *t, int32_t *K, int32_t *C) {
     *C = (int32_t)tl->c_out;
 }
 
-/* Fold of window s (stratified, contiguous within its class): (j * 5) / n_c for the j-th window
- * of its class. seen/ncls are C counters (seen advanced here). */
+/* Fold of a window (stratified, interleaved): j % 5 for the j-th window of its class. seen: C
+ * counters, advanced here; ncls (the class counts) is not needed by this rule. */
 static int32_t fold_of(int32_t label, int32_t *seen, const int32_t *ncls) {
-    const int32_t f = (int32_t)(((int64_t)seen[label] * ET_REFIT_FOLDS) / ncls[label]);
+    (void)ncls;
+    const int32_t f = seen[label] % ET_REFIT_FOLDS;
     seen[label] += 1;
     return f;
 }
@@ -109,7 +110,7 @@ static size_t layout(const et_train_t *t, const int32_t *labels, int32_t n, int 
         int32_t fmax = 0;
         if (base) {
             fmax = largest_fold(labels, n, C, s->seen, s->ncls);
-        } else { /* the same count without scratch: the j-th of n_c windows is in fold (j * 5) / n_c */
+        } else { /* the same count without scratch: the j-th window of a class is in fold j % 5 */
             for (int32_t f = 0; f < ET_REFIT_FOLDS; ++f) {
                 int32_t size = 0;
                 for (int32_t c = 0; c < C; ++c) {
@@ -118,7 +119,7 @@ static size_t layout(const et_train_t *t, const int32_t *labels, int32_t n, int 
                         nc += labels[q] == c;
                     }
                     for (int32_t j = 0; j < nc; ++j) {
-                        size += (int32_t)(((int64_t)j * ET_REFIT_FOLDS) / nc) == f;
+                        size += j % ET_REFIT_FOLDS == f;
                     }
                 }
                 fmax = size > fmax ? size : fmax;
