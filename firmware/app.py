@@ -55,9 +55,9 @@ def _model_bytes(model):
     try:
         with open(model, "rb") as f:
             return f.read()
-    except OSError:
+    except OSError as e:
         if model != MODEL:
-            raise
+            raise OSError(e.errno, "no model file %s (copy one: edgetune deploy --model M.etm)" % model)
     try:
         import et_model
     except ImportError:
@@ -260,6 +260,9 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
     data, held = _split()
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
+    if not held and s.holdout > 0:
+        log.warn("no check windows, so no accuracy (acc: null), no early stop and no guard: the last 1 in %d "
+                 "windows of a class are the check set; collect at least %d windows per class" % (s.holdout, s.holdout))
     t0 = hal.ticks_ms()
     n_sgd = epochs if sgd else 0
     log.emit("start", (("steps", n_sgd * len(data)), ("samples", len(data)), ("held", len(held)),
