@@ -116,6 +116,39 @@ def _compact():
         _collect()
 
 
+def _refit_scratch(L):
+    """The C module's refit scratch without CV (docs/training.md §9 f): K(K+1)/2 int32 + as many
+    float32, 3 K + 2 C K + 8 C words."""
+    K, C = L.per, L.oc
+    return 4 * (K * (K + 1) + 3 * K + 2 * C * K + 8 * C)
+
+
+def _set_qscale(L, qf, qi):
+    """Install the classifier's scales and multipliers (docs/training.md §6.3, §9): qf = s_w (C)
+    + s_b (C) float32, qi = multiplier (C) + shift (C). The flashed ones are kept in L.q0 for
+    reset(); the first install makes the arrays of the refitted values, later ones write in place."""
+    C = L.oc
+    q0 = getattr(L, "q0", None)
+    if q0 is None:
+        q0 = L.q0 = (L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr)
+    if L.s_w is q0[0]:  # still the flashed arrays (shared with the tensor table): new ones
+        L.s_w, L.s_b, L.r_c = _zeros("f", C), _zeros("f", C), _zeros("f", C)
+        L.rm, L.rl, L.rr = _zeros("i", C), _zeros("b", C), _zeros("b", C)
+    mx = 0.0
+    for c in range(C):
+        L.s_w[c] = qf[c]
+        L.s_b[c] = qf[C + c]
+        L.rm[c] = qi[c]
+        v = qi[C + c]
+        L.rl[c] = v if v > 0 else 0
+        L.rr[c] = -v if v < 0 else 0
+        if L.s_w[c] > mx:
+            mx = L.s_w[c]
+    L.s_wmax = mx
+    for c in range(C):
+        L.r_c[c] = L.s_w[c] / mx  # the store rounds to float32
+
+
 def _round_sat(v, lim):
     """docs/training.md round_sat of a float32 value."""
     if v != v:
@@ -342,6 +375,7 @@ class Model:
         self._plan()
         self._buffers()
         self._peak = 0
+        self._frame = None  # sensor frame (docs/training.md §9): edgetune_py_frame
         self.reset()
 
     # ------------------------------------------------------------------ parsing
@@ -697,6 +731,7 @@ class Model:
         first = self._first
         self._trainable = 0
         self._params_size = 0
+        self._rl = -1
         if first < 0:
             self._arena = inf
             self._params_end = 0
@@ -740,6 +775,11 @@ class Model:
             if mom:
                 off += _a4(4 * (nb + nw))
             self._trainable += nb + nw
+        L, e = layers[-1], self._entry.get(nl - 1)  # the item a refit writes (§6.3, §9)
+        self._rl = nl - 1 if (L.op == OP_FULLY_CONNECTED and L.bias != NONE and e is not None and e[1]
+                              and len(e[2]) == L.oc) else -1
+        if self._rl >= 0:
+            off += 16 * L.oc
         self._params_size = off - p0
         self._params_end = off
         if self._batch:  # float32 batch accumulator per trainable parameter (§6)
@@ -802,6 +842,9 @@ class Model:
                 L.res_w = [_zeros("h", L.per) for _ in range(n_sel)]
                 L.mom_b = _zeros("f", nb) if mom else None
                 L.mom_w = [_zeros("f", L.per) for _ in range(n_sel)] if mom else None
+            q0 = getattr(L, "q0", None)
+            if q0 is not None:  # undo a refit's scales and multipliers (_set_qscale)
+                L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr = q0
         if self._first >= 0 and self._params_end > self._peak:
             self._peak = self._params_end
 
@@ -850,28 +893,52 @@ class Model:
                     yield L.mom_b
                 for row in L.mom_w:
                     yield row
+        if self._rl >= 0:  # the classifier's scales and multipliers (§6.3): s_w, s_b, mult, shift
+            L = self._layers[self._rl]
+            yield L.s_w
+            yield L.s_b
+            yield L.rm
+            sh = _zeros("i", L.oc)
+            for c in range(L.oc):
+                sh[c] = L.rl[c] - L.rr[c]
+            yield sh
 
-    def _state_parts(self):
+    def _trailer(self):
+        """The 44-byte frame trailer (flags bit1, docs/training.md §7), b'' without a frame."""
+        if self._frame is None:
+            return b""
+        from edgetune_py_frame import trailer
+
+        return trailer(self._frame)
+
+    def _state_parts(self, tail):
         """The trained-weights file from byte 16 on (the part its CRC covers), as buffers."""
         yield struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), self._params_size,
-                          1 if self._momentum > 0 else 0)
+                          (1 if self._momentum > 0 else 0) | (2 if tail else 0))
         for piece in self._params_pieces():
             yield piece
+        if tail:
+            yield tail
+
+    def _header(self, tail):
+        crc = 0
+        for piece in self._state_parts(tail):
+            crc = _crc(piece, crc)
+        return struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + self._params_size + len(tail), crc)
 
     def save(self, path):
         """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed. Written
         piece by piece from the state arrays (no copy of the state in RAM)."""
         import os
 
-        crc = 0
-        for piece in self._state_parts():
-            crc = _crc(piece, crc)
+        tail = self._trailer()
+        head = self._header(tail)
         tmp = path + ".tmp"
         f = _open(tmp, "wb")
         try:
             with f:
-                f.write(struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + self._params_size, crc))
-                for piece in self._state_parts():
+                f.write(head)
+                for piece in self._state_parts(tail):
                     f.write(piece)
         except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
             try:
@@ -886,41 +953,70 @@ class Model:
         passes over the file, none holding it in RAM: the CRC in 256-byte chunks, the values
         (through one small scratch array per size), then straight into the state arrays."""
         with _open(path, "rb") as f:
-            n = f.seek(0, 2)
-            f.seek(0)
-            head = f.read(32)
-            if len(head) < 32:
-                raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
-            magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", head, 0)
-            if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
-                raise ValueError("edgetune: not a trained-weights file (magic/version)")
-            if size != n:
+            self._load_from(f)
+
+    def state(self):
+        """The trained-weights file's bytes (docs/training.md §7): an in-RAM checkpoint that
+        m.load_state() restores (one bytes object of the file's size, filled piece by piece)."""
+        tail = self._trailer()
+        out = bytearray(self._header(tail))
+        for piece in self._state_parts(tail):
+            out.extend(piece)
+        return bytes(out)
+
+    def load_state(self, data):
+        """Install the bytes of m.state() / a trained-weights file, with load()'s checks (the
+        same streaming reader over the bytes; MicroPython's BytesIO refers to a bytes object
+        without copying it)."""
+        from io import BytesIO
+
+        mv = memoryview(data)  # TypeError for what is not a buffer, as the C module
+        self._load_from(BytesIO(data if isinstance(data, bytes) else bytes(mv)))
+
+    def _load_from(self, f):
+        """load()/load_state() from a stream f (seek, read, readinto)."""
+        n = f.seek(0, 2)
+        f.seek(0)
+        head = f.read(32)
+        if len(head) < 32:
+            raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
+        magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", head, 0)
+        if bytes(magic) != b"EDTW" or ver != 2 or hsize != 32:
+            raise ValueError("edgetune: not a trained-weights file (magic/version)")
+        if size != n:
+            raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+        chunk = bytearray(256)
+        mv = memoryview(chunk)
+        c = _crc(memoryview(head)[16:])
+        left = n - 32
+        while left:
+            k = f.readinto(mv[:min(left, 256)])
+            if not k:
                 raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
-            chunk = bytearray(256)
-            mv = memoryview(chunk)
-            c = _crc(memoryview(head)[16:])
-            left = n - 32
-            while left:
-                k = f.readinto(mv[:min(left, 256)])
-                if not k:
-                    raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
-                c = _crc(mv[:k], c)
-                left -= k
-            chunk = mv = None
-            if c != crc:
-                raise ValueError("edgetune: trained-weights file CRC mismatch")
-            if mcrc != self._crc_field:
-                raise ValueError("edgetune: trained-weights file belongs to another model")
-            if scrc != _crc(self._scheme_bytes()):
-                raise ValueError("edgetune: trained-weights file was saved with a different scheme")
-            if flags != (1 if self._momentum > 0 else 0):
-                raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
-            if p != self._params_size or size != 32 + p:
-                raise ValueError("edgetune: trained-weights params region has the wrong size")
-            f.seek(32)
-            self._read_params(f, False)
-            f.seek(32)
-            self._read_params(f, True)
+            c = _crc(mv[:k], c)
+            left -= k
+        chunk = mv = None
+        if c != crc:
+            raise ValueError("edgetune: trained-weights file CRC mismatch")
+        if mcrc != self._crc_field:
+            raise ValueError("edgetune: trained-weights file belongs to another model")
+        if scrc != _crc(self._scheme_bytes()):
+            raise ValueError("edgetune: trained-weights file was saved with a different scheme")
+        if flags & ~2 != (1 if self._momentum > 0 else 0):
+            raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
+        if p != self._params_size or size != 32 + p + (44 if flags & 2 else 0):
+            raise ValueError("edgetune: trained-weights params region has the wrong size")
+        frame = None
+        if flags & 2:  # the sensor-frame trailer, checked before anything changes
+            from edgetune_py_frame import from_trailer
+
+            f.seek(32 + p)
+            frame = from_trailer(self._tensors[self._input].shape[3], f.read(44))
+        f.seek(32)
+        self._read_params(f, False)
+        f.seek(32)
+        self._read_params(f, True)
+        self._frame = frame
         self._peak = max(self._peak, self._params_end)
 
     def _read_params(self, f, live):
@@ -979,6 +1075,20 @@ class Model:
                 get("f", nb, L.mom_b if live else None)
                 for s in range(n_sel):
                     get("f", per, L.mom_w[s] if live else None)
+        if self._rl >= 0:  # the classifier's scales and multipliers (§6.3)
+            L = self._layers[self._rl]
+            C = L.oc
+            qf = get("f", 2 * C)
+            qi = get("i", 2 * C)
+            if not live:
+                for v in qf:
+                    if not (v > 0.0 and v <= _FLT_MAX):
+                        raise ValueError("edgetune: trained-weights file: classifier scales must be positive numbers")
+                for c in range(C):
+                    if qi[c] < 0 or not -31 <= qi[C + c] <= 30:
+                        raise ValueError("edgetune: trained-weights file: classifier multiplier/shift out of range")
+            else:
+                _set_qscale(L, qf, qi)
 
     def _check_minus_128(self, L, layer, c, row):
         """A -128 in channel c's trained weights is allowed only where the flashed one is -128."""
@@ -1163,6 +1273,12 @@ class Model:
         loss = F[0]
         F[0] = float(correct) / float(n)
         return (loss, F[0])
+
+    def refit(self, xs, labels, l2=None, alpha=None):
+        """Closed-form classifier refit (docs/training.md §9) -> dict; edgetune_py_refit.py."""
+        from edgetune_py_refit import refit
+
+        return refit(self, xs, labels, l2, alpha)
 
     # ------------------------------------------------------------------ training
 
@@ -1504,6 +1620,10 @@ class Model:
             inv.append(i)
             if zp[c] - zp[c] != 0.0:
                 raise ValueError("edgetune: zero_point of channel %d must be finite" % c)
+        if self._frame is not None:  # the sensor frame first (docs/training.md §9)
+            from edgetune_py_frame import apply
+
+            samples = apply(self._frame, samples, C)
         out = bytearray(n)
         c = 0
         for i in range(n):
@@ -1530,6 +1650,18 @@ class Model:
             if c == C:
                 c = 0
         return bytes(out)
+
+    def calibrate(self, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2), gyro=(3, 4, 5)):
+        """Sensor-frame fit (docs/training.md §9); edgetune_py_frame, loaded when used."""
+        from edgetune_py_frame import calibrate
+
+        return calibrate(self, xs, labels, stats, scale, zero_point, accel, gyro)
+
+    def frame(self, *args, **kw):
+        """frame() -> None or dict; frame(None) clears; frame(R, accel=, gyro=) sets (§9)."""
+        from edgetune_py_frame import frame
+
+        return frame(self, *args, **kw)
 
     @staticmethod
     def _quant_param(v, what, C, dflt):
@@ -1567,5 +1699,6 @@ class Model:
             "trainable": self._trainable,
             "scheme": [(layer, b, len(ch)) for layer, b, ch in self._entries],
             "batch": self._batch,
+            "refit_scratch": None if self._rl < 0 else _refit_scratch(self._layers[self._rl]),
             "model_bytes": self._len,
         }

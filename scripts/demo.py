@@ -11,7 +11,9 @@
    pseudo-terminal like a board's UART (QEMU's -serial pty does the same);
 4. `edgetune monitor` reads that pty with pyserial: live progress, CSV and a PNG plot;
 5. device run 1: accuracy on eval.csv before adaptation -> collect n windows per class from the
-   adapt replay -> train with held-back evaluation -> accuracy after -> save;
+   adapt replay -> app.train(), the default recipe (calibrate the sensor frame -> refit the
+   classifier -> SGD with rollback -> do-no-harm guard, each step's check accuracy printed) ->
+   accuracy after -> save;
    device run 2 (a new process, i.e. a reboot): restore at boot -> accuracy again;
 6. a summary computed from the CSV that came through the serial port.
 
@@ -196,13 +198,19 @@ def summary(rows: list[dict]) -> dict:
         "train_ms": end[-1]["elapsed_ms"] if end else None,
         "restored_at_boot": [b.get("restored") for b in boots],
         "early_stop": end[-1].get("early_stop") if end else None,
+        # the recipe's steps: (stage, check-set accuracy or None when skipped, what it logged)
+        "recipe": [(r["stage"], r.get("acc"), r.get("skipped") or r.get("chosen") or "")
+                   for r in rows if r.get("ev") == "recipe"],
+        "guards": [(r.get("stage"), r.get("before"), r.get("after"), r.get("kept"))
+                   for r in rows if r.get("ev") == "guard"],
+        "kept": end[-1].get("kept") if end else None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--n", type=int, default=12, help="windows collected per class (1 in 4 held back)")
+    p.add_argument("--n", type=int, default=20, help="windows collected per class (app.collect's default; the last 1 in 4 are the check set)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
@@ -271,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     s = summary(read_csv(csv_path))
     (out / "summary.json").write_text(json.dumps(s, indent=1))
     print("== summary (from the log stream received over the pty)")
+    print("   the recipe (app.train): accuracy on the check windows (per class the last collected) after each step")
+    for stage, acc, note in s["recipe"]:
+        print(f"     {stage:<10} " + (f"{acc:.3f}" if isinstance(acc, (int, float)) else "  -  ")
+              + (f"  ({note})" if note else ""))
+    for stage, b, a_, kept in s["guards"]:
+        if b is not None:
+            print(f"     guard ({stage}): {b:.3f} -> {a_:.3f}: {'kept' if kept else 'rolled back'}")
     print(f"   accuracy on the shifted eval windows ({s['eval_windows']}): before {s['before']:.3f}"
           f"  ->  after {s['after']:.3f}  ->  after reboot (restored) {s['restored']:.3f}")
     print(f"   training: {s['steps']} steps in {s['train_ms']} ms on the unix port; arena {s['arena']} bytes,"

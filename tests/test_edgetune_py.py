@@ -75,6 +75,9 @@ for name, scheme, mom, qas, lr in {cases!r}:
         m = mod.Model(buf, scheme=scheme, momentum=mom)
         m.load(D + '/' + name + '.' + src)
         m.save(D + '/' + name + '.' + dst)
+        m = mod.Model(buf, scheme=scheme, momentum=mom)  # the in-RAM checkpoint API: same bytes
+        m.load_state(open(D + '/' + name + '.' + src, 'rb').read())
+        print('STATE', dst, name, m.state() == open(D + '/' + name + '.' + dst, 'rb').read())
 print('DONE')
 """
 
@@ -112,7 +115,7 @@ def check_cases(micropython, tmp: Path, cases, seed: int, inputs=None) -> None:
     rows: dict[tuple[str, str, str], list[str]] = {}
     for line in out.splitlines():
         parts = line.split(" ", 3)
-        if parts[0] in ("CASE", "INFO"):
+        if parts[0] in ("CASE", "INFO", "STATE"):
             rows[(parts[0], parts[1], parts[2])] = parts[3]
     n_changed = 0
     steps = len(data[cases[0].name][1])
@@ -125,6 +128,7 @@ def check_cases(micropython, tmp: Path, cases, seed: int, inputs=None) -> None:
         state_c = (tmp / f"{c.name}.C").read_bytes()
         state_p = (tmp / f"{c.name}.P").read_bytes()
         assert state_p == state_c, f"{where}: state files differ"
+        assert rows[("STATE", "PC", c.name)] == rows[("STATE", "CP", c.name)] == "True", f"{where}: state()/load_state()"
         assert (tmp / f"{c.name}.PC").read_bytes() == state_c, f"{where}: py did not reload C's file"
         assert (tmp / f"{c.name}.CP").read_bytes() == state_p, f"{where}: C did not reload py's file"
         # and the numpy twin

@@ -359,8 +359,8 @@ def test_training_layout_by_hand():
     # saved: layer 0 mask (5 bits -> 4 bytes), layer 1 input (5 -> 8) + mask (3 bits -> 4)
     assert regions[1].size == 4 + 8 + 4
     # params: layer 0 bias 20 + res 12 (10 -> 12); layer 1 bias 12, map 8 (6), weights 16 (15),
-    # residuals 2*(3+15)=36
-    assert regions[2].size == 20 + 12 + 12 + 8 + 16 + 36
+    # residuals 2*(3+15)=36; the classifier's scales and multipliers 16*3 (§6.3, refit §9)
+    assert regions[2].size == 20 + 12 + 12 + 8 + 16 + 36 + 48
     assert regions[3].size == 12
     off = 0
     for r in regions:
@@ -368,7 +368,7 @@ def test_training_layout_by_hand():
         for _, _, o, n in r.items:
             assert o % 4 == 0 and n % 4 == 0
         off += r.size
-    assert training_arena(m, s) == off == 28 + 16 + 104 + 12
+    assert training_arena(m, s) == off == 28 + 16 + 152 + 12
     assert training_arena(m, s, momentum=True) == off + 4 * 5 + align4(4 * 18)
     assert regions[2].size == len(Trainer(m, s).params_region())
     assert training_layout(m, s, True)[2].size == len(Trainer(m, s, momentum=0.5).params_region())
@@ -411,7 +411,7 @@ def test_state_round_trip_and_continue_identically(tmp_path):
     m, s, tr, xs, ys = _trained()
     data = tr.state_bytes()
     magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", data)
-    assert (magic, ver, hsize, size, flags) == (b"EDTW", 1, 32, len(data), 1)
+    assert (magic, ver, hsize, size, flags) == (b"EDTW", 2, 32, len(data), 1)
     assert crc == zlib.crc32(data[16:]) & 0xFFFFFFFF
     assert mcrc == struct.unpack_from("<I", write_etm(m), 12)[0]
     assert scrc == zlib.crc32(s.encode()) & 0xFFFFFFFF and p == len(data) - 32

@@ -397,6 +397,7 @@ def attempt(label, f, *a, **k):
         print(label, type(e).__name__, e)
 m = edgetune.Model(buf, momentum=0.5)
 flashed = snap(m)
+m3_pred = m.predict(xs[:n])
 for i in range(10):
     m.train(xs[i * n:(i + 1) * n], i % {ncls}, lr=0.1)
 m.save(D + '/a.state')
@@ -420,6 +421,14 @@ attempt('SHORT', m2.train, xs[:n - 1], 0)
 attempt('EVAL_LEN', m2.evaluate, [xs[:n]], [0, 1])
 attempt('EVAL_LABEL', m2.evaluate, [xs[:n]], [{ncls}])
 print('NOTHING_CHANGED', snap(m2) == before and m2.predict(xs[:n]) == y0)
+ck = m2.state()
+print('STATE_IS_FILE', ck == before)
+attempt('LOAD_STATE_BAD', m2.load_state, ck[:-4])
+print('STATE_UNCHANGED', m2.state() == before)
+m2.load_state(flashed)
+print('LOAD_STATE_FLASHED', snap(m2) == flashed and m2.predict(xs[:n]) == m3_pred)
+m2.load_state(ck)
+print('LOAD_STATE_BACK', snap(m2) == before and m2.predict(xs[:n]) == y0)
 m2.reset()
 print('RESET', snap(m2) == flashed)
 m3 = edgetune.Model(buf, momentum=0.5)
@@ -477,7 +486,10 @@ def test_save_load_reset_and_refusals(micropython, tmp_path):
     assert "DONE" in got, proc.stdout
     # The device's saved file equals the twin's after the same 10 steps.
     assert (tmp_path / "a.state").read_bytes() == bytes(good)
-    for key in ("TMP_GONE", "TRAINED_DIFFERS", "LOAD_SAME", "PRED_SAME", "NOTHING_CHANGED", "RESET", "RESET_PRED"):
+    # m.state() / m.load_state(): the in-RAM checkpoint is the file's bytes, checked the same way
+    assert got["LOAD_STATE_BAD"].startswith("ValueError"), got["LOAD_STATE_BAD"]
+    for key in ("TMP_GONE", "TRAINED_DIFFERS", "LOAD_SAME", "PRED_SAME", "NOTHING_CHANGED", "RESET", "RESET_PRED",
+                "STATE_IS_FILE", "STATE_UNCHANGED", "LOAD_STATE_FLASHED", "LOAD_STATE_BACK"):
         assert got[key] == "True", (key, proc.stdout)
     for bad, why in (("b.state", "another model"), ("trunc.state", "truncated"), ("crc.state", "CRC"),
                      ("sel.state", "channel map"), ("w128.state", "-128"), ("mom.state", "momentum")):

@@ -4,8 +4,9 @@
         copies firmware/*.py, the model (as model.etm) and config.json (the board's "imu"
         section of boards/<board>/board.json) to the board's filesystem; main.py boots the app.
     edgetune train --port /dev/ttyACM0 --label PEN --label ABD [--n 20] [--epochs 5] [--lr 0.01]
-        [--target 0.9] [--save] [--csv log.csv] [--plot log.png]
-        runs app.collect(label, n) for each label, app.train(...) (and app.save()) on the board
+        [--target 0.9] [--no-calibrate] [--no-refit] [--no-sgd] [--no-guard] [--save] [--csv log.csv]
+        [--plot log.png]
+        runs app.collect(label, n) for each label, app.train(...) (the default recipe) (and app.save()) on the board
         via `mpremote exec`; the @et lines go through the monitor's parser (progress, CSV, PNG).
     edgetune repl --port /dev/ttyACM0
 
@@ -58,11 +59,15 @@ def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
 
 
 def train_code(labels: Sequence[str], n: int = 20, epochs: int = 5, lr: float = 0.01,
-               target: float | None = None, save: bool = False) -> str:
-    """The MicroPython statements `edgetune train` runs on the board."""
+               target: float | None = None, save: bool = False, calibrate: bool = True, refit: bool = True,
+               sgd: bool = True, guard: bool = True, refit_all: bool = True) -> str:
+    """The MicroPython statements `edgetune train` runs on the board: collect, then the default
+    recipe (app.train: calibrate -> refit -> SGD with rollback -> guard; steps switchable)."""
     lines = ["import app", "app.S or app.boot()"]
     lines += [f"app.collect({lab!r}, n={int(n)})" for lab in labels]
-    lines.append(f"app.train(epochs={int(epochs)}, lr={float(lr)!r}, target={target!r})")
+    off = "".join(f", {k}=False" for k, v in (("calibrate", calibrate), ("refit", refit), ("sgd", sgd),
+                                               ("guard", guard), ("refit_all", refit_all)) if not v)
+    lines.append(f"app.train(epochs={int(epochs)}, lr={float(lr)!r}, target={target!r}{off})")
     if save:
         lines.append("app.save()")
     return "\n".join(lines)
@@ -108,13 +113,21 @@ def train_cli(argv: list[str]) -> int:
     p.add_argument("--n", type=int, default=20, help="windows per label")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--target", type=float, help="stop early at this held-back accuracy")
+    p.add_argument("--target", type=float, help="stop SGD early at this check-set accuracy")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false", help="recipe: skip the frame fit")
+    p.add_argument("--no-refit", dest="refit", action="store_false", help="recipe: skip the classifier refit")
+    p.add_argument("--no-sgd", dest="sgd", action="store_false", help="recipe: skip SGD with rollback")
+    p.add_argument("--no-refit-all", dest="refit_all", action="store_false",
+                   help="recipe: no last refit over every collected window after a kept refit")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="recipe: keep the result even if the check set did not improve")
     p.add_argument("--save", action="store_true", help="app.save() afterwards (restored at boot)")
     p.add_argument("--csv", help="log rows to this CSV")
     p.add_argument("--plot", help="PNG of the run")
     p.add_argument("--dry-run", action="store_true", help="print the mpremote command only")
     a = p.parse_args(argv)
-    cmd = train_argv(a.port, train_code(a.label, a.n, a.epochs, a.lr, a.target, a.save))
+    cmd = train_argv(a.port, train_code(a.label, a.n, a.epochs, a.lr, a.target, a.save, a.calibrate, a.refit,
+                                        a.sgd, a.guard, a.refit_all))
     if a.dry_run:
         return _run(cmd, True)
     from .monitor import CsvLog, parse_line, plot
@@ -141,7 +154,7 @@ def train_cli(argv: list[str]) -> int:
             log = CsvLog(a.csv)
         if log:
             log.add(row)
-        if row.get("ev") in ("eval", "score", "end", "collect"):
+        if row.get("ev") in ("eval", "score", "end", "collect", "recipe", "guard", "rollback", "calibrate", "refit"):
             print(f"{row['ev']}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("ev", "t_ms")))
     rc = proc.wait()
     if log:

@@ -123,6 +123,11 @@ def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[
         items.append(("residuals", e.layer, align4(2 * (n_b + n_w))))
         if momentum:
             items.append(("momentum", e.layer, align4(4 * (n_b + n_w))))
+    from .refit import qscale_bytes, refit_layer
+
+    layer = refit_layer(model, scheme)
+    if layer is not None:  # the classifier's scales and multipliers, which a refit rewrites
+        items.append(("classifier_quant", layer, qscale_bytes(out_channels(model, layer))))
     return items
 
 
@@ -203,3 +208,18 @@ def training_arena(model: EtmModel, scheme, momentum: bool = False, batch: bool 
     if not regions:
         return inference_arena(model)
     return regions[-1].offset + regions[-1].size
+
+
+def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
+    """Transient scratch of Model.refit (docs/training.md §9): host/edgetune/refit.refit_scratch."""
+    from .refit import refit_scratch as f
+
+    return f(model, scheme, labels, cv)
+
+
+def checkpoint_bytes(model: EtmModel, scheme, momentum: bool = False, frame: bool = False) -> int:
+    """Heap bytes of one in-RAM checkpoint, `m.state()` (the app's rollback / do-no-harm guard
+    holds at most two at a time: the model before the recipe and the best SGD epoch): the
+    trained-weights file's 32-byte header + the params region (docs/training.md §6.3, §7) + the
+    sensor-frame trailer (44 bytes) when the model has a frame."""
+    return 32 + sum(n for _, _, n in params_items(model, scheme, momentum)) + (44 if frame else 0)

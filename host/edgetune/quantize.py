@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import data
+from . import data, frame
 
 N_REPRESENTATIVE = 500
 
@@ -71,6 +71,9 @@ def metadata(sc: data.Scenario, tflite: bytes, extra: dict[str, Any] | None = No
         "raw_input_quant": sc.norm.fold(s_in, z_in),
         "data": "seglearn watch (BSD-3)",
         "scenario": sc.name,
+        # sensor-frame calibration (docs/training.md §9): which channels are 3-vectors and the
+        # per-class source statistics of the training split in raw units
+        **frame.frame_metadata(sc),
     }
     meta.update(extra or {})
     return meta

@@ -198,7 +198,7 @@ class Trainer:
     """Training state of one model + scheme, bit-identical with the C module."""
 
     MAGIC = b"EDTW"
-    VERSION = 1
+    VERSION = 2  # 2: the params region ends with the classifier-quantization item (§6.3)
     HEADER = struct.Struct("<4sHHIIIIII")
 
     def __init__(self, model: EtmModel | bytes, scheme: Scheme | None = None, momentum: float = 0.0,
@@ -221,7 +221,7 @@ class Trainer:
         self.batch = bool(batch)
         self._acc: dict | None = None  # inside step_batch: {("b"|"w", layer): float32 accumulator}
         # live model: trained tensors are replaced by our own arrays (mutated in place)
-        self.live = dataclasses.replace(model, tensors=list(model.tensors))
+        self.live = dataclasses.replace(model, tensors=list(model.tensors), layers=list(model.layers))
         self.bias: dict[int, np.ndarray] = {}
         self.weight: dict[int, np.ndarray] = {}
         self.sel: dict[int, np.ndarray] = {}
@@ -243,6 +243,10 @@ class Trainer:
                 self.s_w[i] = sw
                 self.s_wmax[i] = sw.max()
                 self.r_c[i] = (sw / sw.max()).astype(F32)
+        from .refit import refit_layer
+
+        self.refit_layer = refit_layer(model, self.scheme)  # has the §6.3 quantization item
+        self.qscale = None
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -270,6 +274,40 @@ class Trainer:
                 shape = (len(e.channels), per_channel(m, e.layer))
                 self.res_w[e.layer] = np.zeros(shape, np.int16)
                 self.mom_w[e.layer] = np.zeros(shape, F32)
+        if self.refit_layer is not None:
+            from .refit import Flashed
+
+            fl = Flashed(m, self.refit_layer)
+            self._set_qscale(self.refit_layer, fl.s_w, fl.s_b, fl.mult, fl.shift)
+
+    def _set_qscale(self, i: int, s_w, s_b, mult, shift) -> None:
+        """The classifier's per-channel weight/bias scales and requantization multipliers
+        (the params region's last item, §6.3): every later forward and update uses them."""
+        s_w = np.asarray(s_w, F32).copy()
+        self.s_w[i] = s_w
+        self.s_wmax[i] = s_w.max()
+        self.r_c[i] = (s_w / s_w.max()).astype(F32)
+        self.s_b[i] = np.asarray(s_b, F32).copy()
+        self.live.layers[i] = dataclasses.replace(self.model.layers[i], multipliers=np.asarray(mult, np.int32).copy(),
+                                                  shifts=np.asarray(shift, np.int32).copy())
+        self.qscale = (self.s_w[i], self.s_b[i], self.live.layers[i].multipliers, self.live.layers[i].shifts)
+
+    def install_classifier(self, i: int, q: dict) -> None:
+        """A refit's result (refit.py): int8 weights (C, K), int32 biases, scales and multipliers;
+        the classifier's residuals and momentum restart at zero."""
+        self.bias[i].reshape(-1)[:] = q["b"]
+        channel_weights(self.model, i, self.weight[i])[:] = q["w"]
+        self.res_b[i][:] = 0
+        self.res_w[i][:] = 0
+        self.mom_b[i][:] = 0
+        self.mom_w[i][:] = 0
+        self._set_qscale(i, q["s_w"], q["s_b"], q["mult"], q["shift"])
+
+    def refit(self, xs, labels, l2=None, alpha=None) -> dict:
+        """Closed-form classifier refit (docs/training.md §9, host/edgetune/refit.py)."""
+        from .refit import refit
+
+        return refit(self, xs, labels, l2, alpha)
 
     def trained_weights(self, layer: int) -> np.ndarray:
         """(n_sel, per_channel) int8 copy of the selected channels of `layer`."""
@@ -306,6 +344,10 @@ class Trainer:
                 if e.channels:
                     mom.append(self.mom_w[e.layer].reshape(-1))
                 put(np.concatenate(mom).astype("<f4").tobytes())
+        if self.refit_layer is not None:
+            sw, sb, mult, shift = self.qscale
+            put(sw.astype("<f4").tobytes() + sb.astype("<f4").tobytes() + np.asarray(mult).astype("<i4").tobytes()
+                + np.asarray(shift).astype("<i4").tobytes())
         return bytes(out)
 
     def state_bytes(self) -> bytes:
@@ -316,6 +358,10 @@ class Trainer:
                            1 if self.momentum > 0 else 0) + params
         crc = zlib.crc32(tail) & 0xFFFFFFFF
         return struct.pack("<4sHHII", self.MAGIC, self.VERSION, 32, size, crc) + tail
+
+    def state(self) -> bytes:
+        """The device's m.state(): the trained-weights file's bytes (an in-RAM checkpoint)."""
+        return self.state_bytes()
 
     def save(self, path: str) -> None:
         """Write the trained-weights file as path + ".tmp", then rename it over `path`."""
@@ -398,6 +444,15 @@ class Trainer:
                     new.append(("mb", e.layer, v[:nb].copy()))
                 if e.channels:
                     new.append(("mw", e.layer, v[nb:].reshape(n_sel, pc).copy()))
+        if self.refit_layer is not None:
+            c = out_channels(m, self.refit_layer)
+            sw, sb = take(c, "<f4").astype(F32), take(c, "<f4").astype(F32)
+            mult, shift = take(c, "<i4").astype(np.int32), take(c, "<i4").astype(np.int32)
+            if not (np.all(np.isfinite(sw) & (sw > 0)) and np.all(np.isfinite(sb) & (sb > 0))):
+                raise ValueError("trained-weights file: classifier scales must be positive numbers")
+            if np.any(mult < 0) or np.any(shift < -31) or np.any(shift > 30):
+                raise ValueError("trained-weights file: classifier multiplier/shift out of range")
+            new.append(("q", self.refit_layer, (sw, sb, mult, shift)))
         for kind, layer, arr in new:
             if kind == "b":
                 self.bias[layer].reshape(-1)[:] = arr
@@ -411,6 +466,8 @@ class Trainer:
                 self.mom_b[layer][:] = arr
             elif kind == "mw":
                 self.mom_w[layer][:] = arr
+            elif kind == "q":
+                self._set_qscale(layer, *arr)
 
     # ------------------------------------------------------------------ inference
 
@@ -464,7 +521,7 @@ class Trainer:
         lr = F32(lr)
         # §2 forward (all activations kept; the device keeps only what §2 lists)
         acts = [x]
-        for ly in m.layers:
+        for ly in self.live.layers:  # the classifier's multipliers may be a refit's (§6.3)
             acts.append(reference.run_layer(self.live, ly, acts[-1]))
         t_out = m.output_tensor
         loss, g = softmax_xent(acts[-1], t_out.scale, t_out.zero_point, label)

@@ -19,7 +19,9 @@
 
 #include "model.h"
 #include "train.h"
+#include "refit.h"
 #include "kernels/et_mathf.h"
+#include "kernels/et_frame_f32.h"
 #include "kernels/et_quantize_f32.h"
 #include "kernels/et_train_kernels.h"
 
@@ -31,6 +33,11 @@ typedef struct _edgetune_model_obj_t {
     et_train_layer_t *tlayers; /* model.n_layers entries: the scheme and its arena plan */
     et_train_t train;    /* training state; train.m points at model above */
     bool batch;          /* Model(..., batch=True): train() takes k labels (docs/training.md §5) */
+    /* sensor frame (docs/training.md §9): applied by quantize() when frame_on */
+    bool frame_on;
+    uint8_t frame_improper;
+    uint8_t frame_accel[3], frame_gyro[3];
+    float frame_r[9];
 } edgetune_model_obj_t;
 
 static const char *const act_names[] = { "NONE", "RELU", "RELU6" };
@@ -384,6 +391,95 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_evaluate);
 
+/* m.refit(xs, labels, l2=None, alpha=None) -> dict: closed-form classifier refit (docs/training.md
+ * §9). xs: list/tuple of windows; labels: bytes-like or list/tuple of ints. Every argument is
+ * converted first, then checked (ValueError); the index arrays and the scratch are allocated
+ * before anything changes (MemoryError leaves the model as it was). */
+static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_xs, ARG_labels, ARG_l2, ARG_alpha };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_xs, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_labels, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_l2, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_alpha, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    /* conversions (TypeError for a wrong type) */
+    size_t n, n_labels;
+    mp_obj_t *xs;
+    mp_obj_get_array(a[ARG_xs].u_obj, &n, &xs);
+    mp_buffer_info_t lb = {0};
+    mp_obj_t *litems = NULL;
+    if (!mp_get_buffer(a[ARG_labels].u_obj, &lb, MP_BUFFER_READ)) {
+        mp_obj_get_array(a[ARG_labels].u_obj, &n_labels, &litems);
+    } else {
+        n_labels = lb.len;
+    }
+    const float nan = et_f32_from_bits(0x7FC00000u);
+    const int l2_none = a[ARG_l2].u_obj == mp_const_none, alpha_none = a[ARG_alpha].u_obj == mp_const_none;
+    const float l2 = l2_none ? nan : (float)mp_obj_get_float(a[ARG_l2].u_obj);
+    const float alpha = alpha_none ? nan : (float)mp_obj_get_float(a[ARG_alpha].u_obj);
+    for (size_t k = 0; k < n_labels; ++k) {
+        (void)mp_obj_get_int(batch_label(&lb, litems, k));
+    }
+    /* checks (ValueError, nothing changed) */
+    if (n != n_labels) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs as many labels as windows"));
+    }
+    if ((!l2_none && l2 != l2) || (!alpha_none && alpha != alpha)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: l2 and alpha must be numbers (None: chosen by cross-validation)"));
+    }
+    if (n > ET_REFIT_MAX_WINDOWS) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs 2..32767 windows"));
+    }
+    for (size_t k = 0; k < n; ++k) {
+        (void)input_of(self, xs[k]);
+        (void)label_of(self, batch_label(&lb, litems, k));
+    }
+    check_buffer_unchanged(self);
+    int32_t *labels = m_new(int32_t, n ? n : 1);
+    for (size_t k = 0; k < n; ++k) {
+        labels[k] = (int32_t)mp_obj_get_int(batch_label(&lb, litems, k));
+    }
+    const char *msg = et_refit_check(&self->train, labels, (int32_t)n, l2, alpha);
+    if (msg) {
+        m_del(int32_t, labels, n ? n : 1);
+        mp_raise_ValueError((mp_rom_error_text_t)msg);
+    }
+    const int8_t **px = m_new(const int8_t *, n);
+    for (size_t k = 0; k < n; ++k) {
+        px[k] = input_of(self, xs[k]);
+    }
+    const int cv = l2_none || alpha_none;
+    const size_t need = et_refit_scratch_size(&self->train, labels, (int32_t)n, cv);
+    void *scratch = m_malloc_maybe(need);
+    if (scratch == NULL) {
+        m_del(const int8_t *, px, n);
+        m_del(int32_t, labels, n);
+        mp_raise_msg_varg(&mp_type_MemoryError, MP_ERROR_TEXT("edgetune: refit needs %u bytes of scratch"),
+            (unsigned)need);
+    }
+    et_refit_result_t res;
+    msg = et_refit_run(&self->train, px, labels, (int32_t)n, l2, alpha, scratch, &res);
+    m_free(scratch, need);
+    m_del(const int8_t *, px, n);
+    m_del(int32_t, labels, n);
+    if (msg) {
+        mp_raise_ValueError((mp_rom_error_text_t)msg);
+    }
+    mp_obj_t d = mp_obj_new_dict(5);
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_l2), mp_obj_new_float((mp_float_t)res.l2));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_alpha), mp_obj_new_float((mp_float_t)res.alpha));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_cv_accuracy),
+        res.cv ? mp_obj_new_float((mp_float_t)res.cv_accuracy) : mp_const_none);
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_n), MP_OBJ_NEW_SMALL_INT((mp_int_t)n));
+    mp_obj_dict_store(d, MP_OBJ_NEW_QSTR(MP_QSTR_scratch), MP_OBJ_NEW_SMALL_INT((mp_int_t)need));
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_refit_obj, 3, edgetune_model_refit);
+
 /* Call f.<method>(args...) through the runtime. */
 static mp_obj_t call_method(mp_obj_t obj, qstr name, size_t n_args, const mp_obj_t *args) {
     mp_obj_t call[2 + 2];
@@ -437,6 +533,13 @@ static void remove_quietly(mp_obj_t path) {
     }
 }
 
+/* Sensor-frame helpers (defined with m.calibrate / m.frame below). */
+static void frame_check(edgetune_model_obj_t *self, const uint8_t *accel, const uint8_t *gyro,
+    unsigned improper, unsigned pad, const float *r);
+static void frame_set(edgetune_model_obj_t *self, const uint8_t *accel, const uint8_t *gyro, unsigned improper,
+    const float *r);
+static size_t frame_trailer(edgetune_model_obj_t *self, uint8_t *tail);
+
 /* m.save(path): the trained-weights file (docs/training.md §7), written as path + ".tmp"
  * and renamed over path. If a write or the close fails (a full filesystem: OSError), the file
  * is closed and the tmp removed before the error propagates: path keeps the old weights and
@@ -446,7 +549,9 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
     check_buffer_unchanged(self);
     uint8_t hdr[ET_STATE_HEADER];
-    et_train_state_header(&self->train, hdr);
+    uint8_t tail[ET_STATE_FRAME_BYTES];
+    const size_t tail_len = frame_trailer(self, tail);
+    et_train_state_header_tail(&self->train, hdr, tail, tail_len);
     mp_obj_t tmp = mp_binary_op(MP_BINARY_OP_ADD, path, mp_obj_new_str(".tmp", 4));
     mp_obj_t f = open_file(tmp, "wb");
     nlr_buf_t nlr;
@@ -455,6 +560,10 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
         call_method(f, MP_QSTR_write, 1, &chunk);
         if (self->train.params_size) {
             chunk = mp_obj_new_memoryview('B', self->train.params_size, self->arena + self->train.params_off);
+            call_method(f, MP_QSTR_write, 1, &chunk);
+        }
+        if (tail_len) {
+            chunk = mp_obj_new_bytes(tail, tail_len);
             call_method(f, MP_QSTR_write, 1, &chunk);
         }
         call_method(f, MP_QSTR_close, 0, NULL);
@@ -470,6 +579,32 @@ static mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path) {
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_save_obj, edgetune_model_save);
+
+/* Check a trained-weights image, then install it (ValueError leaves the model unchanged). */
+static mp_obj_t install_state(edgetune_model_obj_t *self, mp_obj_t data) {
+    mp_buffer_info_t bi;
+    mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
+    char err[160];
+    const char *msg = et_train_state_check(&self->train, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
+    if (msg) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
+    }
+    const uint8_t *b = (const uint8_t *)bi.buf;
+    float fr[9];
+    const bool has_frame = (b[28] & ET_STATE_FLAG_FRAME) != 0;
+    if (has_frame) {
+        const uint8_t *tl = b + bi.len - ET_STATE_FRAME_BYTES;
+        memcpy(fr, tl + 8, sizeof fr);
+        frame_check(self, tl, tl + 3, tl[6], tl[7], fr); /* ValueError before anything changes */
+    }
+    et_train_state_load(&self->train, b);
+    self->frame_on = has_frame;
+    if (has_frame) {
+        const uint8_t *tl = b + bi.len - ET_STATE_FRAME_BYTES;
+        frame_set(self, tl, tl + 3, tl[6], fr);
+    }
+    return mp_const_none;
+}
 
 /* m.load(path): read a trained-weights file; everything is checked before the model
  * changes (ValueError and the current weights stay). The file is closed on every path. */
@@ -487,17 +622,38 @@ static mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path) {
         nlr_jump(nlr.ret_val);
     }
     call_method(f, MP_QSTR_close, 0, NULL);
-    mp_buffer_info_t bi;
-    mp_get_buffer_raise(data, &bi, MP_BUFFER_READ);
-    char err[160];
-    const char *msg = et_train_state_check(&self->train, (const uint8_t *)bi.buf, bi.len, err, sizeof err);
-    if (msg) {
-        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
-    }
-    et_train_state_load(&self->train, (const uint8_t *)bi.buf);
-    return mp_const_none;
+    return install_state(self, data);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_obj, edgetune_model_load);
+
+/* m.state(): the trained-weights file's bytes (docs/training.md §7) as a new bytes object, an
+ * in-RAM checkpoint (32 + params_size bytes of heap) for rollback; m.load_state(buf) installs
+ * such bytes with the checks of m.load. */
+static mp_obj_t edgetune_model_state(mp_obj_t self_in) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    uint8_t tail[ET_STATE_FRAME_BYTES];
+    const size_t tail_len = frame_trailer(self, tail);
+    size_t n = ET_STATE_HEADER + self->train.params_size + tail_len;
+    vstr_t v;
+    vstr_init_len(&v, n);
+    et_train_state_header_tail(&self->train, (uint8_t *)v.buf, tail, tail_len);
+    if (self->train.params_size) {
+        memcpy(v.buf + ET_STATE_HEADER, self->arena + self->train.params_off, self->train.params_size);
+    }
+    if (tail_len) {
+        memcpy(v.buf + ET_STATE_HEADER + self->train.params_size, tail, tail_len);
+    }
+    return mp_obj_new_bytes_from_vstr(&v);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_state_obj, edgetune_model_state);
+
+static mp_obj_t edgetune_model_load_state(mp_obj_t self_in, mp_obj_t data) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    check_buffer_unchanged(self);
+    return install_state(self, data);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_state_obj, edgetune_model_load_state);
 
 /* m.reset(): back to the flashed weights; residuals and momentum zero. */
 static mp_obj_t edgetune_model_reset(mp_obj_t self_in) {
@@ -620,7 +776,25 @@ static mp_obj_t edgetune_model_quantize(size_t n_args, const mp_obj_t *pos_args,
     }
     int8_t *q = (int8_t *)out.buf;
     size_t bad = xs.len;
-    if (xs.buf && ((uintptr_t)xs.buf & (sizeof(float) - 1)) == 0) {
+    if (self->frame_on) {
+        /* the model's sensor frame first (docs/training.md §9): one sample of C values at a
+         * time, accel <- R^T accel, gyro <- det(R) R^T gyro, then the same quantization */
+        float one[QUANTIZE_STACK_CHANNELS];
+        float *v = channels <= QUANTIZE_STACK_CHANNELS ? one : m_new(float, channels);
+        for (size_t t = 0; t < xs.len && bad == xs.len; t += channels) {
+            for (size_t c = 0; c < channels; ++c) {
+                v[c] = num_seq_at(&xs, t + c);
+            }
+            et_frame_apply(self->frame_r, self->frame_improper, self->frame_accel, self->frame_gyro, v);
+            const size_t k = et_quantize_f32(v, channels, channels, sc, zp, q + t);
+            if (k != channels) {
+                bad = t + k;
+            }
+        }
+        if (v != one) {
+            m_del(float, v, channels);
+        }
+    } else if (xs.buf && ((uintptr_t)xs.buf & (sizeof(float) - 1)) == 0) {
         bad = et_quantize_f32((const float *)(const void *)xs.buf, xs.len, channels, sc, zp, q);
     } else {
         /* list/tuple items (or an unaligned buffer): one value per call, channel c */
@@ -665,6 +839,301 @@ static void store_quant(mp_obj_t dict, const char *scale_key, const char *zp_key
     store(dict, zp_key, mp_obj_new_int(t->zero_point));
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Sensor frame (docs/training.md §9): m.calibrate, m.frame, the weights-file trailer        */
+/* ---------------------------------------------------------------------------------------- */
+
+static size_t input_channels(edgetune_model_obj_t *self) {
+    et_tensor_t tin;
+    et_model_tensor(&self->model, self->model.input, &tin);
+    return (size_t)tin.shape[3];
+}
+
+/* ValueError unless accel/gyro are 3 distinct channels of the input each (gyro may be absent:
+ * gyro[0] == ET_FRAME_NONE), improper is 0/1, pad is 0 and r is finite and orthogonal
+ * (|R R^T - I| <= 1e-3 per entry, float32). */
+static void frame_check(edgetune_model_obj_t *self, const uint8_t *accel, const uint8_t *gyro,
+    unsigned improper, unsigned pad, const float *r) {
+    const size_t C = input_channels(self);
+    uint8_t ch[6];
+    int n = 0;
+    for (int i = 0; i < 3; ++i) {
+        ch[n++] = accel[i];
+    }
+    const bool no_gyro = gyro[0] == ET_FRAME_NONE && gyro[1] == ET_FRAME_NONE && gyro[2] == ET_FRAME_NONE;
+    if (!no_gyro) {
+        for (int i = 0; i < 3; ++i) {
+            ch[n++] = gyro[i];
+        }
+    }
+    bool ok = improper <= 1 && pad == 0;
+    for (int i = 0; i < n && ok; ++i) {
+        ok = ch[i] < C;
+        for (int j = 0; j < i && ok; ++j) {
+            ok = ch[i] != ch[j];
+        }
+    }
+    if (!ok) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: accel/gyro must be 3 distinct input channels each"));
+    }
+    float rr[9], rt[9];
+    for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) {
+            rt[3 * i + j] = r[3 * j + i];
+        }
+    }
+    for (int k = 0; k < 9; ++k) {
+        if (!(r[k] - r[k] == 0.0f)) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: R must be finite"));
+        }
+    }
+    et_frame_mm(r, rt, rr);
+    for (int k = 0; k < 9; ++k) {
+        const float d = rr[k] - ((k % 4 == 0) ? 1.0f : 0.0f);
+        if (!(d <= 1e-3f && d >= -1e-3f)) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: R must be orthogonal (R R^T = I within 1e-3)"));
+        }
+    }
+}
+
+static void frame_set(edgetune_model_obj_t *self, const uint8_t *accel, const uint8_t *gyro, unsigned improper,
+    const float *r) {
+    self->frame_on = true;
+    self->frame_improper = (uint8_t)improper;
+    memcpy(self->frame_accel, accel, 3);
+    memcpy(self->frame_gyro, gyro, 3);
+    memcpy(self->frame_r, r, sizeof self->frame_r);
+}
+
+/* The 44-byte trailer of the weights file (0 bytes without a frame): accel[3], gyro[3]
+ * (0xFF = none), improper, 0, then R as 9 little-endian float32, row-major. */
+static size_t frame_trailer(edgetune_model_obj_t *self, uint8_t *tail) {
+    if (!self->frame_on) {
+        return 0;
+    }
+    memcpy(tail, self->frame_accel, 3);
+    memcpy(tail + 3, self->frame_gyro, 3);
+    tail[6] = self->frame_improper;
+    tail[7] = 0;
+    memcpy(tail + 8, self->frame_r, sizeof self->frame_r);
+    return ET_STATE_FRAME_BYTES;
+}
+
+/* A channel group argument: None (only for gyro) or 3 ints. */
+static void group_of(mp_obj_t obj, bool may_be_none, uint8_t *out) {
+    if (obj == mp_const_none && may_be_none) {
+        out[0] = out[1] = out[2] = ET_FRAME_NONE;
+        return;
+    }
+    size_t n;
+    mp_obj_t *items;
+    mp_obj_get_array(obj, &n, &items);
+    if (n != 3) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: a channel group has 3 channels"));
+    }
+    for (int i = 0; i < 3; ++i) {
+        const mp_int_t c = mp_obj_get_int(items[i]);
+        if (c < 0 || c >= ET_FRAME_NONE) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: channel index out of range"));
+        }
+        out[i] = (uint8_t)c;
+    }
+}
+
+static mp_obj_t floats_tuple(const float *v, size_t n) {
+    mp_obj_t items[9];
+    for (size_t k = 0; k < n; ++k) {
+        items[k] = mp_obj_new_float((mp_float_t)v[k]);
+    }
+    return mp_obj_new_tuple(n, items);
+}
+
+static mp_obj_t group_tuple(const uint8_t *g) {
+    if (g[0] == ET_FRAME_NONE) {
+        return mp_const_none;
+    }
+    mp_obj_t items[3] = { MP_OBJ_NEW_SMALL_INT(g[0]), MP_OBJ_NEW_SMALL_INT(g[1]), MP_OBJ_NEW_SMALL_INT(g[2]) };
+    return mp_obj_new_tuple(3, items);
+}
+
+/* m.frame() -> None or {"R", "improper", "accel", "gyro"}; m.frame(None) clears the frame;
+ * m.frame(R, accel=(0, 1, 2), gyro=(3, 4, 5)) sets it (R: 9 numbers, row-major, orthogonal;
+ * improper = det(R) < 0). */
+static mp_obj_t edgetune_model_frame(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_r, ARG_accel, ARG_gyro };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_R, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_accel, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_gyro, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    check_buffer_unchanged(self);
+    if (a[ARG_r].u_obj == MP_OBJ_NULL) {
+        if (!self->frame_on) {
+            return mp_const_none;
+        }
+        mp_obj_t d = mp_obj_new_dict(0);
+        store(d, "R", floats_tuple(self->frame_r, 9));
+        store(d, "improper", mp_obj_new_bool(self->frame_improper));
+        store(d, "accel", group_tuple(self->frame_accel));
+        store(d, "gyro", group_tuple(self->frame_gyro));
+        return d;
+    }
+    if (a[ARG_r].u_obj == mp_const_none) {
+        self->frame_on = false;
+        return mp_const_none;
+    }
+    static const uint8_t dflt_accel[3] = { 0, 1, 2 }, dflt_gyro[3] = { 3, 4, 5 };
+    uint8_t accel[3], gyro[3];
+    if (a[ARG_accel].u_obj == MP_OBJ_NULL) {
+        memcpy(accel, dflt_accel, 3);
+    } else {
+        group_of(a[ARG_accel].u_obj, false, accel);
+    }
+    if (a[ARG_gyro].u_obj == MP_OBJ_NULL) {
+        memcpy(gyro, dflt_gyro, 3);
+    } else {
+        group_of(a[ARG_gyro].u_obj, true, gyro);
+    }
+    num_seq_t rs;
+    num_seq_of(a[ARG_r].u_obj, "R", &rs);
+    if (rs.len != 9) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: R must have 9 numbers (row-major)"));
+    }
+    float r[9];
+    for (int k = 0; k < 9; ++k) {
+        r[k] = num_seq_at(&rs, k);
+    }
+    /* det sign: r0 (r4 r8 - r5 r7) - r1 (r3 r8 - r5 r6) + r2 (r3 r7 - r4 r6) */
+    float det = r[0] * (r[4] * r[8] - r[5] * r[7]);
+    det = det - r[1] * (r[3] * r[8] - r[5] * r[6]);
+    det = det + r[2] * (r[3] * r[7] - r[4] * r[6]);
+    frame_check(self, accel, gyro, det < 0.0f ? 1u : 0u, 0, r);
+    frame_set(self, accel, gyro, det < 0.0f ? 1u : 0u, r);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_frame_obj, 1, edgetune_model_frame);
+
+/* m.calibrate(xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2), gyro=(3, 4, 5))
+ * -> dict: the frame fit of kernels/et_frame_f32.c over int8 windows xs (quantized with
+ * scale/zero_point in the model's current frame) against the source statistics (K x 15 floats,
+ * K the model's classes). When a frame is chosen the model's frame becomes R_old @ R_fit. All
+ * checks come before anything changes (ValueError). */
+static mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_xs, ARG_labels, ARG_stats, ARG_scale, ARG_zero_point, ARG_accel, ARG_gyro };
+    static const mp_arg_t allowed[] = {
+        { MP_QSTR_xs, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_labels, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_stats, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_scale, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_zero_point, MP_ARG_OBJ, {.u_obj = mp_const_none} },
+        { MP_QSTR_accel, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+        { MP_QSTR_gyro, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
+    };
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    check_buffer_unchanged(self);
+    et_tensor_t tin;
+    et_model_tensor(&self->model, self->model.input, &tin);
+    const size_t C = (size_t)tin.shape[3];
+    const size_t K = et_model_output_size(&self->model);
+    uint8_t accel[3] = { 0, 1, 2 }, gyro[3] = { 3, 4, 5 };
+    if (a[ARG_accel].u_obj != MP_OBJ_NULL) {
+        group_of(a[ARG_accel].u_obj, false, accel);
+    }
+    if (a[ARG_gyro].u_obj != MP_OBJ_NULL) {
+        group_of(a[ARG_gyro].u_obj, true, gyro);
+    }
+    {
+        static const float eye[9] = { 1, 0, 0, 0, 1, 0, 0, 0, 1 };
+        frame_check(self, accel, gyro, 0, 0, eye);
+    }
+    if (self->frame_on && (memcmp(accel, self->frame_accel, 3) != 0 || memcmp(gyro, self->frame_gyro, 3) != 0)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: calibrate: channel groups differ from the model's frame"));
+    }
+    size_t n, n_labels;
+    mp_obj_t *xs, *labels;
+    mp_obj_get_array(a[ARG_xs].u_obj, &n, &xs);
+    mp_obj_get_array(a[ARG_labels].u_obj, &n_labels, &labels);
+    if (n == 0 || n != n_labels) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: calibrate needs as many labels as windows (at least one)"));
+    }
+    for (size_t k = 0; k < n; ++k) {
+        (void)input_of(self, xs[k]);
+        (void)label_of(self, labels[k]);
+    }
+    num_seq_t st, ss, zs;
+    num_seq_of(a[ARG_stats].u_obj, "stats", &st);
+    const size_t n_sets = st.len / (K * ET_FRAME_STAT_FLOATS);
+    if (st.len == 0 || st.len % (K * ET_FRAME_STAT_FLOATS) || n_sets > ET_FRAME_MAX_SETS) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("edgetune: calibrate: stats must be 1..4 sets of %u x 15 numbers"), (unsigned)K);
+    }
+    for (size_t i = 0; i < st.len; ++i) {
+        const float v = num_seq_at(&st, i);
+        if (!(v - v == 0.0f)) {
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: calibrate: stats must be finite"));
+        }
+    }
+    quant_param_seq(a[ARG_scale].u_obj, "scale", C, &ss);
+    quant_param_seq(a[ARG_zero_point].u_obj, "zero_point", C, &zs);
+    for (size_t c = 0; c < C; ++c) {
+        const float s = quant_param(&ss, tin.scale, c), z = quant_param(&zs, (float)tin.zero_point, c);
+        if (!et_quantize_scale_ok(s) || !(z - z == 0.0f)) {
+            mp_raise_msg_varg(&mp_type_ValueError,
+                MP_ERROR_TEXT("edgetune: calibrate: scale/zero_point of channel %u must be finite (scale > 0)"),
+                (unsigned)c);
+        }
+    }
+    /* one block: K accumulators, then stats, scale and zero point as float32 */
+    const size_t bytes = K * sizeof(et_frame_acc_t) + (st.len + 2 * C) * sizeof(float);
+    uint8_t *blk = m_new0(uint8_t, bytes);
+    et_frame_acc_t *acc = (et_frame_acc_t *)(void *)blk;
+    float *stf = (float *)(void *)(blk + K * sizeof(et_frame_acc_t));
+    float *sc = stf + st.len, *zp = sc + C;
+    for (size_t i = 0; i < st.len; ++i) {
+        stf[i] = num_seq_at(&st, i);
+    }
+    for (size_t c = 0; c < C; ++c) {
+        sc[c] = quant_param(&ss, tin.scale, c);
+        zp[c] = quant_param(&zs, (float)tin.zero_point, c);
+    }
+    const size_t n_in = et_model_input_size(&self->model);
+    for (size_t k = 0; k < n; ++k) {
+        const int32_t label = label_of(self, labels[k]);
+        if (et_frame_accumulate(&acc[label], input_of(self, xs[k]), n_in, C, accel, gyro) != 0) {
+            m_del(uint8_t, blk, bytes);
+            mp_raise_ValueError(MP_ERROR_TEXT("edgetune: calibrate: too many samples in one class"));
+        }
+    }
+    et_frame_fit_t fit;
+    et_frame_fit(acc, K, n_sets, stf, sc, zp, accel, gyro, &fit);
+    m_del(uint8_t, blk, bytes);
+    static const char *const chosen[] = { "identity", "proper", "improper" };
+    mp_obj_t d = mp_obj_new_dict(0);
+    store(d, "R", floats_tuple(fit.r, 9));
+    store(d, "improper", mp_obj_new_bool(fit.improper));
+    store(d, "chosen", mp_obj_new_str(chosen[fit.chosen], strlen(chosen[fit.chosen])));
+    store(d, "set", MP_OBJ_NEW_SMALL_INT(fit.set));
+    store(d, "e_identity", mp_obj_new_float((mp_float_t)fit.e_identity));
+    store(d, "e_proper", mp_obj_new_float((mp_float_t)fit.e_proper));
+    store(d, "e_improper", mp_obj_new_float((mp_float_t)fit.e_improper));
+    if (fit.chosen) {
+        float total[9];
+        if (self->frame_on) {
+            et_frame_mm(self->frame_r, fit.r, total);
+        } else {
+            memcpy(total, fit.r, sizeof total);
+        }
+        frame_set(self, accel, gyro, (self->frame_on ? self->frame_improper : 0u) ^ (unsigned)fit.improper, total);
+    }
+    return d;
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_calibrate_obj, 4, edgetune_model_calibrate);
+
 static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
     const et_model_t *m = &self->model;
@@ -703,6 +1172,9 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
     store(d, "peak", mp_obj_new_int_from_uint(self->train.peak));
     store(d, "trainable", mp_obj_new_int_from_uint(self->train.n_trainable));
     store(d, "batch", mp_obj_new_bool(self->batch));
+    /* docs/training.md §9: scratch of m.refit with l2 and alpha given (CV adds its held-out fold) */
+    store(d, "refit_scratch", self->train.refit_layer < 0 ? mp_const_none
+        : mp_obj_new_int_from_uint(et_refit_scratch_size(&self->train, NULL, 0, 0)));
     mp_obj_t scheme = mp_obj_new_list(0, NULL);
     for (unsigned i = 0; i < m->n_layers; ++i) {
         const et_train_layer_t *tl = &self->tlayers[i];
@@ -726,10 +1198,15 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_info), MP_ROM_PTR(&edgetune_model_info_obj) },
     { MP_ROM_QSTR(MP_QSTR_train), MP_ROM_PTR(&edgetune_model_train_obj) },
     { MP_ROM_QSTR(MP_QSTR_evaluate), MP_ROM_PTR(&edgetune_model_evaluate_obj) },
+    { MP_ROM_QSTR(MP_QSTR_refit), MP_ROM_PTR(&edgetune_model_refit_obj) },
     { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
+    { MP_ROM_QSTR(MP_QSTR_state), MP_ROM_PTR(&edgetune_model_state_obj) },
+    { MP_ROM_QSTR(MP_QSTR_load_state), MP_ROM_PTR(&edgetune_model_load_state_obj) },
     { MP_ROM_QSTR(MP_QSTR_reset), MP_ROM_PTR(&edgetune_model_reset_obj) },
     { MP_ROM_QSTR(MP_QSTR_quantize), MP_ROM_PTR(&edgetune_model_quantize_obj) },
+    { MP_ROM_QSTR(MP_QSTR_calibrate), MP_ROM_PTR(&edgetune_model_calibrate_obj) },
+    { MP_ROM_QSTR(MP_QSTR_frame), MP_ROM_PTR(&edgetune_model_frame_obj) },
 };
 static MP_DEFINE_CONST_DICT(edgetune_model_locals_dict, edgetune_model_locals_dict_table);
 

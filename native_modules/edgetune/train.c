@@ -73,6 +73,7 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
     t->m = m;
     t->layers = layers;
     t->first = -1;
+    t->refit_layer = -1;
     t->momentum = momentum;
     for (unsigned i = 0; i < n_layers; ++i) {
         et_train_layer_t *tl = &layers[i];
@@ -229,6 +230,20 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
         }
         n_trainable += (uint32_t)count;
     }
+    t->refit_layer = -1;
+    {   /* the classifier-quantization item (§6.3): a FULLY_CONNECTED last layer with a bias whose
+         * bias and all weights train (the layer a refit, §9, rewrites) */
+        const unsigned last = n_layers - 1;
+        et_layer_t l;
+        et_model_layer(m, last, &l);
+        const et_train_layer_t *tl = &layers[last];
+        if (l.op == ET_OP_FULLY_CONNECTED && l.bias != ET_NONE && tl->s.flags == (ET_SCHEME_BIAS | ET_SCHEME_WEIGHTS)
+            && tl->s.n_sel == tl->c_out) {
+            t->refit_layer = (int)last;
+            t->qscale_off = off;
+            off += 16u * tl->c_out;
+        }
+    }
     t->params_size = off - t->params_off;
     t->loss_off = off;
     off += 4 * et_model_output_size(m);
@@ -288,6 +303,48 @@ void et_train_init(et_train_t *t, uint8_t *arena) {
             }
         }
     }
+    if (t->refit_layer >= 0) {
+        et_train_classifier_flashed(t);
+    }
+}
+
+void et_train_qscale_changed(et_train_t *t) {
+    et_train_layer_t *tl = &t->layers[t->refit_layer];
+    const float *sw = et_train_q_sw(t);
+    float mx = 0.0f;
+    for (unsigned c = 0; c < tl->c_out; ++c) {
+        mx = sw[c] > mx ? sw[c] : mx;
+    }
+    tl->s_wmax = mx;
+}
+
+void et_train_classifier_flashed(et_train_t *t) {
+    const et_model_t *m = t->m;
+    const unsigned i = (unsigned)t->refit_layer;
+    const et_train_layer_t *tl = &t->layers[i];
+    uint8_t *arena = t->arena;
+    et_layer_t l;
+    et_tensor_t tw, tb;
+    et_model_layer(m, i, &l);
+    et_model_tensor(m, l.weight, &tw);
+    et_model_tensor(m, l.bias, &tb);
+    const size_t n_w = (size_t)tl->c_out * tl->per_channel, count = tl->c_out + n_w;
+    memcpy(arena + tl->bias, tb.data, 4u * tl->c_out);
+    memcpy(arena + tl->wcopy, tw.data, n_w); /* all channels: slot c is channel c */
+    memset(arena + tl->resid, 0, 2u * count);
+    if (tl->mom) {
+        memset(arena + tl->mom, 0, 4u * count);
+    }
+    float *sw = et_train_q_sw(t), *sb = et_train_q_sb(t);
+    int32_t *mult = et_train_q_mult(t), *shift = et_train_q_shift(t);
+    for (unsigned c = 0; c < tl->c_out; ++c) {
+        sw[c] = scale_of(&tw, c);
+        sb[c] = scale_of(&tb, c);
+        mult[c] = l.multipliers[c];
+        shift[c] = l.shifts[c];
+    }
+    touch(t, t->qscale_off + 16u * tl->c_out);
+    et_train_qscale_changed(t);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -317,7 +374,9 @@ const int8_t *et_train_forward(et_train_t *t, const int8_t *input, int save) {
         if (saving && tl->has_saved_in) {
             memcpy(arena + tl->saved_in, x, n_in);
         }
-        const et_per_channel_quant_t q = { l.multipliers, l.shifts };
+        const et_per_channel_quant_t q = (int)i == t->refit_layer /* the classifier's own (§6.3) */
+            ? (et_per_channel_quant_t){ et_train_q_mult(t), et_train_q_shift(t) }
+            : (et_per_channel_quant_t){ l.multipliers, l.shifts };
         switch (l.op) {
             case ET_OP_CONV_2D:
             case ET_OP_DEPTHWISE_CONV_2D:
@@ -432,7 +491,8 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
         int32_t *b = (int32_t *)(void *)(arena + tl->bias);
         for (int32_t c = 0; c < c_out; ++c) {
             const int64_t sum = et_bias_grad_s16(g, positions, c_out, c);
-            const float f = et_update_factor(base, scale_of(&tb, (unsigned)c), qas);
+            const float f = et_update_factor(base, (int)i == t->refit_layer ? et_train_q_sb(t)[c]
+                : scale_of(&tb, (unsigned)c), qas);
             if (acc) {
                 acc[c] = et_update_accumulate(acc[c], f, sum);
                 continue;
@@ -462,7 +522,8 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
             if (map[c] < 0) {
                 continue;
             }
-            const float f = et_update_factor(base_w, scale_of(&tw, (unsigned)c), qas);
+            const float f = et_update_factor(base_w, (int)i == t->refit_layer ? et_train_q_sw(t)[c]
+                : scale_of(&tw, (unsigned)c), qas);
             const size_t s0 = (size_t)map[c] * pc;
             int8_t *w = copy + s0;
             for (uint32_t k = 0; k < pc; ++k) {
@@ -545,7 +606,8 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
                         updated = 1;
                         h = g;
                     }
-                    et_grad_fold_s16(g, (int32_t)(n_out / tl->c_out), tl->c_out, tw.scales, tl->s_wmax, h);
+                    et_grad_fold_s16(g, (int32_t)(n_out / tl->c_out), tl->c_out,
+                        i == t->refit_layer ? et_train_q_sw(t) : tw.scales, tl->s_wmax, h);
                     touch(t, (size_t)((uint8_t *)h - arena) + 2 * n_out);
                     const et_weights_t wv = {
                         (const int8_t *)tw.data,
@@ -733,16 +795,23 @@ size_t et_train_state_size(const et_train_t *t) {
 }
 
 void et_train_state_header(const et_train_t *t, uint8_t *hdr) {
+    et_train_state_header_tail(t, hdr, NULL, 0);
+}
+
+void et_train_state_header_tail(const et_train_t *t, uint8_t *hdr, const uint8_t *tail, size_t tail_len) {
     memcpy(hdr, ET_STATE_MAGIC, 4);
     wr16(hdr + 4, ET_STATE_VERSION);
     wr16(hdr + 6, ET_STATE_HEADER);
-    wr32(hdr + 8, (uint32_t)et_train_state_size(t));
+    wr32(hdr + 8, (uint32_t)(et_train_state_size(t) + tail_len));
     wr32(hdr + 16, rd32(t->m->buf + 12));
     wr32(hdr + 20, et_train_scheme_crc(t));
     wr32(hdr + 24, (uint32_t)t->params_size);
-    wr32(hdr + 28, t->momentum != 0.0f ? 1u : 0u);
+    wr32(hdr + 28, (t->momentum != 0.0f ? 1u : 0u) | (tail_len ? ET_STATE_FLAG_FRAME : 0u));
     uint32_t crc = et_crc32(0, hdr + 16, 16);
     crc = et_crc32(crc, t->arena + t->params_off, t->params_size);
+    if (tail_len) {
+        crc = et_crc32(crc, tail, tail_len);
+    }
     wr32(hdr + 12, crc);
 }
 
@@ -787,10 +856,11 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
     if (rd32(buf + 20) != et_train_scheme_crc(t)) {
         return "trained-weights file was saved with another training scheme";
     }
-    if (rd32(buf + 28) != (t->momentum != 0.0f ? 1u : 0u)) {
-        return "trained-weights file momentum flag (bit0, no other bits) differs from this model's momentum setting";
+    if ((rd32(buf + 28) & ~ET_STATE_FLAG_FRAME) != (t->momentum != 0.0f ? 1u : 0u)) {
+        return "trained-weights file momentum flag (bit0; bit1 = frame, no other bits) differs from this model's momentum setting";
     }
-    if (rd32(buf + 24) != t->params_size || len != et_train_state_size(t)) {
+    const size_t tail = (rd32(buf + 28) & ET_STATE_FLAG_FRAME) ? ET_STATE_FRAME_BYTES : 0u;
+    if (rd32(buf + 24) != t->params_size || len != et_train_state_size(t) + tail) {
         return "trained-weights file has a different parameter size";
     }
     const uint8_t *params = buf + ET_STATE_HEADER - t->params_off; /* params + arena offset */
@@ -822,10 +892,29 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
             }
         }
     }
+    if (t->refit_layer >= 0) {
+        const unsigned c_out = t->layers[t->refit_layer].c_out;
+        const uint8_t *q = params + t->qscale_off;
+        for (unsigned k = 0; k < 2 * c_out; ++k) {
+            const float v = et_f32_from_bits(rd32(q + 4 * k));
+            if (!finite_pos(v)) {
+                return "trained-weights file: classifier scales must be positive numbers";
+            }
+        }
+        for (unsigned c = 0; c < c_out; ++c) {
+            const int32_t mu = (int32_t)rd32(q + 8 * c_out + 4 * c), sh = (int32_t)rd32(q + 12 * c_out + 4 * c);
+            if (mu < 0 || sh < -31 || sh > 30) {
+                return "trained-weights file: classifier multiplier/shift out of range";
+            }
+        }
+    }
     return NULL;
 }
 
 void et_train_state_load(et_train_t *t, const uint8_t *buf) {
     memcpy(t->arena + t->params_off, buf + ET_STATE_HEADER, t->params_size);
     touch(t, t->params_off + t->params_size);
+    if (t->refit_layer >= 0) {
+        et_train_qscale_changed(t);
+    }
 }

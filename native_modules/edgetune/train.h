@@ -21,7 +21,7 @@
 #include "scheme.h"
 
 #define ET_STATE_MAGIC "EDTW"
-#define ET_STATE_VERSION 1
+#define ET_STATE_VERSION 2 /* 2: the params region ends with the classifier-quantization item */
 #define ET_STATE_HEADER 32
 
 /* Per-layer plan: the scheme entry and arena offsets (0 = absent unless noted). */
@@ -59,7 +59,29 @@ typedef struct {
     uint32_t n_trainable;       /* trainable parameter count */
     size_t batch_off;           /* batch accumulator region (after params), 0 = no batch */
     int accumulate;             /* inside et_train_batch: 4d/4e add to the accumulators */
+    int refit_layer;            /* the classifier a refit writes (docs/training.md §9), -1: none */
+    size_t qscale_off;          /* its params item: float32 s_w, s_b, int32 mult, shift (C_out each) */
 } et_train_t;
+
+/* The classifier-quantization item (§6.3) of a plan with refit_layer >= 0. */
+static inline float *et_train_q_sw(const et_train_t *t) {
+    return (float *)(void *)(t->arena + t->qscale_off);
+}
+static inline float *et_train_q_sb(const et_train_t *t) {
+    return et_train_q_sw(t) + t->layers[t->refit_layer].c_out;
+}
+static inline int32_t *et_train_q_mult(const et_train_t *t) {
+    return (int32_t *)(void *)(et_train_q_sw(t) + 2 * t->layers[t->refit_layer].c_out);
+}
+static inline int32_t *et_train_q_shift(const et_train_t *t) {
+    return et_train_q_mult(t) + t->layers[t->refit_layer].c_out;
+}
+
+/* After the classifier's scales changed (refit, load): its s_wmax from the params item. */
+void et_train_qscale_changed(et_train_t *t);
+
+/* Back to the flashed classifier (bias, weights, scales, multipliers; residuals, momentum 0). */
+void et_train_classifier_flashed(et_train_t *t);
 
 /*
  * Validate the scheme in layers[i].s against the model (scales, accumulator
@@ -102,6 +124,15 @@ uint32_t et_train_scheme_crc(const et_train_t *t);
 /* Size of the trained-weights file, and its 32-byte header (the params region follows verbatim). */
 size_t et_train_state_size(const et_train_t *t);
 void et_train_state_header(const et_train_t *t, uint8_t *hdr);
+
+/* flags bit1: a sensor-frame trailer of ET_STATE_FRAME_BYTES follows the params region
+ * (docs/training.md §7; written and checked by the binding, covered by the size and CRC). */
+#define ET_STATE_FLAG_FRAME 2u
+#define ET_STATE_FRAME_BYTES 44u
+
+/* The header of a file with `tail` (tail_len bytes, 0 or ET_STATE_FRAME_BYTES, flag bit1)
+ * after the params region. */
+void et_train_state_header_tail(const et_train_t *t, uint8_t *hdr, const uint8_t *tail, size_t tail_len);
 
 /* Check a trained-weights file fully; NULL if it can be loaded, else a message. */
 const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t len, char *err, size_t err_len);

@@ -1,0 +1,38 @@
+/*
+ * Closed-form classifier refit on the device (docs/training.md §9): forward passes over the
+ * given windows, integer statistics of the classifier's input, the float32 ridge solve and
+ * blend of kernels/et_refit_f32.c, cross-validation of (l2, alpha) on the written grid, and the
+ * requantized classifier written into the params region (its bias and weight copies and the
+ * classifier-quantization item of §6.3). Plain C99, no allocation: the caller gives a scratch
+ * block of et_refit_scratch_size() bytes (4-byte aligned).
+ */
+#ifndef EDGETUNE_REFIT_H
+#define EDGETUNE_REFIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train.h"
+
+#define ET_REFIT_MAX_WINDOWS 32767
+#define ET_REFIT_N_L2 4
+#define ET_REFIT_N_ALPHA 5
+
+typedef struct {
+    float l2, alpha;    /* the values used */
+    float cv_accuracy;  /* correct / n of the chosen pair, if cv */
+    int cv;             /* cross-validation ran (l2 or alpha was None) */
+} et_refit_result_t;
+
+/* Check the arguments (l2/alpha: NaN = choose by CV); NULL if fine, else a ValueError message. */
+const char *et_refit_check(const et_train_t *t, const int32_t *labels, int32_t n, float l2, float alpha);
+
+/* Scratch bytes for n windows with these labels (checked); cv: l2 or alpha is chosen by CV. */
+size_t et_refit_scratch_size(const et_train_t *t, const int32_t *labels, int32_t n, int cv);
+
+/* Refit (arguments checked). xs[s] is window s. Returns NULL, or a ValueError message with nothing
+ * changed (a non-finite solve). */
+const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, float l2,
+    float alpha, void *scratch, et_refit_result_t *res);
+
+#endif /* EDGETUNE_REFIT_H */
