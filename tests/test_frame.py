@@ -321,7 +321,7 @@ def test_weights_file_frame_trailer(run_mpy, tmp_path):
     framed = (tmp_path / "framedC.etw").read_bytes()
     assert plain == (tmp_path / "plainP.etw").read_bytes() and framed == (tmp_path / "framedP.etw").read_bytes()
     assert len(framed) == len(plain) + 44 and struct.unpack_from("<I", framed, 28)[0] == 2
-    assert struct.unpack_from("<I", plain, 28)[0] == 0 and plain[4:6] == b"\x01\x00"
+    assert struct.unpack_from("<I", plain, 28)[0] == 0 and plain[4:6] == framed[4:6] == b"\x02\x00"  # version 2 (§7)
 
     def recrc(b: bytearray) -> bytes:
         struct.pack_into("<I", b, 12, zlib.crc32(bytes(b[16:])) & 0xFFFFFFFF)
@@ -367,26 +367,17 @@ print('DONE')
 
 
 def run_frame_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: float) -> str:
-    """tests/test_edgetune_py.py's run_edgetune_py_on_qemu, with edgetune_py_frame.mpy too."""
+    """tests/test_edgetune_py.py's run_edgetune_py_on_qemu with a 40 KiB filesystem: edgetune_py
+    and edgetune_py_frame are frozen into the qemu firmware (boards/qemu/manifest.py freezes
+    firmware/*.py), their bytecode stays in flash."""
     import subprocess
 
     from edgetune import emulate
-    from test_edgetune_py import _mpy_cross
 
-    mpys = []
-    for name in ("edgetune_py", "edgetune_py_frame"):
-        mpy = tmp / f"{name}.mpy"
-        proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / f"{name}.py")],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        mpys.append(mpy)
     out = ""
     with emulate.QemuBoard(firmware) as board:
         for s in scripts:
-            args = ["exec", "import qemufs; qemufs.mount(40)"]
-            for mpy in mpys:
-                args += ["+", "cp", str(mpy), f":{mpy.name}"]
-            args += ["+", "run", str(s)]
+            args = ["exec", "import qemufs; qemufs.mount(40)", "+", "run", str(s)]
             proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                   timeout=timeout)
             assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
