@@ -278,13 +278,17 @@ import app
 app.boot({str(assets['etm'])!r}, weights=None, config=None,
          source={{"bus": "replay", "path": {str(assets['adapt'])!r}}})
 for name in app.S.names:
-    app.collect(name, n=4)
+    app.collect(name, n=5)
 app.train(epochs=30, lr=0.01, target=0.5, calibrate=False, refit=False)  # SGD's early stop alone
 """
+    # 5 per class: 1 check window, the one before it dropped (recipe.split), 3 x 7 = 21 train
+    # (4 per class left 14 that do not reach the target: patience stopped SGD at 0.43)
     _, rows = run_device(code, tmp_path)
     end = next(r for r in rows if r["ev"] == "end")
     evals = [r for r in rows if r["ev"] == "eval"]
-    assert end["early_stop"] is True and end["steps"] < 30 * 14 and end["steps"] % 14 == 0
+    n_tr = next(r for r in rows if r["ev"] == "start")["samples"]
+    assert n_tr == 21
+    assert end["early_stop"] is True and end["steps"] < 30 * n_tr and end["steps"] % n_tr == 0
     assert evals[-1]["acc"] >= 0.5 > max(e["acc"] for e in evals[:-1])
     assert end["acc"] == evals[-1]["acc"]
 

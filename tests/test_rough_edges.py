@@ -124,7 +124,8 @@ def test_app_errors_name_the_file_and_train_warns_without_held_back_windows(asse
     assert res["score_unknown_label"][0] == "ValueError" and "'NOPE'" in res["score_unknown_label"][1]
     rows = parse_text(out)
     warn = [r for r in rows if r["ev"] == "warning"]
-    assert len(warn) == 1 and "held-back" in warn[0]["msg"] and "at least 4 windows per class" in warn[0]["msg"]
+    # the recipe calls the held-back windows its check set
+    assert len(warn) == 1 and "no check windows" in warn[0]["msg"] and "at least 4 windows per class" in warn[0]["msg"]
     start = next(i for i, r in enumerate(rows) if r["ev"] == "start")
     assert rows.index(warn[0]) < start  # before the run, not after it
     assert all(r["acc"] is None for r in rows if r["ev"] == "train")  # the case it warns about
