@@ -279,7 +279,7 @@ app.boot({str(assets['etm'])!r}, weights=None, config=None,
          source={{"bus": "replay", "path": {str(assets['adapt'])!r}}})
 for name in app.S.names:
     app.collect(name, n=4)
-app.train(epochs=30, lr=0.01, target=0.5, calibrate=False, refit=False)  # SGD's early stop alone
+app.train(epochs=30, lr=0.01, target=0.5, calibrate=False, refit=False, guard=False)  # SGD early stop alone
 """
     _, rows = run_device(code, tmp_path)
     end = next(r for r in rows if r["ev"] == "end")
