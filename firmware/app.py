@@ -230,6 +230,15 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
+def _refit_all():
+    """The recipe's last refit over every collected window (check set included); the lists are
+    built only when it runs (the heap is tight during the recipe)."""
+    s = _state()
+    r = s.ring
+    return s.model.refit([r.window(i) for i in range(r.count)],
+                         [r.labels[(r.start + i) % r.capacity] for i in range(r.count)])
+
+
 def _calibrate_step():
     """The recipe's calibrate step: calibrate() when the model and its metadata can (else None:
     logged as not supported). Remembers the fit so a guard that restores the old frame can move
@@ -285,15 +294,12 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
                  + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
 
     m = s.model
-    r_ = s.ring  # every collected window (check set included) for the optional last refit
-    axs = [r_.window(i) for i in range(r_.count)]
-    ays = [r_.labels[(r_.start + i) % r_.capacity] for i in range(r_.count)]
-    r_ = None
     s.undo_frame = None
     cal = _calibrate_step if calibrate else None
     steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
                               refit=_recipe.hook(m, "refit", refit, xs, ys),
-                              refit_all=_recipe.hook(m, "refit", refit and refit_all, axs, ays), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
+                              refit_all=_refit_all if refit and refit_all and hasattr(m, "refit") else None,
+                              sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
     if not kept and s.undo_frame is not None:  # the guard restored the old frame: the windows too
         _reframe_ring(*s.undo_frame)
@@ -320,9 +326,9 @@ def _reframe_ring(R, groups):
         sc = array("f", q.scale)
         zp = array("f", q.zp)
         C, F = len(sc), array("f", [0.0])
+        x = array("f", bytes(4 * s.ring.nbytes))  # one buffer for every window
         for i in range(s.ring.count):
             w = s.ring.window(i)
-            x = array("f", bytes(4 * len(w)))
             for j in range(len(w)):
                 v = w[j]
                 F[0] = (v - 256 if v > 127 else v) - zp[j % C]  # float32 (q - zp), then * scale
@@ -352,9 +358,10 @@ def calibrate():
     if not st or not groups:
         raise RuntimeError("the model's metadata has no frame_stats/channel_groups (export it with a newer edgetune)")
     r_ = s.ring  # every collected window: the frame fit has its own guard and uses no loss
-    data = [(r_.window(i), r_.labels[(r_.start + i) % r_.capacity]) for i in range(r_.count)]
+    wins = [r_.window(i) for i in range(r_.count)]
+    labs = [r_.labels[(r_.start + i) % r_.capacity] for i in range(r_.count)]
     r_ = None
-    if not data:
+    if not wins:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
     flat = array("f")  # the statistics sets: all arms pooled, then each arm (if exported)
     for rows in [st] + list(s.meta.get("frame_stats_sides") or ()):
@@ -363,12 +370,14 @@ def calibrate():
     q = s.quant
     t0 = hal.ticks_ms()
     old = s.model.frame()
-    r = s.model.calibrate([w for w, _ in data], [k for _, k in data], flat, q.scale, q.zp,
-                          accel=groups["accel"], gyro=groups.get("gyro"))
+    r = s.model.calibrate(wins, labs, flat, q.scale, q.zp, accel=groups["accel"], gyro=groups.get("gyro"))
+    n = len(wins)
+    wins = labs = flat = None
+    gc.collect()
     if r["chosen"] != "identity":  # the ring's windows are in the old frame: move them
         _reframe_ring(r["R"], groups)
     ms = hal.ticks_diff(hal.ticks_ms(), t0)
-    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("set", r["set"]), ("n", len(data)),
+    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("set", r["set"]), ("n", n),
                            ("e_identity", r["e_identity"]), ("e_proper", r["e_proper"]),
                            ("e_improper", r["e_improper"]), ("R", list(r["R"])),
                            ("was_framed", old is not None), ("elapsed_ms", ms)) + _mem(True))

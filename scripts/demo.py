@@ -210,7 +210,7 @@ def summary(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--n", type=int, default=20, help="windows collected per class (app.collect's default; the last 1 in 4 are the check set)")
+    p.add_argument("--n", type=int, default=18, help="windows collected per class (18 x 7 classes fill the default 128-window ring; the last 1 in 4 are the check set)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
