@@ -16,6 +16,11 @@ it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
   int8 SGD, each with its own lr grid (LR_GRID_QAS, LR_GRID_SGD), plus QAS with momentum 0.9 for
   biases + classifier (`--no-momentum-row` drops it). `--jobs` worker processes (default 2).
 
+With the recipe rows (default; `--adapt-only` for only them) it also writes build/bench/adapt.json:
+the device's default recipe (firmware/recipe.py on the numpy twin: calibrate -> refit -> SGD with
+rollback -> guard) and its parts on rotation, side, subject, random_rotation (seeded random
+mountings) and subject_all (every fit window), paired against no adaptation (docs/data.md §7-8).
+
 Same adaptation samples (k per class from the shifted domain's fit region, drawn with the
 seed), same number of steps (`--adapt-epochs` passes over them), batch 1 (one sample per step,
 as on the device), plain SGD without momentum, sample order drawn with the seed. The learning
