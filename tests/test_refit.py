@@ -366,3 +366,44 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
         assert rows[("C", name)] == want, f"{name}: the C module on qemu differs from the numpy twin"
         if i < QEMU_PY_MODELS:
             assert rows[("P", name)] == want, f"{name}: edgetune_py_refit on float32 MicroPython differs"
+
+
+BATCH = """
+import edgetune, edgetune_py, struct
+D = {d!r}
+for name, n in {cases!r}:
+    buf = open(D + '/' + name + '.etm', 'rb').read()
+    raw = open(D + '/' + name + '.x', 'rb').read()
+    lab = open(D + '/' + name + '.lab', 'rb').read()
+    k = len(raw) // n
+    xs = [raw[i * k:(i + 1) * k] for i in range(n)]
+    for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+        m = mod.Model(buf, momentum=0.5, batch=True)
+        m.refit(xs, lab, l2=0.01, alpha=1.0)
+        loss = m.train(raw[:4 * k], lab[:4], lr=0.05)
+        m.save(D + '/b')
+        print('B', tag, name, struct.pack('<f', loss).hex(), open(D + '/b', 'rb').read().hex())
+print('DONE')
+"""
+
+
+def test_refit_then_batch_steps_with_momentum(micropython, tmp_path):
+    """A batch model with momentum: refit, then one 4-sample mini-batch step; C = fallback = twin."""
+    rng = np.random.default_rng(5)
+    cases, want = [], {}
+    for seed, model in refittable_models(6):
+        name, n = f"b{seed}", 16
+        etm = write_etm(model)
+        xs = rng.integers(-128, 128, (n, model.input_tensor.size)).astype(np.int8)
+        labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
+        for f, b in ((".etm", etm), (".x", xs.tobytes()), (".lab", labels.tobytes())):
+            (tmp_path / f"{name}{f}").write_bytes(b)
+        cases.append((name, n))
+        tr = Trainer(etm, momentum=0.5, batch=True)
+        tr.refit(xs, labels, l2=0.01, alpha=1.0)
+        loss = tr.step_batch(xs[:4], labels[:4], 0.05)
+        want[name] = [fx(loss), tr.state_bytes().hex()]
+    out = _run(BATCH.format(d=str(tmp_path), cases=cases), tmp_path)
+    got = {(p[1], p[2]): p[3:] for p in (line.split() for line in out.splitlines()) if p and p[0] == "B"}
+    for name, w in want.items():
+        assert got[("C", name)] == w and got[("P", name)] == w, name
