@@ -12,7 +12,7 @@ import gc
 import struct
 from array import array
 
-from edgetune_py import _F, _FLT_MAX, _LIM30, OP_FULLY_CONNECTED, _bits, _fbits, _round_sat
+from edgetune_py import _F, _FLT_MAX, _LIM30, _bits, _fbits, _round_sat
 
 _FOLDS = 5
 _L2_GRID = (_fbits(0x3F800000), _fbits(0x3DCCCCCD), _fbits(0x3C23D70A), _fbits(0x3A83126F))  # 1 .1 .01 .001
@@ -396,5 +396,3 @@ def refit(self, xs, labels, l2, alpha):
     set_qscale(L, qv)
     return out
 
-
-assert OP_FULLY_CONNECTED == 3
