@@ -285,13 +285,10 @@ for name, etm, xs, labels, py in {cases!r}:
         gc.collect()
         r = m.refit(ws, labels)
         l = hx(m.train(ws[0], labels[0], lr=0.05))
-        if py:  # the RAM filesystem is full of the .mpy files: the file's bytes directly
-            st = m._state_bytes()
-        else:
-            m.save('s')
-            with open('s', 'rb') as f:
-                st = f.read()
-            os.remove('s')
+        m.save('s')
+        with open('s', 'rb') as f:  # closed before the remove (LittleFS and the GC)
+            st = f.read()
+        os.remove('s')
         print('CASE', tag, name, hx(r['l2']), hx(r['alpha']), hx(r['cv_accuracy']), l, binascii.hexlify(st).decode())
         m = None
 print('DONE')
@@ -299,10 +296,9 @@ print('DONE')
 
 
 def test_refit_on_single_precision_cortex_m3(tmp_path):
-    """C module and edgetune_py_refit (as .mpy) on the qemu board's float32 MicroPython == the twin."""
+    """C module and edgetune_py_refit (frozen) on the qemu board's float32 MicroPython == the twin."""
     import subprocess
 
-    import test_edgetune_py as tep
     import tinymodels
     from test_qemu import CLASSES, build_firmware
 
@@ -336,21 +332,10 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
         script = tmp_path / f"r{part}_{int(py)}.py"
         script.write_text(QEMU_SCRIPT.format(cases=spec))
         scripts.append((script, py))
-    mpys = []
-    for src in ("edgetune_py.py", "edgetune_py_refit.py"):
-        mpy = tmp_path / src.replace(".py", ".mpy")
-        proc = subprocess.run([str(tep._mpy_cross()), "-o", str(mpy), str(tep.FIRMWARE / src)], capture_output=True,
-                              text=True)
-        assert proc.returncode == 0, proc.stderr
-        mpys.append(mpy)
     out = ""
     with emulate.QemuBoard(fw) as board:
-        for s, py in scripts:  # the C-only sessions first, on an empty filesystem
-            args = ["exec", "import qemufs; qemufs.mount(32)", "+"]
-            if py:
-                args += ["cp", str(mpys[0]), ":edgetune_py.mpy", "+", "cp", str(mpys[1]), ":edgetune_py_refit.mpy",
-                         "+"]
-            args += ["run", str(s)]
+        for s, py in scripts:  # edgetune_py and edgetune_py_refit are frozen into the firmware
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "run", str(s)]
             proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                   timeout=600)
             assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -118,8 +118,16 @@ def train_cli(argv: list[str]) -> int:
     if a.dry_run:
         return _run(cmd, True)
     from .monitor import CsvLog, parse_line, plot
+    from .outpaths import check_file
 
-    log = CsvLog(a.csv) if a.csv else None
+    try:  # before the board spends minutes collecting and training
+        for path, what in ((a.csv, "--csv"), (a.plot, "--plot")):
+            if path:
+                check_file(path, what)
+    except ValueError as e:
+        print(f"edgetune train: error: {e}", file=sys.stderr)
+        return 2
+    log = None  # opened at the first log row: a run that fails before it leaves no empty CSV
     rows = []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
     assert proc.stdout is not None
@@ -129,6 +137,8 @@ def train_cli(argv: list[str]) -> int:
             sys.stdout.write(line)
             continue
         rows.append(row)
+        if a.csv and log is None:
+            log = CsvLog(a.csv)
         if log:
             log.add(row)
         if row.get("ev") in ("eval", "score", "end", "collect"):
@@ -136,8 +146,11 @@ def train_cli(argv: list[str]) -> int:
     rc = proc.wait()
     if log:
         log.close()
-    if a.plot:
+    if a.plot and rows:
         plot(rows, a.plot)
+    if not rows and (a.csv or a.plot):
+        print(f"edgetune train: the board sent no @et log rows (exit status {rc}); wrote no "
+              + " or ".join(x for x in (a.csv, a.plot) if x), file=sys.stderr)
     return rc
 
 
