@@ -233,7 +233,12 @@ def test_board_verbs_argv(tmp_path):
     assert segs[0].startswith("connect /dev/ttyACM0 fs cp ") and segs[0].endswith(" :")
     for name in ("app.py", "sensors.py", "collect.py", "log.py", "store.py", "core.py", "main.py"):
         assert str(FIRMWARE / name) in segs[0]
-    assert segs[1] == f"fs cp {m} :model.etm" and segs[2].endswith(" :config.json") and segs[3] == "soft-reset"
+    assert segs[1] == f"fs cp {m} :model.etm" and segs[2].endswith(" :config.json")
+    assert segs[3] == "exec " + board.BOOT_CHECK and segs[4] == "soft-reset"
+    argv = board.deploy_argv("p", m, tmp_path / "config.json", [], session=tmp_path / "s.csv")
+    assert argv[3:5] == ["connect", "p"] and argv[5:8] == ["fs", "cp", str(m)]
+    assert " ".join(argv).split(" + ")[2] == f"fs cp {tmp_path / 's.csv'} :session.csv"
+    assert board.device_config("qemu", session=True)["imu"] == {"bus": "replay", "path": "session.csv", "loop": True}
     assert board.device_config("rp2040")["imu"] == {**json.loads((REPO / "boards/rp2040/board.json").read_text())["imu"]}
     assert board.repl_argv("/dev/ttyUSB0")[3:] == ["connect", "/dev/ttyUSB0", "repl"]
     cmd = board.train_argv("p", board.train_code(["it's"], 3))
