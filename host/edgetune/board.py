@@ -58,7 +58,7 @@ def device_config(board: str, session: bool = False) -> dict:
     session=True the replay sensor looping over session.csv."""
     cfg = json.loads((REPO_ROOT / "boards" / board / "board.json").read_text())
     imu = {"bus": "replay", "path": DEVICE_SESSION, "loop": True} if session else cfg.get("imu", {"bus": "replay"})
-    return {"board": board, "imu": {k: v for k, v in imu.items() if k != "note"}}
+    return {"board": board, "imu": imu}
 
 
 BOOT_CHECK = "import app\napp.boot()\nprint('ETBOOT', len(app.S.names), app.S.ring.capacity)"
