@@ -26,8 +26,9 @@ MODEL = "model.etm"
 WEIGHTS = "weights.etw"
 CONFIG = "config.json"
 # Heap kept free when boot() sizes the ring buffer from the free heap (capacity=None): training,
-# evaluation, scoring, logging and the pure-Python core's per-step allocations live in it.
-# The larger of 32 KiB and a quarter of the heap (143 KB qemu board: 35 840 B; RP2040: 62 984 B).
+# evaluation, scoring and logging live in it. The larger of 32 KiB and a quarter of the heap
+# (143 KB qemu board: 35 840 B; RP2040: 62 984 B); half the heap with the pure-Python core
+# (core.IMPL "py"), whose per-step temporaries are Python objects.
 RING_MARGIN = 32 * 1024
 
 
@@ -67,7 +68,7 @@ def _model_bytes(model):
 
 
 def _margin():
-    return max(RING_MARGIN, (gc.mem_free() + gc.mem_alloc()) // 4)
+    return max(RING_MARGIN, (gc.mem_free() + gc.mem_alloc()) // (2 if core.IMPL == "py" else 4))
 
 
 def _ring(capacity, nbytes):
