@@ -308,3 +308,7 @@ def test_filesystem_survives_soft_reset_and_boot_main_run(firmware: Path, tmp_pa
             while b">>> " not in seen and time.monotonic() < deadline:
                 seen += s.read(4096)
         assert b"soft reboot" in seen and b"main.py ran" in seen, seen
+        # qemufs.mount(kib) formats a fresh filesystem of that size; the next boot mounts it again.
+        _mpremote(board.pty, "exec", "import qemufs; qemufs.mount(32)\nwith open('s', 'w') as f:\n    f.write('1')")
+        out = _mpremote(board.pty, "exec", "import os, qemufs; print(os.listdir(), qemufs.dev.block, qemufs.dev.blocks)")
+        assert out.split() == ["['s']", "256", "128"], out
