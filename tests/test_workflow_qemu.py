@@ -8,6 +8,7 @@ $EDGETUNE_QEMU_FIRMWARE, so the commands are the documented ones), the serial po
     mpremote connect P exec "import app; app.boot(); app.score('session.csv')"   (untrained)
     edgetune train --port P --label ... --n 8 --epochs 4 --save --csv out.csv --plot out.png
     mpremote connect P exec "... app.score('session.csv')"                      (trained, restored)
+    edgetune train --port P --label NOPE ...             (fails: says why, no plot)
     edgetune repl --port P                               (on a real pty: a line of Python, Ctrl-])
     SIGTERM to `edgetune emulate`                        (qemu stops too)
 
@@ -174,6 +175,12 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
         print(f"held-back accuracy {evals[0]['acc']:.3f} -> {evals[-1]['acc']:.3f}; "
               f"adaptation session {before:.3f} -> {after:.3f}")
         assert after > before
+
+        # A failure on the board is named; no plot without training rows.
+        bad_csv, bad_png = tmp_path / "bad.csv", tmp_path / "bad.png"
+        p = _cli("train", "--port", port, "--label", "NOPE", "--csv", str(bad_csv), "--plot", str(bad_png))
+        assert p.returncode != 0 and "the board raised ValueError: unknown class 'NOPE'" in p.stderr, p.stderr
+        assert not bad_png.exists() and [r["ev"] for r in read_csv(bad_csv)] == ["boot"]
 
         text = _repl(port)
         assert "classes 7 42" in text, text  # the app booted by the last exec is still there
