@@ -6,7 +6,7 @@ small app model frozen in as a 4-byte-aligned bytes object) is built by the fixt
 or stale (~1 min from scratch on 2 cores, ~3 s otherwise), booted with
 `edgetune.emulate.QemuBoard` (qemu-system-arm, serial on a pty), and then:
 
-1. `mpremote connect <pty>` (the real mpremote, raw REPL) mounts the RAM filesystem, copies a
+1. `mpremote connect <pty>` (the real mpremote, raw REPL; the filesystem is mounted at boot) copies a
    replay session and the device script over, and starts it with `exec --no-follow`;
 2. the device app boots from the FROZEN model, collects labelled windows from the replay
    sensor, trains (shuffled one-sample SGD with held-back evaluation), saves the weights;
