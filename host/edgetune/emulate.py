@@ -131,7 +131,9 @@ def qemu_command(firmware: str | os.PathLike, icount: bool = False) -> list[str]
 def _die_with_parent() -> None:
     """In the child before exec: the kernel sends it SIGKILL when its parent dies (Linux
     PR_SET_PDEATHSIG), so no qemu-system-arm is left running without its parent, whatever
-    killed the parent. Elsewhere a no-op (stop() and the SIGTERM handler still apply)."""
+    killed the parent. (Linux counts the thread that started it: a QemuBoard made in a
+    thread lives as long as that thread.) Elsewhere a no-op (stop() and the SIGTERM handler
+    still apply)."""
     try:
         import ctypes
 
