@@ -6,7 +6,7 @@ $EDGETUNE_QEMU_FIRMWARE, so the commands are the documented ones), the serial po
     edgetune emulate --board qemu                        (in the background; first line: the pty)
     edgetune deploy --port P --model model.etm --session adapt.csv
     mpremote connect P exec "import app; app.boot(); app.score('session.csv')"   (untrained)
-    edgetune train --port P --label ... --n 8 --epochs 4 --save --csv out.csv --plot out.png
+    edgetune train --port P --label ... --n 8 --epochs 4 --save --csv out.csv --plot out.png   (on a pty)
     mpremote connect P exec "... app.score('session.csv')"                      (trained, restored)
     edgetune train --port P --label NOPE ...             (fails: says why, no plot)
     edgetune repl --port P                               (on a real pty: a line of Python, Ctrl-])
@@ -15,8 +15,8 @@ $EDGETUNE_QEMU_FIRMWARE, so the commands are the documented ones), the serial po
 The model is the demo's reference model (build/demo/model, the pretrain/quantize/export verbs;
 cached), the data the demo's shifted domain (sensor turned 90 degrees): the adaptation session
 cut to the first SAMPLES samples of each class (the serial link carries ~7 KB/s). Checked: the
-CSV has the run's rows (collect per label, a train row per step, eval, end), the PNG is a
-non-empty image, the held-back accuracy after training is above the one before, and the
+CSV has the run's rows (collect per label, a train row per step, eval, end), the live bar
+was drawn on the terminal, the PNG is a non-empty image, the held-back accuracy after training is above the one before, and the
 adaptation session scores higher with the saved weights (restored at boot) than without.
 """
 
@@ -82,6 +82,40 @@ def _mpremote(port: str, *args: str, timeout: float = 120) -> str:
     p = subprocess.run([str(exe), "connect", port, *args], capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
+
+
+def _on_terminal(argv: list[str], timeout: float = 600) -> tuple[int, str]:
+    """Run argv with stdin/stdout/stderr on a real pty of 100 columns, as in a user's terminal;
+    returns (exit status, everything it wrote)."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: the child side is closed
+                    break
+                if not data:
+                    break
+                out += data
+            elif proc.poll() is not None:
+                break
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return proc.returncode, out.decode(errors="replace")
 
 
 def _repl(port: str) -> str:
@@ -155,8 +189,8 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
 
         args = ["train", "--port", port, *(x for lab in labels for x in ("--label", lab)), "--n", str(N),
                 "--epochs", str(EPOCHS), "--save", "--csv", str(out_csv), "--plot", str(out_png)]
-        p = _cli(*args, timeout=600)
-        assert p.returncode == 0, p.stdout + p.stderr
+        rc, text = _on_terminal([sys.executable, "-m", "edgetune.cli", *args])
+        assert rc == 0, text[-3000:]
         rows = read_csv(out_csv)
         evs = [r["ev"] for r in rows]
         assert evs[0] == "boot" and evs.count("collect") == len(labels) and "save" in evs, evs
@@ -166,6 +200,9 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
         evals = [r for r in rows if r["ev"] == "eval"]
         assert evals[0]["step"] == 0 and all(r["n"] == held for r in evals)
         assert evals[-1]["acc"] > evals[0]["acc"], [(r["step"], r["acc"]) for r in evals]
+        # On a terminal, train draws the live bar itself (tqdm, from the @et lines it reads).
+        steps = len(train_rows)
+        assert f"| {steps}/{steps} [" in text and "step/s, loss=" in text and "heap=" in text, text[-3000:]
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
 
         # A new mpremote session soft-resets: the saved weights are restored at boot.
