@@ -57,9 +57,9 @@ def _model_bytes(model):
     try:
         with open(model, "rb") as f:
             return f.read()
-    except OSError:
+    except OSError as e:
         if model != MODEL:
-            raise
+            raise OSError(e.errno, "no model file %s (copy one: edgetune deploy --model M.etm)" % model)
     try:
         import et_model
     except ImportError:
@@ -269,6 +269,9 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
     data, held = s.ring.split()
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
+    if not held and s.holdout > 0:
+        log.warn("no held-back windows, so no accuracy (acc: null) and no early stop: every %d-th window "
+                 "of a class is held back; collect at least %d windows per class" % (s.holdout, s.holdout))
     every = eval_every or len(data)
     t0 = hal.ticks_ms()
     log.emit("start", (("steps", epochs * len(data)), ("samples", len(data)), ("held", len(held)),

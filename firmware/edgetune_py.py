@@ -255,16 +255,34 @@ class _Layer:
     pass
 
 
+def _float(v):
+    """float(v) for numbers only, like the C module's mp_obj_get_float (float('0.1') would parse)."""
+    if isinstance(v, (str, bytes)):
+        raise TypeError("can't convert %s to float" % type(v).__name__)
+    return float(v)
+
+
+def _open(path, mode):
+    """open(); its OSError again as OSError(errno, 'edgetune: cannot open|create PATH') (as the C module)."""
+    try:
+        return open(path, mode)
+    except OSError as e:
+        raise OSError(e.errno, "edgetune: cannot %s %s" % ("create" if mode[0] == "w" else "open", path))
+
+
 class Model:
     """Model(buf, scheme=None, momentum=0.0, batch=False): an .etm model with its training state."""
 
     def __init__(self, buf, scheme=None, momentum=0.0, batch=False):
-        mom = _f32(float(momentum))
+        mom = _f32(_float(momentum))
         if not (mom >= 0.0 and mom < 1.0):
             raise ValueError("edgetune: momentum must be in [0, 1)")
         self._momentum = mom
         self._batch = bool(batch)
         self._acc = False  # inside a batch: 4d/4e add to the accumulators (docs/training.md §5)
+        if isinstance(buf, str):
+            raise TypeError("edgetune: Model() takes the .etm file's bytes, not a path: "
+                            "Model(open('%s', 'rb').read())" % buf)
         self._buf = buf
         mv = memoryview(buf)
         self._parse(mv)
@@ -481,6 +499,9 @@ class Model:
             if layer < 0 or layer >= nl or d not in (1, 2, 4, 8) or layer in den:
                 raise ValueError("edgetune: scheme weights need (layer, 1|2|4|8) pairs, each layer once")
             den[layer] = d
+        for key in scheme:
+            if key not in ("n_bias", "weights"):
+                raise ValueError("edgetune: unknown scheme key %r; the valid keys are 'n_bias' and 'weights'" % (key,))
         if n_bias < 0:
             raise ValueError("edgetune: scheme n_bias must be >= 0")
         return self._build(n_bias, den)
@@ -736,8 +757,9 @@ class Model:
         import os
 
         tmp = path + ".tmp"
+        f = _open(tmp, "wb")
         try:
-            with open(tmp, "wb") as f:
+            with f:
                 f.write(self._state_bytes())
         except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
             try:
@@ -749,7 +771,7 @@ class Model:
 
     def load(self, path):
         """Read a trained-weights file; everything is checked before the model changes."""
-        with open(path, "rb") as f:
+        with _open(path, "rb") as f:
             data = f.read()
         self._load_state(data)
 
@@ -1012,9 +1034,9 @@ class Model:
             return train_batch(self, x, label, lr, qas)
         xb = self._x(x)
         label = self._label(label)
-        lr = _f32(float(lr))
-        if not (lr - lr == 0.0):
-            raise ValueError("edgetune: lr must be a finite number")
+        lr = _f32(_float(lr))
+        if not (lr > 0.0 and lr <= 1.0):  # as the C module's lr_of (docs/training.md §8)
+            raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
         qas = bool(qas)
         F = _F
         acts = self._forward(xb, True)

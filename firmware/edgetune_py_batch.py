@@ -7,7 +7,7 @@ Model.train imports it when `labels` is a sequence. Same bits as the C module
 
 from array import array
 
-from edgetune_py import _F, _I32_MAX, _I32_MIN, _LIM30, OP_DEPTHWISE_CONV_2D, _commit, _f32, _round_sat
+from edgetune_py import _F, _I32_MAX, _I32_MIN, _LIM30, OP_DEPTHWISE_CONV_2D, _commit, _f32, _float, _round_sat
 
 
 def _batch_d(acc, kf):
@@ -38,9 +38,9 @@ def train_batch(self, xs, labels, lr, qas):
     n = self._n_in
     if len(xb) != k * n:
         raise ValueError("edgetune: inputs must be %d x %d bytes" % (k, n))
-    lr = _f32(float(lr))
-    if not (lr - lr == 0.0):
-        raise ValueError("edgetune: lr must be a finite number")
+    lr = _f32(_float(lr))
+    if not (lr > 0.0 and lr <= 1.0):
+        raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
     first = self._first
     layers = self._layers
     if first >= 0:

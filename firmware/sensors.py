@@ -209,22 +209,34 @@ class Replay(Source):
     def _rewind(self):
         if self._f:
             self._f.close()
-        self._f = open(self.path)
-        head = self._f.readline().strip().split(",")
+        try:
+            self._f = open(self.path)
+        except OSError as e:
+            raise OSError(e.errno, "cannot open session file %s" % self.path)
+        head = self._readline()
+        head = head.strip().split(",")
         if head[:6] != ["ax", "ay", "az", "gx", "gy", "gz"] or "label" not in head:
             raise ValueError("%s: expected a header ax,ay,az,gx,gy,gz,label" % self.path)
+
+    def _readline(self):
+        try:
+            return self._f.readline()
+        except UnicodeError:
+            self.close()
+            raise ValueError("%s is not a session CSV (binary data, not text): pass a file written by "
+                             "app.collect(label, n, path=...) or edgetune's data tools" % self.path)
 
     def _next_line(self):
         if self._pending is not None:
             s, self._pending = self._pending, None
             return s
-        s = self._f.readline()
+        s = self._readline()
         if not s:
             if not self.loop:
                 return None
             self.wrapped += 1
             self._rewind()
-            s = self._f.readline()
+            s = self._readline()
             if not s:
                 raise ValueError("%s: no samples" % self.path)
         return s
@@ -235,7 +247,13 @@ class Replay(Source):
             return self.names.index(field)
         if field == "":
             return -1
-        return int(field)
+        try:
+            return int(field)
+        except ValueError:
+            raise ValueError("%s: label %r is not a class of the model (classes: %s)%s" % (
+                self.path, field, ", ".join(self.names) or "none named",
+                "" if [n for n in self.names if not n.isdigit()] else
+                "; the model has no class names: export it with its MODEL.meta.json"))
 
     def read(self):
         s = self._next_line()

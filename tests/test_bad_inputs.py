@@ -92,6 +92,9 @@ case('lr_inf', 'ValueError', lambda: m.train(xs[0], 0, lr=float('inf')))
 case('lr_minus_inf', 'ValueError', lambda: m.train(xs[0], 0, lr=-float('inf')))
 case('lr_str', 'TypeError', lambda: m.train(xs[0], 0, lr='0.1'))
 case('lr_none', 'TypeError', lambda: m.train(xs[0], 0, lr=None))
+case('lr_negative', 'ValueError', lambda: m.train(xs[0], 0, lr=-0.01))
+case('lr_zero', 'ValueError', lambda: m.train(xs[0], 0, lr=0.0))
+case('lr_huge', 'ValueError', lambda: m.train(xs[0], 0, lr=1e6))
 # --- evaluate
 case('eval_len_mismatch', 'ValueError', lambda: m.evaluate([xs[0]], [0, 1]))
 case('eval_empty', 'ValueError', lambda: m.evaluate([], []))
@@ -117,7 +120,9 @@ case('momentum_one', 'ValueError', lambda: edgetune.Model(buf, momentum=1.0))
 case('momentum_negative', 'ValueError', lambda: edgetune.Model(buf, momentum=-0.1))
 case('momentum_nan', 'ValueError', lambda: edgetune.Model(buf, momentum=float('nan')))
 case('momentum_str', 'TypeError', lambda: edgetune.Model(buf, momentum='0.9'))
+case('scheme_unknown_key', 'ValueError', lambda: edgetune.Model(buf, scheme={{'bogus': 1}}))
 case('model_not_buffer', 'TypeError', lambda: edgetune.Model(12))
+case('model_path', 'TypeError', lambda: edgetune.Model({etm!r}))
 case('model_garbage', 'ValueError', lambda: edgetune.Model(b'EDTM' + bytes(100)))
 case('model_truncated', 'ValueError', lambda: edgetune.Model(buf[:len(buf) // 2]))
 # --- inference-only scheme: nothing trains; train() returns the loss and changes nothing
@@ -224,6 +229,11 @@ def test_error_messages_name_the_problem(outcome):
     assert "out of range" in c["label_n_classes"][2]
     assert f"label {1 << 40} out of range" in c["label_huge"][2]  # was printed as (int)label = 0
     assert "finite" in c["lr_nan"][2]
+    assert "(0, 1]" in c["lr_negative"][2] and "(0, 1]" in c["lr_huge"][2]
+    assert "'bogus'" in c["scheme_unknown_key"][2] and "n_bias" in c["scheme_unknown_key"][2]
+    assert "open(" in c["model_path"][2] and "read()" in c["model_path"][2]
+    assert "does-not-exist.etw" in c["load_missing_file"][2]  # the file is named
+    assert "no/such/dir/w.etw" in c["save_missing_dir"][2]
     assert "another model" in c["load_other_model"][2]
     assert "another training scheme" in c["load_other_scheme"][2]
     assert "momentum" in c["load_other_momentum"][2]

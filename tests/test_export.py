@@ -615,3 +615,35 @@ def test_padding_and_activation_range():
     # MEAN: QuantizeMultiplier(2.0) = (2^30, 2); N = 36 -> k = 5, (2^30 << 5) // 36, shift -3
     mp = prepare.mean_params(0.1, 0, 0.05, 0, 36)
     assert (mp.multiplier, mp.shift, mp.p0) == ((1 << 35) // 36, -3, 0)
+
+
+def test_cli_picks_up_the_meta_json_beside_the_tflite(models, tmp_path, capsys):
+    """`edgetune quantize` writes MODEL.meta.json beside MODEL.tflite; export without --meta
+    used to drop it silently (no class names on the device: app.score() then failed on 'PEN')."""
+    src = tmp_path / "m.tflite"
+    src.write_bytes(models["1d"])
+    names = ["PEN", "ABD", "x", "y", "z"]
+    (tmp_path / "m.meta.json").write_text(json.dumps({"class_names": names, "sample_rate": 50}))
+    out = tmp_path / "m.etm"
+    assert cli([str(src), "-o", str(out)]) == 0
+    assert read_etm(out.read_bytes()).meta["class_names"] == names
+    assert "m.meta.json" in capsys.readouterr().err  # says which file it used
+    assert cli([str(src), "-o", str(out), "--no-meta"]) == 0
+    assert "class_names" not in read_etm(out.read_bytes()).meta
+    (tmp_path / "m.meta.json").unlink()
+    assert cli([str(src), "-o", str(out)]) == 0
+    assert "no class names" in capsys.readouterr().err  # and says when there is none
+
+
+def test_cli_checks_the_output_path_first(models, tmp_path, capsys):
+    """A missing output directory is refused before any conversion or scheme search, naming the
+    path (not a temp file) and how to fix it."""
+    src = tmp_path / "m.tflite"
+    src.write_bytes(models["1d"])
+    t0 = __import__("time").time()
+    assert cli([str(src), "-o", str(tmp_path / "nodir" / "m.etm"), "--scheme", "auto:budget=5000"]) == 1
+    err = capsys.readouterr().err
+    assert __import__("time").time() - t0 < 5
+    assert "nodir" in err and "does not exist" in err and "mkdir -p" in err and ".tmp" not in err
+    assert cli([str(src), "-o", str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err

@@ -134,3 +134,38 @@ def test_cli_without_a_board_fails_clearly(tmp_path: Path):
     dry = subprocess.run([*env_cmd, "--board", "esp32s3", "--firmware", str(fw), "--port", "/dev/ttyACM9",
                           "--dry-run"], capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0 and "erase-flash" in dry.stdout and "write-flash 0 " in dry.stdout
+
+
+def test_dry_run_needs_no_board(tmp_path: Path):
+    """`flash --dry-run` prints the commands with a placeholder for the missing port / drive and
+    says on stderr what detection found (REAL detection: no board is attached here)."""
+    fw = tmp_path / "firmware.bin"
+    fw.write_bytes(bytes(16))
+    cmd = [sys.executable, "-m", "edgetune.cli", "flash", "--firmware", str(fw), "--dry-run"]
+    host = str(Path(flash.__file__).resolve().parents[1])  # this checkout's edgetune, not an installed one
+    esp = subprocess.run([*cmd, "--board", "esp32s3"], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": host})
+    assert esp.returncode == 0, esp.stderr
+    assert f"--port {flash.DRY_RUN_PORT} erase-flash" in esp.stdout and "write-flash 0 " in esp.stdout
+    assert "no USB serial port" in esp.stderr and "--port" in esp.stderr
+    rp = subprocess.run([*cmd, "--board", "rp2040"], capture_output=True, text=True, timeout=60)
+    assert rp.returncode == 0, rp.stderr
+    assert ("load -x" in rp.stdout or f"{flash.DRY_RUN_DRIVE}" in rp.stdout) and str(fw) in rp.stdout
+    assert "BOOTSEL" in rp.stderr
+
+
+def test_dry_run_plan_placeholders(tmp_path: Path):
+    uf2 = tmp_path / "firmware.uf2"
+    uf2.write_bytes(b"UF2\n")
+    notes: list[str] = []
+    steps = flash.plan("rp2040", uf2, picotool="", bootsel=False, drives=[], dry_run=True, note=notes.append)
+    assert steps[0].copy_to == flash.DRY_RUN_DRIVE / uf2.name and "picotool is not installed" in notes[0]
+    steps = flash.plan("rp2040", uf2, picotool="/opt/picotool", bootsel=False, drives=[], dry_run=True,
+                       note=notes.append)
+    assert steps[0].argv == ["/opt/picotool", "load", "-x", str(uf2)]
+    bin_ = tmp_path / "firmware.bin"
+    bin_.write_bytes(bytes(4))
+    steps = flash.plan("esp32s3", bin_, comports=lambda: [], dry_run=True, note=notes.append)
+    assert flash.DRY_RUN_PORT in steps[0].argv
+    with pytest.raises(flash.FlashError, match="no USB serial port"):  # a real run still refuses
+        flash.plan("esp32s3", bin_, comports=lambda: [])

@@ -174,9 +174,22 @@ def test_export_scheme_auto(tiny, tmp_path):
 
 
 def test_budget_too_small_is_an_error(tiny, tmp_path, capsys):
+    """Refused at once (no analysis, no table of -inf/None rows), naming the cheapest scheme's
+    price, which is the lowest price in the whole search space."""
+    import time
+
+    t0 = time.time()
     assert cli.main(["scheme", str(tiny["etm"]), "--budget", "100", "--out", str(tmp_path), "--k", "1",
                      "--epochs", "1", "--lr", "0.01", "--criteria", "l1", "--no-progress"]) == 1
-    assert "no scheme fits" in capsys.readouterr().err
+    assert time.time() - t0 < 10
+    out = capsys.readouterr()
+    assert "no scheme fits" in out.err and "-inf" not in out.out and "None" not in out.out
+    space = search.Space.of(tiny["model"])
+    pricer = search.Pricer(space)
+    low = min(p for c in space.all() if (p := pricer.price(c)) is not None)
+    assert f"needs {low} B" in out.err and f"--budget {low}" in out.err
+    with pytest.raises(ValueError, match=f"needs {low} B"):  # export --scheme auto:budget=... too
+        search.attach_spec(tiny["model"], "auto:budget=100")
 
 
 def test_board_fixed_cost(tiny, repo_root):

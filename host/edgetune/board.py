@@ -215,9 +215,19 @@ def train_cli(argv: list[str]) -> int:
     cmd = train_argv(a.port, train_code(a.label, a.n, a.epochs, a.lr, a.target, a.save))
     if a.dry_run:
         return _run(cmd, True)
+    from .outpaths import check_file
+
+    try:  # before the board spends minutes collecting and training
+        for path, what in ((a.csv, "--csv"), (a.plot, "--plot")):
+            if path:
+                check_file(path, what)
+    except ValueError as e:
+        print(f"edgetune train: error: {e}", file=sys.stderr)
+        return 2
     problem = _port_problem(a.port)
     if problem:
-        print(f"edgetune train: {problem}", file=sys.stderr)
+        outs = [x for x in (a.csv, a.plot) if x]
+        print(f"edgetune train: {problem}" + (f" (wrote no {' or '.join(outs)})" if outs else ""), file=sys.stderr)
         return 2
     return _train_stream(cmd, a)
 
@@ -269,8 +279,9 @@ def _train_stream(cmd: list[str], a: argparse.Namespace) -> int:
            f"mpremote exited with {rc}: {last.strip() or 'no output'}" if rc else "the board never logged the end of training")
     if "failed to access" in last or "could not" in last.lower():
         why += " (is another program, e.g. `edgetune monitor` or a terminal, holding the port? one process owns a serial port)"
-    print(f"edgetune train: failed: {why}; " + (f"partial log in {', '.join(wrote)}" if wrote
-                                                 else "no CSV or plot written"), file=sys.stderr)
+    outs = [x for x in (a.csv, a.plot) if x and x not in wrote]
+    print(f"edgetune train: failed: {why}" + (f"; partial log in {', '.join(wrote)}" if wrote else "")
+          + (f"; wrote no {' or '.join(outs)}" if outs else ""), file=sys.stderr)
     return rc or 1
 
 

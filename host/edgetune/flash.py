@@ -12,7 +12,8 @@ RP2040: with the board in BOOTSEL mode, ``picotool load -x firmware.uf2`` (load 
 picotool sees it; otherwise the UF2 is copied to a mounted RPI-RP2 drive (a directory whose
 INFO_UF2.TXT says Board-ID: RPI-RP2); otherwise a clear error says how to enter BOOTSEL.
 
-`--dry-run` prints the commands (or the copy) without running them.
+`--dry-run` prints the commands (or the copy) without running them; it needs no connected board
+(a placeholder stands for the port or drive, and a note says what detection found).
 """
 
 from __future__ import annotations
@@ -194,30 +195,54 @@ def execute(steps: Sequence[Step], dry_run: bool = False, out=sys.stdout) -> int
     return 0
 
 
+# What a dry run shows where no board is connected (the commands are the same with a real one).
+DRY_RUN_PORT = "PORT"
+DRY_RUN_DRIVE = Path("RPI-RP2")
+
+
 def plan(board: str, firmware: str | os.PathLike | None = None, port: str | None = None,
          comports: Callable[[], Iterable] | None = None, drives: Sequence[Path] | None = None,
-         bootsel: bool | None = None, picotool: str | None = None) -> list[Step]:
+         bootsel: bool | None = None, picotool: str | None = None, dry_run: bool = False,
+         note: Callable[[str], None] | None = None) -> list[Step]:
     """The steps that flash `board`; FlashError when that cannot be done. The detection inputs
-    (comports, drives, bootsel, picotool) default to the real machine's."""
+    (comports, drives, bootsel, picotool) default to the real machine's. With dry_run a missing
+    board is no error: the steps name a placeholder (DRY_RUN_PORT / DRY_RUN_DRIVE) and `note`
+    gets what detection found instead."""
     if board not in FIRMWARE:
         raise FlashError(f"unknown board {board!r}; flashable boards: {', '.join(sorted(FIRMWARE))}")
     fw = Path(firmware) if firmware else FIRMWARE[board]
     if not fw.is_file():
         raise FlashError(f"no firmware at {fw}; run: make firmware BOARD={board}")
+    note = note or (lambda msg: print(f"edgetune flash: note: {msg}", file=sys.stderr))
     if board == "esp32s3":
         if port is None:
             if comports is None:
                 from serial.tools import list_ports
 
                 comports = list_ports.comports
-            port = pick_port(comports())
+            try:
+                port = pick_port(comports())
+            except FlashError as e:
+                if not dry_run:
+                    raise
+                note(f"{e} -- showing the commands with {DRY_RUN_PORT} in place of the port")
+                port = DRY_RUN_PORT
         return esp32s3_steps(fw, port)
     tool = picotool if picotool is not None else picotool_path()
     if bootsel is None:
         bootsel = bool(tool) and picotool_sees_bootsel(tool)
     if drives is None:
         drives = [] if bootsel else find_rpi_rp2_drives()
-    return rp2040_steps(fw, tool, bootsel, drives)
+    try:
+        return rp2040_steps(fw, tool, bootsel, drives)
+    except FlashError as e:
+        if not dry_run:
+            raise
+        if tool:
+            note(f"{e} -- showing what runs once the board is in BOOTSEL mode")
+            return rp2040_steps(fw, tool, True, ())
+        note(f"{e} -- showing the copy to a mounted {DRY_RUN_DRIVE} drive")
+        return rp2040_steps(fw, None, False, [DRY_RUN_DRIVE])
 
 
 def cli(argv: list[str]) -> int:
@@ -225,10 +250,11 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--board", required=True, choices=sorted(FIRMWARE))
     parser.add_argument("--port", help="esp32s3: serial port (default: auto-detect)")
     parser.add_argument("--firmware", type=Path, help="image to write (default: build/<board>/firmware.*)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the commands only (works without a connected board)")
     args = parser.parse_args(argv)
     try:
-        steps = plan(args.board, args.firmware, args.port or os.environ.get("PORT") or None)
+        steps = plan(args.board, args.firmware, args.port or os.environ.get("PORT") or None, dry_run=args.dry_run)
     except FlashError as e:
         print(f"edgetune flash: {e}", file=sys.stderr)
         return 2

@@ -115,42 +115,98 @@ def save_run(out: str, m: Any, sc: data.Scenario, history: dict[str, Any], cfg: 
 
 
 def _floats(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v]
+    try:
+        return [float(v) for v in s.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a comma list of numbers") from None
 
 
 def _ints(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v]
+    try:
+        return [int(v) for v in s.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a comma list of integers") from None
+
+
+def positive_int(s: str) -> int:
+    """argparse type: an integer >= 1 (`--epochs 0` makes no model)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
+
+
+def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Cross-field checks argparse types cannot do (p.error exits with status 2)."""
+    if a.step > a.window:
+        p.error(f"--step {a.step} is larger than --window {a.window} (samples between windows would be lost)")
+    if a.fractions is not None:
+        if len(a.fractions) != 3 or any(not 0 < f < 1 for f in a.fractions) or sum(a.fractions) > 1 + 1e-9:
+            p.error(f"--fractions needs three numbers in (0, 1) summing to at most 1, got {a.fractions}")
+    if a.rotation_deg is not None and len(a.rotation_deg) != 3:
+        p.error(f"--rotation-deg needs three angles z,y,x, got {a.rotation_deg}")
+    from .outpaths import check_dir
+
+    try:  # before minutes of training
+        check_dir(a.out, "--out directory")
+    except ValueError as e:
+        p.error(str(e))
 
 
 def cli(argv: Sequence[str]) -> int:
     from .model import VARIANTS
 
-    p = argparse.ArgumentParser(prog="edgetune pretrain", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="edgetune pretrain", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="watch", choices=["watch"], help="data set (seglearn smartwatch exercises)")
-    p.add_argument("--scenario", default="rotation", choices=data.SCENARIOS)
+    p.add_argument("--scenario", default="rotation", choices=data.SCENARIOS, help="domain shift to pre-train for")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--variant", default=DEFAULTS["variant"], choices=VARIANTS)
-    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--window", type=int, default=data.WINDOW)
-    p.add_argument("--step", type=int, default=data.STEP)
-    p.add_argument("--val-subjects", type=_ints, default=None, help="comma list, default 8")
-    p.add_argument("--test-subjects", type=_ints, default=None, help="comma list, default 9,10")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"], help="passes over the training split")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="weight init, shuffling and TF op seed")
+    p.add_argument("--variant", default=DEFAULTS["variant"], choices=VARIANTS, help="model of the zoo (edgetune.model)")
+    p.add_argument("--batch", type=positive_int, default=DEFAULTS["batch"], help="mini-batch size")
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="Adam learning rate")
+    p.add_argument("--window", type=positive_int, default=data.WINDOW, help="samples per window")
+    p.add_argument("--step", type=positive_int, default=data.STEP, help="samples between window starts")
+    p.add_argument("--val-subjects", type=_ints, default=None, help="comma list (default: 8)")
+    p.add_argument("--test-subjects", type=_ints, default=None, help="comma list (default: 9,10)")
     p.add_argument("--train-side", type=int, default=1, choices=[0, 1], help="side scenario: arm trained on")
-    p.add_argument("--rotation-deg", type=_floats, default=None, help="rotation scenario: z,y,x Euler degrees (default 90,0,0)")
+    p.add_argument("--rotation-deg", type=_floats, default=None,
+                   help="rotation scenario: z,y,x Euler degrees (default: 90,0,0)")
     p.add_argument("--rotation-seed", type=int, default=None, help="rotation scenario: seeded uniform random rotation instead")
     p.add_argument("--fractions", type=_floats, default=None,
-                   help="shifted domain split in time: fit,fit-val,eval fractions (default 0.3,0.2,0.5)")
-    p.add_argument("--no-progress", action="store_true")
+                   help="shifted domain split in time: fit,fit-val,eval fractions (default: 0.3,0.2,0.5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log output")
     a = p.parse_args(argv)
+    _check_args(p, a)
+    from . import tfquiet
+
+    tfquiet.setup(a.verbose)
     cfg = scenario_config(a)
     sc = scenario_from_config(cfg)
     print(f"scenario {sc.name}: " + ", ".join(f"{k} {v}" for k, v in sc.info["counts"].items()) + " windows")
+    with tfquiet.quiet(a.verbose):  # TensorFlow's import-time notices
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
     m, hist = pretrain(sc, a.variant, a.epochs, a.seed, a.batch, a.lr, progress=not a.no_progress)
     train_args = {k: getattr(a, k) for k in ("variant", "epochs", "seed", "batch", "lr")}
-    res = save_run(a.out, m, sc, hist, cfg, train_args)
+    with tfquiet.quiet(a.verbose):
+        res = save_run(a.out, m, sc, hist, cfg, train_args)
     print(f"wrote {a.out}: source test acc {res['source_test_accuracy']:.3f}, "
           f"shifted (no adaptation) {res['shift_eval_accuracy']:.3f}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -108,13 +109,33 @@ def meta_path(tflite_path: str) -> str:
 
 
 def cli(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="edgetune quantize", description=__doc__.splitlines()[0])
+    from . import tfquiet
+    from .pretrain import positive_int
+
+    p = argparse.ArgumentParser(prog="edgetune quantize", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="pretrain output directory or the model.keras inside it")
     p.add_argument("--out", required=True, help="MODEL.tflite (metadata goes to MODEL.meta.json)")
-    p.add_argument("--samples", type=int, default=N_REPRESENTATIVE, help="representative training windows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=positive_int, default=N_REPRESENTATIVE, help="representative training windows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the representative sample")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's and the converter's own log output")
     a = p.parse_args(argv)
-    meta = quantize_run(a.model, a.out, a.samples, a.seed)
+    if not os.path.exists(a.model):
+        print(f"edgetune quantize: error: no pretrain run at {a.model} (run edgetune pretrain --out DIR first)",
+              file=sys.stderr)
+        return 1
+    from .outpaths import check_dir
+
+    try:  # its directory is created (makedirs) if missing
+        if os.path.isdir(a.out):
+            raise ValueError(f"--out {a.out} is a directory; give MODEL.tflite")
+        check_dir(os.path.dirname(os.path.abspath(a.out)), "--out directory")
+    except ValueError as e:
+        print(f"edgetune quantize: error: {e}", file=sys.stderr)
+        return 1
+    tfquiet.setup(a.verbose)
+    with tfquiet.quiet(a.verbose):
+        meta = quantize_run(a.model, a.out, a.samples, a.seed)
     print(f"wrote {a.out} ({os.path.getsize(a.out)} bytes) and {meta_path(a.out)}: "
           f"input scale {meta['input_scale']:.6g} zero point {meta['input_zero_point']}")
     return 0

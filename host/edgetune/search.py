@@ -889,6 +889,30 @@ class Report:
         return out
 
 
+def cheapest(space: Space, pricer: Pricer) -> tuple[Candidate, int] | None:
+    """The cheapest candidate and its price: the fewest biases with no weights (training
+    weights only adds arena), i.e. the classifier alone where there is one."""
+    best = None
+    for k in range(len(space.layers) + 1):
+        c = Candidate(k, (0,) * len(space.layers))
+        p = pricer.price(c)
+        if p is not None and (best is None or p < best[1]):
+            best = (c, p)
+    return best
+
+
+def check_budget(space: Space, pricer: Pricer, budget: int) -> None:
+    """ValueError naming the cheapest scheme's price when not even it fits `budget`."""
+    low = cheapest(space, pricer)
+    if low is None:
+        raise ValueError("no scheme can train this model (no layer with weights or biases to train)")
+    c, price = low
+    if price > budget:
+        fixed = pricer.fixed
+        raise ValueError(f"no scheme fits the budget of {budget} B: the cheapest, {c.text(space)}, needs {price} B "
+                         f"(training arena {price - fixed} B + fixed cost {fixed} B); give --budget {price} or more")
+
+
 def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria: Sequence[str] = CRITERIA,
            lr: float | None = None, cache: str | None = None, evaluations: int = 300, seed: int = 0,
            progress: bool = True, contrib: Contributions | None = None, verify: int = 0, jobs: int = 1) -> Report:
@@ -896,6 +920,7 @@ def search(model: EtmModel, d: SearchData, budget: int, fixed: int = 0, criteria
     search at `budget` (bytes: arena + fixed) and the Pareto front. With `verify` > 0 the chosen
     scheme is the best *measured* of the `verify` best-predicted candidates (verify_top)."""
     space = Space.of(model)
+    check_budget(space, Pricer(space, fixed), budget)  # at once, not after the analysis
     crits = tuple(criteria)
     if "fisher" in crits:
         space.fisher = fisher_scores(space, d)
@@ -1094,6 +1119,8 @@ def attach_spec(model: EtmModel, spec: str) -> Scheme:
         opts = dict(kv.split("=", 1) for kv in spec.partition(":")[2].split(",") if "=" in kv)
         fixed, heap, _ = board_fixed(opts.get("board"), model)
         budget = parse_bytes(opts.get("budget", str(heap) if heap else "96K"))
+        space = Space.of(model)
+        check_budget(space, Pricer(space, fixed), budget)  # search() checks too; this is before load_data
         d = load_data(model, opts.get("data", "watch"), opts.get("scenario"), int(opts.get("k", 8)),
                       int(opts.get("epochs", 10)), int(opts.get("seed", 0)))
         crit = tuple(opts.get("criteria", "l1+fisher").split("+"))
@@ -1109,6 +1136,8 @@ def attach_spec(model: EtmModel, spec: str) -> Scheme:
 
 
 def cli(argv: list[str]) -> int:
+    from .pretrain import positive_float, positive_int
+
     p = argparse.ArgumentParser(prog="edgetune scheme",
                                 description="Search a sparse-update scheme under an SRAM budget.")
     p.add_argument("model", help="MODEL.etm or MODEL.tflite (with MODEL.meta.json beside it)")
@@ -1117,18 +1146,18 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--budget", help="bytes for the training arena + the board's fixed cost, e.g. 96K "
                                     "(default: the board's heap)")
     p.add_argument("--board", help="board config under boards/ (fixed costs and heap), e.g. rp2040")
-    p.add_argument("--k", type=int, default=8, help="adapt samples per class")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the adapt samples")
+    p.add_argument("--k", type=positive_int, default=8, help="adapt samples per class")
+    p.add_argument("--epochs", type=positive_int, default=10, help="passes over the adapt samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, help="learning rate (default: best of 0.003/0.01/0.03 on the selection split)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: best of 0.003/0.01/0.03 on the selection split)")
     p.add_argument("--criteria", default="l1,fisher", help="channel criteria to measure: l1, fisher or both")
-    p.add_argument("--evaluations", type=int, default=300, help="evaluations of evolution and random search")
+    p.add_argument("--evaluations", type=positive_int, default=300, help="evaluations of evolution and random search")
     p.add_argument("--out", default="build/scheme", help="directory for scheme.json, scheme.png")
     p.add_argument("--cache", help="contribution cache (default OUT/cache.json)")
     p.add_argument("--etm", help="write the model with the chosen scheme to this .etm")
     p.add_argument("--verify", type=int, default=5, help="fine-tune the N best-predicted schemes and keep the "
                                                          "best measured one (0: the DP's choice as is)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes for the fine-tuning runs")
+    p.add_argument("--jobs", type=positive_int, default=2, help="worker processes for the fine-tuning runs")
     p.add_argument("--no-measure", action="store_true", help="skip the additivity check run")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -1145,6 +1174,13 @@ def cli(argv: list[str]) -> int:
         crits = tuple(c for c in a.criteria.replace("+", ",").split(",") if c)
         if not crits or any(c not in CRITERIA for c in crits):
             raise ValueError(f"--criteria must name some of {CRITERIA}")
+        from .outpaths import check_dir, check_file
+
+        check_dir(a.out, "--out directory")
+        if a.etm:
+            check_file(a.etm, "--etm")
+        space = Space.of(model)
+        check_budget(space, Pricer(space, fixed), budget)
         t0 = time.time()
         d = load_data(model, a.data, a.scenario, a.k, a.epochs, a.seed)
         rep = search(model, d, budget, fixed, crits, a.lr, a.cache or os.path.join(a.out, "cache.json"),

@@ -88,6 +88,22 @@ static void scheme_from_obj(const et_model_t *m, mp_obj_t scheme, et_scheme_laye
                 den[layer] = (uint8_t)d;
             }
         }
+        /* Any other key is a typo ({'bias': 2}) that would silently train the default. */
+        for (size_t i = 0; i < map->alloc; ++i) {
+            if (mp_map_slot_is_filled(map, i)) {
+                const mp_obj_t key = map->table[i].key;
+                if (!mp_obj_equal(key, MP_OBJ_NEW_QSTR(MP_QSTR_n_bias)) &&
+                    !mp_obj_equal(key, MP_OBJ_NEW_QSTR(MP_QSTR_weights))) {
+                    vstr_t vs;
+                    mp_print_t pr;
+                    vstr_init_print(&vs, 48, &pr);
+                    mp_print_str(&pr, "edgetune: unknown scheme key ");
+                    mp_obj_print_helper(&pr, key, PRINT_REPR);
+                    mp_print_str(&pr, "; the valid keys are 'n_bias' and 'weights'");
+                    nlr_raise(mp_obj_new_exception_arg1(&mp_type_ValueError, mp_obj_new_str_from_vstr(&vs)));
+                }
+            }
+        }
         if (n_bias < 0) {
             mp_raise_ValueError(MP_ERROR_TEXT("edgetune: scheme n_bias must be >= 0"));
         }
@@ -111,6 +127,11 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     const float momentum = a[ARG_momentum].u_obj == MP_OBJ_NULL ? 0.0f : (float)mp_obj_get_float(a[ARG_momentum].u_obj);
     if (!(momentum >= 0.0f && momentum < 1.0f)) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: momentum must be in [0, 1)"));
+    }
+    if (mp_obj_is_str(a[ARG_buf].u_obj)) { /* a str has a buffer too: its UTF-8 bytes */
+        mp_raise_msg_varg(&mp_type_TypeError,
+            MP_ERROR_TEXT("edgetune: Model() takes the .etm file's bytes, not a path: Model(open('%s', 'rb').read())"),
+            mp_obj_str_get_str(a[ARG_buf].u_obj));
     }
     mp_buffer_info_t bi;
     mp_get_buffer_raise(a[ARG_buf].u_obj, &bi, MP_BUFFER_READ);
@@ -226,11 +247,13 @@ static mp_obj_t batch_label(const mp_buffer_info_t *lb, mp_obj_t *items, size_t 
     return items ? items[s] : MP_OBJ_NEW_SMALL_INT(((const uint8_t *)lb->buf)[s]);
 }
 
-/* The lr argument of train(): 0.01 if not given; ValueError unless finite. */
+/* The lr argument of train(): 0.01 if not given; ValueError unless 0 < lr <= ET_LR_MAX
+ * (docs/training.md §8: a negative lr climbs the loss, a huge one saturates every weight). */
+#define ET_LR_MAX 1.0f
 static float lr_of(mp_obj_t lr_in) {
     const float lr = lr_in == MP_OBJ_NULL ? 0.01f : (float)mp_obj_get_float(lr_in);
-    if (!(lr - lr == 0.0f)) {
-        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number"));
+    if (!(lr > 0.0f && lr <= ET_LR_MAX)) {
+        mp_raise_ValueError(MP_ERROR_TEXT("edgetune: lr must be a finite number in (0, 1], e.g. 0.01"));
     }
     return lr;
 }
@@ -371,10 +394,28 @@ static mp_obj_t call_method(mp_obj_t obj, qstr name, size_t n_args, const mp_obj
     return mp_call_method_n_kw(n_args, 0, call);
 }
 
+/* open(path, mode); an OSError is raised again as OSError(errno, "edgetune: cannot open|create
+ * PATH"), printed "[Errno 2] ENOENT: edgetune: cannot create PATH" -- the runtime's own names no file. */
 static mp_obj_t open_file(mp_obj_t path, const char *mode) {
     mp_obj_t args[2] = { path, mp_obj_new_str(mode, strlen(mode)) };
     mp_obj_t open_fn = mp_load_global(MP_QSTR_open);
-    return mp_call_function_n_kw(open_fn, 2, 0, args);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t f = mp_call_function_n_kw(open_fn, 2, 0, args);
+        nlr_pop();
+        return f;
+    }
+    mp_obj_t exc = MP_OBJ_FROM_PTR(nlr.ret_val);
+    if (!mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)), MP_OBJ_FROM_PTR(&mp_type_OSError))) {
+        nlr_jump(nlr.ret_val);
+    }
+    vstr_t vs;
+    mp_print_t pr;
+    vstr_init_print(&vs, 64, &pr);
+    mp_printf(&pr, "edgetune: cannot %s ", mode[0] == 'w' ? "create" : "open");
+    mp_obj_print_helper(&pr, path, PRINT_STR);
+    mp_obj_t eargs[2] = { mp_obj_exception_get_value(exc), mp_obj_new_str_from_vstr(&vs) };
+    nlr_raise(mp_obj_new_exception_args(&mp_type_OSError, 2, eargs));
 }
 
 /* f.close() / os.remove(p) for the error paths: any exception they raise is dropped, so the
