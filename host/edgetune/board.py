@@ -39,9 +39,11 @@ DEVICE_SESSION = "session.csv"
 # sys.platform -> boards/<name> (edgetune deploy --board auto)
 PLATFORM_BOARDS = {"rp2": "rp2040", "esp32": "esp32s3", "qemu": "qemu", "linux": "unix"}
 # What deploy asks the board first: its platform and whether the app is frozen in the firmware
-# (importable while no app.py is on the filesystem).
-PROBE_CODE = ("import sys, os\nfs = os.listdir()\ntry:\n    import app\n    frozen = 'app.py' not in fs\n"
-              "except ImportError:\n    frozen = False\nprint('ETPROBE', sys.platform, int(frozen))")
+# (importable with only the frozen modules on sys.path).
+PROBE_CODE = ("import sys\nsys.path[:] = ['.frozen']\ntry:\n    import app\n    frozen = 1\n"
+              "except ImportError:\n    frozen = 0\nexcept Exception:\n    frozen = 1\nprint('ETPROBE', sys.platform, frozen)")
+# Removes the app's source files from the filesystem (where they would shadow the frozen app).
+REMOVE_CODE = "import os\nfor f in {names!r}:\n    try:\n        os.remove(f)\n    except OSError:\n        pass"
 
 
 def mpremote() -> list[str]:
@@ -65,7 +67,8 @@ BOOT_CHECK = "import app\napp.boot()\nprint('ETBOOT', len(app.S.names), app.S.ri
 
 
 def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
-                files: Sequence[str | os.PathLike], session: str | os.PathLike | None = None) -> list[str]:
+                files: Sequence[str | os.PathLike], session: str | os.PathLike | None = None,
+                remove: Sequence[str] = ()) -> list[str]:
     """One chained mpremote call: copy the app files, the model, the config (and the session),
     boot the app once (BOOT_CHECK: a failure shows at once), then soft-reset."""
     argv = [*mpremote(), "connect", port]
@@ -75,6 +78,8 @@ def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
     argv += ["+", "fs", "cp", str(config), ":" + DEVICE_CONFIG]
     if session is not None:
         argv += ["+", "fs", "cp", str(session), ":" + DEVICE_SESSION]
+    if remove:
+        argv += ["+", "exec", REMOVE_CODE.format(names=list(remove))]
     argv += ["+", "exec", BOOT_CHECK, "+", "soft-reset"]
     return argv
 
@@ -150,6 +155,7 @@ def deploy_cli(argv: list[str]) -> int:
         err(f"no session file {a.session}")
         return 2
     files = firmware_files()
+    remove: list[str] = []
     board_name = a.board
     if not a.dry_run:
         problem = _port_problem(a.port)
@@ -167,6 +173,7 @@ def deploy_cli(argv: list[str]) -> int:
                 err(f"unknown board platform {plat!r}; pass --board (one of {', '.join(sorted(set(PLATFORM_BOARDS.values())))})")
                 return 2
         if frozen and not a.copy_app:
+            remove = [f.name for f in files if f.name != "main.py"]  # earlier --copy-app copies
             files = [f for f in files if f.name == "main.py"]
             print(f"edgetune deploy: the app is frozen in the {board_name} firmware; copying main.py only "
                   "(--copy-app copies firmware/*.py)", flush=True)
@@ -183,7 +190,7 @@ def deploy_cli(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="edgetune-deploy-") as tmp:
         cfg = Path(tmp) / DEVICE_CONFIG
         cfg.write_text(json.dumps(config))
-        cmd = deploy_argv(a.port, a.model, cfg, files, a.session)
+        cmd = deploy_argv(a.port, a.model, cfg, files, a.session, remove)
         if a.dry_run:
             return _run(cmd, True)
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -191,6 +198,9 @@ def deploy_cli(argv: list[str]) -> int:
         out = (r.stdout + r.stderr).strip().splitlines()
         tail = "\n".join(out[-12:])
         err(f"deploying to {a.port} failed (mpremote exit {r.returncode}); the board said:\n{tail}")
+        if "MemoryError" in tail and a.copy_app:
+            err("the app's source files compile into the heap: deploy without --copy-app (the firmware has the "
+                "app frozen in; that deploy also removes the copies)")
         return 1
     n_cls, cap = next(line.split()[1:] for line in r.stdout.splitlines() if line.startswith("ETBOOT "))
     print(f"edgetune deploy: {a.model} on the {board_name} board at {a.port}: the app boots ({n_cls} classes, "
