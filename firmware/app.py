@@ -28,6 +28,11 @@ import store
 MODEL = "model.etm"
 WEIGHTS = "weights.etw"
 CONFIG = "config.json"
+# Heap kept free when boot() sizes the ring buffer from the free heap (capacity=None): training,
+# evaluation, scoring and logging live in it. The larger of 32 KiB and a quarter of the heap
+# (143 KB qemu board: 35 840 B; RP2040: 62 984 B); half the heap with the pure-Python core
+# (core.IMPL "py"), whose per-step temporaries are Python objects.
+RING_MARGIN = 32 * 1024
 
 
 class _State:
@@ -65,14 +70,49 @@ def _model_bytes(model):
     return et_model.MODEL
 
 
-def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128, holdout=4,
+def _margin():
+    return max(RING_MARGIN, (gc.mem_free() + gc.mem_alloc()) // (2 if core.IMPL == "py" else 4))
+
+
+def _ring(capacity, nbytes):
+    """The ring buffer: `capacity` windows of `nbytes`, or (None) as many as fit in the free heap
+    less _margin(). Asking for more than fits raises a MemoryError that names the numbers."""
+    gc.collect()
+    free, margin, per = gc.mem_free(), _margin(), nbytes + 2  # + label and held-back flag
+    fit = max(0, (free - margin) // per)
+    if capacity is None:
+        if fit < 1:
+            raise MemoryError("no room for a ring buffer: %d bytes of heap free, %d kept for training "
+                              "(app.RING_MARGIN); a window takes %d" % (free, margin, per))
+        while True:  # the free heap may be fragmented: the bytearray needs one block
+            try:
+                return _collect.Ring(fit, nbytes)
+            except MemoryError:
+                if fit < 2:
+                    raise
+                fit = fit * 7 // 8
+    if capacity > fit:
+        raise MemoryError("ring buffer of %d windows needs %d bytes (%d a window) but %d bytes of heap "
+                          "are free and %d are kept for training (app.RING_MARGIN): at most capacity=%d "
+                          "fits; capacity=None takes the most that fits" % (capacity, capacity * per, per,
+                                                                            free, margin, fit))
+    return _collect.Ring(capacity, nbytes)
+
+
+def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=None, holdout=4,
          scheme=None, momentum=0.0, restore=True):
     """Load the model, open the sensor, restore saved weights. Returns the app state.
 
     model: path of the .etm (default model.etm, else the frozen et_model) or its bytes. source: a sensors.Source,
     a sensor config dict, or None (config.json's "imu" section; no sensor if there is none).
+    capacity: windows in the ring buffer; None (default) sizes it from the free heap, keeping
+    max(RING_MARGIN, heap / 4) free; a number that does not fit raises MemoryError.
     """
     global S
+    old, S = S, None  # a previous boot's ring buffer is garbage now (it counts as free heap) ...
+    if old is not None and old.ring is not None:  # ... even if a stale pointer keeps its Ring alive
+        old.ring.data = old.ring.labels = old.ring.held = None
+    old = None
     s = _State()
     buf = _model_bytes(model)
     s.buf = buf
@@ -90,7 +130,7 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     else:  # no folded normalization: the input quantization of the model itself
         sc, zp = info["input_scale"], info["input_zero_point"]
         s.quant = _collect.Quantizer([sc] * s.channels, [zp] * s.channels, s.model)
-    s.ring = _collect.Ring(capacity, s.window * s.channels)
+    s.ring = None
     s.holdout = holdout
     s.taken = {}  # windows collected per class (decides which are held back)
     s.weights = weights
@@ -104,6 +144,12 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     s.source = source
     S = s
     restored = store.restore(s.model, weights) if restore and weights else False
+    info = riq = cfg = None  # garbage before sizing the ring
+    try:
+        s.ring = _ring(capacity, s.window * s.channels)  # last: sized from what is left
+    except MemoryError:
+        S = None
+        raise
     info = s.model.info()
     s.arena, s.peak = info["arena"], info["peak"]
     gc.collect()
@@ -482,6 +528,7 @@ def info():
     """The model's info() plus the app's state."""
     s = _state()
     d = s.model.info()
-    d.update(impl=core.IMPL, classes=s.names, collected=s.ring.count, per_class=s.ring.per_label(),
+    d.update(impl=core.IMPL, classes=s.names, collected=s.ring.count, capacity=s.ring.capacity,
+             per_class=s.ring.per_label(),
              steps=s.step_count, heap_free=gc.mem_free())
     return d

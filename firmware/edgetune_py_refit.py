@@ -12,7 +12,7 @@ import gc
 import struct
 from array import array
 
-from edgetune_py import _F, _FLT_MAX, _LIM30, OP_FULLY_CONNECTED, _bits, _fbits, _round_sat
+from edgetune_py import _F, _FLT_MAX, _LIM30, _bits, _fbits, _round_sat
 
 _FOLDS = 5
 _L2_GRID = (_fbits(0x3F800000), _fbits(0x3DCCCCCD), _fbits(0x3C23D70A), _fbits(0x3A83126F))  # 1 .1 .01 .001
@@ -258,7 +258,9 @@ def refit(self, xs, labels, l2, alpha):
         raise ValueError("edgetune: refit needs as many labels as windows")
     if (l2 is not None and l2 != l2) or (alpha is not None and alpha != alpha):
         raise ValueError("edgetune: l2 and alpha must be numbers (None: chosen by cross-validation)")
-    inputs = [self._x(x) for x in xs]
+    for x in xs:  # every window checked before any is used; each converted when used
+        if len(x) != self._n_in:
+            self._x(x)
     labs = [self._label(v) for v in labs]
     li = self._rl
     if li < 0:
@@ -282,9 +284,11 @@ def refit(self, xs, labels, l2, alpha):
     W = _Work(K, C)
     # the classifier's input of every window (forward passes only)
     U = []
-    for x in inputs:
-        for Lf in self._layers[:-1]:
-            x = self._fwd_layer(Lf, x)
+    acts = self._acts
+    for x in xs:
+        x = self._x(x)
+        for i in range(len(self._layers) - 1):
+            x = self._fwd_layer(self._layers[i], x, acts[i + 1])
         U.append(array("h", [v - zp for v in x]))
     if self._inference_arena > self._peak:
         self._peak = self._inference_arena
@@ -385,16 +389,14 @@ def refit(self, xs, labels, l2, alpha):
             mults.append(mu)
             shifts.append(sh)
         qv = sws + sbs + mults + shifts
-    L.b[:] = newb
-    for c in range(C):
-        L.w[c] = neww[c]
-    L.res_b = [0] * C
-    L.res_w = [[0] * K for _ in range(C)]
-    if mom:
-        L.mom_b = [0.0] * C
-        L.mom_w = [[0.0] * K for _ in range(C)]
+    for c in range(C):  # the state arrays in place (save() streams them)
+        L.b[c] = newb[c]
+        w = L.w[c]
+        for k in range(K):
+            w[k] = neww[c][k]
+    for a in [L.res_b] + list(L.res_w) + ([L.mom_b] + list(L.mom_w) if mom else []):
+        for i in range(len(a)):
+            a[i] = 0
     set_qscale(L, qv)
     return out
 
-
-assert OP_FULLY_CONNECTED == 3
