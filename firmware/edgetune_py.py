@@ -21,10 +21,15 @@ Integers are Python ints (exact); int32 wrap-around is applied where C wraps. No
 @micropython.native/viper: plain bytecode, so it runs wherever Python does (tests:
 tests/test_edgetune_py.py; cost: bench/training.py, about 50x the C module's instructions).
 
-Differences from the C module, by design: the model's weights are copied into RAM arrays at
-Model() (the C module reads them in place from the buffer), and the tables and per-step
-temporaries are Python objects (the demo IMU model: ~45 KB after Model() on the 64-bit unix
-port, plus ~35 KB of bytecode unless frozen); validation of the .etm is a subset (header, CRC,
+Heap (docs/device-app.md §6 has the figures measured on the qemu board): the model's weights
+are copied into one int8 array per layer at Model() (the C module reads them in place from
+the buffer; a bytes object reads unsigned); the training state is arrays (int32 biases, int16
+residuals, float32 momentum), the layer outputs and gradient buffers are made once, so a
+step allocates no large object; gc.collect() runs before long-lived objects are allocated
+(MicroPython's GC does not move objects: allocated among garbage they split the free heap);
+save()/load() stream the file instead of holding it. Freeze the module (or at least use a
+.mpy): its bytecode is ~25 KB of heap when loaded from a filesystem. Little-endian machines
+only (every MicroPython port). Validation of the .etm is a subset (header, CRC,
 tables inside the file, chain, ops, shapes of weights, scheme and accumulator bounds);
 info()['arena'] / ['peak'] report the C module's plan (docs/training.md §6), not this
 implementation's own heap use. Error messages are not the C module's word for word; the
@@ -32,7 +37,14 @@ exception types of the tested refusals (bad label/lr/input/momentum/scheme/file)
 """
 
 import struct
+import sys
 from array import array
+
+_MPY = sys.implementation.name != "cpython"  # MicroPython / CircuitPython
+if _MPY:
+    from gc import collect as _collect
+else:
+    _collect = None
 
 try:
     from binascii import crc32 as _crc32
@@ -50,6 +62,8 @@ _I32_MAX = 0x7FFFFFFF
 _LIM30 = 1 << 30
 
 _F = array("f", [0.0])  # float32 rounding cell
+if bytes(array("h", [1]))[0] != 1:  # save/load read and write the state arrays' bytes as they are
+    raise ImportError("edgetune_py: needs a little-endian machine (the trained-weights file is little-endian)")
 
 
 def _f32(v):
@@ -82,7 +96,7 @@ def _crc(data, crc=0):
     if _crc32 is not None:
         return _crc32(data, crc) & 0xFFFFFFFF
     crc ^= 0xFFFFFFFF
-    for b in data:
+    for b in bytes(data):  # the bytes of a buffer (an array's items may be wider)
         crc ^= b
         for _ in range(8):
             crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
@@ -91,6 +105,15 @@ def _crc(data, crc=0):
 
 def _a4(n):
     return (n + 3) & ~3
+
+
+def _compact():
+    """A collection before allocating what lives long (a model's tables, buffers, state): the
+    MicroPython GC does not move objects, and long-lived ones allocated while the heap is full
+    of garbage land scattered over it, splitting the free heap into pieces too small for the
+    next large buffer. Collected first, they pack at the bottom. (Not on CPython.)"""
+    if _collect:
+        _collect()
 
 
 def _round_sat(v, lim):
@@ -224,9 +247,8 @@ def _mbqm(acc, m, left, right):
     return hi
 
 
-def _shifted(x, off):
-    """[v + off for v in x], allocated once at its final size."""
-    out = [0] * len(x)
+def _shifted(x, off, out):
+    """out[j] = x[j] + off for the len(x) items of x (out: a buffer at least that long)."""
     for j in range(len(x)):
         out[j] = x[j] + off
     return out
@@ -249,6 +271,32 @@ def _commit(d, beta, mom, res, j):
 
 
 _SEQ = (list, tuple, bytes, bytearray, memoryview, array)  # train(): k labels
+_SIZE = {"b": 1, "h": 2, "H": 2, "i": 4, "f": 4}
+
+
+def _int8_copy(src):
+    """array('b') with the bytes of the buffer src, one allocation on MicroPython (whose
+    array.extend copies a buffer's bytes; CPython's converts items, so it gets bytes first)."""
+    if _MPY:
+        a = array("b")
+        try:
+            a.extend(src)
+            return a
+        except TypeError:  # not a buffer (a list of ints): bytes() takes it
+            pass
+    return array("b", bytes(src))
+
+
+def _zeros(tc, n):
+    """array(tc) of n zeros (0.0 for 'f'): no list of n items and, on MicroPython, one
+    allocation (array() of a sized iterable allocates it at once; then zeroed): a temporary
+    bytes object of the same size would leave a hole beside every long-lived array."""
+    if not _MPY:
+        return array(tc, bytes(_SIZE[tc] * n))
+    a = array(tc, range(n))
+    for k in range(n):
+        a[k] = 0
+    return a
 
 
 class _Layer:
@@ -284,6 +332,7 @@ class Model:
             raise TypeError("edgetune: Model() takes the .etm file's bytes, not a path: "
                             "Model(open('%s', 'rb').read())" % buf)
         self._buf = buf
+        _compact()
         mv = memoryview(buf)
         self._parse(mv)
         entries = self._scheme_from(scheme, mv)
@@ -291,6 +340,7 @@ class Model:
         self._first = entries[0][0] if entries else -1
         self._check_training()
         self._plan()
+        self._buffers()
         self._peak = 0
         self._frame = None  # sensor frame (docs/training.md §9): edgetune_py_frame
         self.reset()
@@ -414,25 +464,35 @@ class Model:
 
     def _taps(self, L):
         """The in-image taps of every output position p, in scan order (ky, then kx), as one
-        flat int32 array of pairs (tap index ky*kw+kx, input base (iy*W+ix)*C): position p's
-        pairs are tp[tpo[p]:tpo[p+1]]. Returns (tpo, tp)."""
-        tp = array("i")
-        tpo = array("i", [0])
-        for oy in range(L.oh):
-            for ox in range(L.ow):
-                start = len(tp)
-                for ky in range(L.kh):
-                    iy = oy * L.sh - L.ph + ky
-                    if iy < 0 or iy >= L.ih:
-                        continue
-                    for kx in range(L.kw):
-                        ix = ox * L.sw - L.pw + kx
-                        if 0 <= ix < L.iw:
-                            tp.append(ky * L.kw + kx)
-                            tp.append((iy * L.iw + ix) * L.ic)
-                if len(tp) == start and L.op == OP_AVERAGE_POOL_2D:
-                    raise ValueError("edgetune: average pool window entirely in the padding")
-                tpo.append(len(tp))
+        flat array of pairs (tap index ky*kw+kx, input base (iy*W+ix)*C): position p's pairs
+        are tp[tpo[p]:tpo[p+1]]. Returns (tpo, tp); uint16 arrays when the values fit (else
+        int32), each allocated once at its size (a first pass counts)."""
+        tpo = tp = None
+        for fill in (False, True):
+            n = 0
+            if fill:
+                tpo[0] = 0
+            for oy in range(L.oh):
+                for ox in range(L.ow):
+                    start = n
+                    for ky in range(L.kh):
+                        iy = oy * L.sh - L.ph + ky
+                        if iy < 0 or iy >= L.ih:
+                            continue
+                        for kx in range(L.kw):
+                            ix = ox * L.sw - L.pw + kx
+                            if 0 <= ix < L.iw:
+                                if fill:
+                                    tp[n] = ky * L.kw + kx
+                                    tp[n + 1] = (iy * L.iw + ix) * L.ic
+                                n += 2
+                    if n == start and L.op == OP_AVERAGE_POOL_2D:
+                        raise ValueError("edgetune: average pool window entirely in the padding")
+                    if fill:
+                        tpo[oy * L.ow + ox + 1] = n
+            if not fill:
+                tp = _zeros("H" if L.n_in < 65536 and L.kh * L.kw < 65536 else "i", n)
+                tpo = _zeros("H" if n < 65536 else "i", L.oh * L.ow + 1)
         return tpo, tp
 
     # ------------------------------------------------------------------ scheme
@@ -446,20 +506,29 @@ class Model:
         """The flashed weights of layer i as per-channel rows (conv/FC) or the flat (KH*KW*C)
         array (depthwise), signed int8 arrays."""
         L = self._layers[i]
-        t = self._tensors[L.weight]
-        raw = array("b", bytes(memoryview(self._buf)[t.d_off:t.d_off + t.size]))
-        if L.op == OP_DEPTHWISE_CONV_2D:
-            return raw
+        off = self._tensors[L.weight].d_off
         per = L.per
-        return [raw[c * per:(c + 1) * per] for c in range(L.oc)]
+        flat = _int8_copy(memoryview(self._buf)[off:off + per * L.oc])
+        if L.op == OP_DEPTHWISE_CONV_2D:
+            return flat
+        fm = memoryview(flat)  # rows: views of one array (no object and no padding per row)
+        return [fm[c * per:(c + 1) * per] for c in range(L.oc)]
 
     def _l1(self, i, n_sel):
         L = self._layers[i]
-        w = self._weights_of(i)
-        if L.op == OP_DEPTHWISE_CONV_2D:
-            score = [sum(abs(w[t * L.oc + c]) for t in range(L.per)) for c in range(L.oc)]
-        else:
-            score = [sum(abs(v) for v in row) for row in w]
+        w = memoryview(self._buf)
+        off, oc, per = self._tensors[L.weight].d_off, L.oc, L.per
+        score = [0] * oc
+        for c in range(oc):
+            s = 0
+            if L.op == OP_DEPTHWISE_CONV_2D:
+                idx = range(off + c, off + per * oc, oc)
+            else:
+                idx = range(off + c * per, off + (c + 1) * per)
+            for k in idx:
+                v = w[k]  # the int8 weight's byte: |int8| is v or 256 - v
+                s += v if v < 128 else 256 - v
+            score[c] = s
         order = sorted(range(L.oc), key=lambda c: (-score[c], c))
         return tuple(sorted(order[:n_sel]))
 
@@ -678,6 +747,37 @@ class Model:
             off += 4 * self._trainable
         self._arena = off + _a4(4 * self._n_out)
 
+    def _buffers(self):
+        """The working buffers, made once (a step allocates no large object: on a small heap a
+        large allocation in the middle of a step is what fails first, by fragmentation): every
+        layer's output, the offset input (int16) and a conv patch. The gradient buffers are
+        made by the first train()."""
+        layers = self._layers
+        self._acts = [None] + [_zeros("b", L.n_out) for L in layers]
+        n_x = per = 0
+        for L in layers:
+            if L.op in _WEIGHT_OPS:
+                n_x = max(n_x, L.n_in)
+                if L.op == OP_CONV_2D:
+                    per = max(per, L.per)
+        self._xo = _zeros("h", n_x)
+        self._patch = _zeros("h", per)
+        self._gbuf = None
+
+    def _grad_buffers(self):
+        """Two int32 input-gradient buffers (ping-pong: one layer's input gradient is the next
+        layer's output gradient) and the int16 h of §4b, sized for the layers above first."""
+        if self._gbuf is None:
+            _compact()
+            n_acc = n_h = 1
+            for L in self._layers[self._first + 1:]:
+                n_acc = max(n_acc, L.n_in)
+                if L.op in _WEIGHT_OPS:
+                    n_h = max(n_h, L.n_out)
+            self._gbuf = (_zeros("i", n_acc), _zeros("i", n_acc))
+            self._h = _zeros("h", n_h)
+        return self._gbuf
+
     # ------------------------------------------------------------------ state
 
     def reset(self):
@@ -685,22 +785,24 @@ class Model:
         ts = self._tensors
         mv = memoryview(self._buf)
         mom = self._momentum > 0
+        _compact()
         for i, L in enumerate(self._layers):
             if L.op in _WEIGHT_OPS:
+                L.w = None  # the old copy is garbage before the new one is made
                 L.w = self._weights_of(i)
                 if L.bias != NONE:
-                    t = ts[L.bias]
-                    L.b = list(struct.unpack_from("<%di" % L.oc, mv, t.d_off))
+                    off = ts[L.bias].d_off
+                    L.b = array("i", bytes(mv[off:off + 4 * L.oc]))
                 else:
                     L.b = None
             e = self._entry.get(i)
             if e is not None:
                 nb = L.oc if e[1] else 0
                 n_sel = len(e[2])
-                L.res_b = [0] * nb
-                L.res_w = [[0] * L.per for _ in range(n_sel)]
-                L.mom_b = [0.0] * nb if mom else None
-                L.mom_w = [[0.0] * L.per for _ in range(n_sel)] if mom else None
+                L.res_b = _zeros("h", nb)
+                L.res_w = [_zeros("h", L.per) for _ in range(n_sel)]
+                L.mom_b = _zeros("f", nb) if mom else None
+                L.mom_w = [_zeros("f", L.per) for _ in range(n_sel)] if mom else None
         if self._first >= 0 and self._params_end > self._peak:
             self._peak = self._params_end
 
@@ -715,57 +817,68 @@ class Model:
             return [w[t * oc + c] for t in range(L.per)]
         return list(w[c])
 
-    def _params_region(self):
-        out = bytearray()
-
-        def put(b):
-            out.extend(b)
-            out.extend(bytes(-len(b) % 4))
-
+    def _params_pieces(self):
+        """The params region of the trained-weights file (docs/training.md §7) as buffers in
+        file order -- the state arrays themselves, small channel maps and zero pads: nothing
+        the size of the region is built (save() streams them twice: CRC, then write)."""
         mom = self._momentum > 0
         for layer, b, ch in self._entries:
             L = self._layers[layer]
             if b:
-                put(struct.pack("<%di" % L.oc, *L.b))
+                yield L.b
             if ch:
-                cmap = [-1] * L.oc
+                cmap = _zeros("h", L.oc)
+                for c in range(L.oc):
+                    cmap[c] = -1
                 for s, c in enumerate(ch):
                     cmap[c] = s
-                put(struct.pack("<%dh" % L.oc, *cmap))
-                wb = array("b")
-                for c in ch:
-                    wb.extend(array("b", self._channel(L, c)))
-                put(bytes(wb))
-            res = list(L.res_b)
+                yield cmap
+                yield bytes(-2 * L.oc % 4)
+                if L.op == OP_DEPTHWISE_CONV_2D:
+                    for c in ch:
+                        yield array("b", self._channel(L, c))
+                else:
+                    for c in ch:
+                        yield L.w[c]
+                yield bytes(-len(ch) * L.per % 4)
+            if b:
+                yield L.res_b
             for row in L.res_w:
-                res.extend(row)
-            put(struct.pack("<%dh" % len(res), *res))
+                yield row
+            yield bytes(-2 * ((L.oc if b else 0) + len(ch) * L.per) % 4)
             if mom:
-                v = list(L.mom_b)
+                if b:
+                    yield L.mom_b
                 for row in L.mom_w:
-                    v.extend(row)
-                put(struct.pack("<%df" % len(v), *v))
-        return bytes(out)
+                    yield row
 
-    def _state_bytes(self):
-        params = self._params_region()
-        fr = b""
-        if self._frame is not None:  # flags bit1: the 44-byte frame trailer (§7)
+    def _state_parts(self):
+        """The trained-weights file from byte 16 on (the part its CRC covers), as buffers."""
+        fr = self._frame  # flags bit1: the 44-byte sensor-frame trailer (docs/training.md §7)
+        yield struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), self._params_size,
+                          (1 if self._momentum > 0 else 0) | (2 if fr is not None else 0))
+        for piece in self._params_pieces():
+            yield piece
+        if fr is not None:
             from edgetune_py_frame import trailer
-            fr = trailer(self._frame)
-        tail = struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), len(params),
-                           (1 if self._momentum > 0 else 0) | (2 if fr else 0)) + params + fr
-        return struct.pack("<4sHHII", b"EDTW", 1, 32, 32 + len(tail) - 16, _crc(tail)) + tail
+            yield trailer(fr)
 
     def save(self, path):
-        """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed."""
+        """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed. Written
+        piece by piece from the state arrays (no copy of the state in RAM)."""
         import os
 
+        crc = 0
+        for piece in self._state_parts():
+            crc = _crc(piece, crc)
         tmp = path + ".tmp"
         f = _open(tmp, "wb")
         try:
             with f:
-                f.write(self._state_bytes())
+                f.write(struct.pack("<4sHHII", b"EDTW", 1, 32,
+                                    32 + self._params_size + (0 if self._frame is None else 44), crc))
+                for piece in self._state_parts():
+                    f.write(piece)
         except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
             try:
                 os.remove(tmp)
@@ -775,106 +888,129 @@ class Model:
         os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
 
     def load(self, path):
-        """Read a trained-weights file; everything is checked before the model changes."""
+        """Read a trained-weights file; everything is checked before the model changes. Three
+        passes over the file, none holding it in RAM: the CRC in 256-byte chunks, the values
+        (through one small scratch array per size), then straight into the state arrays."""
         with _open(path, "rb") as f:
-            data = f.read()
-        self._load_state(data)
-
-    def _load_state(self, data):
-        n = len(data)
-        if n < 32:
-            raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
-        magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", data, 0)
-        if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
-            raise ValueError("edgetune: not a trained-weights file (magic/version)")
-        if size != n:
-            raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
-        if _crc(memoryview(data)[16:]) != crc:
-            raise ValueError("edgetune: trained-weights file CRC mismatch")
-        if mcrc != self._crc_field:
-            raise ValueError("edgetune: trained-weights file belongs to another model")
-        if scrc != _crc(self._scheme_bytes()):
-            raise ValueError("edgetune: trained-weights file was saved with a different scheme")
-        mom = self._momentum > 0
-        if flags & ~2 != (1 if mom else 0):
-            raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
-        if p != self._params_size or size != 32 + p + (44 if flags & 2 else 0):
-            raise ValueError("edgetune: trained-weights params region has the wrong size")
-        frame = None
-        if flags & 2:  # the sensor-frame trailer, checked before anything changes
-            from edgetune_py_frame import from_trailer
-            frame = from_trailer(self._tensors[self._input].shape[3], data[32 + p:])
-        off = 32
-        new = []
-        for layer, b, ch in self._entries:
-            L = self._layers[layer]
-            nb = L.oc if b else 0
-            n_sel = len(ch)
-            nw = n_sel * L.per
-            if b:
-                new.append((L, "b", list(struct.unpack_from("<%di" % L.oc, data, off))))
-                off += _a4(4 * L.oc)
-            if ch:
-                cmap = struct.unpack_from("<%dh" % L.oc, data, off)
-                off += _a4(2 * L.oc)
-                want = [-1] * L.oc
-                for s, c in enumerate(ch):
-                    want[c] = s
-                if list(cmap) != want:
-                    raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
-                w = struct.unpack_from("<%db" % nw, data, off)
-                off += _a4(nw)
-                if -128 in w:  # allowed only where the flashed weight is -128 (never updated yet)
-                    flashed = self._weights_of(layer)
-                    for s, c in enumerate(ch):
-                        row = self._channel_from(L, flashed, c)
-                        for k in range(L.per):
-                            if w[s * L.per + k] == -128 and row[k] != -128:
-                                raise ValueError("edgetune: trained-weights file: layer %d weight outside "
-                                                 "[-127, 127]" % layer)
-                new.append((L, "w", w))
-            r = struct.unpack_from("<%dh" % (nb + nw), data, off)
-            off += _a4(2 * (nb + nw))
-            for v in r:
-                if v < -16384 or v > 16383:
-                    raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
-            new.append((L, "r", r))
-            if mom:
-                v = struct.unpack_from("<%df" % (nb + nw), data, off)
-                off += _a4(4 * (nb + nw))
-                new.append((L, "m", v))
-        for L, kind, vals in new:
-            e = self._entry[self._layers.index(L)]
-            ch, per, nb = e[2], L.per, (L.oc if e[1] else 0)
-            if kind == "b":
-                L.b[:] = vals
-            elif kind == "w":
-                for s, c in enumerate(ch):
-                    row = vals[s * per:(s + 1) * per]
-                    if L.op == OP_DEPTHWISE_CONV_2D:
-                        for t in range(per):
-                            L.w[t * L.oc + c] = row[t]
-                    else:
-                        L.w[c] = array("b", row)
-            elif kind == "r":
-                L.res_b = list(vals[:nb])
-                L.res_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
-            else:
-                L.mom_b = list(vals[:nb])
-                L.mom_w = [list(vals[nb + s * per:nb + (s + 1) * per]) for s in range(len(ch))]
+            n = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(32)
+            if len(head) < 32:
+                raise ValueError("edgetune: trained-weights file shorter than its 32-byte header")
+            magic, ver, hsize, size, crc, mcrc, scrc, p, flags = struct.unpack_from("<4sHHIIIIII", head, 0)
+            if bytes(magic) != b"EDTW" or ver != 1 or hsize != 32:
+                raise ValueError("edgetune: not a trained-weights file (magic/version)")
+            if size != n:
+                raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+            chunk = bytearray(256)
+            mv = memoryview(chunk)
+            c = _crc(memoryview(head)[16:])
+            left = n - 32
+            while left:
+                k = f.readinto(mv[:min(left, 256)])
+                if not k:
+                    raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+                c = _crc(mv[:k], c)
+                left -= k
+            chunk = mv = None
+            if c != crc:
+                raise ValueError("edgetune: trained-weights file CRC mismatch")
+            if mcrc != self._crc_field:
+                raise ValueError("edgetune: trained-weights file belongs to another model")
+            if scrc != _crc(self._scheme_bytes()):
+                raise ValueError("edgetune: trained-weights file was saved with a different scheme")
+            if flags & ~2 != (1 if self._momentum > 0 else 0):
+                raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
+            if p != self._params_size or size != 32 + p + (44 if flags & 2 else 0):
+                raise ValueError("edgetune: trained-weights params region has the wrong size")
+            frame = None
+            if flags & 2:  # the sensor-frame trailer (docs/training.md §7), checked first
+                from edgetune_py_frame import from_trailer
+                f.seek(32 + p)
+                frame = from_trailer(self._tensors[self._input].shape[3], f.read(44))
+            f.seek(32)
+            self._read_params(f, False)
+            f.seek(32)
+            self._read_params(f, True)
         self._frame = frame
         self._peak = max(self._peak, self._params_end)
 
+    def _read_params(self, f, live):
+        """The params region: checked (live False; read through scratch arrays), or read into
+        the state arrays (live True; only after a checking pass)."""
+        mom = self._momentum > 0
+        scratch = {}
+
+        def get(tc, n, into=None):
+            if into is None:
+                into = scratch.get((tc, n))
+                if into is None:
+                    into = scratch[(tc, n)] = _zeros(tc, n)
+            if n and f.readinto(into) != _SIZE[tc] * n:
+                raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
+            return into
+
+        def pad(k):
+            if k % 4:
+                f.read(-k % 4)
+
+        for layer, b, ch in self._entries:
+            L = self._layers[layer]
+            nb = L.oc if b else 0
+            per, n_sel = L.per, len(ch)
+            if b:
+                get("i", L.oc, L.b if live else None)
+            if ch:
+                cmap = get("h", L.oc)
+                pad(2 * L.oc)
+                for c in range(L.oc):
+                    if cmap[c] != (ch.index(c) if c in ch else -1):
+                        raise ValueError("edgetune: trained-weights file: channel map of layer %d differs" % layer)
+                dw = L.op == OP_DEPTHWISE_CONV_2D
+                for s in range(n_sel):
+                    c = ch[s]
+                    row = get("b", per, L.w[c] if live and not dw else None)
+                    if live and dw:
+                        for t in range(per):
+                            L.w[t * L.oc + c] = row[t]
+                    if not live:
+                        for v in row:
+                            if v == -128:  # allowed only where the flashed weight is -128 (never updated yet)
+                                self._check_minus_128(L, layer, c, row)
+                                break
+                pad(n_sel * per)
+            for s in range(-1, n_sel):
+                n, into = (nb, L.res_b) if s < 0 else (per, L.res_w[s])
+                r = get("h", n, into if live else None)
+                if not live:
+                    for v in r:
+                        if v < -16384 or v > 16383:
+                            raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
+            pad(2 * (nb + n_sel * per))
+            if mom:
+                get("f", nb, L.mom_b if live else None)
+                for s in range(n_sel):
+                    get("f", per, L.mom_w[s] if live else None)
+
+    def _check_minus_128(self, L, layer, c, row):
+        """A -128 in channel c's trained weights is allowed only where the flashed one is -128."""
+        buf = self._buf
+        off = self._tensors[L.weight].d_off
+        for k in range(L.per):
+            if row[k] == -128:
+                idx = off + (k * L.oc + c if L.op == OP_DEPTHWISE_CONV_2D else c * L.per + k)
+                if buf[idx] != 0x80:
+                    raise ValueError("edgetune: trained-weights file: layer %d weight outside [-127, 127]" % layer)
+
     # ------------------------------------------------------------------ forward
 
-    def _fwd_layer(self, L, x):
-        """One layer on x (array('b') / list of ints); returns an array('b')."""
+    def _fwd_layer(self, L, x, out):
+        """One layer on x (array('b')) into out (array('b') of L.n_out); returns out."""
         op = L.op
-        out = array("b", bytes(L.n_out))
         lo, hi, ooff = L.act_min, L.act_max, L.out_off
         if op == OP_CONV_2D or op == OP_FULLY_CONNECTED:
             ioff = L.in_off
-            xo = _shifted(x, ioff)
+            xo = _shifted(x, ioff, self._xo)
             rows, b, per, oc = L.w, L.b, L.per, L.oc
             rm, rl, rr = L.rm, L.rl, L.rr
             if op == OP_FULLY_CONNECTED:
@@ -895,7 +1031,7 @@ class Model:
             return out
         if op == OP_DEPTHWISE_CONV_2D:
             ioff = L.in_off
-            xo = _shifted(x, ioff)
+            xo = _shifted(x, ioff, self._xo)
             w, b, oc, dm = L.w, L.b, L.oc, L.dm
             rm, rl, rr = L.rm, L.rl, L.rr
             tpo, tp = L.tpo, L.tp
@@ -957,8 +1093,12 @@ class Model:
         """Per output position the (KH*KW*C_in) input patch of xo, zeros in the padding."""
         per, cin = L.per, L.ic
         tpo, tp = L.tpo, L.tp
+        full = 2 * L.kh * L.kw
+        patch = self._patch  # one buffer, refilled per position (zeros in the padding)
         for p in range(len(tpo) - 1):
-            patch = [0] * per
+            if tpo[p + 1] - tpo[p] != full:
+                for k in range(per):
+                    patch[k] = 0
             for q in range(tpo[p], tpo[p + 1], 2):
                 pb = tp[q] * cin
                 xb = tp[q + 1]
@@ -966,11 +1106,12 @@ class Model:
             yield patch
 
     def _forward(self, x, keep):
-        acts = [x]
-        for L in self._layers:
-            x = self._fwd_layer(L, x)
-            if keep:
-                acts.append(x)
+        """The activations (a list of arrays that the next forward pass overwrites: the input,
+        then each layer's output), or the output alone."""
+        acts = self._acts
+        acts[0] = x
+        for i, L in enumerate(self._layers):
+            x = self._fwd_layer(L, x, acts[i + 1])
         p = self._inference_arena
         if self._first >= 0 and keep:
             p = self._arena
@@ -979,7 +1120,7 @@ class Model:
         return acts if keep else x
 
     def _x(self, x):
-        xb = array("b", bytes(x))
+        xb = _int8_copy(x)
         if len(xb) != self._n_in:
             raise ValueError("edgetune: input has %d bytes, the model expects %d" % (len(xb), self._n_in))
         return xb
@@ -1009,14 +1150,16 @@ class Model:
         n = len(xs)
         if n == 0 or n != len(labels):
             raise ValueError("edgetune: evaluate needs as many labels as inputs (at least one)")
-        inputs = [self._x(x) for x in xs]
+        for x in xs:  # every input and label checked before any is used; each converted when used
+            if len(x) != self._n_in:
+                self._x(x)
         labels = [self._label(lb) for lb in labels]
         t_out = self._tensors[self._output]
         total = 0.0
         correct = 0
         F = _F
         for k in range(n):
-            y = self._forward(inputs[k], False)
+            y = self._forward(self._x(xs[k]), False)
             loss, _ = _softmax_xent(y, t_out.scale, t_out.zp, labels[k], False)
             if k == 0:
                 total = loss
@@ -1055,6 +1198,7 @@ class Model:
         loss, g = _softmax_xent(acts[-1], t_out.scale, t_out.zp, label, first >= 0)
         if first < 0:
             return loss
+        gbuf = self._grad_buffers()
         big = 0.0
         for v in g:
             a = -v if v < 0 else v
@@ -1075,15 +1219,17 @@ class Model:
             if i < nl - 1:
                 y = acts[i + 1]
                 lo, hi = L.act_min, L.act_max
-                for j in range(len(gq)):
+                for j in range(L.n_out):
                     v = y[j]
                     if v <= lo or v >= hi:
                         gq[j] = 0
             stop = False
             if i > first:
-                acc, s_acc = self._input_grad(L, gq, s_g, acts[i])
+                acc = gbuf[1] if gq is gbuf[0] else gbuf[0]
+                s_acc = self._input_grad(L, gq, s_g, acts[i], acc)
                 m = 0
-                for v in acc:
+                for j in range(L.n_in):
+                    v = acc[j]
                     if v > m:
                         m = v
                     elif -v > m:
@@ -1092,7 +1238,7 @@ class Model:
                     stop = True
                 else:
                     g_next = acc  # in place, as the C module does
-                    for j in range(len(acc)):
+                    for j in range(L.n_in):
                         v = acc[j]
                         if v:
                             g_next[j] = _rdiv(v * 32767, m)
@@ -1108,18 +1254,20 @@ class Model:
             gq, s_g = g_next, s_next
         return loss
 
-    def _input_grad(self, L, g, s_g, x):
-        """§4b: (acc list over the input elements, s_acc)."""
+    def _input_grad(self, L, g, s_g, x, acc):
+        """§4b: the input gradient into acc[:L.n_in] (an int32 buffer); returns s_acc."""
         F = _F
         op = L.op
-        acc = [0] * L.n_in
+        for j in range(L.n_in):
+            acc[j] = 0
         oc = L.oc
         if op in _WEIGHT_OPS:
             r_c = L.r_c
-            h = [0] * len(g)  # preallocated lists: no growth by append (heap fragmentation)
+            h = self._h
             c = 0
-            for j in range(len(g)):
+            for j in range(L.n_out):
                 v = g[j]
+                h[j] = 0
                 if v:
                     F[0] = float(v) * r_c[c]
                     h[j] = _round_sat(F[0], 32767)
@@ -1137,7 +1285,7 @@ class Model:
                         row = rows[c]
                         for k in rng:
                             acc[k] += row[k] * hv
-                return acc, s_acc
+                return s_acc
             if op == OP_CONV_2D:
                 rows, cin = L.w, L.ic
                 crng = range(cin)
@@ -1155,7 +1303,7 @@ class Model:
                                 for k in crng:
                                     acc[xb + k] += row[wb + k] * hv
                     p += oc
-                return acc, s_acc
+                return s_acc
             w, dm = L.w, L.dm
             tpo, tp = L.tpo, L.tp
             p = 0
@@ -1168,14 +1316,17 @@ class Model:
                         if hv:
                             acc[xb + c // dm] += w[wt + c] * hv
                 p += oc
-            return acc, s_acc
+            return s_acc
         if op == OP_MEAN:
             n_pos = L.ih * L.iw
+            j = 0
             for k in range(n_pos):
-                acc[k * oc:(k + 1) * oc] = g
+                for c in range(oc):
+                    acc[j] = g[c]
+                    j += 1
             F[0] = float(n_pos)
             F[0] = s_g / F[0]
-            return acc, F[0]
+            return F[0]
         p = 0
         tpo, tp = L.tpo, L.tp
         if op == OP_AVERAGE_POOL_2D:
@@ -1190,7 +1341,7 @@ class Model:
                             acc[tp[q] + c] += gv
                 p += oc
             F[0] = s_g / 1024.0
-            return acc, F[0]
+            return F[0]
         # MAX_POOL_2D: the first in-window position holding the maximum of the saved input
         for pos in range(len(tpo) - 1):
             q0, q1 = tpo[pos] + 1, tpo[pos + 1]
@@ -1207,7 +1358,7 @@ class Model:
                             a = xb + c
                     acc[a] += gv
             p += oc
-        return acc, s_g
+        return s_g
 
     def _update(self, L, e, g, s_g, x, lr, qas):
         """§4d-g for one layer with the masked output gradient g."""
@@ -1220,8 +1371,8 @@ class Model:
         if e[1]:
             G = [0] * oc
             c = 0
-            for v in g:
-                G[c] += v
+            for j in range(L.n_out):
+                G[c] += g[j]
                 c += 1
                 if c == oc:
                     c = 0
@@ -1251,7 +1402,7 @@ class Model:
         zp = t_in.zp
         F[0] = neg * t_in.scale
         base = F[0]
-        xc = _shifted(x, -zp)
+        xc = _shifted(x, -zp, self._xo)  # the forward pass is over: its buffer is free
         op, per = L.op, L.per
         A = self._weight_grad(L, ch, g, xc)
         s_w = L.s_w
@@ -1295,7 +1446,7 @@ class Model:
             out = []
             for c in ch:
                 gv = g[c]
-                out.append([gv * v for v in xc] if gv else [0] * per)
+                out.append([gv * xc[k] for k in range(per)] if gv else [0] * per)
             return out
         A = [[0] * per for _ in ch]
         nsel = len(ch)

@@ -5,9 +5,7 @@ Model.train imports it when `labels` is a sequence. Same bits as the C module
 (native_modules/edgetune/train.c et_train_batch) and the numpy twin (Trainer.step_batch).
 """
 
-from array import array
-
-from edgetune_py import _F, _I32_MAX, _I32_MIN, _LIM30, OP_DEPTHWISE_CONV_2D, _commit, _f32, _float, _round_sat
+from edgetune_py import _F, _I32_MAX, _I32_MIN, _LIM30, OP_DEPTHWISE_CONV_2D, _commit, _f32, _float, _round_sat, _zeros
 
 
 def _batch_d(acc, kf):
@@ -47,8 +45,8 @@ def train_batch(self, xs, labels, lr, qas):
         for layer, b, ch in self._entries:
             L = layers[layer]
             # float32 cells (exact: every value stored is already float32-rounded)
-            L.acc_b = array("f", [0.0] * (L.oc if b else 0))
-            L.acc_w = [array("f", [0.0] * L.per) for _ in range(len(ch))]
+            L.acc_b = _zeros("f", L.oc if b else 0)
+            L.acc_w = [_zeros("f", L.per) for _ in range(len(ch))]
         if self._params_end + 4 * self._trainable > self._peak:
             self._peak = self._params_end + 4 * self._trainable
     F = _F

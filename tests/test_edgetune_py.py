@@ -16,7 +16,7 @@ momentum, QAS flag and samples:
   refusals (bad label, non-finite lr, wrong input length, momentum 1, bad/truncated files,
   an overflowing scheme) raise ValueError in both;
 - on the Cortex-M3 qemu firmware, whose MicroPython has single-precision floats as MCU ports
-  do, edgetune_py (compiled to .mpy) equals the C module and the twin too;
+  do, edgetune_py (frozen into that firmware, as on a board) equals the C module and the twin too;
 - the device app (firmware/app.py) runs on the fallback when the C module cannot be imported
   (core.IMPL == "py") and its collect/train/score/save session gives the same @et rows and the
   same weights file as with the C module.
@@ -393,31 +393,20 @@ def qemu_firmware() -> Path:
     return test_qemu.build_firmware(write_etm(tinymodels.app_model(window=16, classes=test_qemu.CLASSES)))
 
 
-def _mpy_cross() -> Path:
-    p = REPO / "build" / "micropython" / "mpy-cross" / "build" / "mpy-cross"
-    if p.is_file():
-        return p
-    pytest.fail("no mpy-cross at build/micropython/mpy-cross/build/mpy-cross; run: make firmware BOARD=qemu",
-                pytrace=False)
-
-
 def run_edgetune_py_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: float) -> str:
-    """Boot the qemu firmware and run each script in its own mpremote session, with
-    firmware/edgetune_py.py (as .mpy, compiled into tmp) on the board's RAM filesystem; returns
-    the sessions' stdout, concatenated. A script must print DONE at its end.
+    """Boot the qemu firmware and run each script in its own mpremote session with the
+    edgetune_py frozen into that firmware (boards/qemu/manifest.py freezes firmware/*.py; the
+    qemu_firmware fixture rebuilds it from the current source); returns the sessions' stdout,
+    concatenated. A script must print DONE at its end.
 
-    One session per script: each starts from a soft reset with the whole heap free (143 KB;
-    the .mpy and one script's models take most of it). A 32 KiB RAM filesystem leaves room
-    besides the ~22 KB .mpy: LittleFS refuses writes when it is nearly full."""
-    mpy = tmp / "edgetune_py.mpy"
-    proc = subprocess.run([str(_mpy_cross()), "-o", str(mpy), str(FIRMWARE / "edgetune_py.py")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    One session per script: each starts from a soft reset with the whole heap free (143 KB).
+    Frozen, the module's bytecode stays in flash: as a .mpy on the RAM filesystem it took
+    ~25 KB of heap and left the fallback too little (tests/test_fallback_heap.py measures
+    the margin). The 32 KiB RAM filesystem holds the scripts' saved state files."""
     out = ""
     with emulate.QemuBoard(firmware) as board:
         for s in scripts:
-            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "cp", str(mpy), ":edgetune_py.mpy",
-                    "+", "run", str(s)]
+            args = ["exec", "import qemufs; qemufs.mount(32)", "+", "run", str(s)]
             try:
                 proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                       timeout=timeout)
@@ -432,7 +421,7 @@ def run_edgetune_py_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, time
 def test_py_equals_c_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats (MICROPY_FLOAT_IMPL_FLOAT, soft float on
     the Cortex-M3): the array('f') rounding is a no-op there and every float op is the C float
-    op. edgetune_py (as .mpy in the board's RAM filesystem) == the C module == the numpy twin."""
+    op. edgetune_py (frozen in the firmware) == the C module == the numpy twin."""
     rng = np.random.default_rng(77)
     scripts, expect = [], {}
     for seed in QEMU_SEEDS:

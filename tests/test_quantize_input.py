@@ -262,7 +262,7 @@ print('DONE')
 
 def test_quantize_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats (as MCU ports): the C module and
-    edgetune_py (as .mpy) there == the numpy twin; scale/zero_point given as 'f' arrays."""
+    edgetune_py (frozen in the firmware) there == the numpy twin; scale/zero_point given as 'f' arrays."""
     rng = np.random.default_rng(99)
     etm = _model(6, 0.037, -3)
     spec, expect = [], {}
