@@ -874,10 +874,14 @@ class Model:
 
     def _state_parts(self):
         """The trained-weights file from byte 16 on (the part its CRC covers), as buffers."""
+        fr = self._frame  # flags bit1: the 44-byte sensor-frame trailer (docs/training.md §7)
         yield struct.pack("<IIII", self._crc_field, _crc(self._scheme_bytes()), self._params_size,
-                          1 if self._momentum > 0 else 0)
+                          (1 if self._momentum > 0 else 0) | (2 if fr is not None else 0))
         for piece in self._params_pieces():
             yield piece
+        if fr is not None:
+            from edgetune_py_frame import trailer
+            yield trailer(fr)
 
     def save(self, path):
         """The trained-weights file (docs/training.md §7): path + '.tmp', then renamed. Written
@@ -891,7 +895,8 @@ class Model:
         f = _open(tmp, "wb")
         try:
             with f:
-                f.write(struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + self._params_size, crc))
+                f.write(struct.pack("<4sHHII", b"EDTW", 2, 32,
+                                    32 + self._params_size + (0 if self._frame is None else 44), crc))
                 for piece in self._state_parts():
                     f.write(piece)
         except OSError:  # a full filesystem: path keeps the old weights, no tmp left behind
@@ -914,7 +919,8 @@ class Model:
         crc = 0
         for piece in self._state_parts():
             crc = _crc(piece, crc)
-        out = bytearray(struct.pack("<4sHHII", b"EDTW", 2, 32, 32 + self._params_size, crc))
+        out = bytearray(struct.pack("<4sHHII", b"EDTW", 2, 32,
+                                    32 + self._params_size + (0 if self._frame is None else 44), crc))
         for piece in self._state_parts():
             out += piece
         return bytes(out)
@@ -953,14 +959,20 @@ class Model:
             raise ValueError("edgetune: trained-weights file belongs to another model")
         if scrc != _crc(self._scheme_bytes()):
             raise ValueError("edgetune: trained-weights file was saved with a different scheme")
-        if flags != (1 if self._momentum > 0 else 0):
+        if flags & ~2 != (1 if self._momentum > 0 else 0):
             raise ValueError("edgetune: trained-weights file momentum flag does not match the model")
-        if p != self._params_size or size != 32 + p:
+        if p != self._params_size or size != 32 + p + (44 if flags & 2 else 0):
             raise ValueError("edgetune: trained-weights params region has the wrong size")
+        frame = None
+        if flags & 2:  # the sensor-frame trailer (docs/training.md §7), checked first
+            from edgetune_py_frame import from_trailer
+            f.seek(32 + p)
+            frame = from_trailer(self._tensors[self._input].shape[3], f.read(44))
         f.seek(32)
         self._read_params(f, False)
         f.seek(32)
         self._read_params(f, True)
+        self._frame = frame
         self._peak = max(self._peak, self._params_end)
 
     def _read_params(self, f, live):
