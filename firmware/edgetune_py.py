@@ -349,6 +349,7 @@ class Model:
         self._plan()
         self._buffers()
         self._peak = 0
+        self._frame = None  # sensor frame (docs/training.md §9): edgetune_py_frame
         self.reset()
 
     # ------------------------------------------------------------------ parsing
@@ -1577,6 +1578,9 @@ class Model:
             inv.append(i)
             if zp[c] - zp[c] != 0.0:
                 raise ValueError("edgetune: zero_point of channel %d must be finite" % c)
+        if self._frame is not None:  # the sensor frame first (docs/training.md §9)
+            from edgetune_py_frame import apply
+            samples = apply(self._frame, samples, C)
         out = bytearray(n)
         c = 0
         for i in range(n):
@@ -1603,6 +1607,16 @@ class Model:
             if c == C:
                 c = 0
         return bytes(out)
+
+    def calibrate(self, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2), gyro=(3, 4, 5)):
+        """Sensor-frame fit (docs/training.md §9); edgetune_py_frame, loaded when used."""
+        from edgetune_py_frame import calibrate
+        return calibrate(self, xs, labels, stats, scale, zero_point, accel, gyro)
+
+    def frame(self, *args, **kw):
+        """frame() -> None or dict; frame(None) clears; frame(R, accel=, gyro=) sets (§9)."""
+        from edgetune_py_frame import frame
+        return frame(self, *args, **kw)
 
     @staticmethod
     def _quant_param(v, what, C, dflt):
