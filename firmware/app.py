@@ -276,11 +276,21 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
+def _refit_step(xs, ys):
+    """The recipe's refit step: m.refit on the training windows after a gc (its scratch is one
+    block; a MemoryError leaves the model unchanged and the recipe logs the step as skipped)."""
+    def run():
+        gc.collect()
+        return _state().model.refit(xs, ys)
+    return run
+
+
 def _refit_all():
     """The recipe's last refit over every collected window (check set included); the lists are
     built only when it runs (the heap is tight during the recipe)."""
     s = _state()
     r = s.ring
+    gc.collect()
     return s.model.refit([r.window(i) for i in range(r.count)],
                          [r.labels[(r.start + i) % r.capacity] for i in range(r.count)])
 
@@ -343,7 +353,7 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
     s.undo_frame = None
     cal = _calibrate_step if calibrate else None
     steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
-                              refit=_recipe.hook(m, "refit", refit, xs, ys),
+                              refit=_refit_step(xs, ys) if refit and hasattr(m, "refit") else None,
                               refit_all=_refit_all if refit and refit_all and hasattr(m, "refit") else None,
                               sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
                               guard=guard, emit=emit, target=target, on_step=on_step)
