@@ -173,6 +173,8 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
         try:
             info = fn()
         except MemoryError as e:  # the refit's scratch did not fit: the model is unchanged
+            if name != "refit":
+                raise
             ck = None
             emit("recipe", (("stage", name), ("skipped", "not enough heap: %s" % e)))
             continue

@@ -127,7 +127,7 @@ def adapt_script(etm: Path, adapt: Path, evalp: Path, weights: Path, n: int, epo
     """MicroPython code of device run 1: score before, collect, train, score after, save."""
     return f"""
 import app, store
-app.boot({str(etm)!r}, weights={str(weights)!r}, config=None, restore=False, holdout={holdout},
+app.boot({str(etm)!r}, weights={str(weights)!r}, config=None, restore=False, holdout={holdout}, capacity=128,
          source={{"bus": "replay", "path": {str(adapt)!r}, "skip": {seed * 37}}})
 store.forget(app.S.model, {str(weights)!r})
 app.score({str(evalp)!r})
