@@ -16,6 +16,11 @@ it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
   int8 SGD, each with its own lr grid (LR_GRID_QAS, LR_GRID_SGD), plus QAS with momentum 0.9 for
   biases + classifier (`--no-momentum-row` drops it). `--jobs` worker processes (default 2).
 
+With the recipe rows (default; `--adapt-only` for only them) it also writes build/bench/adapt.json:
+the device's default recipe (firmware/recipe.py on the numpy twin: calibrate -> refit -> SGD with
+rollback -> guard) and its parts on rotation, side, subject, random_rotation (seeded random
+mountings) and subject_all (every fit window), paired against no adaptation (docs/data.md §7-8).
+
 Same adaptation samples (k per class from the shifted domain's fit region, drawn with the
 seed), same number of steps (`--adapt-epochs` passes over them), batch 1 (one sample per step,
 as on the device), plain SGD without momentum, sample order drawn with the seed. The learning
@@ -564,8 +569,43 @@ def adapt_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
                   "check_steps": [p["steps"] for p in per], "skipped": per[0]["skipped"],
                   "chosen_frame": [p["chosen_frame"] for p in per]}
         out[f"paired_{'recipe' if r == 'default_recipe' else r}_minus_none"] = paired_stats(acc, none_acc)
+    if args.spot_check:
+        out["spot_check_c_module"] = spot_check(name, args, sc0, cfg)
     out["seconds"] = round(time.time() - t0, 1)
     return out
+
+
+def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The first seed's recipe without the frame step (refit -> SGD -> guard -> refit_all) on the
+    unix-port MicroPython with the C module vs the numpy twin, on the scenario's own windows:
+    the same events and the same final trained-weights bytes? (The frame fit's C = twin is
+    tests/test_frame.py / test_app_calibrate.py.)"""
+    import tempfile
+
+    from edgetune import recipe
+
+    seed = args.seed0
+    run = prepare_seed(sc0, cfg, args, seed)
+    sc = sc0
+    if name == "random_rotation":
+        from edgetune import pretrain
+
+        sc = pretrain.scenario_from_config(pretrain.scenario_config(
+            {"scenario": "rotation", "rotation_seed": RANDOM_ROTATION_SEED0 + seed}))
+    idx = device_order(sc.shift_fit, np.arange(len(sc.shift_fit)) if name == "subject_all" else run.fit_idx)
+    xq = raw_quant(sc.shift_fit.x[idx], run.meta)
+    y = [int(v) for v in sc.shift_fit.y[idx]]
+    tr, ck = recipe.split(y, recipe.HOLDOUT, recipe.gap_windows(run.meta["window"], run.meta["step"]))
+    with open(run.etm_path, "rb") as f:
+        buf = f.read()
+    kw = {"sgd_epochs": recipe.EPOCHS, "lr": recipe.LR, "seed": seed}
+    ys = np.asarray(y)
+    ev_t, st_t, _ = recipe.twin_run(buf, xq[tr], ys[tr], xq[ck], ys[ck], **kw)
+    with tempfile.TemporaryDirectory() as d:
+        ev_c, st_c = recipe.device_run(buf, xq[tr], ys[tr], xq[ck], ys[ck], d, **kw)
+    same_events = [(r["ev"], r.get("stage"), r.get("kept")) for r in ev_c] == \
+        [(r["ev"], r.get("stage"), r.get("kept")) for r in ev_t]
+    return {"seed": seed, "equal_weights": st_c == st_t, "same_events": same_events, "events": len(ev_t)}
 
 
 def run_adapt(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -588,6 +628,8 @@ def run_adapt(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any
 def print_adapt(res: dict[str, Any]) -> None:
     for n, sc in res["scenarios"].items():
         print(f"\n{n} (int8 twin, {len(sc['seeds'])} seeds): no adaptation {sc['no_adaptation']['mean']:.3f}")
+        if "spot_check_c_module" in sc:
+            print(f"  C module spot check (seed {sc['spot_check_c_module']['seed']}): {sc['spot_check_c_module']}")
         for k, v in sc.items():
             if isinstance(v, dict) and "switches" in v:
                 p = sc.get(f"paired_{'recipe' if k == 'default_recipe' else k}_minus_none", {})
@@ -675,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-only", action="store_true", help="only the default-recipe rows (adapt.json)")
     p.add_argument("--recipe-rows", type=lambda s: tuple(s.split(",")), default=tuple(RECIPE_ROWS),
                    help=f"comma list of {tuple(RECIPE_ROWS)}")
+    p.add_argument("--spot-check", action="store_true",
+                   help="recipe rows: also run the first seed on the unix port's C module and compare with the twin")
     p.add_argument("--acc-margin", type=int, default=None, help="recipe guard: override recipe.ACC_MARGIN (windows)")
     p.add_argument("--loss-margin", type=float, default=None,
                    help="recipe guard: override recipe.LOSS_MARGIN (nats; default off)")

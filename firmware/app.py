@@ -28,6 +28,11 @@ import store
 MODEL = "model.etm"
 WEIGHTS = "weights.etw"
 CONFIG = "config.json"
+# Heap kept free when boot() sizes the ring buffer from the free heap (capacity=None): training,
+# evaluation, scoring and logging live in it. The larger of 32 KiB and a quarter of the heap
+# (143 KB qemu board: 35 840 B; RP2040: 62 984 B); half the heap with the pure-Python core
+# (core.IMPL "py"), whose per-step temporaries are Python objects.
+RING_MARGIN = 32 * 1024
 
 
 class _State:
@@ -65,14 +70,49 @@ def _model_bytes(model):
     return et_model.MODEL
 
 
-def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128, holdout=4,
+def _margin():
+    return max(RING_MARGIN, (gc.mem_free() + gc.mem_alloc()) // (2 if core.IMPL == "py" else 4))
+
+
+def _ring(capacity, nbytes):
+    """The ring buffer: `capacity` windows of `nbytes`, or (None) as many as fit in the free heap
+    less _margin(). Asking for more than fits raises a MemoryError that names the numbers."""
+    gc.collect()
+    free, margin, per = gc.mem_free(), _margin(), nbytes + 2  # + label and held-back flag
+    fit = max(0, (free - margin) // per)
+    if capacity is None:
+        if fit < 1:
+            raise MemoryError("no room for a ring buffer: %d bytes of heap free, %d kept for training "
+                              "(app.RING_MARGIN); a window takes %d" % (free, margin, per))
+        while True:  # the free heap may be fragmented: the bytearray needs one block
+            try:
+                return _collect.Ring(fit, nbytes)
+            except MemoryError:
+                if fit < 2:
+                    raise
+                fit = fit * 7 // 8
+    if capacity > fit:
+        raise MemoryError("ring buffer of %d windows needs %d bytes (%d a window) but %d bytes of heap "
+                          "are free and %d are kept for training (app.RING_MARGIN): at most capacity=%d "
+                          "fits; capacity=None takes the most that fits" % (capacity, capacity * per, per,
+                                                                            free, margin, fit))
+    return _collect.Ring(capacity, nbytes)
+
+
+def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=None, holdout=4,
          scheme=None, momentum=0.0, restore=True):
     """Load the model, open the sensor, restore saved weights. Returns the app state.
 
     model: path of the .etm (default model.etm, else the frozen et_model) or its bytes. source: a sensors.Source,
     a sensor config dict, or None (config.json's "imu" section; no sensor if there is none).
+    capacity: windows in the ring buffer; None (default) sizes it from the free heap, keeping
+    max(RING_MARGIN, heap / 4) free; a number that does not fit raises MemoryError.
     """
     global S
+    old, S = S, None  # a previous boot's ring buffer is garbage now (it counts as free heap) ...
+    if old is not None and old.ring is not None:  # ... even if a stale pointer keeps its Ring alive
+        old.ring.data = old.ring.labels = old.ring.held = None
+    old = None
     s = _State()
     buf = _model_bytes(model)
     s.buf = buf
@@ -90,7 +130,7 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     else:  # no folded normalization: the input quantization of the model itself
         sc, zp = info["input_scale"], info["input_zero_point"]
         s.quant = _collect.Quantizer([sc] * s.channels, [zp] * s.channels, s.model)
-    s.ring = _collect.Ring(capacity, s.window * s.channels)
+    s.ring = None
     s.holdout = holdout
     s.taken = {}  # windows collected per class (decides which are held back)
     s.weights = weights
@@ -104,6 +144,12 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=128,
     s.source = source
     S = s
     restored = store.restore(s.model, weights) if restore and weights else False
+    info = riq = cfg = None  # garbage before sizing the ring
+    try:
+        s.ring = _ring(capacity, s.window * s.channels)  # last: sized from what is left
+    except MemoryError:
+        S = None
+        raise
     info = s.model.info()
     s.arena, s.peak = info["arena"], info["peak"]
     gc.collect()
@@ -230,21 +276,6 @@ def _split():
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
-def _calibrate_step():
-    """The recipe's calibrate step: calibrate() when the model and its metadata can (else None:
-    logged as not supported). Remembers the fit so a guard that restores the old frame can move
-    the ring's windows back (through R^T: within one quantization step of what they were)."""
-    s = _state()
-    groups = s.meta.get("channel_groups")
-    if not hasattr(s.model, "calibrate") or not s.meta.get("frame_stats") or not groups:
-        return None
-    r = calibrate()
-    if r["chosen"] != "identity":
-        R = list(r["R"])
-        s.undo_frame = ([R[3 * j + i] for i in range(3) for j in range(3)], groups)
-    return {"chosen": r["chosen"], "improper": r["improper"]}
-
-
 def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refit=True, sgd=True,
           guard=True, refit_all=True):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
@@ -253,58 +284,11 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
     do-no-harm guard (the model before train() stays unless the check set improves) -> when the
     refit was kept, the refit repeated over every collected window (refit_all).
     Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
-    Logs every step. Returns the check accuracy of the model it leaves (None without check windows)."""
-    import recipe as _recipe  # epochs / lr defaults: recipe.EPOCHS / recipe.LR (test_recipe.py)
+    Logs every step. Returns the check accuracy of the model it leaves (None without check windows).
+    The code is in app_train.py, imported on first use (a board that never trains keeps the heap)."""
+    import app_train
 
-    s = _state()
-    data, held = _split()
-    if not data:
-        raise RuntimeError("nothing collected: app.collect(label, n) first")
-    if not held and s.holdout > 0:
-        log.warn("no check windows, so no accuracy (acc: null), no early stop and no guard: the last 1 in %d "
-                 "windows of a class are the check set; collect at least %d windows per class" % (s.holdout, s.holdout))
-    t0 = hal.ticks_ms()
-    n_sgd = epochs if sgd else 0
-    log.emit("start", (("steps", n_sgd * len(data)), ("samples", len(data)), ("held", len(held)),
-                       ("lr", lr), ("qas", qas), ("epochs", n_sgd)))
-    xs = [w for w, _ in data]
-    ys = [k for _, k in data]
-    cxs = [w for w, _ in held]
-    cys = [k for _, k in held]
-    data = held = None
-    n0 = s.step_count
-
-    def emit(name, fields):
-        if name == "eval":
-            s.last_acc = fields[2][1]
-        log.emit(name, (("step", s.step_count),) + fields + _mem(name != "eval"))
-
-    def on_step(ep, loss):
-        s.step_count += 1
-        log.emit("train", (("step", s.step_count), ("epoch", ep), ("loss", loss), ("acc", s.last_acc))
-                 + _mem() + (("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0)),))
-
-    m = s.model
-    r_ = s.ring  # every collected window (check set included) for the optional last refit
-    axs = [r_.window(i) for i in range(r_.count)]
-    ays = [r_.labels[(r_.start + i) % r_.capacity] for i in range(r_.count)]
-    r_ = None
-    s.undo_frame = None
-    cal = _calibrate_step if calibrate else None
-    steps, kept = _recipe.run(m, xs, ys, cxs, cys, calibrate=cal,
-                              refit=_recipe.hook(m, "refit", refit, xs, ys),
-                              refit_all=_recipe.hook(m, "refit", refit and refit_all, axs, ays), sgd_epochs=n_sgd, lr=lr, qas=qas, seed=seed,
-                              guard=guard, emit=emit, target=target, on_step=on_step)
-    if not kept and s.undo_frame is not None:  # the guard restored the old frame: the windows too
-        _reframe_ring(*s.undo_frame)
-    s.undo_frame = None
-    final = steps[-1][1]
-    s.last_acc = final[1] if final else None
-    stop = target is not None and final is not None and final[1] >= target
-    log.emit("end", (("step", s.step_count), ("steps", s.step_count - n0), ("acc", s.last_acc),
-                     ("early_stop", stop), ("kept", kept),
-                     ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
-    return s.last_acc
+    return app_train.train(epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all)
 
 
 def _reframe_ring(R, groups):
@@ -320,9 +304,9 @@ def _reframe_ring(R, groups):
         sc = array("f", q.scale)
         zp = array("f", q.zp)
         C, F = len(sc), array("f", [0.0])
+        x = array("f", bytes(4 * s.ring.nbytes))  # one buffer for every window
         for i in range(s.ring.count):
             w = s.ring.window(i)
-            x = array("f", bytes(4 * len(w)))
             for j in range(len(w)):
                 v = w[j]
                 F[0] = (v - 256 if v > 127 else v) - zp[j % C]  # float32 (q - zp), then * scale
@@ -352,9 +336,10 @@ def calibrate():
     if not st or not groups:
         raise RuntimeError("the model's metadata has no frame_stats/channel_groups (export it with a newer edgetune)")
     r_ = s.ring  # every collected window: the frame fit has its own guard and uses no loss
-    data = [(r_.window(i), r_.labels[(r_.start + i) % r_.capacity]) for i in range(r_.count)]
+    wins = [r_.window(i) for i in range(r_.count)]
+    labs = [r_.labels[(r_.start + i) % r_.capacity] for i in range(r_.count)]
     r_ = None
-    if not data:
+    if not wins:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
     flat = array("f")  # the statistics sets: all arms pooled, then each arm (if exported)
     for rows in [st] + list(s.meta.get("frame_stats_sides") or ()):
@@ -363,12 +348,14 @@ def calibrate():
     q = s.quant
     t0 = hal.ticks_ms()
     old = s.model.frame()
-    r = s.model.calibrate([w for w, _ in data], [k for _, k in data], flat, q.scale, q.zp,
-                          accel=groups["accel"], gyro=groups.get("gyro"))
+    r = s.model.calibrate(wins, labs, flat, q.scale, q.zp, accel=groups["accel"], gyro=groups.get("gyro"))
+    n = len(wins)
+    wins = labs = flat = None
+    gc.collect()
     if r["chosen"] != "identity":  # the ring's windows are in the old frame: move them
         _reframe_ring(r["R"], groups)
     ms = hal.ticks_diff(hal.ticks_ms(), t0)
-    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("set", r["set"]), ("n", len(data)),
+    log.emit("calibrate", (("chosen", r["chosen"]), ("improper", r["improper"]), ("set", r["set"]), ("n", n),
                            ("e_identity", r["e_identity"]), ("e_proper", r["e_proper"]),
                            ("e_improper", r["e_improper"]), ("R", list(r["R"])),
                            ("was_framed", old is not None), ("elapsed_ms", ms)) + _mem(True))
@@ -473,6 +460,7 @@ def info():
     """The model's info() plus the app's state."""
     s = _state()
     d = s.model.info()
-    d.update(impl=core.IMPL, classes=s.names, collected=s.ring.count, per_class=s.ring.per_label(),
+    d.update(impl=core.IMPL, classes=s.names, collected=s.ring.count, capacity=s.ring.capacity,
+             per_class=s.ring.per_label(),
              steps=s.step_count, heap_free=gc.mem_free())
     return d

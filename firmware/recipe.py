@@ -170,7 +170,14 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
         # the refit is kept only if it improves the check set (guard margins); the frame fit has
         # its own guard (identity unless the statistics are explained clearly better)
         ck = m.state() if name == "refit" and guard and n else None
-        info = fn()
+        try:
+            info = fn()
+        except MemoryError as e:  # the refit's scratch did not fit: the model is unchanged
+            if name != "refit":
+                raise
+            ck = None
+            emit("recipe", (("stage", name), ("skipped", "not enough heap: %s" % e)))
+            continue
         if info is None:
             ck = None
             emit("recipe", (("stage", name), ("skipped", "not supported by this model/firmware")))
@@ -221,7 +228,10 @@ def run(m, xs, ys, cxs, cys, calibrate=None, refit=None, sgd_epochs=EPOCHS, lr=L
     if refit_all is not None and kept and refit_kept:
         # the refit the guard accepted, repeated over every collected window (check set included:
         # its accuracy is no longer a held-out number, so none is logged)
-        info = refit_all()
+        try:
+            info = refit_all()
+        except MemoryError as e:
+            info = {"skipped": "not enough heap: %s" % e}
         if info is not None:
             emit("recipe", (("stage", "refit_all"),) + tuple(sorted(info.items())))
     return steps, kept

@@ -127,7 +127,7 @@ def adapt_script(etm: Path, adapt: Path, evalp: Path, weights: Path, n: int, epo
     """MicroPython code of device run 1: score before, collect, train, score after, save."""
     return f"""
 import app, store
-app.boot({str(etm)!r}, weights={str(weights)!r}, config=None, restore=False, holdout={holdout},
+app.boot({str(etm)!r}, weights={str(weights)!r}, config=None, restore=False, holdout={holdout}, capacity=128,
          source={{"bus": "replay", "path": {str(adapt)!r}, "skip": {seed * 37}}})
 store.forget(app.S.model, {str(weights)!r})
 app.score({str(evalp)!r})
@@ -210,7 +210,7 @@ def summary(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--n", type=int, default=20, help="windows collected per class (app.collect's default; the last 1 in 4 are the check set)")
+    p.add_argument("--n", type=int, default=18, help="windows collected per class (18 x 7 classes fill the default 128-window ring; the last 1 in 4 are the check set)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)

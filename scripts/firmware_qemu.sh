@@ -61,11 +61,19 @@ fi
 # MICROPY_VFS_LFS2: LittleFS for boards/qemu/modules/qemufs.py; its file times need
 # mp_hal_time_ns(), which the qemu port lacks (no clock): py/mphal.h skips the declaration when
 # a macro of that name exists, so files get time 0 (1970) without a C shim.
+# USER_C_MODULES: our module plus the board's boot sequence (boards/qemu/cmodule/board_boot.c:
+# frozen _boot.py mounts the filesystem, then boot.py / main.py run, as on rp2), hooked into
+# the port's unmodified main.c through py/runtime.c's MICROPY_PORT_INIT_FUNC at the end of
+# mp_init(); board_boot.h is force-included so that runtime.c sees its declaration.
+USERMODS="$OUT/usermods"
+mkdir -p "$USERMODS"
+ln -sfn "$ROOT/native_modules/edgetune" "$USERMODS/edgetune"
+ln -sfn "$ROOT/boards/qemu/cmodule" "$USERMODS/qemu_board"
 MAKE_ARGS=(
     -C "$MICROPY_DIR/ports/qemu" BOARD=MPS2_AN385 BUILD="$OBJ"
-    USER_C_MODULES="$ROOT/native_modules" FROZEN_MANIFEST="$MANIFEST"
+    USER_C_MODULES="$USERMODS" FROZEN_MANIFEST="$MANIFEST"
     LDSCRIPT="$ROOT/boards/qemu/mps2.ld" MICROPY_VFS_LFS2=1 MPY_LIB_DIR="$MPY_LIB_DIR"
-    CFLAGS_EXTRA="'-Dmp_hal_time_ns()=0ULL'"
+    CFLAGS_EXTRA="'-Dmp_hal_time_ns()=0ULL' '-DMICROPY_PORT_INIT_FUNC=edgetune_qemu_boot()' -include $ROOT/boards/qemu/cmodule/board_boot.h"
 )
 # A build directory made with other arguments (e.g. before MICROPY_VFS_LFS2 / CFLAGS_EXTRA) is
 # rebuilt from scratch: the port's make does not track flag changes.

@@ -307,7 +307,7 @@ sys.modules['edgetune'] = _NoCModule()
 APP = """
 import app, store, core
 print('IMPL', core.IMPL)
-app.boot({etm!r}, weights={w!r}, config=None, restore=False, holdout=4,
+app.boot({etm!r}, weights={w!r}, config=None, restore=False, holdout=4, capacity=64,
          source={{"bus": "replay", "path": {adapt!r}, "skip": 0}})
 store.forget(app.S.model, {w!r})
 for name in app.S.names:

@@ -95,3 +95,17 @@ def test_board_files_are_consistent(repo_root):
         assert "method" in cfg["flash"]
     # The unix emulation enforces the RP2040 budget.
     assert boards["unix"]["heap_bytes"] == boards["rp2040"]["heap_bytes"]
+
+
+def test_cli_unix_script_imports_the_app_without_path(tmp_path, micropython):
+    """`edgetune emulate --board unix script.py` puts the device app (firmware/) on sys.path, as
+    a board has it frozen or deployed: `import app` needs no --path."""
+    script = tmp_path / "s.py"
+    script.write_text("import app, collect\nprint('app', app.MODEL, collect.Ring(2, 3).capacity)\n")
+    env = dict(os.environ, EDGETUNE_MICROPYTHON=str(micropython))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetune.cli", "emulate", "--board", "unix", str(script)],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["app", "model.etm", "2"]

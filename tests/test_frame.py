@@ -23,7 +23,7 @@ from edgetune.modelfile import write_etm
 from edgetune.quantize_input import quantize_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_edgetune_py import qemu_firmware  # noqa: E402,F401 (fixture)
+from test_edgetune_py import qemu_firmware, run_edgetune_py_on_qemu  # noqa: E402,F401 (fixture)
 from tinymodels import chain  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -366,25 +366,6 @@ print('DONE')
 """
 
 
-def run_frame_on_qemu(firmware: Path, scripts: list[Path], tmp: Path, timeout: float) -> str:
-    """tests/test_edgetune_py.py's run_edgetune_py_on_qemu with a 40 KiB filesystem: edgetune_py
-    and edgetune_py_frame are frozen into the qemu firmware (boards/qemu/manifest.py freezes
-    firmware/*.py), their bytecode stays in flash."""
-    import subprocess
-
-    from edgetune import emulate
-
-    out = ""
-    with emulate.QemuBoard(firmware) as board:
-        for s in scripts:
-            args = ["exec", "import qemufs; qemufs.mount(40)", "+", "run", str(s)]
-            proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
-                                  timeout=timeout)
-            assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
-            out += proc.stdout
-    return out
-
-
 def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     """The qemu firmware's MicroPython has float32 floats: its C module (20 cases) and
     edgetune_py_frame (1 case, slow there) give the twin's bits."""
@@ -408,7 +389,7 @@ def test_calibrate_on_single_precision_cortex_m3(qemu_firmware, tmp_path):
     s = tmp_path / "fpy.py"  # edgetune_py_frame: one case (minutes of emulated soft float)
     s.write_text(QEMU_SCRIPT.format(etm=etm.hex(), cases=[cases[0][:-1] + (True,)]))
     scripts.append(s)
-    out = run_frame_on_qemu(firmware, scripts, tmp_path, timeout=1200)
+    out = run_edgetune_py_on_qemu(firmware, scripts, tmp_path, timeout=1200)  # both frozen there
     assert "FLOAT32 True" in out
     got = {}
     for line in out.splitlines():

@@ -130,3 +130,17 @@ def test_port_that_never_existed(tmp_path):
     assert proc.returncode == 1
     assert "port unavailable" in err and "Traceback" not in err
     assert not csv.exists() or read_csv(csv) == []
+
+
+def test_missing_port_fails_at_once_and_writes_nothing(tmp_path):
+    """`monitor --port /dev/nonexistent` (default --reconnect-timeout 10 s): exit 1 within a
+    couple of seconds, a message naming the port and what to check, no CSV and no PNG."""
+    csv, png = tmp_path / "log.csv", tmp_path / "log.png"
+    t0 = time.monotonic()
+    proc = _monitor(str(tmp_path / "ttyNOPE"), csv, "--plot", str(png))
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 1, err
+    assert took < 5, f"took {took:.1f} s"
+    assert "ttyNOPE does not exist" in err and "edgetune emulate" in err and "Traceback" not in err, err
+    assert not csv.exists() and not png.exists()

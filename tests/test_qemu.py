@@ -6,7 +6,7 @@ small app model frozen in as a 4-byte-aligned bytes object) is built by the fixt
 or stale (~1 min from scratch on 2 cores, ~3 s otherwise), booted with
 `edgetune.emulate.QemuBoard` (qemu-system-arm, serial on a pty), and then:
 
-1. `mpremote connect <pty>` (the real mpremote, raw REPL) mounts the RAM filesystem, copies a
+1. `mpremote connect <pty>` (the real mpremote, raw REPL; the filesystem is mounted at boot) copies a
    replay session and the device script over, and starts it with `exec --no-follow`;
 2. the device app boots from the FROZEN model, collects labelled windows from the replay
    sensor, trains (shuffled one-sample SGD with held-back evaluation), saves the weights;
@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,79 @@ def test_edgetune_emulate_board_qemu_runs_a_script(firmware: Path, tmp_path: Pat
     assert p.returncode != 0 and "boom" in p.stdout + p.stderr
     p = subprocess.run([*cmd[:-1], str(tmp_path / "none.elf"), str(ok)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "make firmware BOARD=qemu" in p.stderr
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_edgetune_emulate_board_qemu_stops_qemu_on_sigterm(firmware: Path):
+    """`edgetune emulate --board qemu` names its port on its first line and, sent SIGTERM (what
+    a service manager, `kill` or a test harness sends), stops its qemu-system-arm like Ctrl-C."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "emulate", "--board", "qemu", "--firmware",
+                             str(firmware)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "/dev/pts/" in first, first
+        qemu = _children(proc.pid)
+        assert len(qemu) == 1 and "qemu-system-arm" in Path(f"/proc/{qemu[0]}/cmdline").read_text()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        for _ in range(50):
+            if not _alive(qemu[0]):
+                break
+            time.sleep(0.1)
+        assert not _alive(qemu[0]), "qemu-system-arm still running after SIGTERM to edgetune emulate"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_filesystem_survives_soft_reset_and_boot_main_run(firmware: Path, tmp_path: Path):
+    """The board's filesystem: 1408 KiB of LittleFS mounted at / at boot (no import needed),
+    kept across mpremote's soft resets; boot.py runs at every boot and main.py after a soft
+    reset from the friendly REPL (not from mpremote's raw REPL), as on the rp2 port."""
+    import serial
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (64 * 1024 // 256))  # more than the old 24 KiB RAM disk held
+    (tmp_path / "boot.py").write_text("with open('boots', 'a') as f:\n    f.write('b')\n")
+    (tmp_path / "main.py").write_text("print('main.py ran')\n")
+    with emulate.QemuBoard(firmware) as board:
+        out = _mpremote(board.pty, "exec", "import os; print(os.getcwd(), os.statvfs('/')[:3], os.listdir())")
+        assert out.split("\n")[0].strip() == "/ (4096, 4096, 352) []", out
+        _mpremote(board.pty, "cp", str(big), ":big.bin", "+", "cp", str(tmp_path / "boot.py"), ":boot.py",
+                  "+", "cp", str(tmp_path / "main.py"), ":main.py", timeout=300)
+        # A new mpremote session soft-resets: the files are still there, boot.py ran, main.py not.
+        out = _mpremote(board.pty, "exec", "import os; print(sorted(os.listdir()), os.stat('big.bin')[6], "
+                        "open('boots').read())")
+        assert out.split() == ["['big.bin',", "'boot.py',", "'boots',", "'main.py']", str(big.stat().st_size), "b"], out
+        _mpremote(board.pty, "cp", ":big.bin", str(tmp_path / "back.bin"), timeout=300)
+        assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+        with serial.Serial(board.pty, timeout=0.5) as s:  # Ctrl-D at the friendly REPL
+            s.write(b"\r\x03\x03\x02")
+            time.sleep(0.5)
+            s.read(4096)
+            s.write(b"\x04")
+            seen = b""
+            deadline = time.monotonic() + 20
+            while b">>> " not in seen and time.monotonic() < deadline:
+                seen += s.read(4096)
+        assert b"soft reboot" in seen and b"main.py ran" in seen, seen
+        # qemufs.mount(kib) formats a fresh filesystem of that size; the next boot mounts it again.
+        _mpremote(board.pty, "exec", "import qemufs; qemufs.mount(32)\nwith open('s', 'w') as f:\n    f.write('1')")
+        out = _mpremote(board.pty, "exec", "import os, qemufs; print(os.listdir(), qemufs.dev.block, qemufs.dev.blocks)")
+        assert out.split() == ["['s']", "256", "128"], out

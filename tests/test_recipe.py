@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetune import recipe
+from edgetune import memory, recipe
+from edgetune.scheme import Scheme
 from edgetune.modelfile import write_etm
 from test_unix_train import train_model
 
@@ -86,6 +87,8 @@ def test_recipe_c_equals_twin(micropython, tmp_path):
         ev_t, st_t, _ = recipe.twin_run(etm, xs[tr], ys[tr], xs[ck], ys[ck], **kw)
         ev_c, st_c = recipe.device_run(etm, xs[tr], ys[tr], xs[ck], ys[ck], tmp_path / f"c{k}", **kw)
         assert st_c == st_t, f"model {k}: final weights differ"
+        # the checkpoint's heap price (memory.py) is the state's size
+        assert len(st_t) == memory.checkpoint_bytes(model, Scheme.for_model(model)), k
         assert [r["ev"] for r in ev_c] == [r["ev"] for r in ev_t]
         for a, b in zip(ev_c, ev_t):
             assert a.keys() == b.keys()
@@ -137,3 +140,36 @@ def test_app_defaults_are_the_recipe_defaults():
     defaults = dict(zip(names[len(names) - len(fn.args.defaults):], (ast.literal_eval(d) for d in fn.args.defaults)))
     assert defaults["epochs"] == recipe.EPOCHS and defaults["lr"] == recipe.LR
     assert all(defaults[k] is True for k in ("calibrate", "refit", "sgd", "guard", "refit_all"))
+
+
+def test_checkpoint_price_with_a_frame(micropython, tmp_path):
+    """m.state() on the C module: memory.checkpoint_bytes without and with a sensor frame, and
+    load_state restores the frame the checkpoint had."""
+    from test_unix_train import run_script
+
+    from pathlib import Path
+
+    from edgetune.modelfile import read_etm
+    from relhelp import demo_module
+
+    etm = demo_module().ensure_model(Path(__file__).resolve().parents[1] / "build" / "demo")  # 6 IMU channels
+    model = read_etm(etm.read_bytes())
+    (tmp_path / "m.etm").write_bytes(etm.read_bytes())
+    code = f"""
+import edgetune
+m = edgetune.Model(open({str(tmp_path / 'm.etm')!r}, 'rb').read())
+a = m.state()
+m.frame([0, -1, 0, 1, 0, 0, 0, 0, 1])
+b = m.state()
+m.load_state(a)
+print('SIZES', len(a), len(b), m.frame() is None)
+m.load_state(b)
+print('FRAME', m.frame() is not None)
+"""
+    proc = run_script(micropython, tmp_path, code)
+    assert proc.returncode == 0, proc.stderr
+    sizes = next(ln for ln in proc.stdout.splitlines() if ln.startswith("SIZES")).split()
+    sch = Scheme.for_model(model)
+    assert int(sizes[1]) == memory.checkpoint_bytes(model, sch)
+    assert int(sizes[2]) == memory.checkpoint_bytes(model, sch, frame=True)
+    assert sizes[3] == "True" and "FRAME True" in proc.stdout

@@ -263,7 +263,7 @@ print('LOGITS', app.S.model.predict(bytes([i & 255 for i in range(600)])).hex())
 # --------------------------------------------------------------------------------------------
 
 QEMU_MODELS = 20
-QEMU_PY_MODELS = 6  # the pure-Python fallback is slow under qemu: its first models only
+QEMU_PY_MODELS = 20  # the pure-Python fallback too, on every model
 
 QEMU_SCRIPT = """
 import edgetune, binascii, struct, os, gc
@@ -287,7 +287,7 @@ for name, etm, xs, labels, py in {cases!r}:
         r = m.refit(ws, labels)
         l = hx(m.train(ws[0], labels[0], lr=0.05))
         m.save('s')
-        with open('s', 'rb') as f:
+        with open('s', 'rb') as f:  # closed before the remove (LittleFS and the GC)
             st = f.read()
         os.remove('s')
         if st != m.state():
@@ -309,15 +309,15 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
 
     fw = build_firmware(write_etm(tinymodels.app_model(window=16, classes=CLASSES)))
     scripts, expect = [], {}
-    # the fallback's models first: the smallest (its weight tables must fit the 143 KB heap)
+    # smallest first
     # (and only models whose refit scratch fits the board's heap next to the script: <= 40 KB)
     cand = [(sd, m) for sd, m in refittable_models(QEMU_MODELS + 12)
             if memory.refit_scratch(m, Scheme.default(m), [0] * 20, cv=True) <= 40_000]
     models = sorted(cand[:QEMU_MODELS], key=lambda sm: len(write_etm(sm[1])))
-    # one model per session for the fallback (its tables and the script's hex fill the 143 KB
-    # heap), the C-only rest in groups
+    # sessions of 3 models for the C module, of 4 for the fallback (the scripts' hex and the
+    # models share the 143 KB heap)
     parts = [(i, min(i + 3, QEMU_MODELS), False) for i in range(0, QEMU_MODELS, 3)]
-    parts += [(i, i + 1, True) for i in range(QEMU_PY_MODELS)]
+    parts += [(i, min(i + 4, QEMU_PY_MODELS), True) for i in range(0, QEMU_PY_MODELS, 4)]
     for part, end, py in parts:
         spec = []
         for seed, model in models[part:end]:
@@ -337,8 +337,7 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
         scripts.append((script, py))
     out = ""
     with emulate.QemuBoard(fw) as board:
-        for s, py in scripts:  # the C-only sessions first, on an empty filesystem
-            # edgetune_py and edgetune_py_refit are frozen into the firmware (boards/qemu/manifest.py)
+        for s, py in scripts:  # edgetune_py and edgetune_py_refit are frozen into the firmware
             args = ["exec", "import qemufs; qemufs.mount(32)", "+", "run", str(s)]
             proc = subprocess.run(emulate.mpremote_command(board.pty, *args), capture_output=True, text=True,
                                   timeout=600)
@@ -355,3 +354,44 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
         assert rows[("C", name)] == want, f"{name}: the C module on qemu differs from the numpy twin"
         if i < QEMU_PY_MODELS:
             assert rows[("P", name)] == want, f"{name}: edgetune_py_refit on float32 MicroPython differs"
+
+
+BATCH = """
+import edgetune, edgetune_py, struct
+D = {d!r}
+for name, n in {cases!r}:
+    buf = open(D + '/' + name + '.etm', 'rb').read()
+    raw = open(D + '/' + name + '.x', 'rb').read()
+    lab = open(D + '/' + name + '.lab', 'rb').read()
+    k = len(raw) // n
+    xs = [raw[i * k:(i + 1) * k] for i in range(n)]
+    for tag, mod in (('C', edgetune), ('P', edgetune_py)):
+        m = mod.Model(buf, momentum=0.5, batch=True)
+        m.refit(xs, lab, l2=0.01, alpha=1.0)
+        loss = m.train(raw[:4 * k], lab[:4], lr=0.05)
+        m.save(D + '/b')
+        print('B', tag, name, struct.pack('<f', loss).hex(), open(D + '/b', 'rb').read().hex())
+print('DONE')
+"""
+
+
+def test_refit_then_batch_steps_with_momentum(micropython, tmp_path):
+    """A batch model with momentum: refit, then one 4-sample mini-batch step; C = fallback = twin."""
+    rng = np.random.default_rng(5)
+    cases, want = [], {}
+    for seed, model in refittable_models(6):
+        name, n = f"b{seed}", 16
+        etm = write_etm(model)
+        xs = rng.integers(-128, 128, (n, model.input_tensor.size)).astype(np.int8)
+        labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
+        for f, b in ((".etm", etm), (".x", xs.tobytes()), (".lab", labels.tobytes())):
+            (tmp_path / f"{name}{f}").write_bytes(b)
+        cases.append((name, n))
+        tr = Trainer(etm, momentum=0.5, batch=True)
+        tr.refit(xs, labels, l2=0.01, alpha=1.0)
+        loss = tr.step_batch(xs[:4], labels[:4], 0.05)
+        want[name] = [fx(loss), tr.state_bytes().hex()]
+    out = _run(BATCH.format(d=str(tmp_path), cases=cases), tmp_path)
+    got = {(p[1], p[2]): p[3:] for p in (line.split() for line in out.splitlines()) if p and p[0] == "B"}
+    for name, w in want.items():
+        assert got[("C", name)] == w and got[("P", name)] == w, name

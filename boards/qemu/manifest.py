@@ -1,7 +1,8 @@
 # Frozen modules of the edgetune qemu firmware (make firmware BOARD=qemu; scripts/firmware_qemu.sh).
-# - modules/: time (SysTick-based; the qemu port has none) and qemufs (RAM LittleFS at "/").
-# - the device app from firmware/ (every module except main.py: the qemu port runs no boot
-#   script, the user or test imports app).
+# - modules/: time (SysTick-based; the qemu port has none), _boot.py and qemufs (LittleFS at "/"
+#   in the second SSRAM; cmodule/board_boot.c runs _boot.py, then boot.py/main.py, at every boot).
+# - the device app from firmware/ (every module except main.py, which `edgetune deploy` copies
+#   to the filesystem, as on a real board).
 # - the exported model (et_model.py, written by host/edgetune/freeze.py) is added by the
 #   script's generated manifest in the build directory when MODEL= is given.
 # No require(): micropython-lib is not available offline.

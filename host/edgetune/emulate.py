@@ -10,7 +10,8 @@ BOARD=qemu: Cortex-M3 MPS2-AN385, our module + the device app + the frozen model
 qemu-system-arm with the serial port on a pseudo-terminal. Without a script it prints the pty
 and keeps the board running until Ctrl-C, so `mpremote connect /dev/pts/N ...` and
 `edgetune monitor --port /dev/pts/N` talk to it like to a USB board; with a script it runs it
-through mpremote (raw REPL) and exits. `--icount` counts guest time in instructions
+through mpremote (raw REPL) and exits. SIGTERM stops the board like Ctrl-C (qemu never outlives this process: it also
+gets SIGKILL if we die). `--icount` counts guest time in instructions
 (`-icount shift=0`, deterministic; bench/mcu.py uses it).
 """
 
@@ -22,6 +23,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOARDS_DIR = REPO_ROOT / "boards"
+FIRMWARE_DIR = REPO_ROOT / "firmware"  # the device app, importable by scripts on the unix board
 DEFAULT_UNIX_BINARY = REPO_ROOT / "build" / "unix" / "micropython"
 ENV_BINARY = "EDGETUNE_MICROPYTHON"
 DEFAULT_QEMU_FIRMWARE = REPO_ROOT / "build" / "qemu" / "firmware.elf"
@@ -125,6 +128,20 @@ def qemu_command(firmware: str | os.PathLike, icount: bool = False) -> list[str]
     return cmd + ["-serial", "pty", "-kernel", str(firmware)]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGKILL when its parent dies (Linux
+    PR_SET_PDEATHSIG), so no qemu-system-arm is left running without its parent, whatever
+    killed the parent. (Linux counts the thread that started it: a QemuBoard made in a
+    thread lives as long as that thread.) Elsewhere a no-op (stop() and the SIGTERM handler
+    still apply)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 class QemuBoard:
     """A running emulated board: `with QemuBoard() as b: mpremote connect b.pty ...`.
 
@@ -139,7 +156,8 @@ class QemuBoard:
             raise EmulatorMissing(f"{QEMU_SYSTEM} not found; run: make setup (apt: qemu-system-arm)")
         self.cmd = qemu_command(self.firmware, icount)
         self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         self.pty = self._wait_for_pty(timeout)
 
@@ -193,9 +211,15 @@ def _cli_qemu(args: argparse.Namespace) -> int:
     except (EmulatorMissing, RuntimeError) as e:
         print(f"edgetune emulate: {e}", file=sys.stderr)
         return 2
+
+    def _terminate(signum, frame):  # SIGTERM/SIGHUP: leave the with block, which stops qemu
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     with board:
         if args.script is None:
-            print(f"edgetune emulate: qemu board on {board.pty} (Ctrl-C stops it)", flush=True)
+            print(f"edgetune emulate: qemu board on {board.pty} (Ctrl-C or SIGTERM stops it)", flush=True)
             print(f"  mpremote connect {board.pty} repl", flush=True)
             try:
                 board.proc.wait()
@@ -210,6 +234,8 @@ def _cli_qemu(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             print(f"edgetune emulate: timed out after {args.timeout} s", file=sys.stderr)
             return 124
+        except KeyboardInterrupt:
+            return 130
 
 
 def cli(argv: list[str]) -> int:
@@ -225,7 +251,8 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
     parser.add_argument(
-        "--path", action="append", default=[], help="directory to prepend to sys.path (repeatable)"
+        "--path", action="append", default=[],
+        help="unix: directory to prepend to sys.path (repeatable; firmware/, the device app, is always on it)"
     )
     args = parser.parse_args(argv)
     try:
@@ -253,7 +280,8 @@ def cli(argv: list[str]) -> int:
         return 2
     cmd = [str(binary), "-X", f"heapsize={heapsize}", str(args.script)]
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([*args.path, ".frozen"])
+    # As on a board, where the app is frozen or deployed: `import app` works without --path.
+    env["MICROPYPATH"] = os.pathsep.join([*args.path, str(FIRMWARE_DIR), ".frozen"])
     try:
         return subprocess.run(cmd, env=env, timeout=args.timeout).returncode
     except subprocess.TimeoutExpired:

@@ -9,6 +9,8 @@ link) and goes on. Every fully received log line becomes one CSV row immediately
 flushed), so a disconnect or a crash loses at most the line that was in flight; a line cut by
 a disconnect is dropped, never stored half. When the monitor ends (`--until EV`, idle timeout,
 Ctrl-C, or the port staying away) it writes a PNG of loss / accuracy / memory over the steps.
+The port must exist when the monitor starts: a missing or unopenable port fails at once, and a
+run that received no log row writes no CSV and no PNG.
 
 The same parser reads captured output (`parse_text`), e.g. of the unix port in tests.
 """
@@ -174,13 +176,20 @@ def monitor(port: str, *, baud: int = 115200, csv_path: str | None = None, plot_
             progress: bool | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
             open_port: Callable[..., Any] | None = None) -> MonitorResult:
     """Read `port` until a row with ev == until, `idle` seconds without data, or the port staying
-    unavailable for `reconnect_timeout` seconds. Returns what was received."""
+    unavailable for `reconnect_timeout` seconds after a disconnect. A port that cannot be opened
+    at the start ends the monitor at once (reason "port unavailable: ..."). The CSV is created
+    with the first log row and the PNG written only if there are rows. Returns what was received."""
     import serial
 
     opener = open_port or (lambda: serial.Serial(port, baud, timeout=0.05))
     res = MonitorResult()
     split = LineSplitter()
-    log = CsvLog(csv_path) if csv_path else None
+    if open_port is None and not os.path.exists(port):
+        res.reason = (f"port unavailable: {port} does not exist; check the name (a board: ls /dev/ttyACM* "
+                      "/dev/ttyUSB*; the emulated board: the pty `edgetune emulate --board qemu` prints)")
+        print(f"monitor: {res.reason}", file=err, flush=True)
+        return res
+    log = None
     bar = Progress(progress, out)
     ser = None
     gone_since: float | None = time.monotonic()
@@ -190,7 +199,11 @@ def monitor(port: str, *, baud: int = 115200, csv_path: str | None = None, plot_
             if ser is None:
                 try:
                     ser = opener()
-                except (serial.SerialException, OSError):
+                except (serial.SerialException, OSError) as e:
+                    if not res.disconnects and open_port is None:  # never connected: say why at once
+                        res.reason = f"port unavailable: cannot open {port}: {e}"
+                        print(f"monitor: {res.reason}", file=err, flush=True)
+                        break
                     if time.monotonic() - (gone_since or 0) > reconnect_timeout:
                         res.reason = "port unavailable"
                         break
@@ -233,6 +246,8 @@ def monitor(port: str, *, baud: int = 115200, csv_path: str | None = None, plot_
                     bar.write(text, out)
                     continue
                 res.rows.append(row)
+                if csv_path and log is None:
+                    log = CsvLog(csv_path)
                 if log:
                     log.add(row)
                 bar.row(row)
@@ -250,7 +265,7 @@ def monitor(port: str, *, baud: int = 115200, csv_path: str | None = None, plot_
         if log:
             log.close()
         res.dropped_partial = max(res.dropped_partial, split.dropped)
-    if plot_path:
+    if plot_path and res.rows:
         plot(res.rows, plot_path)
     return res
 
@@ -334,7 +349,9 @@ def cli(argv: list[str]) -> int:
     a = p.parse_args(argv)
     res = monitor(a.port, baud=a.baud, csv_path=a.csv, plot_path=a.plot, until=a.until, idle=a.idle,
                   reconnect_timeout=a.reconnect_timeout, progress=False if a.no_progress else None)
+    wrote = (f"; csv {a.csv}" if a.csv else "") + (f"; plot {a.plot}" if a.plot else "")
+    if not res.rows and wrote:
+        wrote = "; no CSV or plot written (no log rows)"
     print(f"monitor: {len(res.rows)} log rows, {res.passthrough} other lines, {res.disconnects} disconnects"
-          f" ({res.reason or 'end'})" + (f"; csv {a.csv}" if a.csv else "") + (f"; plot {a.plot}" if a.plot else ""),
-          file=sys.stderr)
+          f" ({res.reason or 'end'})" + wrote, file=sys.stderr)
     return 0 if res.rows or res.reason.startswith("ev") else 1
