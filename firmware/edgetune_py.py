@@ -126,12 +126,18 @@ def _refit_scratch(L):
 def _set_qscale(L, qf, qi):
     """Install the classifier's scales and multipliers (docs/training.md §6.3, §9): qf = s_w (C)
     + s_b (C) float32, qi = multiplier (C) + shift (C). The flashed ones are kept in L.q0 for
-    reset(); the first install makes the arrays of the refitted values, later ones write in place."""
+    reset(); installing them again allocates nothing, the first refitted values make the arrays
+    that later ones are written into."""
     C = L.oc
     q0 = getattr(L, "q0", None)
     if q0 is None:
         q0 = L.q0 = (L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr)
-    if L.s_w is q0[0]:  # still the flashed arrays (shared with the tensor table): new ones
+    if L.s_w is q0[0]:  # still the flashed arrays (shared with the tensor table)
+        for c in range(C):
+            if L.s_w[c] != qf[c] or L.s_b[c] != qf[C + c] or L.rm[c] != qi[c] or L.rl[c] - L.rr[c] != qi[C + c]:
+                break
+        else:  # the flashed values (a file never refitted): nothing to allocate
+            return
         L.s_w, L.s_b, L.r_c = _zeros("f", C), _zeros("f", C), _zeros("f", C)
         L.rm, L.rl, L.rr = _zeros("i", C), _zeros("b", C), _zeros("b", C)
     mx = 0.0
