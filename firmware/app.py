@@ -267,12 +267,12 @@ def _split():
     """(train, check) lists of (window, label), oldest first: recipe.split over the ring's
     windows in collection order (per class the last 1 in `holdout` check, the window before
     them, which overlaps the first, dropped)."""
-    import recipe as _recipe  # on first use: a board that never trains keeps the heap
+    import checkset  # on first use (small; recipe.py is imported only by train())
 
     s = _state()
     r = s.ring
     labels = [r.labels[(r.start + i) % r.capacity] for i in range(r.count)]
-    tr, ck = _recipe.split(labels, s.holdout, _recipe.gap_windows(s.window, s.step))
+    tr, ck = checkset.split(labels, s.holdout, checkset.gap_windows(s.window, s.step))
     return [(r.window(i), labels[i]) for i in tr], [(r.window(i), labels[i]) for i in ck]
 
 
@@ -371,7 +371,11 @@ def refit(l2=None, alpha=None):
     if not data:
         raise RuntimeError("nothing collected: app.collect(label, n) first")
     t0 = hal.ticks_ms()
-    r = s.model.refit([w for w, _ in data], [k for _, k in data], l2=l2, alpha=alpha)
+    xs, ys = [w for w, _ in data], [k for _, k in data]
+    data = None
+    gc.collect()  # the refit's scratch is one block
+    r = s.model.refit(xs, ys, l2=l2, alpha=alpha)
+    xs = ys = None
     log.emit("refit", (("l2", r["l2"]), ("alpha", r["alpha"]), ("cv_acc", r["cv_accuracy"]), ("n", r["n"]),
                        ("scratch", r["scratch"]), ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
     if held:

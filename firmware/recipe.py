@@ -23,7 +23,7 @@ Steps (docs/device-app.md "The default recipe"):
      guard judged the procedure, the check set cannot judge this last fit).
 """
 
-HOLDOUT = 4  # 1 in 4 of each class's windows (the last ones) is the check set
+from checkset import HOLDOUT, gap_windows, split  # noqa: F401 (the check-set split, shared with app)
 # The guard: new parameters are kept only if MORE THAN ACC_MARGIN more check windows are right
 # (a one-window change of a 14-window check set is noise: measured on subject, 5 seeds, a
 # one-window gain kept by SGD cost -2.1 pp on the eval region). LOSS_MARGIN (nats), if not None,
@@ -35,39 +35,6 @@ LOSS_MARGIN = None
 PATIENCE = 3  # SGD stops after this many epochs without a better check result
 EPOCHS = 5  # app.train()'s defaults, and the benchmark's
 LR = 0.01
-
-
-def gap_windows(window, step):
-    """Windows cut every `step` samples overlap the next ceil(window / step) - 1 windows."""
-    if step <= 0 or step >= window:
-        return 0
-    return (window + step - 1) // step - 1
-
-
-def split(labels, holdout=HOLDOUT, gap=1):
-    """labels of the collected windows, oldest first -> (train, check): index lists, ascending.
-
-    Per class with n windows: the last n // holdout are the check set, the `gap` windows before
-    them are dropped, the rest train. A class with fewer than `holdout` windows has no check
-    windows (all train). holdout <= 0: no check set."""
-    by = {}
-    for i, k in enumerate(labels):
-        if k in by:
-            by[k].append(i)
-        else:
-            by[k] = [i]
-    train, check = [], []
-    for k in by:
-        idx = by[k]
-        c = len(idx) // holdout if holdout > 0 else 0
-        if c == 0:
-            train.extend(idx)
-            continue
-        check.extend(idx[len(idx) - c:])
-        train.extend(idx[:max(0, len(idx) - c - gap)])
-    train.sort()
-    check.sort()
-    return train, check
 
 
 def better(before, after, n, acc_margin=ACC_MARGIN, loss_margin=LOSS_MARGIN):

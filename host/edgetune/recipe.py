@@ -18,6 +18,14 @@ from typing import Any
 import numpy as np
 
 _PATH = Path(__file__).resolve().parents[2] / "firmware" / "recipe.py"
+# recipe.py imports the device's `checkset` module: load that file under its device name first
+import sys  # noqa: E402
+
+if "checkset" not in sys.modules:
+    _cs = importlib.util.spec_from_file_location("checkset", _PATH.parent / "checkset.py")
+    _csm = importlib.util.module_from_spec(_cs)
+    _cs.loader.exec_module(_csm)  # type: ignore[union-attr]
+    sys.modules["checkset"] = _csm
 _spec = importlib.util.spec_from_file_location("edgetune._device_recipe", _PATH)
 device = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(device)  # type: ignore[union-attr]
