@@ -113,6 +113,7 @@ def boot(model=MODEL, weights=WEIGHTS, source=None, config=CONFIG, capacity=None
     if old is not None and old.ring is not None:  # ... even if a stale pointer keeps its Ring alive
         old.ring.data = old.ring.labels = old.ring.held = None
     old = None
+    gc.collect()  # long-lived objects (model, tables, ring) then pack below the garbage's holes
     s = _State()
     buf = _model_bytes(model)
     s.buf = buf
