@@ -963,11 +963,20 @@ class Model:
 
     def state(self):
         """The trained-weights file's bytes (docs/training.md §7): an in-RAM checkpoint that
-        m.load_state() restores (one bytes object of the file's size, filled piece by piece)."""
+        m.load_state() restores. A bytearray of the file's size is filled piece by piece (no
+        growing buffer; temporaries of one piece), then returned as bytes like the C module's
+        (for a moment two copies)."""
         tail = self._trailer()
-        out = bytearray(self._header(tail))
+        _compact()
+        out = bytearray(32 + self._params_size + len(tail))
+        out[0:16] = self._header(tail)  # magic .. CRC; _state_parts is the rest
+        o = 16
         for piece in self._state_parts(tail):
-            out.extend(piece)
+            if not isinstance(piece, (bytes, bytearray)):
+                piece = bytes(piece)  # an array's bytes (MicroPython assigns only same-size items)
+            k = len(piece)
+            out[o:o + k] = piece
+            o += k
         return bytes(out)
 
     def load_state(self, data):
