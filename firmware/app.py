@@ -87,7 +87,7 @@ def _ring(capacity, nbytes):
             except MemoryError:
                 if fit < 2:
                     raise
-                fit = fit * 7 // 8
+                fit -= max(1, fit // 32)  # fine steps: a coarse one leaves KBs unused
     if capacity > fit:
         raise MemoryError("ring buffer of %d windows needs %d bytes (%d a window) but %d bytes of heap "
                           "are free and %d are kept for training (app.RING_MARGIN): at most capacity=%d "
@@ -307,18 +307,10 @@ def train(epochs=5, lr=0.01, target=None, eval_every=None, qas=True, seed=0):
 def refit(l2=None, alpha=None):
     """Closed-form refit of the classifier on the collected (not held-back) windows
     (docs/training.md §9; l2/alpha None: chosen by cross-validation over them). Logs a `refit`
-    line, then evaluates on the held-back windows. Returns the refit's dict."""
-    s = _state()
-    data, held = s.ring.split()
-    if not data:
-        raise RuntimeError("nothing collected: app.collect(label, n) first")
-    t0 = hal.ticks_ms()
-    r = s.model.refit([w for w, _ in data], [k for _, k in data], l2=l2, alpha=alpha)
-    log.emit("refit", (("l2", r["l2"]), ("alpha", r["alpha"]), ("cv_acc", r["cv_accuracy"]), ("n", r["n"]),
-                       ("scratch", r["scratch"]), ("elapsed_ms", hal.ticks_diff(hal.ticks_ms(), t0))) + _mem(True))
-    if held:
-        evaluate()
-    return r
+    line, then evaluates on the held-back windows. Returns the refit's dict. (app_refit.py)"""
+    from app_refit import refit as run
+
+    return run(_state(), l2, alpha)
 
 
 def score(source=None, limit=None):
