@@ -90,7 +90,7 @@ def _ring(capacity, nbytes):
             except MemoryError:
                 if fit < 2:
                     raise
-                fit = fit * 7 // 8
+                fit -= max(1, fit // 32)  # fine steps: a coarse one leaves KBs unused
     if capacity > fit:
         raise MemoryError("ring buffer of %d windows needs %d bytes (%d a window) but %d bytes of heap "
                           "are free and %d are kept for training (app.RING_MARGIN): at most capacity=%d "

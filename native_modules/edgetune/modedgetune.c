@@ -453,9 +453,21 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
         px[k] = input_of(self, xs[k]);
     }
     const int cv = l2_none || alpha_none;
-    const size_t need = et_refit_scratch_size(&self->train, labels, (int32_t)n, cv);
-    void *scratch = m_malloc_maybe(need);
-    if (scratch == NULL) {
+    size_t size[ET_REFIT_BLOCKS];
+    et_refit_scratch_blocks(&self->train, labels, (int32_t)n, cv, size);
+    const size_t need = size[0] + size[1] + size[2];
+    void *scratch[ET_REFIT_BLOCKS] = { NULL, NULL, NULL };
+    int ok = 1;
+    for (int k = 0; k < ET_REFIT_BLOCKS; ++k) { /* three smaller blocks fit a fragmented heap better */
+        scratch[k] = m_malloc_maybe(size[k] ? size[k] : 4);
+        ok = ok && scratch[k] != NULL;
+    }
+    if (!ok) {
+        for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
+            if (scratch[k]) {
+                m_free(scratch[k], size[k] ? size[k] : 4);
+            }
+        }
         m_del(const int8_t *, px, n);
         m_del(int32_t, labels, n);
         mp_raise_msg_varg(&mp_type_MemoryError, MP_ERROR_TEXT("edgetune: refit needs %u bytes of scratch"),
@@ -463,7 +475,9 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     }
     et_refit_result_t res;
     msg = et_refit_run(&self->train, px, labels, (int32_t)n, l2, alpha, scratch, &res);
-    m_free(scratch, need);
+    for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
+        m_free(scratch[k], size[k] ? size[k] : 4);
+    }
     m_del(const int8_t *, px, n);
     m_del(int32_t, labels, n);
     if (msg) {

@@ -81,23 +81,29 @@ typedef struct {
     int32_t *hold_lab;
 } scratch_t;
 
-static size_t layout(const et_train_t *t, const int32_t *labels, int32_t n, int cv, uint8_t *base, scratch_t *s) {
+/* Three blocks (a fragmented heap has more room for three smaller ones): 0 the Gram matrix,
+ * 1 the factor L, 2 the rest. base == NULL: sizes only. */
+static void layout(const et_train_t *t, const int32_t *labels, int32_t n, int cv, uint8_t *const *base,
+    scratch_t *s, size_t *size) {
     int32_t K, C;
     geometry(t, &K, &C);
     const size_t T = et_tri(K);
-    size_t off = 0;
+    size_t off[ET_REFIT_BLOCKS] = { 0, 0, 0 };
+    int blk = 0;
 #define ITEM(field, type, count) \
     do { \
-        if (base) { s->field = (type *)(void *)(base + off); } \
-        off += a4(sizeof(type) * (size_t)(count)); \
+        if (base) { s->field = (type *)(void *)(base[blk] + off[blk]); } \
+        off[blk] += a4(sizeof(type) * (size_t)(count)); \
     } while (0)
     ITEM(g, int32_t, T);
+    blk = 1;
+    ITEM(L, float, T);
+    blk = 2;
     ITEM(s1, int32_t, K);
     ITEM(b, int32_t, (size_t)C * K);
     ITEM(cnt, int32_t, C);
     ITEM(seen, int32_t, C);
     ITEM(ncls, int32_t, C);
-    ITEM(L, float, T);
     ITEM(D, float, K);
     ITEM(e, float, K);
     ITEM(wr, float, (size_t)C * K);
@@ -130,11 +136,20 @@ static size_t layout(const et_train_t *t, const int32_t *labels, int32_t n, int 
         ITEM(hold_lab, int32_t, fmax);
     }
 #undef ITEM
-    return off;
+    for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
+        size[k] = off[k];
+    }
+}
+
+void et_refit_scratch_blocks(const et_train_t *t, const int32_t *labels, int32_t n, int cv,
+    size_t size[ET_REFIT_BLOCKS]) {
+    layout(t, labels, n, cv, NULL, NULL, size);
 }
 
 size_t et_refit_scratch_size(const et_train_t *t, const int32_t *labels, int32_t n, int cv) {
-    return layout(t, labels, n, cv, NULL, NULL);
+    size_t size[ET_REFIT_BLOCKS];
+    layout(t, labels, n, cv, NULL, NULL, size);
+    return size[0] + size[1] + size[2];
 }
 
 /* The classifier's input (K int8 features) of window x under the current parameters. */
@@ -151,14 +166,16 @@ static void zero_stats(const scratch_t *s, int32_t K, int32_t C) {
 }
 
 const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, float l2,
-    float alpha, void *scratch, et_refit_result_t *res) {
+    float alpha, void *const scratch[ET_REFIT_BLOCKS], et_refit_result_t *res) {
     const et_model_t *m = t->m;
     const unsigned li = (unsigned)t->refit_layer;
     int32_t K, C;
     geometry(t, &K, &C);
     const int cv = !(l2 == l2) || !(alpha == alpha);
     scratch_t s;
-    layout(t, labels, n, cv, (uint8_t *)scratch, &s);
+    size_t size[ET_REFIT_BLOCKS];
+    uint8_t *base[ET_REFIT_BLOCKS] = { (uint8_t *)scratch[0], (uint8_t *)scratch[1], (uint8_t *)scratch[2] };
+    layout(t, labels, n, cv, base, &s, size);
     et_layer_t l;
     et_tensor_t tin, tw, tb, to;
     et_model_layer(m, li, &l);

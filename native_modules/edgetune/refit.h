@@ -3,8 +3,8 @@
  * given windows, integer statistics of the classifier's input, the float32 ridge solve and
  * blend of kernels/et_refit_f32.c, cross-validation of (l2, alpha) on the written grid, and the
  * requantized classifier written into the params region (its bias and weight copies and the
- * classifier-quantization item of §6.3). Plain C99, no allocation: the caller gives a scratch
- * block of et_refit_scratch_size() bytes (4-byte aligned).
+ * classifier-quantization item of §6.3). Plain C99, no allocation: the caller gives three
+ * scratch blocks of et_refit_scratch_blocks() bytes (4-byte aligned).
  */
 #ifndef EDGETUNE_REFIT_H
 #define EDGETUNE_REFIT_H
@@ -17,6 +17,7 @@
 #define ET_REFIT_MAX_WINDOWS 32767
 #define ET_REFIT_N_L2 4
 #define ET_REFIT_N_ALPHA 5
+#define ET_REFIT_BLOCKS 3
 
 typedef struct {
     float l2, alpha;    /* the values used */
@@ -30,9 +31,13 @@ const char *et_refit_check(const et_train_t *t, const int32_t *labels, int32_t n
 /* Scratch bytes for n windows with these labels (checked); cv: l2 or alpha is chosen by CV. */
 size_t et_refit_scratch_size(const et_train_t *t, const int32_t *labels, int32_t n, int cv);
 
+/* The same split into its three blocks (Gram matrix, factor, the rest; sizes multiple of 4). */
+void et_refit_scratch_blocks(const et_train_t *t, const int32_t *labels, int32_t n, int cv,
+    size_t size[ET_REFIT_BLOCKS]);
+
 /* Refit (arguments checked). xs[s] is window s. Returns NULL, or a ValueError message with nothing
  * changed (a non-finite solve). */
 const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, float l2,
-    float alpha, void *scratch, et_refit_result_t *res);
+    float alpha, void *const scratch[ET_REFIT_BLOCKS], et_refit_result_t *res);
 
 #endif /* EDGETUNE_REFIT_H */
