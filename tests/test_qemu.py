@@ -78,12 +78,14 @@ class Rec:
         return getattr(self.m, name)
 
 
-s = app.boot(model=MODEL, source=sensors.Replay("session.csv", {list(CLASSES)!r}), config=None)
+# holdout=0 and the recipe's other steps off: plain SGD over every window, so the twin can replay
+# the recorded steps (the whole recipe's C = twin check is tests/test_recipe.py)
+s = app.boot(model=MODEL, source=sensors.Replay("session.csv", {list(CLASSES)!r}), config=None, holdout=0)
 REC = Rec(s.model)
 s.model = REC
 for k in range({len(CLASSES)}):
     app.collect(k, n={N_PER_CLASS})
-app.train(epochs={EPOCHS}, lr={LR}, seed={SEED})
+app.train(epochs={EPOCHS}, lr={LR}, seed={SEED}, calibrate=False, refit=False, guard=False)
 app.save()
 """
 

@@ -194,22 +194,28 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
         rows = read_csv(out_csv)
         evs = [r["ev"] for r in rows]
         assert evs[0] == "boot" and evs.count("collect") == len(labels) and "save" in evs, evs
-        held = len(labels) * (N // 4)
+        # The recipe (docs/device-app.md): per class the last windows are the check set; SGD
+        # epochs may stop early (patience) and roll back; a final guard keeps or restores.
+        start = next(r for r in rows if r["ev"] == "start")
+        per_epoch, held = start["samples"], start["held"]
+        assert held >= len(labels) and per_epoch + held <= len(labels) * N, start
         train_rows = [r for r in rows if r["ev"] == "train"]
-        assert len(train_rows) == EPOCHS * (len(labels) * N - held)
+        assert train_rows and len(train_rows) % per_epoch == 0 and len(train_rows) <= EPOCHS * per_epoch
         evals = [r for r in rows if r["ev"] == "eval"]
-        assert evals[0]["step"] == 0 and all(r["n"] == held for r in evals)
-        assert evals[-1]["acc"] > evals[0]["acc"], [(r["step"], r["acc"]) for r in evals]
+        assert evals and all(r["n"] == held for r in evals)
+        first = next(r for r in rows if r["ev"] == "recipe" and r.get("stage") == "before")
+        final = [r for r in rows if r["ev"] == "guard" and r.get("stage") == "final"][-1]
+        assert final["kept"] and final["after"] > first["acc"], (first, final)
         # On a terminal, train draws the live bar itself (tqdm, from the @et lines it reads).
         steps = len(train_rows)
-        assert f"| {steps}/{steps} [" in text and "step/s, loss=" in text and "heap=" in text, text[-3000:]
+        assert re.search(rf"\| {steps}/\d+ \[", text) and "step/s, loss=" in text and "heap=" in text, text[-3000:]
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
 
         # A new mpremote session soft-resets: the saved weights are restored at boot.
         rows2 = parse_text(_mpremote(port, "exec", score))
         assert next(r for r in rows2 if r["ev"] == "boot")["restored"] is True
         after = next(r["acc"] for r in rows2 if r["ev"] == "score")
-        print(f"held-back accuracy {evals[0]['acc']:.3f} -> {evals[-1]['acc']:.3f}; "
+        print(f"check-set accuracy {first['acc']:.3f} -> {final['after']:.3f}; "
               f"adaptation session {before:.3f} -> {after:.3f}")
         assert after > before
 

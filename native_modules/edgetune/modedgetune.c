@@ -465,7 +465,7 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     if (!ok) {
         for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
             if (scratch[k]) {
-                m_free(scratch[k], size[k] ? size[k] : 4);
+                m_del(uint8_t, scratch[k], size[k] ? size[k] : 4);
             }
         }
         m_del(const int8_t *, px, n);
@@ -476,7 +476,7 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     et_refit_result_t res;
     msg = et_refit_run(&self->train, px, labels, (int32_t)n, l2, alpha, scratch, &res);
     for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
-        m_free(scratch[k], size[k] ? size[k] : 4);
+        m_del(uint8_t, scratch[k], size[k] ? size[k] : 4);
     }
     m_del(const int8_t *, px, n);
     m_del(int32_t, labels, n);
