@@ -236,22 +236,6 @@ def clear():
     s.taken = {}
 
 
-def _xorshift(x):
-    x ^= (x << 13) & 0xFFFFFFFF
-    x ^= x >> 17
-    x ^= (x << 5) & 0xFFFFFFFF
-    return x
-
-
-def _shuffle(items, seed):
-    """Fisher-Yates with xorshift32: the same order on every port."""
-    x = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
-    for i in range(len(items) - 1, 0, -1):
-        x = _xorshift(x)
-        j = x % (i + 1)
-        items[i], items[j] = items[j], items[i]
-
-
 def evaluate():
     """(loss, accuracy) on the check windows (None if there are none); logs an eval line."""
     s = _state()

@@ -56,7 +56,7 @@ def _xorshift(x):
 
 
 def shuffle(items, seed):
-    """Fisher-Yates with xorshift32: the same order on every port (app._shuffle's)."""
+    """Fisher-Yates with xorshift32: the same order on every port."""
     x = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
     for i in range(len(items) - 1, 0, -1):
         x = _xorshift(x)
