@@ -147,6 +147,45 @@ attempt('l2nan', xs, lab, l2=float('nan'))
 attempt('alpha', xs, lab, alpha=1.5)
 attempt('alphastr', xs, lab, alpha='x')
 attempt('xsint', 5, lab)
+
+
+# hostile numbers: their __int__/__float__ run Python while the binding converts its arguments
+class Shrink:  # empties the windows and labels lists it is in
+    def __init__(self, v, lists):
+        self.v, self.lists = v, lists
+
+    def __int__(self):
+        for L in self.lists:
+            L.clear()
+        return self.v
+
+
+class Flip:  # out of range, then in range, then out of range again
+    def __init__(self):
+        self.n = 0
+
+    def __int__(self):
+        self.n += 1
+        return 0 if self.n == 2 else 1000
+
+
+class Clear:  # empties a list, then is 0.1
+    def __init__(self, lst):
+        self.lst = lst
+
+    def __float__(self):
+        self.lst.clear()
+        return 0.1
+
+
+xs2, lab2 = list(xs), list(lab)
+lab2[3] = Shrink(lab[3], (xs2, lab2))
+attempt('hostile_shrink', xs2, lab2)
+lab3 = list(lab)
+lab3[0] = Flip()
+attempt('hostile_flip', xs, lab3)
+xs4 = list(xs)
+attempt('hostile_l2', xs4, lab, l2=Clear(xs4), alpha=0.5)
 m2 = edgetune.Model(buf, scheme={{'n_bias': 0}})
 try:
     m2.refit(xs, lab)
@@ -172,7 +211,8 @@ def test_refit_bad_inputs_change_nothing(micropython, tmp_path):
     res = dict(line.split(" ", 1) for line in out.splitlines() if " " in line and not line.endswith(("same 1", "same 0")))
     same = [line for line in out.splitlines() if " same " in line]
     assert all(s.endswith("same 1") for s in same), out
-    for tag in ("few", "len", "label", "neg", "short", "l2", "l2nan", "alpha"):
+    for tag in ("few", "len", "label", "neg", "short", "l2", "l2nan", "alpha", "hostile_shrink", "hostile_flip",
+                "hostile_l2"):
         assert res[tag] == "ValueError", (tag, out)
     assert res["alphastr"] == "TypeError" and res["xsint"] == "TypeError", out
     # the classifier-only scheme {'n_bias': 0} still trains the classifier's bias and weights

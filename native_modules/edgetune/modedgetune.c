@@ -406,25 +406,38 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
     mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
     mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
-    /* conversions (TypeError for a wrong type) */
-    size_t n, n_labels;
-    mp_obj_t *xs;
-    mp_obj_get_array(a[ARG_xs].u_obj, &n, &xs);
-    mp_buffer_info_t lb = {0};
-    mp_obj_t *litems = NULL;
-    if (!mp_get_buffer(a[ARG_labels].u_obj, &lb, MP_BUFFER_READ)) {
-        mp_obj_get_array(a[ARG_labels].u_obj, &n_labels, &litems);
-    } else {
-        n_labels = lb.len;
-    }
+    /* conversions (TypeError for a wrong type), every Python callback (__float__, __int__) first:
+     * the item array of xs is taken only after the last one, and only converted values are
+     * checked and used (a callback may resize a list or answer differently the second time) */
     const float nan = et_f32_from_bits(0x7FC00000u);
     const int l2_none = a[ARG_l2].u_obj == mp_const_none, alpha_none = a[ARG_alpha].u_obj == mp_const_none;
     const float l2 = l2_none ? nan : (float)mp_obj_get_float(a[ARG_l2].u_obj);
     const float alpha = alpha_none ? nan : (float)mp_obj_get_float(a[ARG_alpha].u_obj);
-    for (size_t k = 0; k < n_labels; ++k) {
-        (void)mp_obj_get_int(batch_label(&lb, litems, k));
+    size_t n, n_labels;
+    mp_int_t *lv;
+    mp_buffer_info_t lb;
+    if (mp_get_buffer(a[ARG_labels].u_obj, &lb, MP_BUFFER_READ)) {
+        n_labels = lb.len;
+        lv = m_new(mp_int_t, n_labels ? n_labels : 1);
+        for (size_t k = 0; k < n_labels; ++k) {
+            lv[k] = ((const uint8_t *)lb.buf)[k];
+        }
+    } else {
+        mp_obj_t *litems;
+        mp_obj_get_array(a[ARG_labels].u_obj, &n_labels, &litems);
+        lv = m_new(mp_int_t, n_labels ? n_labels : 1);
+        for (size_t k = 0; k < n_labels; ++k) {
+            size_t n_now;
+            mp_obj_get_array(a[ARG_labels].u_obj, &n_now, &litems); /* the previous __int__ may have resized it */
+            if (n_now != n_labels) {
+                mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit: labels changed while being converted"));
+            }
+            lv[k] = mp_obj_get_int(litems[k]);
+        }
     }
-    /* checks (ValueError, nothing changed) */
+    mp_obj_t *xs;
+    mp_obj_get_array(a[ARG_xs].u_obj, &n, &xs);
+    /* checks (ValueError, nothing changed); no Python code runs from here on */
     if (n != n_labels) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs as many labels as windows"));
     }
@@ -434,15 +447,20 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     if (n > ET_REFIT_MAX_WINDOWS) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: refit needs 2..32767 windows"));
     }
+    const size_t n_out = et_model_output_size(&self->model);
     for (size_t k = 0; k < n; ++k) {
         (void)input_of(self, xs[k]);
-        (void)label_of(self, batch_label(&lb, litems, k));
+        if (lv[k] < 0 || (size_t)lv[k] >= n_out) {
+            mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: label %ld out of range 0..%u"), (long)lv[k],
+                (unsigned)(n_out - 1));
+        }
     }
     check_buffer_unchanged(self);
     int32_t *labels = m_new(int32_t, n ? n : 1);
     for (size_t k = 0; k < n; ++k) {
-        labels[k] = (int32_t)mp_obj_get_int(batch_label(&lb, litems, k));
+        labels[k] = (int32_t)lv[k];
     }
+    m_del(mp_int_t, lv, n ? n : 1);
     const char *msg = et_refit_check(&self->train, labels, (int32_t)n, l2, alpha);
     if (msg) {
         m_del(int32_t, labels, n ? n : 1);
