@@ -34,6 +34,10 @@ APT_PACKAGES=(
     valgrind clang xz-utils
     # libFuzzer and the sanitizer runtimes (make fuzz, make test-sanitize); only recommended by clang
     libclang-rt-dev
+    # ESP32-S3 (xtensawin) without ESP-IDF: upstream LLVM 22 (bookworm-security) compiles C for the
+    # Xtensa windowed ABI; picolibc's xtensa headers; the lx106 binutils link bare-metal test images;
+    # qemu-system-xtensa (in qemu-system-misc) runs them on an LX7 model
+    clang-22 llvm-22 lld-22 picolibc-xtensa-lx106-elf binutils-xtensa-lx106 qemu-system-misc
 )
 
 log() { printf 'setup: %s\n' "$*"; }
