@@ -209,6 +209,228 @@ def code_sizes() -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Bare metal (bench/mcu_bare): one kernel call at a time, both instruction sets.
+# ---------------------------------------------------------------------------------------------
+
+BARE = REPO / "bench" / "mcu_bare"
+EDGETUNE = REPO / "native_modules" / "edgetune"
+
+# ISA -> gcc flags. The ARMv6-M build (the RP2040's Cortex-M0+) runs on the same Cortex-M3
+# model: ARMv6-M is a subset of ARMv7-M, so its instruction counts are the Cortex-M0+'s.
+ISAS = {
+    "M3": ["-mcpu=cortex-m3", "-mthumb"],
+    "ARMv6-M": ["-mcpu=cortex-m0plus", "-mthumb"],
+}
+
+# CMSIS-NN (plain-C paths, no DSP extension) and TFLite Micro reference kernels, instructions per
+# call for the same shapes and bit-identical outputs, as measured in issue 18's side-by-side
+# bare-metal run (qemu mps2-an385, -icount shift=0, SysTick calibrated, -O2 -ffp-contract=off;
+# ARMv6-M code built -mcpu=cortex-m0plus run on the M3 model). Neither library is in this
+# repository; these are that run's figures, recorded here as the comparison baseline.
+BASELINE_SOURCE = "issue 18 table (bare-metal qemu mps2-an385, -icount shift=0, -O2)"
+BASELINE = {
+    "CONV_2D 1x50x16 -> 46x24, k1x5": {"edgetune_before": {"M3": 368865, "ARMv6-M": 720276},
+                                        "cmsis_nn": {"M3": 310843, "ARMv6-M": 706124},
+                                        "tflm_ref": {"M3": 883484}},
+    "FULLY_CONNECTED 48 -> 7": {"edgetune_before": {"M3": 2049, "ARMv6-M": 3731},
+                                "cmsis_nn": {"M3": 1679, "ARMv6-M": 3085}, "tflm_ref": {"M3": 3986}},
+    "FULLY_CONNECTED 256 -> 64": {"edgetune_before": {"M3": 54536, "ARMv6-M": 102268},
+                                  "cmsis_nn": {"M3": 57817, "ARMv6-M": 105298}, "tflm_ref": {"M3": 167677}},
+    "DEPTHWISE 1x50x16, k1x3": {"edgetune_before": {"M3": 72133, "ARMv6-M": 158048},
+                                "cmsis_nn": {"M3": 130802, "ARMv6-M": 238713}, "tflm_ref": {"M3": 159026}},
+}
+TARGET_VS_CMSIS = 0.8  # issue 18: instructions per call <= 0.8 x CMSIS-NN's on both ISAs
+TARGET_V6M_PER_MAC = 4.5  # issue 18: ARMv6-M marginal instructions per MAC, CONV_2D and FC
+TARGET_TRAIN_OVER_FORWARD = 3.0  # issue 18: biases + classifier training step <= 3 x forward
+
+
+def bare_shapes() -> dict:
+    """name -> (model, partner model): each issue-18 shape as a one-layer model, and the same
+    layer with a longer reduction (conv: 2x input channels; FC: 2x inputs; depthwise: a 1x7
+    kernel, SAME padding both) and the same outputs, for the marginal cost per MAC."""
+    ch = tinymodels.chain
+    return {
+        "CONV_2D 1x50x16 -> 46x24, k1x5": tuple(
+            ch([("conv", 1, 5, 24, 1, True, False)], (1, 1, 50, c), seed=21) for c in (16, 32)),
+        "FULLY_CONNECTED 48 -> 7": tuple(ch([("fc", 7, False)], (1, 1, 1, k), seed=22) for k in (48, 96)),
+        "FULLY_CONNECTED 256 -> 64": tuple(ch([("fc", 64, True)], (1, 1, 1, k), seed=23) for k in (256, 512)),
+        "DEPTHWISE 1x50x16, k1x3": tuple(
+            ch([("dw", 1, k, 1, True, True)], (1, 1, 50, 16), seed=24) for k in (3, 7)),
+    }
+
+
+def _c_array(ctype: str, name: str, values) -> str:
+    vals = ",".join(str(int(v)) for v in np.asarray(values).reshape(-1))
+    return f"static const {ctype} {name}[] __attribute__((aligned(4))) = {{{vals}}};\n"
+
+
+def _layer_case(tag: str, label: str, model, reps: int) -> tuple[str, str]:
+    """C definitions calling the kernel of the model's only weight layer on random input, and
+    the case table entry; the expected output is the numpy twin's (edgetune.reference)."""
+    from edgetune import reference
+    from edgetune.modelfile import NONE, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
+
+    ly = model.layers[0]
+    tin, tout = model.tensors[ly.input], model.tensors[ly.output]
+    w = model.tensors[ly.weight]
+    rng = np.random.default_rng(abs(hash(label)) % (1 << 32))
+    x = rng.integers(-128, 128, tin.size).astype(np.int8)
+    y = reference.run_layer(model, ly, x.reshape((1,) + tuple(reference._nhwc(tin.shape)[1:])))
+    c_out = len(ly.multipliers)
+    src = _c_array("int8_t", f"{tag}_x", x) + _c_array("int8_t", f"{tag}_w", w.data)
+    src += _c_array("int8_t", f"{tag}_y", y) + f"static int8_t {tag}_out[{y.size}];\n"
+    src += _c_array("int32_t", f"{tag}_m", ly.multipliers) + _c_array("int32_t", f"{tag}_s", ly.shifts)
+    bias = "NULL"
+    if ly.bias != NONE:
+        src += _c_array("int32_t", f"{tag}_b", model.tensors[ly.bias].data)
+        bias = f"{tag}_b"
+    src += f"static const et_per_channel_quant_t {tag}_q = {{{tag}_m, {tag}_s}};\n"
+    if ly.op == OP_FULLY_CONNECTED:
+        src += (f"static const et_fc_params_t {tag}_p = {{{ly.input_offset}, {ly.output_offset}, {ly.act_min}, "
+                f"{ly.act_max}}};\n")
+        call = f"et_fully_connected_s8(&{tag}_p, &{tag}_q, 1, {tin.size}, {tag}_x, {c_out}, {tag}_w, {bias}, {tag}_out)"
+    else:
+        fn = {OP_CONV_2D: "et_conv_s8", OP_DEPTHWISE_CONV_2D: "et_depthwise_conv_s8"}[ly.op]
+        dims = [reference._nhwc(t) for t in (tin.shape, w.shape, tout.shape)]
+        for nm, d in zip(("id", "fd", "od"), dims):
+            src += f"static const et_dims_t {tag}_{nm} = {{{', '.join(str(v) for v in d)}}};\n"
+        src += (f"static const et_conv_params_t {tag}_p = {{{ly.input_offset}, {ly.output_offset}, {ly.stride_h}, "
+                f"{ly.stride_w}, {ly.pad_h}, {ly.pad_w}, {ly.depth_multiplier}, {ly.act_min}, {ly.act_max}}};\n")
+        call = (f"{fn}(&{tag}_p, &{tag}_q, &{tag}_id, {tag}_x, &{tag}_fd, {tag}_w, {bias}, &{tag}_od, "
+                f"{tag}_out)")
+    src += f"static void {tag}_call(void) {{ (void){call}; }}\n"
+    entry = f'    {{"{label}", {tag}_call, {tag}_out, {tag}_y, {y.size}, {reps}}},\n'
+    return src, entry
+
+
+def bare_cases_h(shapes: dict, demo, reps: int) -> str:
+    src, entries = "", ""
+    k = 0
+    for name, models in shapes.items():
+        for variant, model in zip(("", " (longer reduction)"), models):
+            s, e = _layer_case(f"c{k}", name + variant, model, reps)
+            src, entries, k = src + s, entries + e, k + 1
+    src += "static const bench_case_t CASES[] = {\n" + entries + "};\n"
+    if demo is not None:
+        from edgetune import reference
+
+        etm = write_etm(demo)
+        rng = np.random.default_rng(7)
+        x = rng.integers(-128, 128, demo.input_tensor.size).astype(np.int8)
+        y = reference.forward(demo, x)
+        src += "#define BENCH_MODEL 1\n#define MODEL_ARENA_MAX 65536\n"
+        src += f"#define MODEL_REPS {reps}\n#define MODEL_CLASSES {demo.output_tensor.size}\n"
+        src += _c_array("uint8_t", "MODEL_ETM", np.frombuffer(etm, np.uint8))
+        src += _c_array("int8_t", "MODEL_INPUT", x) + _c_array("int8_t", "MODEL_EXPECT", y)
+    return src
+
+
+def bare_build(isa: str, cases_h: str, tmp: Path) -> Path:
+    """harness + startup + every kernel (-O2, as the firmware builds them) + model/scheme/train
+    (-Os, as the ports build them) for one ISA -> ELF."""
+    d = tmp / isa
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "cases.h").write_text(cases_h)
+    common = [*ISAS[isa], "-std=c99", "-ffp-contract=off", "-ffunction-sections", "-fdata-sections",
+              "--specs=picolibc.specs", f"-I{d}", f"-I{EDGETUNE}", f"-I{EDGETUNE / 'kernels'}"]
+    objs = []
+    units = [(BARE / "harness.c", "-O2"), (BARE / "startup.c", "-O2")]
+    units += [(p, "-O2") for p in sorted((EDGETUNE / "kernels").glob("*.c"))]
+    units += [(EDGETUNE / f, "-Os") for f in ("model.c", "scheme.c", "train.c")]
+    for src, opt in units:
+        obj = d / (src.stem + ".o")
+        subprocess.run(["arm-none-eabi-gcc", *common, opt, "-c", str(src), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    elf = d / "bench.elf"
+    subprocess.run(["arm-none-eabi-gcc", *common, "-nostartfiles", "-T", str(BARE / "link.ld"),
+                    "-Wl,--gc-sections", *objs, "-o", str(elf)], check=True)
+    return elf
+
+
+def bare_run(elf: Path, timeout: float = 600) -> list[dict]:
+    proc = subprocess.run([emulate.QEMU_SYSTEM, "-machine", "mps2-an385", "-nographic", "-monitor", "null",
+                           "-serial", "null", "-semihosting", "-icount", "shift=0", "-kernel", str(elf)],
+                          capture_output=True, text=True, timeout=timeout)
+    # semihosting console output goes to qemu's stderr
+    rows = [json.loads(line[6:]) for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not rows:
+        raise RuntimeError(f"bare-metal bench {elf} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return rows
+
+
+def _outputs(model) -> int:
+    return model.output_tensor.size
+
+
+def bare_bench(reps: int = 8, demo=None) -> dict:
+    """Per ISA: instructions per call, per output and marginal per MAC of the issue-18 shapes,
+    against the recorded CMSIS-NN figures; the demo model's predict and training step."""
+    shapes = bare_shapes()
+    demo = tinymodels.app_model() if demo is None else demo
+    cases_h = bare_cases_h(shapes, demo, reps)
+    out: dict = {"source": "bench/mcu_bare (bare metal, kernels -O2, model/train -Os, qemu mps2-an385, "
+                           "-icount shift=0)",
+                 "baseline": BASELINE_SOURCE, "isa": {}}
+    with tempfile.TemporaryDirectory(prefix="edgetune-bare-") as tmp:
+        for isa in ISAS:
+            rows = bare_run(bare_build(isa, cases_h, Path(tmp)))
+            if any(r["kind"] in ("fault", "error") for r in rows):
+                raise RuntimeError(f"bare-metal bench ({isa}): {rows}")
+            cal = next(r for r in rows if r["kind"] == "calibrate")
+            ipt = cal["instructions"] / cal["ticks"]
+            by = {r["name"]: r for r in rows if r["kind"] == "case"}
+            res: dict = {"instructions_per_systick_tick": ipt, "layers": {}}
+            for name, (m1, m2) in shapes.items():
+                r1, r2 = by[name], by[name + " (longer reduction)"]
+                i1 = (r1["ticks"] - r1["loop"]) * ipt / r1["reps"]
+                i2 = (r2["ticks"] - r2["loop"]) * ipt / r2["reps"]
+                a1, a2 = sum(_macs(m1).values()), sum(_macs(m2).values())
+                marginal = (i2 - i1) / (a2 - a1)
+                n_out = _outputs(m1)
+                cm = BASELINE[name]["cmsis_nn"][isa]
+                row = {"instructions_per_call": round(i1), "macs": a1, "outputs": n_out,
+                       "instructions_per_output": i1 / n_out,
+                       "instructions_per_output_beyond_macs": (i1 - marginal * a1) / n_out,
+                       "marginal_instructions_per_mac": marginal,
+                       "longer_reduction": {"macs": a2, "instructions_per_call": round(i2)},
+                       "same_bits_as_twin": bool(r1["same_bits"] and r2["same_bits"]),
+                       "cmsis_nn_instructions_per_call": cm, "vs_cmsis_nn": i1 / cm,
+                       "edgetune_before_instructions_per_call": BASELINE[name]["edgetune_before"][isa],
+                       "meets_target": i1 <= TARGET_VS_CMSIS * cm}
+                if isa == "ARMv6-M" and not name.startswith("DEPTHWISE"):
+                    row["meets_per_mac_target"] = marginal <= TARGET_V6M_PER_MAC
+                res["layers"][name] = row
+            mr = next((r for r in rows if r["kind"] == "model"), None)
+            if mr is not None:
+                fwd = (mr["forward"] - mr["loop"]) * ipt / mr["reps"]
+                step = (mr["step"] - mr["loop"]) * ipt / mr["reps"]
+                res["demo_model"] = {"model": "tests/tinymodels.app_model() (the device app's qemu model), "
+                                              "default scheme (biases + classifier)",
+                                     "instructions_per_predict": round(fwd), "instructions_per_train_step": round(step),
+                                     "train_over_predict": step / fwd, "arena_bytes": mr["arena"],
+                                     "same_bits_as_twin": bool(mr["same_bits"]), "trained_crc": mr["trained_crc"],
+                                     "meets_target": step <= TARGET_TRAIN_OVER_FORWARD * fwd}
+            res["code_size_bytes"] = _bare_size(Path(tmp) / isa)
+            out["isa"][isa] = res
+    return out
+
+
+def _bare_size(d: Path) -> dict:
+    """text+data bytes of the kernels and of the training core (model/scheme/train) in one ISA's
+    bare-metal build (objects before --gc-sections: every function of each file)."""
+    def size(o: Path) -> int:
+        t = subprocess.run(["arm-none-eabi-size", str(o)], capture_output=True, text=True, check=True)
+        text, data = (int(v) for v in t.stdout.splitlines()[1].split()[:2])
+        return text + data
+
+    kern = {p.stem: size(d / (p.stem + ".o")) for p in sorted((EDGETUNE / "kernels").glob("*.c"))}
+    forward = {k: kern[k] for k in ("et_conv_s8", "et_depthwise_conv_s8", "et_fully_connected_s8",
+                                    "et_train_forward_s8")}
+    return {"kernels_O2": sum(kern.values()), "forward_kernels_O2": forward,
+            "model_scheme_train_Os": sum(size(d / f"{f}.o") for f in ("model", "scheme", "train"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--firmware", type=Path, default=None, help="qemu firmware ELF (default build/qemu/firmware.elf)")
