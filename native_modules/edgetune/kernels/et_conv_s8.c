@@ -22,6 +22,10 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
         return ET_ERR_ARG;
     }
     const int32_t w_stride = k_h * k_w * in_c; /* weights of one output channel */
+    /* the parameters in locals: an int8 store may alias any of them, locals cannot be aliased */
+    const int32_t in_off = params->input_offset, out_off = params->output_offset;
+    const int32_t lo = params->act_min - out_off, hi = params->act_max - out_off;
+    const int32_t stride_w = params->stride_w, pad_w = params->pad_w;
     for (int32_t b = 0; b < output_dims->n; ++b) {
         const int8_t *in_b = input + (size_t)b * in_h * in_w * in_c;
         for (int32_t oy = 0; oy < out_h; ++oy) {
@@ -29,36 +33,39 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
             /* the taps inside the input: ky in [ky0, ky1), kx in [kx0, kx1) */
             const int32_t ky0 = in_y0 < 0 ? -in_y0 : 0;
             const int32_t ky1 = in_h - in_y0 < k_h ? in_h - in_y0 : k_h;
-            for (int32_t ox = 0; ox < out_w; ++ox) {
-                const int32_t in_x0 = ox * params->stride_w - params->pad_w;
-                const int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
-                const int32_t kx1 = in_w - in_x0 < k_w ? in_w - in_x0 : k_w;
-                /* the valid taps of one kernel row are contiguous in both the input and the weights */
-                const int32_t run = (kx1 - kx0) * in_c;
-                int8_t *out_px = output + (((size_t)b * out_h + oy) * out_w + ox) * out_c;
-                for (int32_t oc = 0; oc < out_c; oc += 4) {
-                    const int32_t n_oc = out_c - oc < 4 ? out_c - oc : 4;
-                    uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
+            int8_t *out_row = output + ((size_t)b * out_h + oy) * out_w * out_c;
+            /* four output channels along the whole output row: their requantization constants
+             * and biases are prepared once per row */
+            for (int32_t oc = 0; oc < out_c; oc += 4) {
+                const int32_t n_oc = out_c - oc < 4 ? out_c - oc : 4;
+                et_requant_t q[4];
+                uint32_t b0[4];
+                for (int32_t j = 0; j < 4; ++j) {
+                    const int32_t c = oc + (j < n_oc ? j : 0);
+                    q[j] = et_requant_prep(quant->multiplier[c], quant->shift[c]);
+                    b0[j] = bias ? (uint32_t)bias[c] : 0;
+                }
+                for (int32_t ox = 0; ox < out_w; ++ox) {
+                    const int32_t in_x0 = ox * stride_w - pad_w;
+                    const int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
+                    const int32_t kx1 = in_w - in_x0 < k_w ? in_w - in_x0 : k_w;
+                    /* the valid taps of one kernel row are contiguous in both the input and the weights */
+                    const int32_t run = (kx1 - kx0) * in_c;
+                    uint32_t acc[4] = {b0[0], b0[1], b0[2], b0[3]}; /* wrap modulo 2^32 like TFLM's int32 */
                     for (int32_t ky = ky0; ky < ky1; ++ky) {
                         const int8_t *px = in_b + ((size_t)(in_y0 + ky) * in_w + (in_x0 + kx0)) * in_c;
                         const size_t wo = ((size_t)ky * k_w + kx0) * in_c; /* offset of the taps in a row */
-                        if (n_oc == 4) {
-                            const int8_t *row[4];
-                            et_rows4_s8(filter, map, ram, w_stride, oc, wo, row);
-                            et_dot4_rows_s8(px, row[0], row[1], row[2], row[3], run, params->input_offset, acc);
-                        } else {
-                            for (int32_t j = 0; j < n_oc; ++j) {
-                                acc[j] = et_dot_s8(px, et_weight_row_s8(filter, map, ram, w_stride, oc + j) + wo, run,
-                                    params->input_offset, acc[j]);
-                            }
-                        }
+                        const int8_t *row[4];
+                        et_rows4_s8(filter, map, ram, w_stride, oc, n_oc, wo, row);
+                        et_dot4_rows_s8(px, row[0], row[1], row[2], row[3], run, in_off, acc);
                     }
+                    int8_t o[4];
                     for (int32_t j = 0; j < n_oc; ++j) {
-                        if (bias) {
-                            acc[j] += (uint32_t)bias[oc + j];
-                        }
-                        out_px[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j],
-                            quant->shift[oc + j], params->output_offset, params->act_min, params->act_max);
+                        o[j] = et_requant_apply_s8((int32_t)acc[j], &q[j], out_off, lo, hi);
+                    }
+                    int8_t *out_px = out_row + (size_t)ox * out_c + oc;
+                    for (int32_t j = 0; j < n_oc; ++j) {
+                        out_px[j] = o[j];
                     }
                 }
             }

@@ -15,6 +15,68 @@
  * input_dims   NHWC input (n == 1);  out: its elements, int16
  * output_dims  NHWC output;  h: its elements, folded int16 gradients
  */
+/*
+ * dw_grad_blocks - et_depthwise_conv_grad_s8 for depth_multiplier 1 and flash weights only (no
+ * trained channel): per input position, the valid taps are found once for a block of 8
+ * channels (then one channel at a time for the rest), whose weights and gradients are adjacent
+ * in memory. Each acc element is the same exact int32 sum as in the general loop (the terms in
+ * another order), so the values are equal.
+ */
+static int64_t dw_grad_blocks(const et_conv_params_t *params, const et_dims_t *input_dims,
+    const et_dims_t *filter_dims, const int8_t *flash, const et_dims_t *output_dims, const int16_t *h, int64_t m,
+    int16_t *out) {
+    const int32_t in_h = input_dims->h, in_w = input_dims->w, c = input_dims->c;
+    const int32_t k_h = filter_dims->h, k_w = filter_dims->w;
+    const int32_t out_h = output_dims->h, out_w = output_dims->w;
+    const int32_t s_h = params->stride_h, s_w = params->stride_w, pad_h = params->pad_h, pad_w = params->pad_w;
+    int64_t big = 0;
+    size_t j = 0;
+    for (int32_t iy = 0; iy < in_h; ++iy) {
+        for (int32_t ix = 0; ix < in_w; ++ix) {
+            for (int32_t c0 = 0; c0 < c;) {
+                const int32_t nb = c - c0 >= 8 ? 8 : 1;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+                for (int32_t ky = 0; ky < k_h; ++ky) {
+                    const int32_t ny = iy + pad_h - ky;
+                    if (ny < 0 || ny % s_h != 0 || ny / s_h >= out_h) {
+                        continue;
+                    }
+                    for (int32_t kx = 0; kx < k_w; ++kx) {
+                        const int32_t nx = ix + pad_w - kx;
+                        if (nx < 0 || nx % s_w != 0 || nx / s_w >= out_w) {
+                            continue;
+                        }
+                        const int16_t *hp = h + ((size_t)(ny / s_h) * out_w + nx / s_w) * c + c0;
+                        const int8_t *wp = flash + ((size_t)ky * k_w + kx) * c + c0;
+                        a0 += wp[0] * hp[0];
+                        if (nb == 8) {
+                            a1 += wp[1] * hp[1];
+                            a2 += wp[2] * hp[2];
+                            a3 += wp[3] * hp[3];
+                            a4 += wp[4] * hp[4];
+                            a5 += wp[5] * hp[5];
+                            a6 += wp[6] * hp[6];
+                            a7 += wp[7] * hp[7];
+                        }
+                    }
+                }
+                big = et_grad_emit(a0, m, out, j++, big);
+                if (nb == 8) {
+                    big = et_grad_emit(a1, m, out, j++, big);
+                    big = et_grad_emit(a2, m, out, j++, big);
+                    big = et_grad_emit(a3, m, out, j++, big);
+                    big = et_grad_emit(a4, m, out, j++, big);
+                    big = et_grad_emit(a5, m, out, j++, big);
+                    big = et_grad_emit(a6, m, out, j++, big);
+                    big = et_grad_emit(a7, m, out, j++, big);
+                }
+                c0 += nb;
+            }
+        }
+    }
+    return m ? m : big;
+}
+
 int64_t et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_t *input_dims,
     const et_dims_t *filter_dims, const et_weights_t *weights,
     const et_dims_t *output_dims, const int16_t *h, int64_t m, int16_t *out) {
@@ -24,6 +86,9 @@ int64_t et_depthwise_conv_grad_s8(const et_conv_params_t *params, const et_dims_
     const int32_t dm = params->depth_multiplier;
     int64_t big = 0;
     size_t j = 0;
+    if (dm == 1 && weights->map == NULL) {
+        return dw_grad_blocks(params, input_dims, filter_dims, weights->flash, output_dims, h, m, out);
+    }
     for (int32_t iy = 0; iy < in_h; ++iy) {
         for (int32_t ix = 0; ix < in_w; ++ix) {
             for (int32_t ci = 0; ci < in_c; ++ci, ++j) {

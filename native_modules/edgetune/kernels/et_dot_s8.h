@@ -82,21 +82,23 @@ static inline uint32_t et_dot_s8(const int8_t *x, const int8_t *w, int32_t n, in
 }
 
 /*
- * et_rows4_s8 - row[j] = et_weight_row_s8(filter, map, ram, per_channel, c + j) + off for j < 4
- * (channels c..c+3 must exist). Without a map the rows are one base pointer and its strides.
+ * et_rows4_s8 - row[j] = et_weight_row_s8(filter, map, ram, per_channel, min(c + j, c + n - 1)) + off
+ * for j < 4 (channels c..c+n-1 must exist, 1 <= n <= 4): a group of fewer than four channels
+ * repeats its last row, so the four-row loop serves it too (the extra sums are dropped).
+ * Without a map the rows are one base pointer and its strides.
  */
 static inline void et_rows4_s8(const int8_t *filter, const int16_t *map, const int8_t *ram, int32_t per_channel,
-    int32_t c, size_t off, const int8_t *row[4]) {
+    int32_t c, int32_t n, size_t off, const int8_t *row[4]) {
     if (map == NULL) {
         const int8_t *w = filter + (size_t)c * per_channel + off;
         row[0] = w;
-        row[1] = w + per_channel;
-        row[2] = w + 2 * per_channel;
-        row[3] = w + 3 * per_channel;
+        row[1] = n > 1 ? w + per_channel : w;
+        row[2] = n > 2 ? w + 2 * per_channel : row[1];
+        row[3] = n > 3 ? w + 3 * per_channel : row[2];
         return;
     }
     for (int32_t j = 0; j < 4; ++j) {
-        row[j] = et_weight_row_s8(filter, map, ram, per_channel, c + j) + off;
+        row[j] = et_weight_row_s8(filter, map, ram, per_channel, c + (j < n ? j : n - 1)) + off;
     }
 }
 

@@ -19,28 +19,28 @@ static ET_SPECIALIZE et_status_t fc_core(const et_fc_params_t *params, const et_
     if (batches < 1 || accum_depth < 1 || output_depth < 1) {
         return ET_ERR_ARG;
     }
+    /* the parameters in locals: an int8 store may alias any of them, locals cannot be aliased */
+    const int32_t in_off = params->input_offset, out_off = params->output_offset;
+    const int32_t lo = params->act_min - out_off, hi = params->act_max - out_off;
     for (int32_t b = 0; b < batches; ++b) {
         const int8_t *in_b = input + (size_t)b * accum_depth;
         int8_t *out_b = output + (size_t)b * output_depth;
         for (int32_t oc = 0; oc < output_depth; oc += 4) {
             const int32_t n_oc = output_depth - oc < 4 ? output_depth - oc : 4;
-            uint32_t acc[4] = {0, 0, 0, 0}; /* wraps modulo 2^32 like TFLM's int32, defined in C */
-            if (n_oc == 4) {
-                const int8_t *row[4];
-                et_rows4_s8(filter, map, ram, accum_depth, oc, 0, row);
-                et_dot4_rows_s8(in_b, row[0], row[1], row[2], row[3], accum_depth, params->input_offset, acc);
-            } else {
-                for (int32_t k = 0; k < n_oc; ++k) {
-                    acc[k] = et_dot_s8(in_b, et_weight_row_s8(filter, map, ram, accum_depth, oc + k),
-                        accum_depth, params->input_offset, 0);
-                }
+            uint32_t acc[4]; /* wraps modulo 2^32 like TFLM's int32, defined in C */
+            for (int32_t j = 0; j < 4; ++j) {
+                acc[j] = bias ? (uint32_t)bias[oc + (j < n_oc ? j : 0)] : 0;
+            }
+            const int8_t *row[4];
+            et_rows4_s8(filter, map, ram, accum_depth, oc, n_oc, 0, row);
+            et_dot4_rows_s8(in_b, row[0], row[1], row[2], row[3], accum_depth, in_off, acc);
+            int8_t o[4];
+            for (int32_t j = 0; j < n_oc; ++j) {
+                const et_requant_t q = et_requant_prep(quant->multiplier[oc + j], quant->shift[oc + j]);
+                o[j] = et_requant_apply_s8((int32_t)acc[j], &q, out_off, lo, hi);
             }
             for (int32_t j = 0; j < n_oc; ++j) {
-                if (bias) {
-                    acc[j] += (uint32_t)bias[oc + j];
-                }
-                out_b[oc + j] = et_requantize_s8((int32_t)acc[j], quant->multiplier[oc + j], quant->shift[oc + j],
-                    params->output_offset, params->act_min, params->act_max);
+                out_b[oc + j] = o[j];
             }
         }
     }

@@ -22,6 +22,25 @@
  */
 static inline int32_t et_round_sat(float v, int32_t lim) {
     const float flim = (float)lim;
+#if defined(__arm__) && !defined(__ARM_FP)
+    /* Soft-float ARM (Cortex-M0+/M3): every float comparison is a library call, so the NaN,
+     * range and sign tests are made on the bits (the same outcomes: positive floats order like
+     * their bits, |v| >= flim <=> v >= flim or v <= -flim, and -0.0f >= 0.0f). */
+    union {
+        float f;
+        uint32_t u;
+    } bv, bl;
+    bv.f = v;
+    bl.f = flim;
+    const uint32_t mag = bv.u & 0x7FFFFFFFu;
+    if (mag > 0x7F800000u) {
+        return 0;
+    }
+    if (mag >= bl.u) {
+        return (bv.u >> 31) ? -lim : lim;
+    }
+    return ((bv.u >> 31) && mag) ? (int32_t)(v - 0.5f) : (int32_t)(v + 0.5f);
+#endif
     if (v != v) {
         return 0;
     }

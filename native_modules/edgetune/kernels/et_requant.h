@@ -57,17 +57,80 @@ static inline int32_t et_clamp_s32(int32_t v, int32_t lo, int32_t hi) {
 }
 
 /*
+ * et_mul_nudged_hi - (a*b + 2^30) >> 31 (arithmetic shift), the low 32 bits.
+ *
+ * This is et_saturating_rounding_doubling_high_mul(a, b) for every a, b but a == b == INT32_MIN:
+ * gemmlowp's nudge (2^30 for a*b >= 0, 1 - 2^30 below) followed by C's truncating division by
+ * 2^31 equals the floor of (a*b + 2^30) / 2^31 for both signs (for a*b < 0:
+ * trunc((a*b + 1 - 2^30) / 2^31) = floor((a*b + 1 - 2^30 + 2^31 - 1) / 2^31)). The result lies in
+ * [-2^31 + 1, 2^31 - 1] except for that one overflow, where it is 2^31 (low 32 bits INT32_MIN).
+ * ARMv6-M has no 32x32->64 multiply: there the product is assembled from four 16x16-bit ones
+ * (each exact in 32 bits) instead of gcc's 64x64-bit library call.
+ */
+static inline uint32_t et_mul_nudged_hi(int32_t a, int32_t b) {
+#if defined(__ARM_ARCH_6M__)
+    const int32_t ah = a >> 16, bh = b >> 16;
+    const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
+    /* a*b = ah*bh*2^32 + (ah*bl + al*bh)*2^16 + al*bl; |ah*bl|, |al*bh| < 2^31, al*bl < 2^32 */
+    const int64_t mid = (int64_t)(ah * (int32_t)bl) + (int64_t)((int32_t)al * bh);
+    const uint64_t p = ((uint64_t)(uint32_t)(ah * bh) << 32) + ((uint64_t)mid << 16) + (uint64_t)(al * bl) +
+        (1u << 30);
+    return (uint32_t)(p >> 31);
+#else
+    return (uint32_t)(((int64_t)a * (int64_t)b + (1 << 30)) >> 31);
+#endif
+}
+
+/*
+ * Per-channel requantization constants for et_requant_apply_s8: TFLM MultiplyByQuantizedMultiplier
+ * (double rounding) of (multiplier, shift) split into what one output needs.
+ */
+typedef struct {
+    int32_t multiplier; /* Q0.31 */
+    int32_t left;       /* left shift, 0 if shift <= 0 */
+    int32_t right;      /* right shift (rounding divide by 2^right), 0 if shift > 0 */
+    int32_t mask;       /* 2^right - 1 */
+} et_requant_t;
+
+static inline et_requant_t et_requant_prep(int32_t multiplier, int32_t shift) {
+    et_requant_t q;
+    q.multiplier = multiplier;
+    q.left = shift > 0 ? shift : 0;
+    q.right = shift > 0 ? 0 : -shift;
+    q.mask = (int32_t)((1u << q.right) - 1u);
+    return q;
+}
+
+/*
+ * et_requant_apply_s8 - clamp(MultiplyByQuantizedMultiplier(acc) + output_offset, act_min, act_max)
+ * as int8, with lo = act_min - output_offset and hi = act_max - output_offset (clamping before
+ * the offset is added gives the same value as TFLM's clamp after it, without an overflow of the
+ * addition). Bit-exact with the et_multiply_by_quantized_multiplier composition for every input:
+ * the high multiply is et_mul_nudged_hi with its single overflow saturated to INT32_MAX, and the
+ * rounding divide compares remainder + (x < 0 ? -1 : 0) with mask >> 1 (the same test as
+ * remainder > (mask >> 1) + (x < 0)).
+ */
+static inline int8_t et_requant_apply_s8(int32_t acc, const et_requant_t *q, int32_t output_offset, int32_t lo,
+    int32_t hi) {
+    uint32_t r = et_mul_nudged_hi((int32_t)((uint32_t)acc << q->left), q->multiplier);
+    r -= r == 0x80000000u; /* a == b == INT32_MIN: 2^31 saturates to INT32_MAX */
+    const int32_t x = (int32_t)r;
+    int32_t v = (x >> q->right) + (((x & q->mask) + (x >> 31)) > (q->mask >> 1));
+    v = v < lo ? lo : (v > hi ? hi : v);
+    return (int8_t)(v + output_offset);
+}
+
+/*
  * The common tail of the conv/depthwise/FC kernels: requantize the int32
  * accumulator, add the output offset and clamp to [act_min, act_max].
- * The offset is added in int64: TFLM adds in int32, which only differs when
- * that addition would overflow (undefined in C; never the case in real models,
- * and the numpy twin also adds without wrapping).
+ * The offset is added without overflow (TFLM adds in int32, which only differs when that
+ * addition would overflow: undefined in C, never the case in real models, and the numpy twin
+ * also adds without wrapping).
  */
 static inline int8_t et_requantize_s8(int32_t acc, int32_t multiplier, int32_t shift,
     int32_t output_offset, int32_t act_min, int32_t act_max) {
-    int64_t v = (int64_t)et_multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset;
-    v = v < act_min ? act_min : (v > act_max ? act_max : v);
-    return (int8_t)v;
+    const et_requant_t q = et_requant_prep(multiplier, shift);
+    return et_requant_apply_s8(acc, &q, output_offset, act_min - output_offset, act_max - output_offset);
 }
 
 #endif /* EDGETUNE_ET_REQUANT_H */
