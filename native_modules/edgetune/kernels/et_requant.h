@@ -64,21 +64,29 @@ static inline int32_t et_clamp_s32(int32_t v, int32_t lo, int32_t hi) {
  * 2^31 equals the floor of (a*b + 2^30) / 2^31 for both signs (for a*b < 0:
  * trunc((a*b + 1 - 2^30) / 2^31) = floor((a*b + 1 - 2^30 + 2^31 - 1) / 2^31)). The result lies in
  * [-2^31 + 1, 2^31 - 1] except for that one overflow, where it is 2^31 (low 32 bits INT32_MIN).
- * ARMv6-M has no 32x32->64 multiply: there the product is assembled from four 16x16-bit ones
- * (each exact in 32 bits) instead of gcc's 64x64-bit library call.
  */
 static inline uint32_t et_mul_nudged_hi(int32_t a, int32_t b) {
-#if defined(__ARM_ARCH_6M__)
-    const int32_t ah = a >> 16, bh = b >> 16;
-    const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
-    /* a*b = ah*bh*2^32 + (ah*bl + al*bh)*2^16 + al*bl; |ah*bl|, |al*bh| < 2^31, al*bl < 2^32 */
-    const int64_t mid = (int64_t)(ah * (int32_t)bl) + (int64_t)((int32_t)al * bh);
-    const uint64_t p = ((uint64_t)(uint32_t)(ah * bh) << 32) + ((uint64_t)mid << 16) + (uint64_t)(al * bl) +
-        (1u << 30);
-    return (uint32_t)(p >> 31);
-#else
     return (uint32_t)(((int64_t)a * (int64_t)b + (1 << 30)) >> 31);
-#endif
+}
+
+/*
+ * et_mul_nudged_hi_split - et_mul_nudged_hi(a, b) from b's halves bh = b >> 16 (arithmetic) and
+ * bl = b & 0xFFFF, in 32-bit arithmetic only (ARMv6-M has no 32x32->64 multiply; gcc's 64-bit
+ * version there costs about 60 instructions). With a = ah*2^16 + al likewise,
+ * a*b = hi*2^32 + (m1 + m2)*2^16 + lo with hi = ah*bh, m1 = ah*bl, m2 = al*bh (each exact in
+ * int32: |ah|, |bh| <= 2^15, al, bl < 2^16) and lo = al*bl (exact in uint32). Then
+ * floor((a*b + 2^30) / 2^31) = 2*hi + floor((m1 + m2 + (lo >> 16) + 2^14) / 2^15) (the floors
+ * nest: 2^30 and hi*2^32 are multiples of 2^16), and the sum is split so nothing overflows:
+ * (m1 >> 15) + (m2 >> 15) + (((m1 & 0x7FFF) + (m2 & 0x7FFF) + (lo >> 16) + 2^14) >> 15).
+ * Everything is taken modulo 2^32 (unsigned), which is the low 32 bits asked for.
+ */
+static inline uint32_t et_mul_nudged_hi_split(int32_t a, int32_t bh, uint32_t bl) {
+    const int32_t ah = a >> 16;
+    const uint32_t al = (uint32_t)a & 0xFFFFu;
+    const int32_t m1 = ah * (int32_t)bl, m2 = (int32_t)al * bh;
+    const uint32_t lo = al * bl;
+    const uint32_t frac = (((uint32_t)m1 & 0x7FFFu) + ((uint32_t)m2 & 0x7FFFu) + (lo >> 16) + 0x4000u) >> 15;
+    return 2u * (uint32_t)(ah * bh) + (uint32_t)(m1 >> 15) + (uint32_t)(m2 >> 15) + frac;
 }
 
 /*
@@ -90,11 +98,15 @@ typedef struct {
     int32_t left;       /* left shift, 0 if shift <= 0 */
     int32_t right;      /* right shift (rounding divide by 2^right), 0 if shift > 0 */
     int32_t mask;       /* 2^right - 1 */
+    int32_t mult_hi;    /* multiplier >> 16 and multiplier & 0xFFFF (et_mul_nudged_hi_split) */
+    uint32_t mult_lo;
 } et_requant_t;
 
 static inline et_requant_t et_requant_prep(int32_t multiplier, int32_t shift) {
     et_requant_t q;
     q.multiplier = multiplier;
+    q.mult_hi = multiplier >> 16;
+    q.mult_lo = (uint32_t)multiplier & 0xFFFFu;
     q.left = shift > 0 ? shift : 0;
     q.right = shift > 0 ? 0 : -shift;
     q.mask = (int32_t)((1u << q.right) - 1u);
@@ -112,7 +124,11 @@ static inline et_requant_t et_requant_prep(int32_t multiplier, int32_t shift) {
  */
 static inline int8_t et_requant_apply_s8(int32_t acc, const et_requant_t *q, int32_t output_offset, int32_t lo,
     int32_t hi) {
+#if defined(__ARM_ARCH_6M__)
+    uint32_t r = et_mul_nudged_hi_split((int32_t)((uint32_t)acc << q->left), q->mult_hi, q->mult_lo);
+#else
     uint32_t r = et_mul_nudged_hi((int32_t)((uint32_t)acc << q->left), q->multiplier);
+#endif
     r -= r == 0x80000000u; /* a == b == INT32_MIN: 2^31 saturates to INT32_MAX */
     const int32_t x = (int32_t)r;
     int32_t v = (x >> q->right) + (((x & q->mask) + (x >> 31)) > (q->mask >> 1));
