@@ -10,6 +10,7 @@
 
 #include "et_mathf.h"
 #include "et_requant.h"
+#include "et_train_kernels.h"
 
 static uint64_t s = 88172645463325252ull;
 
@@ -116,6 +117,30 @@ int main(void) {
             v.f = (float)((int32_t)rnd() >> (rnd() % 32)) / (float)(1u << (rnd() % 16));
         }
         check_round(v.f, (rnd() & 1) ? 32767 : ET_LIM30);
+    }
+    /* the gradient requantization of docs/training.md §4c: et_grad_q15 == et_rdiv(acc * 32767, m) */
+    for (long t = 0; t < 3000000; ++t) {
+        /* M in [1, 2^31], acc in [-M, M] and in int32 (M = 2^31 only as |INT32_MIN|) */
+        int64_t m = (int64_t)((rnd() & 0x7FFFFFFFu) >> (rnd() % 31));
+        if (t < 62) {
+            m = t < 31 ? (int64_t)1 << t : ((int64_t)1 << (t - 30)) - 1;
+        }
+        if (m == 0) {
+            m = 1;
+        }
+        const int64_t pick = rnd() % 4;
+        int64_t acc = pick == 0 ? m : (pick == 1 ? -m : (int64_t)(((uint64_t)rnd() << 32 | rnd()) % (uint64_t)(2 * m + 1)) - m);
+        if (t == 62) {
+            m = (int64_t)1 << 31;
+            acc = INT32_MIN;
+        }
+        ++n;
+        if (et_grad_q15((int32_t)acc, m) != (int32_t)et_rdiv(acc * 32767, m)) {
+            if (bad < 5) {
+                printf("grad_q15(%lld, %lld)\n", (long long)acc, (long long)m);
+            }
+            ++bad;
+        }
     }
     printf("%ld bad of %ld\n", bad, n);
     return bad != 0;

@@ -16,6 +16,23 @@
  * output_dims  NHWC output;  h: its elements, folded int16 gradients
  */
 /*
+ * tap_out - the output index o with o * s == n (a tap at input-minus-kernel offset n), or -1 if
+ * there is none inside [0, out); stride 1 without a division (a library call on ARMv6-M).
+ */
+static inline int32_t tap_out(int32_t n, int32_t s, int32_t out) {
+    if (n < 0) {
+        return -1;
+    }
+    if (s != 1) {
+        if (n % s != 0) {
+            return -1;
+        }
+        n /= s;
+    }
+    return n < out ? n : -1;
+}
+
+/*
  * dw_grad_blocks - et_depthwise_conv_grad_s8 for depth_multiplier 1 and flash weights only (no
  * trained channel): per input position, the valid taps are found once for a block of 8
  * channels (then one channel at a time for the rest), whose weights and gradients are adjacent
@@ -37,16 +54,16 @@ static int64_t dw_grad_blocks(const et_conv_params_t *params, const et_dims_t *i
                 const int32_t nb = c - c0 >= 8 ? 8 : 1;
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
                 for (int32_t ky = 0; ky < k_h; ++ky) {
-                    const int32_t ny = iy + pad_h - ky;
-                    if (ny < 0 || ny % s_h != 0 || ny / s_h >= out_h) {
+                    const int32_t oy = tap_out(iy + pad_h - ky, s_h, out_h);
+                    if (oy < 0) {
                         continue;
                     }
                     for (int32_t kx = 0; kx < k_w; ++kx) {
-                        const int32_t nx = ix + pad_w - kx;
-                        if (nx < 0 || nx % s_w != 0 || nx / s_w >= out_w) {
+                        const int32_t ox = tap_out(ix + pad_w - kx, s_w, out_w);
+                        if (ox < 0) {
                             continue;
                         }
-                        const int16_t *hp = h + ((size_t)(ny / s_h) * out_w + nx / s_w) * c + c0;
+                        const int16_t *hp = h + ((size_t)oy * out_w + ox) * c + c0;
                         const int8_t *wp = flash + ((size_t)ky * k_w + kx) * c + c0;
                         a0 += wp[0] * hp[0];
                         if (nb == 8) {

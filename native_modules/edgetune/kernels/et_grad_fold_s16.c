@@ -19,7 +19,9 @@ void et_grad_fold_s16(const int16_t *grad, int32_t positions, int32_t channels, 
         const float r = scales ? scales[c] / scale_max : 1.0f;
         for (int32_t p = 0; p < positions; ++p) {
             const size_t j = (size_t)p * channels + c;
-            out[j] = (int16_t)et_round_sat((float)grad[j] * r, 32767);
+            /* 0 * r is +-0.0f, which round_sat maps to 0: masked (zero) gradients skip the float
+             * arithmetic, a library call each on soft-float targets */
+            out[j] = grad[j] == 0 ? 0 : (int16_t)et_round_sat((float)grad[j] * r, 32767);
         }
     }
 }

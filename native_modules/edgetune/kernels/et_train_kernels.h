@@ -48,12 +48,58 @@ float et_grad_requant_scale(int64_t m, float acc_scale);
  * m == 0 (pass 1): returns max(big, |acc|), writes nothing;
  * m > 0 (pass 2): writes out[j] = rdiv(acc * 32767, m), returns big.
  */
+/*
+ * et_grad_q15 - et_rdiv((int64_t)acc * 32767, m) for |acc| <= m <= 2^31 (the M of §4c is the
+ * max of the |acc| it scales), without a 64-bit division: the quotient
+ * q = floor((|acc| * 32767 + m / 2) / m) is at most 32767, so one 32-bit division finds it
+ * (m < 2^16: the whole numerator fits in 32 bits; else one step of Knuth's algorithm D with
+ * 16-bit digits, Hacker's Delight divlu: the quotient digit from the normalized divisor's top
+ * half, corrected at most twice). Same value as et_rdiv, sign applied last as there.
+ */
+static inline int32_t et_grad_q15(int32_t acc, int64_t m) {
+    const uint32_t a = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc;
+    const uint32_t d = (uint32_t)m;
+    uint32_t q;
+    if (d < 0x10000u) {
+        q = (a * 32767u + (d >> 1)) / d; /* a <= d: at most 65535 * 32767 + 32767 < 2^31 */
+    } else {
+        const uint64_t n = ((uint64_t)a << 15) - a + (d >> 1); /* < d * 2^16 */
+#if defined(__GNUC__)
+        const int s = __builtin_clz(d); /* <= 15 */
+#else
+        int s = 0;
+        while (!((d << s) & 0x80000000u)) {
+            ++s;
+        }
+#endif
+        const uint32_t vn = d << s, vn1 = vn >> 16, vn0 = vn & 0xFFFFu;
+        const uint64_t un = n << s;                 /* < vn * 2^16 <= 2^48 */
+        const uint32_t un32 = (uint32_t)(un >> 16), un0 = (uint32_t)un & 0xFFFFu;
+        q = un32 / vn1;
+        uint32_t r = un32 - q * vn1;
+        while (q >= 0x10000u || q * vn0 > ((r << 16) | un0)) {
+            --q;
+            r += vn1;
+            if (r >= 0x10000u) {
+                break;
+            }
+        }
+    }
+    return acc < 0 ? -(int32_t)q : (int32_t)q;
+}
+
 static inline int64_t et_grad_emit(int32_t acc, int64_t m, int16_t *out, size_t j, int64_t big) {
     if (m == 0) {
         const int64_t a = acc < 0 ? -(int64_t)acc : (int64_t)acc;
         return a > big ? a : big;
     }
+#if defined(__arm__)
+    /* Cortex-M: a 32-bit division (one instruction on the M3, a short library call on ARMv6-M)
+     * instead of the 64-bit library division */
+    out[j] = (int16_t)et_grad_q15(acc, m);
+#else
     out[j] = (int16_t)et_rdiv((int64_t)acc * 32767, m);
+#endif
     return big;
 }
 
