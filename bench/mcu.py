@@ -1,4 +1,4 @@
-"""`make bench-mcu`: guest instructions per MAC and per training step on the emulated Cortex-M3.
+"""`make bench-mcu`: guest instructions per call, per MAC and per training step on emulated Cortex-M.
 
 Boots build/qemu/firmware.elf (make firmware BOARD=qemu: MicroPython 1.25 qemu port, which
 compiles everything, our module included, with -Os) under `qemu-system-arm -icount shift=0`, where guest time advances exactly one
@@ -18,10 +18,19 @@ Per training step: `Model.train(x, label)` on small models (the device app's tes
 wider conv model), with the forward-only cost for comparison.
 
 The kernels are also compiled for Cortex-M0+ (RP2040) and Cortex-M3 at -Os and -O2 and their
-code sizes reported (Cortex-M0+ instruction counts are not measured: QEMU has no Cortex-M0+
-board with enough RAM for MicroPython plus our module). Writes build/bench/mcu.json.
+code sizes reported.
 
-    python bench/mcu.py [--firmware build/qemu/firmware.elf] [--out build/bench/mcu.json]
+Bare metal, both instruction sets ("bare_metal" in the JSON; bench/mcu_bare): the kernels, model.c
+and train.c built without MicroPython for the Cortex-M3 (-mcpu=cortex-m3) and for ARMv6-M
+(-mcpu=cortex-m0plus, the RP2040's instruction set, run on the same M3 model: ARMv6-M is a subset,
+so the counts are the Cortex-M0+'s), each kernel call timed with SysTick and its output checked
+against the numpy twin. For the four layer shapes of issue 18: instructions per call, per output,
+per output beyond the MACs (call minus marginal x MACs, over outputs) and marginal per MAC (from
+the same layer with twice the reduction), against the CMSIS-NN figures recorded in BASELINE; the
+app model's predict and training step (default scheme: biases + classifier); code sizes.
+Writes build/bench/mcu.json.
+
+    python bench/mcu.py [--firmware build/qemu/firmware.elf] [--out build/bench/mcu.json] [--bare-only]
 """
 
 from __future__ import annotations
@@ -435,12 +444,45 @@ def _bare_size(d: Path) -> dict:
             "model_scheme_train_Os": sum(size(d / f"{f}.o") for f in ("model", "scheme", "train"))}
 
 
+def _print_bare(bare: dict) -> None:
+    for isa, v in bare["isa"].items():
+        print(f"{isa} (bare metal, {v['instructions_per_systick_tick']:.2f} instructions per SysTick tick):")
+        for name, r in v["layers"].items():
+            extra = ""
+            if "meets_per_mac_target" in r:
+                extra = f", per-MAC target <= {TARGET_V6M_PER_MAC}: {'met' if r['meets_per_mac_target'] else 'NOT met'}"
+            print(f"  {name:32s} {r['instructions_per_call']:7d}/call ({r['vs_cmsis_nn']:.3f}x CMSIS-NN "
+                  f"{r['cmsis_nn_instructions_per_call']}, target <= {TARGET_VS_CMSIS}: "
+                  f"{'met' if r['meets_target'] else 'NOT met'}), {r['instructions_per_output']:.1f}/output, "
+                  f"{r['instructions_per_output_beyond_macs']:.1f}/output beyond the MACs, "
+                  f"{r['marginal_instructions_per_mac']:.2f}/MAC{extra}"
+                  f"{'' if r['same_bits_as_twin'] else '  OUTPUT DIFFERS FROM THE TWIN'}")
+        d = v.get("demo_model")
+        if d:
+            print(f"  app model: predict {d['instructions_per_predict']}, train step {d['instructions_per_train_step']} "
+                  f"({d['train_over_predict']:.2f}x, target <= {TARGET_TRAIN_OVER_FORWARD}: "
+                  f"{'met' if d['meets_target'] else 'NOT met'}), arena {d['arena_bytes']} B"
+                  f"{'' if d['same_bits_as_twin'] else '  OUTPUT DIFFERS FROM THE TWIN'}")
+        c = v["code_size_bytes"]
+        print(f"  code: kernels {c['kernels_O2']} B (-O2), model/scheme/train {c['model_scheme_train_Os']} B (-Os)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--firmware", type=Path, default=None, help="qemu firmware ELF (default build/qemu/firmware.elf)")
     ap.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "mcu.json")
     ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--bare-only", action="store_true",
+                    help="only the bare-metal per-call figures of both ISAs (no MicroPython firmware needed)")
     args = ap.parse_args(argv)
+
+    bare = bare_bench(reps=8)
+    _print_bare(bare)
+    if args.bare_only:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"bare_metal": bare}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+        return 0
 
     pairs = forward_pairs()
     trains = train_models()
@@ -485,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "instructions_per_train_step": round(step), "train_over_predict": step / fwd,
                                     "arena_bytes": r["arena"]}
     result["code_size_bytes"] = code_sizes()
+    result["bare_metal"] = bare
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"calibration: {ipt:.3f} guest instructions per SysTick tick")
