@@ -59,13 +59,9 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
                         et_rows4_s8(filter, map, ram, w_stride, oc, n_oc, wo, row);
                         et_dot4_rows_s8(px, row[0], row[1], row[2], row[3], run, in_off, acc);
                     }
-                    int8_t o[4];
-                    for (int32_t j = 0; j < n_oc; ++j) {
-                        o[j] = et_requant_apply_s8((int32_t)acc[j], &q[j], out_off, lo, hi);
-                    }
                     int8_t *out_px = out_row + (size_t)ox * out_c + oc;
                     for (int32_t j = 0; j < n_oc; ++j) {
-                        out_px[j] = o[j];
+                        out_px[j] = et_requant_apply_s8((int32_t)acc[j], &q[j], out_off, lo, hi);
                     }
                 }
             }

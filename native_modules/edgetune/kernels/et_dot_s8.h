@@ -34,18 +34,22 @@
  * with four independent weight rows w0..w3 (e.g. some in flash, some in a RAM copy).
  * Nothing is added if n <= 0.
  */
+/* et_dot4_armv6m.c / et_dot4_armv7m.c: the same loop in assembly (n >= 1) */
 #if defined(__ARM_ARCH_6M__)
-/* et_dot4_armv6m.c: the same loop in assembly (n >= 1) */
-void et_dot4_rows_s8_armv6m(const int8_t *x, const int8_t *const rows[4], int32_t n, int32_t offset,
-    uint32_t acc[4]);
+#define ET_DOT4_ASM et_dot4_rows_s8_armv6m
+#elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
+#define ET_DOT4_ASM et_dot4_rows_s8_armv7m
+#endif
+#if defined(ET_DOT4_ASM)
+void ET_DOT4_ASM(const int8_t *x, const int8_t *const rows[4], int32_t n, int32_t offset, uint32_t acc[4]);
 #endif
 
 static inline void et_dot4_rows_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2,
     const int8_t *w3, int32_t n, int32_t offset, uint32_t acc[4]) {
-#if defined(__ARM_ARCH_6M__)
+#if defined(ET_DOT4_ASM)
     if (n > 0) {
         const int8_t *const rows[4] = {w0, w1, w2, w3};
-        et_dot4_rows_s8_armv6m(x, rows, n, offset, acc);
+        ET_DOT4_ASM(x, rows, n, offset, acc);
     }
     return;
 #endif

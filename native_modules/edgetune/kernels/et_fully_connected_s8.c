@@ -27,20 +27,19 @@ static ET_SPECIALIZE et_status_t fc_core(const et_fc_params_t *params, const et_
         int8_t *out_b = output + (size_t)b * output_depth;
         for (int32_t oc = 0; oc < output_depth; oc += 4) {
             const int32_t n_oc = output_depth - oc < 4 ? output_depth - oc : 4;
-            uint32_t acc[4]; /* wraps modulo 2^32 like TFLM's int32, defined in C */
-            for (int32_t j = 0; j < 4; ++j) {
-                acc[j] = bias ? (uint32_t)bias[oc + (j < n_oc ? j : 0)] : 0;
+            /* wraps modulo 2^32 like TFLM's int32, defined in C; lanes past n_oc are dropped */
+            uint32_t acc[4] = {0, 0, 0, 0};
+            if (bias) {
+                for (int32_t j = 0; j < n_oc; ++j) {
+                    acc[j] = (uint32_t)bias[oc + j];
+                }
             }
             const int8_t *row[4];
             et_rows4_s8(filter, map, ram, accum_depth, oc, n_oc, 0, row);
             et_dot4_rows_s8(in_b, row[0], row[1], row[2], row[3], accum_depth, in_off, acc);
-            int8_t o[4];
             for (int32_t j = 0; j < n_oc; ++j) {
                 const et_requant_t q = et_requant_prep(quant->multiplier[oc + j], quant->shift[oc + j]);
-                o[j] = et_requant_apply_s8((int32_t)acc[j], &q, out_off, lo, hi);
-            }
-            for (int32_t j = 0; j < n_oc; ++j) {
-                out_b[oc + j] = o[j];
+                out_b[oc + j] = et_requant_apply_s8((int32_t)acc[j], &q, out_off, lo, hi);
             }
         }
     }
