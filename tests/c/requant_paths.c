@@ -3,7 +3,8 @@
  * et_mathf.h against their literal forms, on adversarial and random values. Built three ways:
  * plain (the 64-bit nudged high multiply), -D__ARM_ARCH_6M__ (the 16-bit-split multiply the
  * RP2040 build uses) and -D__arm__ (et_round_sat's bit tests of soft-float ARM). Prints
- * "N bad of M" and exits non-zero on any difference.
+ * "N bad of M" and exits non-zero on any difference. Also et_grad_q15 (the gradient requantization's
+ * 32-bit division) against et_rdiv, and et_i64_to_f32 against the plain conversion.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +139,20 @@ int main(void) {
         if (et_grad_q15((int32_t)acc, m) != (int32_t)et_rdiv(acc * 32767, m)) {
             if (bad < 5) {
                 printf("grad_q15(%lld, %lld)\n", (long long)acc, (long long)m);
+            }
+            ++bad;
+        }
+    }
+    /* et_i64_to_f32 (the int32 conversion where the value fits, on soft-float ARM) == (float) */
+    for (long t = 0; t < 3000000; ++t) {
+        const int64_t v = (int64_t)((uint64_t)rnd() << 32 | rnd()) >> (rnd() % 64);
+        const int64_t w = t < 6 ? (int64_t[]){INT32_MIN, INT32_MAX, (int64_t)INT32_MIN - 1, (int64_t)INT32_MAX + 1,
+                                              INT64_MIN, INT64_MAX}[t] : v;
+        const float a = et_i64_to_f32(w), b = (float)w;
+        ++n;
+        if (a != b) {
+            if (bad < 5) {
+                printf("i64_to_f32(%lld)\n", (long long)w);
             }
             ++bad;
         }

@@ -6,11 +6,12 @@
  * to write rdiv(acc * 32767, M).
  */
 #include "et_train_kernels.h"
+#include "et_mathf.h"
 
 /*
  * et_grad_requant_scale - the scale of the requantized gradient,
  * (acc_scale * (float)m) / 32767.0f, for M = m > 0.
  */
 float et_grad_requant_scale(int64_t m, float acc_scale) {
-    return (acc_scale * (float)m) / 32767.0f;
+    return (acc_scale * et_i64_to_f32(m)) / 32767.0f;
 }

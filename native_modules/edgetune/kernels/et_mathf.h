@@ -62,6 +62,20 @@ static inline int64_t et_rdiv(int64_t a, int64_t b) {
     return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b);
 }
 
+/*
+ * et_i64_to_f32 - (float)v. On soft-float ARM, libgcc converts an int64 through double
+ * arithmetic (hundreds of instructions on ARMv6-M); a value that fits in int32 takes the int32
+ * conversion instead: the same integer, correctly rounded either way, so the same float.
+ */
+static inline float et_i64_to_f32(int64_t v) {
+#if defined(__arm__) && !defined(__ARM_FP)
+    if (v >= INT32_MIN && v <= INT32_MAX) {
+        return (float)(int32_t)v;
+    }
+#endif
+    return (float)v;
+}
+
 /* et_floor_div - floor(a / b) for b > 0, without '>>' on negative values. */
 static inline int64_t et_floor_div(int64_t a, int64_t b) {
     return a >= 0 ? a / b : -((-a + b - 1) / b);

@@ -95,8 +95,8 @@ static inline int64_t et_grad_emit(int32_t acc, int64_t m, int16_t *out, size_t 
     }
 #if defined(__arm__)
     /* Cortex-M: a 32-bit division (one instruction on the M3, a short library call on ARMv6-M)
-     * instead of the 64-bit library division */
-    out[j] = (int16_t)et_grad_q15(acc, m);
+     * instead of the 64-bit library division; rdiv(0, m) is 0 (masked gradients) */
+    out[j] = acc == 0 ? 0 : (int16_t)et_grad_q15(acc, m);
 #else
     out[j] = (int16_t)et_rdiv((int64_t)acc * 32767, m);
 #endif

@@ -28,7 +28,8 @@ float et_update_factor(float base, float scale, int qas) {
  * Returns n, the change to add to the stored integer parameter.
  */
 int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *velocity, int16_t *residual) {
-    return et_update_commit(et_round_sat((factor * (float)grad_sum) * 32768.0f, ET_LIM30), beta, velocity, residual);
+    return et_update_commit(et_round_sat((factor * et_i64_to_f32(grad_sum)) * 32768.0f, ET_LIM30), beta, velocity,
+        residual);
 }
 
 /*
@@ -49,7 +50,7 @@ int32_t et_update_commit(int32_t d, float beta, float *velocity, int16_t *residu
 
 /* et_update_accumulate - mini-batch (docs/training.md §5): acc + factor * (float)grad_sum. */
 float et_update_accumulate(float acc, float factor, int64_t grad_sum) {
-    return acc + factor * (float)grad_sum;
+    return acc + factor * et_i64_to_f32(grad_sum);
 }
 
 /* et_update_batch_step - the step d of a k-sample batch: round_sat((acc / k) * 32768, 2^30). */
