@@ -9,7 +9,7 @@
 #   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
-#   make bench-mcu                guest instructions per MAC under qemu -> build/bench/mcu.json
+#   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M) -> build/bench/mcu.json
 #   make fuzz [FUZZ_RUNS=100000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
 #   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
