@@ -57,7 +57,7 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
                         const size_t wo = ((size_t)ky * k_w + kx0) * in_c; /* offset of the taps in a row */
                         const int8_t *row[4];
                         et_rows4_s8(filter, map, ram, w_stride, oc, n_oc, wo, row);
-                        et_dot4_rows_s8(px, row[0], row[1], row[2], row[3], run, in_off, acc);
+                        et_dot_rows_s8(px, row, n_oc, run, in_off, acc);
                     }
                     int8_t *out_px = out_row + (size_t)ox * out_c + oc;
                     for (int32_t j = 0; j < n_oc; ++j) {

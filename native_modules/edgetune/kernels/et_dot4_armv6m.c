@@ -90,6 +90,65 @@ __attribute__((naked, noinline)) void et_dot4_rows_s8_armv6m(const int8_t *x, co
         "    pop   {r4, r5, r6, r7, pc}\n");
 }
 
+/* et_dot3_rows_s8_armv6m - the same for three rows (a group of 3 channels): 13 per 3 MACs */
+__attribute__((naked, noinline)) void et_dot3_rows_s8_armv6m(const int8_t *x, const int8_t *const rows[3],
+    int32_t n, int32_t offset, uint32_t acc[3]) {
+    (void)x;
+    (void)rows;
+    (void)n;
+    (void)offset;
+    (void)acc;
+    __asm__ volatile(
+        ".syntax unified\n"
+        "    push  {r4, r5, r6, r7, lr}\n"
+        "    mov   r4, r8\n"
+        "    mov   r5, r9\n"
+        "    mov   r6, r10\n"
+        "    push  {r4, r5, r6}\n"
+        "    ldr   r4, [sp, #32]\n"      /* acc (5th argument, above the 8 saved words) */
+        "    ldr   r5, [r4, #0]\n"
+        "    mov   r8, r5\n"
+        "    ldr   r5, [r4, #4]\n"
+        "    mov   r9, r5\n"
+        "    ldr   r5, [r4, #8]\n"
+        "    mov   r10, r5\n"
+        "    mov   r12, r3\n"
+        "    ldr   r4, [r1, #0]\n"
+        "    ldr   r5, [r1, #4]\n"
+        "    ldr   r6, [r1, #8]\n"
+        "    adds  r0, r0, r2\n"
+        "    adds  r4, r4, r2\n"
+        "    adds  r5, r5, r2\n"
+        "    adds  r6, r6, r2\n"
+        "    rsbs  r1, r2, #0\n"
+        "1:\n"
+        "    ldrsb r2, [r0, r1]\n"
+        "    add   r2, r12\n"
+        "    ldrsb r3, [r4, r1]\n"
+        "    muls  r3, r2, r3\n"
+        "    add   r8, r3\n"
+        "    ldrsb r3, [r5, r1]\n"
+        "    muls  r3, r2, r3\n"
+        "    add   r9, r3\n"
+        "    ldrsb r3, [r6, r1]\n"
+        "    muls  r3, r2, r3\n"
+        "    add   r10, r3\n"
+        "    adds  r1, r1, #1\n"
+        "    bne   1b\n"
+        "    ldr   r4, [sp, #32]\n"
+        "    mov   r5, r8\n"
+        "    str   r5, [r4, #0]\n"
+        "    mov   r5, r9\n"
+        "    str   r5, [r4, #4]\n"
+        "    mov   r5, r10\n"
+        "    str   r5, [r4, #8]\n"
+        "    pop   {r4, r5, r6}\n"
+        "    mov   r8, r4\n"
+        "    mov   r9, r5\n"
+        "    mov   r10, r6\n"
+        "    pop   {r4, r5, r6, r7, pc}\n");
+}
+
 #else
 
 /* ISO C forbids an empty translation unit */

@@ -37,11 +37,14 @@
 /* et_dot4_armv6m.c / et_dot4_armv7m.c: the same loop in assembly (n >= 1) */
 #if defined(__ARM_ARCH_6M__)
 #define ET_DOT4_ASM et_dot4_rows_s8_armv6m
+#define ET_DOT3_ASM et_dot3_rows_s8_armv6m
 #elif defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
 #define ET_DOT4_ASM et_dot4_rows_s8_armv7m
+#define ET_DOT3_ASM et_dot3_rows_s8_armv7m
 #endif
 #if defined(ET_DOT4_ASM)
 void ET_DOT4_ASM(const int8_t *x, const int8_t *const rows[4], int32_t n, int32_t offset, uint32_t acc[4]);
+void ET_DOT3_ASM(const int8_t *x, const int8_t *const rows[3], int32_t n, int32_t offset, uint32_t acc[3]);
 #endif
 
 static inline void et_dot4_rows_s8(const int8_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2,
@@ -65,6 +68,28 @@ static inline void et_dot4_rows_s8(const int8_t *x, const int8_t *w0, const int8
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
+}
+
+/*
+ * et_dot_rows_s8 - et_dot4_rows_s8 for a group of n_rows (1 to 4) channels with rows w[0..3]
+ * (rows past n_rows repeat the last one, their sums are dropped): on the Cortex-M assembly
+ * targets a group of fewer than 4 channels runs the three-row loop.
+ */
+static inline void et_dot_rows_s8(const int8_t *x, const int8_t *const w[4], int32_t n_rows, int32_t n,
+    int32_t offset, uint32_t acc[4]) {
+#if defined(ET_DOT3_ASM)
+    if (n > 0) {
+        if (n_rows < 4) {
+            ET_DOT3_ASM(x, w, n, offset, acc);
+        } else {
+            ET_DOT4_ASM(x, w, n, offset, acc);
+        }
+    }
+    return;
+#else
+    (void)n_rows;
+#endif
+    et_dot4_rows_s8(x, w[0], w[1], w[2], w[3], n, offset, acc);
 }
 
 /*

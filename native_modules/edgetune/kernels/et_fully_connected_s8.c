@@ -36,7 +36,7 @@ static ET_SPECIALIZE et_status_t fc_core(const et_fc_params_t *params, const et_
             }
             const int8_t *row[4];
             et_rows4_s8(filter, map, ram, accum_depth, oc, n_oc, 0, row);
-            et_dot4_rows_s8(in_b, row[0], row[1], row[2], row[3], accum_depth, in_off, acc);
+            et_dot_rows_s8(in_b, row, n_oc, accum_depth, in_off, acc);
             for (int32_t j = 0; j < n_oc; ++j) {
                 const et_requant_t q = et_requant_prep(quant->multiplier[oc + j], quant->shift[oc + j]);
                 out_b[oc + j] = et_requant_apply_s8((int32_t)acc[j], &q, out_off, lo, hi);
