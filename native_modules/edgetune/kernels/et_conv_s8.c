@@ -6,6 +6,13 @@
 #include "et_requant.h"
 #include "et_dot_s8.h"
 
+#if defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
+/* et_conv_pair_armv7m.c: two pixels x three channels, input offset folded out */
+#define ET_CONV_PAIR 1
+void et_conv_pair3_s8_armv7m(const int8_t *x, int32_t xstride, const int8_t *w, int32_t wstride, int32_t n,
+    uint32_t acc[6]);
+#endif
+
 /*
  * conv_core - the body of both entry points, inlined into each; with map == NULL
  * (et_conv_s8) the row lookup folds away to filter + c * w_stride.
@@ -34,10 +41,19 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
             const int32_t ky0 = in_y0 < 0 ? -in_y0 : 0;
             const int32_t ky1 = in_h - in_y0 < k_h ? in_h - in_y0 : k_h;
             int8_t *out_row = output + ((size_t)b * out_h + oy) * out_w * out_c;
-            /* four output channels along the whole output row: their requantization constants
-             * and biases are prepared once per row */
-            for (int32_t oc = 0; oc < out_c; oc += 4) {
-                const int32_t n_oc = out_c - oc < 4 ? out_c - oc : 4;
+            /* Channels [0, oc3) go in groups of 3 through the two-pixel loop where it applies
+             * (ET_CONV_PAIR: Cortex-M3 assembly, flash weights only, every kernel row inside the
+             * input), the rest in groups of up to 4 through the one-pixel loop. */
+            int32_t oc3 = 0;
+#if defined(ET_CONV_PAIR)
+            if (map == NULL && ky0 == 0 && ky1 == k_h && out_w >= 2) {
+                oc3 = out_c - out_c % 3;
+            }
+#endif
+            /* a channel group along the whole output row: its requantization constants and
+             * biases are prepared once per row */
+            for (int32_t oc = 0, n_oc; oc < out_c; oc += n_oc) {
+                n_oc = oc < oc3 ? 3 : (out_c - oc < 4 ? out_c - oc : 4);
                 et_requant_t q[4];
                 uint32_t b0[4];
                 for (int32_t j = 0; j < 4; ++j) {
@@ -45,10 +61,42 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
                     q[j] = et_requant_prep(quant->multiplier[c], quant->shift[c]);
                     b0[j] = bias ? (uint32_t)bias[c] : 0;
                 }
-                for (int32_t ox = 0; ox < out_w; ++ox) {
+#if defined(ET_CONV_PAIR)
+                /* start values of the two-pixel loop: bias + off * (sum of all the channel's taps) */
+                uint32_t fold[3] = {0, 0, 0};
+                if (oc < oc3) {
+                    for (int32_t j = 0; j < 3; ++j) {
+                        const int8_t *w = filter + (size_t)(oc + j) * w_stride;
+                        int32_t sum = 0; /* |sum| <= 128 * w_stride */
+                        for (int32_t k = 0; k < w_stride; ++k) {
+                            sum += w[k];
+                        }
+                        fold[j] = b0[j] + (uint32_t)in_off * (uint32_t)sum;
+                    }
+                }
+#endif
+                for (int32_t ox = 0; ox < out_w;) {
                     const int32_t in_x0 = ox * stride_w - pad_w;
                     const int32_t kx0 = in_x0 < 0 ? -in_x0 : 0;
                     const int32_t kx1 = in_w - in_x0 < k_w ? in_w - in_x0 : k_w;
+                    int8_t *out_px = out_row + (size_t)ox * out_c + oc;
+#if defined(ET_CONV_PAIR)
+                    /* this pixel and the next with every tap inside the input */
+                    if (oc < oc3 && ox + 1 < out_w && in_x0 >= 0 && in_x0 + stride_w + k_w <= in_w) {
+                        uint32_t acc6[6] = {fold[0], fold[0], fold[1], fold[1], fold[2], fold[2]};
+                        for (int32_t ky = 0; ky < k_h; ++ky) {
+                            const int8_t *px = in_b + ((size_t)(in_y0 + ky) * in_w + in_x0) * in_c;
+                            et_conv_pair3_s8_armv7m(px, stride_w * in_c, filter + (size_t)oc * w_stride +
+                                (size_t)ky * k_w * in_c, w_stride, k_w * in_c, acc6);
+                        }
+                        for (int32_t j = 0; j < 3; ++j) {
+                            out_px[j] = et_requant_apply_s8((int32_t)acc6[2 * j], &q[j], out_off, lo, hi);
+                            out_px[out_c + j] = et_requant_apply_s8((int32_t)acc6[2 * j + 1], &q[j], out_off, lo, hi);
+                        }
+                        ox += 2;
+                        continue;
+                    }
+#endif
                     /* the valid taps of one kernel row are contiguous in both the input and the weights */
                     const int32_t run = (kx1 - kx0) * in_c;
                     uint32_t acc[4] = {b0[0], b0[1], b0[2], b0[3]}; /* wrap modulo 2^32 like TFLM's int32 */
@@ -59,10 +107,10 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
                         et_rows4_s8(filter, map, ram, w_stride, oc, n_oc, wo, row);
                         et_dot_rows_s8(px, row, n_oc, run, in_off, acc);
                     }
-                    int8_t *out_px = out_row + (size_t)ox * out_c + oc;
                     for (int32_t j = 0; j < n_oc; ++j) {
                         out_px[j] = et_requant_apply_s8((int32_t)acc[j], &q[j], out_off, lo, hi);
                     }
+                    ++ox;
                 }
             }
         }
