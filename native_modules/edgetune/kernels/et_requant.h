@@ -96,8 +96,8 @@ static inline uint32_t et_mul_nudged_hi_split(int32_t a, int32_t bh, uint32_t bl
 typedef struct {
     int32_t multiplier; /* Q0.31 */
     int32_t left;       /* left shift, 0 if shift <= 0 */
-    int32_t right;      /* right shift (rounding divide by 2^right), 0 if shift > 0 */
-    int32_t mask;       /* 2^right - 1 */
+    int32_t pre;        /* right shift - 1 (0 if shift > 0) */
+    int32_t round;      /* 1 if there is a right shift, else 0 */
     int32_t mult_hi;    /* multiplier >> 16 and multiplier & 0xFFFF (et_mul_nudged_hi_split) */
     uint32_t mult_lo;
 } et_requant_t;
@@ -107,9 +107,12 @@ static inline et_requant_t et_requant_prep(int32_t multiplier, int32_t shift) {
     q.multiplier = multiplier;
     q.mult_hi = multiplier >> 16;
     q.mult_lo = (uint32_t)multiplier & 0xFFFFu;
-    q.left = shift > 0 ? shift : 0;
-    q.right = shift > 0 ? 0 : -shift;
-    q.mask = (int32_t)((1u << q.right) - 1u);
+    /* branch-free (shift >> 31 is -1 for a right shift): left = max(shift, 0),
+     * round = (shift < 0), pre = max(-shift - 1, 0) = shift < 0 ? ~shift : 0 */
+    const int32_t neg = shift >> 31;
+    q.left = shift & ~neg;
+    q.round = neg & 1;
+    q.pre = ~shift & neg;
     return q;
 }
 
@@ -118,9 +121,12 @@ static inline et_requant_t et_requant_prep(int32_t multiplier, int32_t shift) {
  * as int8, with lo = act_min - output_offset and hi = act_max - output_offset (clamping before
  * the offset is added gives the same value as TFLM's clamp after it, without an overflow of the
  * addition). Bit-exact with the et_multiply_by_quantized_multiplier composition for every input:
- * the high multiply is et_mul_nudged_hi with its single overflow saturated to INT32_MAX, and the
- * rounding divide compares remainder + (x < 0 ? -1 : 0) with mask >> 1 (the same test as
- * remainder > (mask >> 1) + (x < 0)).
+ * the high multiply is et_mul_nudged_hi with its single overflow saturated to INT32_MAX, so x lies
+ * in [INT32_MIN + 1, INT32_MAX]. gemmlowp's RoundingDivideByPOT(x, e) (ties away from zero) is
+ * floor((x' + 2^(e-1)) / 2^e) with x' = x - (x < 0) for e >= 1 (a remainder above
+ * (mask >> 1) + (x < 0) rounds up), i.e. floor((y + 1) / 2) = (y >> 1) + (y & 1) with
+ * y = x' >> (e - 1): no mask, no compare, no overflow (x' >= INT32_MIN). For e == 0
+ * (pre = round = 0) the same expression is x.
  */
 static inline int8_t et_requant_apply_s8(int32_t acc, const et_requant_t *q, int32_t output_offset, int32_t lo,
     int32_t hi) {
@@ -131,7 +137,8 @@ static inline int8_t et_requant_apply_s8(int32_t acc, const et_requant_t *q, int
 #endif
     r -= r == 0x80000000u; /* a == b == INT32_MIN: 2^31 saturates to INT32_MAX */
     const int32_t x = (int32_t)r;
-    int32_t v = (x >> q->right) + (((x & q->mask) + (x >> 31)) > (q->mask >> 1));
+    const int32_t y = (x + ((x >> 31) & -q->round)) >> q->pre;
+    int32_t v = (y >> q->round) + (y & q->round);
     v = v < lo ? lo : (v > hi ? hi : v);
     return (int8_t)(v + output_offset);
 }
