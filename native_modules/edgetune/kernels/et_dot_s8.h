@@ -1,8 +1,10 @@
 /*
  * Int8 dot-product inner loops shared by the CONV_2D and FULLY_CONNECTED
- * kernels, written so that gcc -O2 for a Cortex-M3 emits LDRSB/ADD then
- * LDRSB/MLA per channel: 12 instructions per 4 multiply-accumulates in the
- * 4-channel loop (bench/mcu.py measures it on the emulated Cortex-M3).
+ * kernels. The C loops here are the reference and what every target but
+ * Cortex-M runs; on ARMv7-M (Cortex-M3/M4/M7) and ARMv6-M (Cortex-M0/M0+)
+ * the 4- and 3-row loops are assembly (et_dot4_armv7m.c, et_dot4_armv6m.c:
+ * 2.56 and 4.0 instructions per multiply-accumulate, bench/mcu.py), with the
+ * same sums.
  *
  * Four output channels are computed per pass: each input value is loaded and
  * offset once for the four weight rows. The rows are four independent pointers,
