@@ -135,7 +135,9 @@ static ET_SPECIALIZE et_status_t conv_core(const et_conv_params_t *params, const
  * output_dims  NHWC output shape (n equal to the input's); output: written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
- * Four output channels are accumulated per pass over the valid taps (et_dot4_rows_s8).
+ * Up to four output channels are accumulated per pass over the valid taps (et_dot_rows_s8); on
+ * the Cortex-M3 the interior pixels go two at a time, three channels per pass
+ * (et_conv_pair_armv7m.c).
  * Returns ET_OK, or ET_ERR_ARG if the channel counts do not match.
  */
 et_status_t et_conv_s8(const et_conv_params_t *params, const et_per_channel_quant_t *quant,

@@ -76,7 +76,7 @@ static ET_SPECIALIZE et_status_t fc_core(const et_fc_params_t *params, const et_
  * output        batches*C_out values, written
  *
  * Buffers: input and output must not overlap. No scratch buffer is needed.
- * Four output channels are accumulated per pass over the input row (et_dot4_rows_s8).
+ * Up to four output channels are accumulated per pass over the input row (et_dot_rows_s8).
  * Returns ET_OK, or ET_ERR_ARG for non-positive sizes.
  */
 et_status_t et_fully_connected_s8(const et_fc_params_t *params, const et_per_channel_quant_t *quant,
