@@ -27,6 +27,10 @@ et_status_t et_mean_s8(const et_mean_params_t *params,
     const et_dims_t *input_dims, const int8_t *input,
     int8_t *output) {
     const int32_t hw = input_dims->h * input_dims->w, depth = input_dims->c;
+    /* the requantization constants and the clamp once, in locals (et_requant.h) */
+    const et_requant_t q = et_requant_prep(params->multiplier, params->shift);
+    const int32_t in_off = params->input_offset, out_off = params->output_offset;
+    const int32_t lo = params->act_min - out_off, hi = params->act_max - out_off;
     for (int32_t b = 0; b < input_dims->n; ++b) {
         const int8_t *in_b = input + (size_t)b * hw * depth;
         for (int32_t c = 0; c < depth; ++c) {
@@ -35,11 +39,8 @@ et_status_t et_mean_s8(const et_mean_params_t *params,
             for (int32_t i = 0; i < hw; ++i) {
                 usum += (uint32_t)(int32_t)in_b[(size_t)i * depth + c];
             }
-            const int32_t acc = (int32_t)(usum + (uint32_t)params->input_offset * (uint32_t)hw);
-            int64_t v = (int64_t)et_multiply_by_quantized_multiplier(acc, params->multiplier, params->shift)
-                + params->output_offset;
-            v = v < params->act_min ? params->act_min : (v > params->act_max ? params->act_max : v);
-            output[(size_t)b * depth + c] = (int8_t)v;
+            const int32_t acc = (int32_t)(usum + (uint32_t)in_off * (uint32_t)hw);
+            output[(size_t)b * depth + c] = et_requant_apply_s8(acc, &q, out_off, lo, hi);
         }
     }
     return ET_OK;
