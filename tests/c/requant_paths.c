@@ -4,7 +4,8 @@
  * plain (the 64-bit nudged high multiply), -D__ARM_ARCH_6M__ (the 16-bit-split multiply the
  * RP2040 build uses) and -D__arm__ (et_round_sat's bit tests of soft-float ARM). Prints
  * "N bad of M" and exits non-zero on any difference. Also et_grad_q15 (the gradient requantization's
- * 32-bit division) against et_rdiv, and et_i64_to_f32 against the plain conversion.
+ * 32-bit division) against et_rdiv, et_i64_to_f32 against the plain conversion and
+ * et_times_32768 against the float multiply.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -153,6 +154,25 @@ int main(void) {
         if (a != b) {
             if (bad < 5) {
                 printf("i64_to_f32(%lld)\n", (long long)w);
+            }
+            ++bad;
+        }
+    }
+    /* et_times_32768 (the exponent add on soft-float ARM) == v * 32768.0f, bit for bit */
+    for (long t = 0; t < 3000000; ++t) {
+        union {
+            uint32_t u;
+            float f;
+        } v = {rnd()}, a, b;
+        if (t < 8) {
+            v.u = (uint32_t[]){0u, 0x80000000u, 1u, 0x007FFFFFu, 0x7F7FFFFFu, 0x7F800000u, 0x7FC00000u, 0x71FFFFFFu}[t];
+        }
+        a.f = et_times_32768(v.f);
+        b.f = v.f * 32768.0f;
+        ++n;
+        if (a.u != b.u && !(a.f != a.f && b.f != b.f)) {
+            if (bad < 5) {
+                printf("times_32768(0x%08lx)\n", (unsigned long)v.u);
             }
             ++bad;
         }

@@ -76,6 +76,27 @@ static inline float et_i64_to_f32(int64_t v) {
     return (float)v;
 }
 
+/*
+ * et_times_32768 - v * 32768.0f. Multiplying by a power of two is exact for a normal v whose
+ * result stays finite: the exponent field goes up by 15. On soft-float ARM that replaces a
+ * float multiply call; zero, subnormal, huge, infinite and NaN values still take the multiply.
+ */
+static inline float et_times_32768(float v) {
+#if defined(__arm__) && !defined(__ARM_FP)
+    union {
+        float f;
+        uint32_t u;
+    } b;
+    b.f = v;
+    const uint32_t e = (b.u >> 23) & 0xFFu;
+    if (e != 0 && e < 0xFFu - 15u) {
+        b.u += 15u << 23;
+        return b.f;
+    }
+#endif
+    return v * 32768.0f;
+}
+
 /* et_floor_div - floor(a / b) for b > 0, without '>>' on negative values. */
 static inline int64_t et_floor_div(int64_t a, int64_t b) {
     return a >= 0 ? a / b : -((-a + b - 1) / b);

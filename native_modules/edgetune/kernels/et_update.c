@@ -28,7 +28,7 @@ float et_update_factor(float base, float scale, int qas) {
  * Returns n, the change to add to the stored integer parameter.
  */
 int32_t et_update_step(float factor, int64_t grad_sum, float beta, float *velocity, int16_t *residual) {
-    return et_update_commit(et_round_sat((factor * et_i64_to_f32(grad_sum)) * 32768.0f, ET_LIM30), beta, velocity,
+    return et_update_commit(et_round_sat(et_times_32768(factor * et_i64_to_f32(grad_sum)), ET_LIM30), beta, velocity,
         residual);
 }
 
@@ -55,7 +55,7 @@ float et_update_accumulate(float acc, float factor, int64_t grad_sum) {
 
 /* et_update_batch_step - the step d of a k-sample batch: round_sat((acc / k) * 32768, 2^30). */
 int32_t et_update_batch_step(float acc, int32_t k) {
-    return et_round_sat((acc / (float)k) * 32768.0f, ET_LIM30);
+    return et_round_sat(et_times_32768(acc / (float)k), ET_LIM30);
 }
 
 /* et_update_apply_s8 - clamp(w + n, -127, 127). */
