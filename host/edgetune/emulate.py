@@ -73,15 +73,17 @@ def run_unix(
     timeout: float = 120,
     cwd: str | os.PathLike | None = None,
     extra_path: Sequence[str] = (),
+    binary: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run `code` on the unix-port binary; return the CompletedProcess (text stdout/stderr).
+    """Run `code` on the unix-port binary (`binary`, default find_micropython()); return the
+    CompletedProcess (text stdout/stderr).
 
     heapsize: MicroPython's `-X heapsize=` value, e.g. "190K" or "64K" (None: the port's
     default). extra_path: directories prepended to sys.path (MICROPYPATH), e.g. firmware/.
     The code goes through a temporary file so tracebacks carry line numbers. A timeout raises
     subprocess.TimeoutExpired.
     """
-    binary = find_micropython()
+    binary = Path(binary) if binary else find_micropython()
     with tempfile.TemporaryDirectory(prefix="edgetune-emulate-") as tmp:
         script = Path(tmp) / "main.py"
         script.write_text(code)
