@@ -108,6 +108,8 @@ NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
 ARCH ?= $(NATMOD_ARCHS)
 natmod: check-micropython
 	@test -x $(PYTHON) || { echo "make natmod: no .venv; run: make setup" >&2; exit 1; }
+	@# mpy-cross compiles the device app for edgetune install (as scripts/firmware_qemu.sh builds it)
+	@test -x $(MICROPY_DIR)/mpy-cross/build/mpy-cross || $(MAKE) -C $(MICROPY_DIR)/mpy-cross -j$(JOBS) >/dev/null
 	@set -e; for a in $(ARCH); do \
 		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
 			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
@@ -125,10 +127,11 @@ firmware-qemu: check-micropython
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_qemu.sh
 
 # The same emulated board as a stock MicroPython: no edgetune module, no app, no model frozen
-# (filesystem, time and boot sequence as above): build/qemu-stock/firmware.elf, for
-# `edgetune install` and the native .mpy.
+# (filesystem, time and boot sequence as above), with the RP2040's GC heap (251936 bytes,
+# boards/rp2040/board.json) instead of the port's 143360: build/qemu-stock/firmware.elf, for
+# `edgetune install` and the native .mpy (whose machine code lives in the heap).
 firmware-qemu-stock: check-micropython
-	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) STOCK=1 OUT=$(CURDIR)/build/qemu-stock bash scripts/firmware_qemu.sh
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) STOCK=1 HEAP=251936 OUT=$(CURDIR)/build/qemu-stock bash scripts/firmware_qemu.sh
 
 # ESP32_GENERIC_S3 (VARIANT=SPIRAM_OCT for octal PSRAM): build/esp32s3[-VARIANT]/firmware.bin.
 # Fails at once, saying how to install ESP-IDF, where IDF_PATH is not set.

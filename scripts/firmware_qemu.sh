@@ -5,7 +5,8 @@
 # -> build/qemu/firmware.elf. Run it with `edgetune emulate --board qemu`.
 # Environment: MICROPY_DIR (default build/micropython), JOBS (default 2), MODEL (optional),
 # OUT (default build/qemu; tests build their own copy elsewhere), STOCK=1 (make firmware
-# BOARD=qemu-stock: no edgetune module, no app, no model; boards/qemu-stock/manifest.py).
+# BOARD=qemu-stock: no edgetune module, no app, no model; boards/qemu-stock/manifest.py),
+# HEAP (bytes of GC heap; default the port's 143360).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,7 @@ OBJ="$OUT/obj"
 JOBS="${JOBS:-2}"
 MODEL="${MODEL:-}"
 STOCK="${STOCK:-}"
+HEAP="${HEAP:-}"
 BOARD_DIR="$ROOT/boards/qemu"
 if [ -n "$STOCK" ]; then
     [ -z "$MODEL" ] || { printf 'firmware qemu: error: MODEL= with STOCK=1: a stock firmware freezes no model (edgetune install copies it)\n' >&2; exit 1; }
@@ -86,6 +88,7 @@ MAKE_ARGS=(
     LDSCRIPT="$ROOT/boards/qemu/mps2.ld" MICROPY_VFS_LFS2=1 MPY_LIB_DIR="$MPY_LIB_DIR"
     CFLAGS_EXTRA="'-Dmp_hal_time_ns()=0ULL' '-DMICROPY_PORT_INIT_FUNC=edgetune_qemu_boot()' -include $ROOT/boards/qemu/cmodule/board_boot.h"
 )
+[ -z "$HEAP" ] || MAKE_ARGS+=(MICROPY_HEAP_SIZE="$HEAP")
 # A build directory made with other arguments (e.g. before MICROPY_VFS_LFS2 / CFLAGS_EXTRA) is
 # rebuilt from scratch: the port's make does not track flag changes.
 if [ "$(cat "$OBJ/.edgetune-make-args" 2>/dev/null)" != "${MAKE_ARGS[*]}" ]; then
