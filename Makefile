@@ -59,7 +59,8 @@ setup:
 	MICROPY_DIR="$(if $(MICROPY_DIR_GIVEN),$(MICROPY_DIR))" \
 		bash scripts/setup.sh
 
-test: firmware-unix
+# (the stock unix port and the native .mpy: the module tests marked natmod run on both builds)
+test: firmware-unix firmware-unix-stock natmod
 	@test -x $(PYTHON) || { echo "make test: no .venv; run: make setup" >&2; exit 1; }
 	@set +e; $(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5)" >&2; fi; \
