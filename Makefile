@@ -106,12 +106,13 @@ firmware-unix-stock: check-micropython
 # mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin with
 # Espressif's toolchain). native_modules/edgetune/natmod/Makefile has the per-arch flags.
 NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
-ARCH ?= $(NATMOD_ARCHS)
+# ARCH only from the command line (an ARCH in the environment is some other tool's)
+NATMOD_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),$(NATMOD_ARCHS))
 natmod: check-micropython
 	@test -x $(PYTHON) || { echo "make natmod: no .venv; run: make setup" >&2; exit 1; }
 	@# mpy-cross compiles the device app for edgetune install (as scripts/firmware_qemu.sh builds it)
 	@test -x $(MICROPY_DIR)/mpy-cross/build/mpy-cross || $(MAKE) -C $(MICROPY_DIR)/mpy-cross -j$(JOBS) >/dev/null
-	@set -e; for a in $(ARCH); do \
+	@set -e; for a in $(NATMOD_ARCH); do \
 		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
 			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
 		$(PYTHON) -m edgetune.natmod package $(CURDIR)/build/natmod/$$a; \
