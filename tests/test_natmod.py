@@ -141,3 +141,16 @@ def test_core_picks_builtin_then_mpy_then_python(micropython, built, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_install_refuses_bad_arguments_before_touching_a_board(tmp_path):
+    """edgetune install: a missing model or port is named at once (exit 2), nothing is run."""
+    etm = tmp_path / "m.etm"
+    etm.write_bytes(b"x")
+    for args, want in ((["--model", str(tmp_path / "nope.etm")], "no model file"),
+                       (["--model", str(etm)], "does not exist")):
+        p = subprocess.run([sys.executable, "-m", "edgetune.cli", "install", "--port", str(tmp_path / "ttyNOPE"),
+                            *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and want in p.stderr, p.stderr
+    assert "install" in subprocess.run([sys.executable, "-m", "edgetune.cli"], capture_output=True,
+                                       text=True).stdout
