@@ -104,6 +104,41 @@ int main(int argc, char **argv) {
     assert bad.size == 0, [f"{a[i]:08x}/{b[i]:08x}: {got[i]:08x} != {want[i]:08x}" for i in bad[:5]]
 
 
+def test_armv6m_l2f_equals_ieee_conversion(tmp_path):
+    """et_natmod_libc.c's __aeabi_l2f (int64 -> float32 without libgcc's soft-double detour) on
+    the host against numpy's conversion (round to nearest even): random magnitudes of every bit
+    length, exact halfway cases, the extremes."""
+    src = (REPO / "native_modules/edgetune/natmod/et_natmod_libc.c").read_text()
+    body = src[src.index("static uint32_t et_l2f_bits"):src.index("float __aeabi_l2f(int64_t v);")]
+    rng = np.random.default_rng(61)
+    n = 1_000_000
+    bits = rng.integers(0, 64, n)
+    v = (rng.integers(0, 2**63, n, dtype=np.int64) >> (63 - bits)).astype(np.int64)
+    v[rng.random(n) < 0.5] *= -1
+    k = np.arange(n) % 4 == 1  # halfway: 24 significant bits then a 1 and zeros
+    sh = rng.integers(1, 39, n)
+    v[k] = ((rng.integers(2**23, 2**24, n) * 2 + 1) << sh)[k] >> 0
+    v[:6] = [0, 1, -1, np.iinfo(np.int64).max, np.iinfo(np.int64).min, 2**24 + 1]
+    (tmp_path / "in.bin").write_bytes(v.tobytes())
+    c = tmp_path / "l2f.c"
+    c.write_text("#include <stdint.h>\n#include <stdio.h>\n" + body + """
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[1], "rb"), *g = fopen(argv[2], "wb");
+    int64_t x;
+    while (fread(&x, 8, 1, f) == 1) { uint32_t q = et_l2f_bits(x); fwrite(&q, 4, 1, g); }
+    fclose(g);
+    return 0;
+}
+""")
+    exe = tmp_path / "l2f"
+    subprocess.run(["cc", "-O2", "-std=c99", "-o", str(exe), str(c)], check=True)
+    subprocess.run([str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+    got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.uint32)
+    want = v.astype(np.float32).view(np.uint32)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, [f"{v[i]}: {got[i]:08x} != {want[i]:08x}" for i in bad[:5]]
+
+
 def test_natmod_has_the_builtin_api(micropython, built, tmp_path):
     """The stock unix port imports build/natmod/x64/edgetune.mpy (a file, not built in) with the
     same Model methods as the built-in module."""
