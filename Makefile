@@ -1,7 +1,7 @@
 # edgetune: `make setup` once on a fresh Debian machine, then `make test`.
 #
 #   make setup                    apt packages, MicroPython source, .venv, unix firmware
-#   make test                     rebuild the unix firmware if needed, run the pytest suite
+#   make test                     rebuild the unix ports (with, without our module) and the .mpy if needed, run pytest
 #   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=unix-stock  build/unix-stock/micropython (the unix port without our module)
