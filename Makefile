@@ -4,8 +4,11 @@
 #   make test                     rebuild the unix firmware if needed, run the pytest suite
 #   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
+#   make firmware BOARD=unix-stock  build/unix-stock/micropython (the unix port without our module)
+#   make natmod [ARCH="x64 armv6m armv7m armv7emsp"]  build/natmod/<arch>/edgetune.mpy + package.json
 #   make firmware BOARD=rp2040 [MODEL=m.etm]  build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
+#   make firmware BOARD=qemu-stock  build/qemu-stock/firmware.elf (stock: no module, no app)
 #   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
@@ -20,7 +23,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BOARD ?= unix
-BOARDS := unix rp2040 qemu esp32s3
+BOARDS := unix unix-stock rp2040 qemu qemu-stock esp32s3
 MODEL ?=
 # An empty MICROPY_DIR counts as unset.
 MICROPY_DIR_GIVEN := $(if $(strip $(MICROPY_DIR)),$(filter command line environment,$(origin MICROPY_DIR)))
@@ -46,6 +49,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
+.PHONY: natmod firmware-unix-stock firmware-qemu-stock
 .PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
 
 help:
@@ -87,6 +91,31 @@ firmware-unix: check-micropython
 		  mv $(UNIX_BUILD)/micropython.tmp $(UNIX_BUILD)/micropython && \
 		  echo "firmware: $(UNIX_BUILD)/micropython"; }
 
+# The stock unix port (no edgetune module): build/unix-stock/micropython, for the native .mpy.
+UNIX_STOCK_BUILD := $(CURDIR)/build/unix-stock
+firmware-unix-stock: check-micropython
+	$(MAKE) -C $(MICROPY_DIR)/ports/unix -j$(JOBS) $(filter-out USER_C_MODULES=% BUILD=%,$(UNIX_MAKE_ARGS)) \
+		USER_C_MODULES= BUILD=$(UNIX_STOCK_BUILD)/obj
+	@cmp -s $(UNIX_STOCK_BUILD)/obj/micropython $(UNIX_STOCK_BUILD)/micropython || \
+		{ cp $(UNIX_STOCK_BUILD)/obj/micropython $(UNIX_STOCK_BUILD)/micropython.tmp && \
+		  mv $(UNIX_STOCK_BUILD)/micropython.tmp $(UNIX_STOCK_BUILD)/micropython && \
+		  echo "firmware: $(UNIX_STOCK_BUILD)/micropython"; }
+
+# edgetune as a dynamic native module: build/natmod/<arch>/edgetune.mpy (+ package.json for
+# mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin with
+# Espressif's toolchain). native_modules/edgetune/natmod/Makefile has the per-arch flags.
+NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
+ARCH ?= $(NATMOD_ARCHS)
+natmod: check-micropython
+	@test -x $(PYTHON) || { echo "make natmod: no .venv; run: make setup" >&2; exit 1; }
+	@# mpy-cross compiles the device app for edgetune install (as scripts/firmware_qemu.sh builds it)
+	@test -x $(MICROPY_DIR)/mpy-cross/build/mpy-cross || $(MAKE) -C $(MICROPY_DIR)/mpy-cross -j$(JOBS) >/dev/null
+	@set -e; for a in $(ARCH); do \
+		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
+			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
+		$(PYTHON) -m edgetune.natmod package $(CURDIR)/build/natmod/$$a; \
+	done
+
 # RPI_PICO firmware with our module: build/rp2040/firmware.uf2. Needs build/rp2-deps (pico-sdk,
 # tinyusb, mbedtls, picotool from Debian's archive; scripts/rp2040_deps.sh, run by make setup).
 firmware-rp2040: check-micropython
@@ -96,6 +125,13 @@ firmware-rp2040: check-micropython
 # build/qemu/firmware.elf, run with `edgetune emulate --board qemu`.
 firmware-qemu: check-micropython
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_qemu.sh
+
+# The same emulated board as a stock MicroPython: no edgetune module, no app, no model frozen
+# (filesystem, time and boot sequence as above), with the RP2040's GC heap (251936 bytes,
+# boards/rp2040/board.json) instead of the port's 143360: build/qemu-stock/firmware.elf, for
+# `edgetune install` and the native .mpy (whose machine code lives in the heap).
+firmware-qemu-stock: check-micropython
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) STOCK=1 HEAP=251936 OUT=$(CURDIR)/build/qemu-stock bash scripts/firmware_qemu.sh
 
 # ESP32_GENERIC_S3 (VARIANT=SPIRAM_OCT for octal PSRAM): build/esp32s3[-VARIANT]/firmware.bin.
 # Fails at once, saying how to install ESP-IDF, where IDF_PATH is not set.
@@ -120,7 +156,7 @@ bench-mcu: firmware-qemu
 	$(PYTHON) bench/mcu.py
 
 clean:
-	rm -rf build/unix build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
+	rm -rf build/unix build/unix-stock build/qemu-stock build/natmod build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
 		build/fuzz build/unix-asan
 
 # libFuzzer harnesses of the .etm parser, the scheme parser and the trained-weights loader

@@ -1,4 +1,9 @@
-"""Shared pytest fixtures: the repo root and the real unix-port MicroPython binary."""
+"""Shared pytest fixtures: the repo root and the real unix-port MicroPython binary.
+
+A test marked `@pytest.mark.natmod` runs twice: `micropython` (and `run_mpy`) is the unix
+port with the built-in module ("built-in"), then the stock unix port (make firmware
+BOARD=unix-stock) importing build/natmod/x64/edgetune.mpy (make natmod ARCH=x64) ("natmod").
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,38 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+VARIANTS = ("built-in", "natmod")
+UNIX_STOCK = REPO_ROOT / "build" / "unix-stock" / "micropython"
+NATMOD_X64 = REPO_ROOT / "build" / "natmod" / "x64"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "micropython" in metafunc.fixturenames and metafunc.definition.get_closest_marker("natmod"):
+        metafunc.parametrize("micropython", VARIANTS, indirect=True, scope="session")
+
+
+def natmod_micropython(tmp_dir: Path) -> Path:
+    """A `micropython` that is the stock unix port with build/natmod/x64 first on its path (a
+    shell script, so tests that run the binary themselves need no change)."""
+    missing = [p for p in (UNIX_STOCK, NATMOD_X64 / "edgetune.mpy") if not p.is_file()]
+    if missing:
+        pytest.fail(f"no {missing[0]}; run: make firmware BOARD=unix-stock natmod ARCH=x64", pytrace=False)
+    wrapper = tmp_dir / "micropython"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "# the stock unix port importing the native edgetune.mpy (tests/conftest.py)\n"
+        f'MICROPYPATH="{NATMOD_X64}:${{MICROPYPATH:-.frozen}}" exec "{UNIX_STOCK}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.fixture(scope="session")
-def micropython() -> Path:
-    """Path of build/unix/micropython (or $EDGETUNE_MICROPYTHON); fails with the make hint."""
+def micropython(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of build/unix/micropython (or $EDGETUNE_MICROPYTHON); fails with the make hint.
+    For the "natmod" variant of a @pytest.mark.natmod test: natmod_micropython()."""
+    if getattr(request, "param", "built-in") == "natmod":
+        return natmod_micropython(tmp_path_factory.mktemp("natmod"))
     try:
         return emulate.find_micropython()
     except emulate.EmulatorMissing as e:
@@ -36,7 +70,8 @@ def run_mpy(micropython: Path) -> Callable[..., str]:
 
     def run(code: str, heapsize: str | None = None, timeout: float = 120, extra_path=()) -> str:
         try:
-            proc = emulate.run_unix(code, heapsize=heapsize, timeout=timeout, extra_path=extra_path)
+            proc = emulate.run_unix(code, heapsize=heapsize, timeout=timeout, extra_path=extra_path,
+                                    binary=micropython)
         except emulate.subprocess.TimeoutExpired:
             pytest.fail(f"MicroPython timed out after {timeout} s", pytrace=False)
         if proc.returncode != 0:

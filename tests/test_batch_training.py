@@ -69,6 +69,7 @@ def _cases():
     return out
 
 
+@pytest.mark.natmod
 @pytest.mark.parametrize("k", (1, 3, 8))
 def test_batch_steps_c_py_twin(micropython, tmp_path, k):
     cases = []
@@ -87,7 +88,7 @@ def test_batch_steps_c_py_twin(micropython, tmp_path, k):
             cases.append((name, c.device_scheme, mom, c.qas, c.lr, k))
     kinds = {data[n][0].kind for n in data}
     assert kinds == set(KINDS) and len({data[n][0].name.split("_")[0] for n in data}) >= N_MODELS, kinds
-    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path, timeout=900)
+    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path, timeout=900, binary=micropython)
     assert out.rstrip().endswith("DONE"), out[-2000:]
     rows = {}
     for line in out.splitlines():
@@ -160,6 +161,7 @@ print('DONE')
 """
 
 
+@pytest.mark.natmod
 def test_batch_refusals_and_arena(micropython, tmp_path):
     from edgetune.modelfile import write_etm
     from edgetune.scheme import Scheme
@@ -168,7 +170,7 @@ def test_batch_refusals_and_arena(micropython, tmp_path):
     etm = write_etm(model)
     (tmp_path / "m.etm").write_bytes(etm)
     n_in, n_cls = model.input_tensor.size, model.output_tensor.size
-    out = _run(REFUSALS.format(d=str(tmp_path), n_in=n_in, n_cls=n_cls), tmp_path, timeout=900)
+    out = _run(REFUSALS.format(d=str(tmp_path), n_in=n_in, n_cls=n_cls), tmp_path, timeout=900, binary=micropython)
     assert out.rstrip().endswith("DONE"), out[-2000:]
     lines = [ln.split() for ln in out.splitlines()]
     arenas = [ln for ln in lines if ln[0] == "A"]

@@ -241,7 +241,7 @@ def test_board_verbs_argv(tmp_path):
     for name in ("app.py", "sensors.py", "collect.py", "log.py", "store.py", "core.py", "main.py"):
         assert str(FIRMWARE / name) in segs[0]
     assert segs[1] == f"fs cp {m} :model.etm" and segs[2].endswith(" :config.json")
-    assert segs[3] == "exec " + board.BOOT_CHECK and segs[4] == "soft-reset"
+    assert segs[3] == "soft-reset" and segs[4] == "exec " + board.BOOT_CHECK and segs[5] == "soft-reset"
     argv = board.deploy_argv("p", m, tmp_path / "config.json", [], session=tmp_path / "s.csv")
     assert argv[3:5] == ["connect", "p"] and argv[5:8] == ["fs", "cp", str(m)]
     assert " ".join(argv).split(" + ")[2] == f"fs cp {tmp_path / 's.csv'} :session.csv"

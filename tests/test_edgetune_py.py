@@ -86,10 +86,10 @@ def _f32hex(v) -> str:
     return struct.pack("<f", float(np.float32(v))).hex()
 
 
-def _run(code: str, tmp: Path, timeout: float = 600, heap: str | None = None) -> str:
+def _run(code: str, tmp: Path, timeout: float = 600, heap: str | None = None, binary: Path | None = None) -> str:
     script = tmp / "runner.py"
     script.write_text(code)
-    proc = emulate._run_binary(emulate.find_micropython(), script, heap, timeout, tmp, [str(FIRMWARE)])
+    proc = emulate._run_binary(binary or emulate.find_micropython(), script, heap, timeout, tmp, [str(FIRMWARE)])
     assert proc.returncode == 0, (f"MicroPython exited with {proc.returncode}\n{proc.stdout[-2000:]}\n"
                                   f"{proc.stderr[-3000:]}")
     return proc.stdout

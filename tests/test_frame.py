@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgetune import data, frame
 from edgetune.modelfile import write_etm
@@ -146,6 +147,7 @@ def _f32hex(v) -> str:
     return np.asarray(v, np.float32).reshape(-1).astype("<f4").tobytes().hex()
 
 
+@pytest.mark.natmod
 def test_calibrate_c_equals_py_equals_twin(run_mpy, tmp_path):
     rng = np.random.default_rng(4242)
     for T in (4, 10):
@@ -270,6 +272,7 @@ print('DONE')
 """
 
 
+@pytest.mark.natmod
 def test_calibrate_refusals_change_nothing(run_mpy, tmp_path):
     etm = tmp_path / "m.etm"
     etm.write_bytes(_model(10))
@@ -310,6 +313,7 @@ print('DONE')
 """
 
 
+@pytest.mark.natmod
 def test_weights_file_frame_trailer(run_mpy, tmp_path):
     import zlib
 

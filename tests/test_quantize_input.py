@@ -156,6 +156,7 @@ def _cases(rng: np.random.Generator) -> list[tuple]:
     return out
 
 
+@pytest.mark.natmod
 def test_quantize_c_equals_py_equals_twin(micropython, run_mpy, tmp_path):
     rng = np.random.default_rng(1234)
     expect: dict[tuple[str, int], str] = {}
@@ -229,6 +230,7 @@ def test_python_fallback_on_cpython_matches_twin():
     assert m.quantize(x32.reshape(-1).tolist()) == quantize_input(x32, [np.float32(0.037)] * 6, [-3.0] * 6).tobytes()
 
 
+@pytest.mark.natmod
 def test_refusals_same_types(micropython, run_mpy, tmp_path):
     etm = tmp_path / "m.etm"
     etm.write_bytes(_model(6, 0.037, -3))

@@ -73,6 +73,7 @@ def refittable_models(n: int):
     return out
 
 
+@pytest.mark.natmod
 def test_refit_c_vs_twin(micropython, tmp_path):
     rng = np.random.default_rng(7)
     cases, twins = [], {}
@@ -89,7 +90,7 @@ def test_refit_c_vs_twin(micropython, tmp_path):
         (tmp_path / f"{name}.lab").write_bytes(labels.tobytes())
         cases.append((name, mom, n))
         twins[name] = (etm, xs, labels, mom)
-    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path)
+    out = _run(RUNNER.format(d=str(tmp_path), cases=cases), tmp_path, binary=micropython)
     assert out.rstrip().endswith("DONE"), out[-2000:]
     got = {}
     for line in out.splitlines():
@@ -196,6 +197,7 @@ print('DONE')
 """
 
 
+@pytest.mark.natmod
 def test_refit_bad_inputs_change_nothing(micropython, tmp_path):
     _, model = refittable_models(1)[0]
     rng = np.random.default_rng(3)
@@ -219,6 +221,7 @@ def test_refit_bad_inputs_change_nothing(micropython, tmp_path):
     assert "ok2" in out or "noclassifierbias ValueError" in out
 
 
+@pytest.mark.natmod
 @pytest.mark.parametrize("heap", ["40k"])
 def test_refit_memory_error_changes_nothing(micropython, tmp_path, heap):
     """A scratch that does not fit: MemoryError, the model unchanged (a wide classifier input)."""
@@ -415,6 +418,7 @@ print('DONE')
 """
 
 
+@pytest.mark.natmod
 def test_refit_then_batch_steps_with_momentum(micropython, tmp_path):
     """A batch model with momentum: refit, then one 4-sample mini-batch step; C = fallback = twin."""
     rng = np.random.default_rng(5)
@@ -431,7 +435,7 @@ def test_refit_then_batch_steps_with_momentum(micropython, tmp_path):
         tr.refit(xs, labels, l2=0.01, alpha=1.0)
         loss = tr.step_batch(xs[:4], labels[:4], 0.05)
         want[name] = [fx(loss), tr.state_bytes().hex()]
-    out = _run(BATCH.format(d=str(tmp_path), cases=cases), tmp_path)
+    out = _run(BATCH.format(d=str(tmp_path), cases=cases), tmp_path, binary=micropython)
     got = {(p[1], p[2]): p[3:] for p in (line.split() for line in out.splitlines()) if p and p[0] == "B"}
     for name, w in want.items():
         assert got[("C", name)] == w and got[("P", name)] == w, name

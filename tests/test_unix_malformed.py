@@ -280,6 +280,7 @@ def bases() -> dict[str, EtmModel]:
     return models
 
 
+@pytest.mark.natmod
 def test_structural_mutations_raise_value_error(micropython, tmp_path, bases):
     cases = Cases()
     for tag, model in bases.items():
@@ -299,6 +300,7 @@ def test_structural_mutations_raise_value_error(micropython, tmp_path, bases):
     assert n_ve > 0.9 * len(results)
 
 
+@pytest.mark.natmod
 def test_error_messages_say_what_is_wrong(micropython, tmp_path, bases):
     base = write_etm(bases["b3"])
     cases = [
@@ -357,6 +359,7 @@ def _run(micropython: Path, tmp: Path, code: str, heapsize: str | None = None) -
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.natmod
 def test_arena_larger_than_heap_raises_memory_error(micropython, tmp_path):
     big = big_activation_model()
     (tmp_path / "big.etm").write_bytes(write_etm(big))

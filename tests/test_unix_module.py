@@ -300,6 +300,7 @@ def test_random_models_roundtrip_python_reader():
         assert len(back.layers) == len(m.layers)
 
 
+@pytest.mark.natmod
 @pytest.mark.parametrize("chunk", range(8))
 def test_fuzz_random_models_c_vs_numpy(micropython, tmp_path, chunk):
     """125 random hand-built models per chunk (1000 in all), 24 inputs each, C == numpy."""
@@ -312,6 +313,7 @@ def test_fuzz_random_models_c_vs_numpy(micropython, tmp_path, chunk):
     check_against_twin(models, inputs, outs, infos, classes)
 
 
+@pytest.mark.natmod
 def test_wide_random_models_c_vs_numpy(micropython, tmp_path):
     """80 random models with up to 48 channels (dot products of hundreds of terms), 16 inputs each."""
     models = {f"w{s}": random_model(s, wide=True) for s in range(80)}
@@ -320,6 +322,7 @@ def test_wide_random_models_c_vs_numpy(micropython, tmp_path):
     check_against_twin(models, inputs, outs, infos, classes)
 
 
+@pytest.mark.natmod
 def test_single_layer_extremes(micropython, tmp_path):
     """One-layer models (arena = align4(t0) + align4(t1)) with deep chains of extreme shifts."""
     models, inputs = {}, {}
@@ -337,6 +340,7 @@ def test_single_layer_extremes(micropython, tmp_path):
 N_REAL = 60
 
 
+@pytest.mark.natmod
 def test_converted_keras_models_c_vs_numpy(micropython, tmp_path):
     """Random Keras models through the real TFLite converter and export.py: C == numpy twin on
     100 inputs each (the twin is checked against tflite-micro in test_tflm_parity.py)."""
@@ -376,6 +380,7 @@ def test_converted_keras_models_intermediates_c_vs_numpy(micropython, tmp_path):
     check_against_twin(models, inputs, outs, infos, classes)
 
 
+@pytest.mark.natmod
 def test_weights_are_read_in_place(micropython, tmp_path):
     """Model(buf) keeps the weights in `buf`: the heap grows by about the arena, not by the
     ~49 KB of weights (which is what lets a frozen .etm in flash cost no RAM)."""

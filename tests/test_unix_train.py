@@ -336,6 +336,7 @@ def _hand_cases(lo: int, hi: int) -> list[Case]:
     return cases
 
 
+@pytest.mark.natmod
 @pytest.mark.parametrize("chunk", range(3))
 def test_training_c_vs_numpy_hand_built(micropython, tmp_path, chunk):
     """36 random hand-built models x up to 4 schemes, 20 steps each: identical bits."""
@@ -352,6 +353,7 @@ def test_training_c_vs_numpy_hand_built(micropython, tmp_path, chunk):
     assert n_qas >= 0.4 * len(cases) and changed >= 0.8 * n_qas, (changed, n_qas, len(cases))
 
 
+@pytest.mark.natmod
 def test_training_c_vs_numpy_converted_models(micropython, tmp_path):
     """Random Keras models through the TFLite converter and export.py: identical bits."""
     models = real_models()
@@ -448,6 +450,7 @@ def _recrc(b: bytearray) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.natmod
 def test_save_load_reset_and_refusals(micropython, tmp_path):
     model = next(m for m in (train_model(s) for s in range(100))
                  if any(ly.op == OP_CONV_2D for ly in m.layers) and len(weight_layers(m)) >= 2)
@@ -501,6 +504,7 @@ def test_save_load_reset_and_refusals(micropython, tmp_path):
     assert got["SCHEME_TYPE"].startswith("TypeError")
 
 
+@pytest.mark.natmod
 def test_scheme_refusals_agree_with_scheme_py(micropython, tmp_path):
     """Stored schemes the twin refuses are refused by Model() (ValueError), and vice versa."""
     rng = np.random.default_rng(8)

@@ -41,8 +41,8 @@ DEVICE_SESSION = "session.csv"
 # sys.platform -> boards/<name> (edgetune deploy --board auto)
 PLATFORM_BOARDS = {"rp2": "rp2040", "esp32": "esp32s3", "qemu": "qemu", "linux": "unix"}
 # What deploy asks the board first: its platform and whether the app is frozen in the firmware
-# (importable with only the frozen modules on sys.path).
-PROBE_CODE = ("import sys\nsys.path[:] = ['.frozen']\ntry:\n    import app\n    frozen = 1\n"
+# or installed in /lib by `edgetune install` (importable with only those on sys.path).
+PROBE_CODE = ("import sys\nsys.path[:] = ['.frozen', '/lib']\ntry:\n    import app\n    frozen = 1\n"
               "except ImportError:\n    frozen = 0\nexcept Exception:\n    frozen = 1\nprint('ETPROBE', sys.platform, frozen)")
 # Removes the app's source files from the filesystem (where they would shadow the frozen app).
 REMOVE_CODE = "import os\nfor f in {names!r}:\n    try:\n        os.remove(f)\n    except OSError:\n        pass"
@@ -72,6 +72,7 @@ def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
                 files: Sequence[str | os.PathLike], session: str | os.PathLike | None = None,
                 remove: Sequence[str] = ()) -> list[str]:
     """One chained mpremote call: copy the app files, the model, the config (and the session),
+    soft-reset (a fresh heap, as at a real boot: a native edgetune.mpy needs one ~60 KB block),
     boot the app once (BOOT_CHECK: a failure shows at once), then soft-reset."""
     argv = [*mpremote(), "connect", port]
     if files:
@@ -82,7 +83,7 @@ def deploy_argv(port: str, model: str | os.PathLike, config: str | os.PathLike,
         argv += ["+", "fs", "cp", str(session), ":" + DEVICE_SESSION]
     if remove:
         argv += ["+", "exec", REMOVE_CODE.format(names=list(remove))]
-    argv += ["+", "exec", BOOT_CHECK, "+", "soft-reset"]
+    argv += ["+", "soft-reset", "+", "exec", BOOT_CHECK, "+", "soft-reset"]
     return argv
 
 
@@ -181,8 +182,8 @@ def deploy_cli(argv: list[str]) -> int:
         if frozen and not a.copy_app:
             remove = [f.name for f in files if f.name != "main.py"]  # earlier --copy-app copies
             files = [f for f in files if f.name == "main.py"]
-            print(f"edgetune deploy: the app is frozen in the {board_name} firmware; copying main.py only "
-                  "(--copy-app copies firmware/*.py)", flush=True)
+            print(f"edgetune deploy: the app is frozen in the {board_name} firmware (or installed in /lib); "
+                  "copying main.py only (--copy-app copies firmware/*.py)", flush=True)
     elif board_name == "auto":
         board_name = "rp2040"
         print("# --board auto asks the board its sys.platform; shown for rp2040")

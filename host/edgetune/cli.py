@@ -14,6 +14,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "flash": ("edgetune.flash", "write firmware to a board (esptool for esp32s3, picotool/UF2 drive for rp2040)"),
     "emulate": ("edgetune.emulate", "run a MicroPython script on an emulated board (unix port or QEMU Cortex-M3)"),
     "deploy": ("edgetune.board:deploy_cli", "copy the device app, model and board config to a board (mpremote)"),
+    "install": ("edgetune.natmod:install_cli", "put edgetune on a stock MicroPython board: native .mpy (mip), app, model"),
     "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
     "monitor": ("edgetune.monitor", "read a device's @et log lines from a serial port: progress, CSV, PNG"),
     "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),

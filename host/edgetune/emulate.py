@@ -37,6 +37,8 @@ FIRMWARE_DIR = REPO_ROOT / "firmware"  # the device app, importable by scripts o
 DEFAULT_UNIX_BINARY = REPO_ROOT / "build" / "unix" / "micropython"
 ENV_BINARY = "EDGETUNE_MICROPYTHON"
 DEFAULT_QEMU_FIRMWARE = REPO_ROOT / "build" / "qemu" / "firmware.elf"
+# make firmware BOARD=qemu-stock: the same machine without our module (edgetune install)
+STOCK_QEMU_FIRMWARE = REPO_ROOT / "build" / "qemu-stock" / "firmware.elf"
 ENV_QEMU_FIRMWARE = "EDGETUNE_QEMU_FIRMWARE"
 QEMU_SYSTEM = "qemu-system-arm"
 
@@ -73,15 +75,17 @@ def run_unix(
     timeout: float = 120,
     cwd: str | os.PathLike | None = None,
     extra_path: Sequence[str] = (),
+    binary: str | os.PathLike | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run `code` on the unix-port binary; return the CompletedProcess (text stdout/stderr).
+    """Run `code` on the unix-port binary (`binary`, default find_micropython()); return the
+    CompletedProcess (text stdout/stderr).
 
     heapsize: MicroPython's `-X heapsize=` value, e.g. "190K" or "64K" (None: the port's
     default). extra_path: directories prepended to sys.path (MICROPYPATH), e.g. firmware/.
     The code goes through a temporary file so tracebacks carry line numbers. A timeout raises
     subprocess.TimeoutExpired.
     """
-    binary = find_micropython()
+    binary = Path(binary) if binary else find_micropython()
     with tempfile.TemporaryDirectory(prefix="edgetune-emulate-") as tmp:
         script = Path(tmp) / "main.py"
         script.write_text(code)
@@ -243,8 +247,10 @@ def cli(argv: list[str]) -> int:
         prog="edgetune emulate", description="run a MicroPython script on an emulated board"
     )
     parser.add_argument("script", type=Path, nargs="?", help="MicroPython script to run (qemu: optional)")
-    parser.add_argument("--board", default="unix", help="emulated board: unix or qemu")
-    parser.add_argument("--firmware", type=Path, help="qemu: firmware ELF (default build/qemu/firmware.elf)")
+    parser.add_argument("--board", default="unix", help="emulated board: unix, qemu or qemu-stock (the qemu "
+                        "board without the edgetune module: make firmware BOARD=qemu-stock)")
+    parser.add_argument("--firmware", type=Path, help="qemu: firmware ELF (default build/qemu/firmware.elf; "
+                        "qemu-stock: build/qemu-stock/firmware.elf)")
     parser.add_argument("--icount", action="store_true", help="qemu: -icount shift=0 (guest time = instructions)")
     parser.add_argument(
         "--heapsize", help="MicroPython heap, e.g. 190K (default: the board.json heap budget)"
@@ -260,10 +266,17 @@ def cli(argv: list[str]) -> int:
     except ValueError as e:
         print(f"edgetune emulate: {e}", file=sys.stderr)
         return 2
+    if args.board == "qemu-stock":
+        if args.firmware is None and not STOCK_QEMU_FIRMWARE.is_file():
+            print(f"edgetune emulate: no {STOCK_QEMU_FIRMWARE}; run: make firmware BOARD=qemu-stock", file=sys.stderr)
+            return 2
+        args.firmware = args.firmware or STOCK_QEMU_FIRMWARE
+        return _cli_qemu(args)
     if args.board == "qemu":
         return _cli_qemu(args)
     if args.board != "unix":
-        print(f"edgetune emulate: --board {args.board} is not implemented; use --board unix or qemu", file=sys.stderr)
+        print(f"edgetune emulate: --board {args.board} is not implemented; use --board unix, qemu or qemu-stock",
+              file=sys.stderr)
         return 2
     if args.script is None:
         parser.error("the unix board needs a script")

@@ -25,6 +25,14 @@
 #include "kernels/et_quantize_f32.h"
 #include "kernels/et_train_kernels.h"
 
+#if MICROPY_ENABLE_DYNRUNTIME
+/* Built as a native .mpy (make natmod): what py/dynruntime.h lacks, see natmod/et_natmod.h. */
+#include "natmod/et_natmod.h"
+#else
+/* Argument tables of mp_arg_parse_all (a native module fills them at call time). */
+#define ET_ARG_TABLE static const
+#endif
+
 typedef struct _edgetune_model_obj_t {
     mp_obj_base_t base;
     mp_obj_t buf_obj;    /* keeps the .etm buffer alive; weights are read from it */
@@ -123,7 +131,7 @@ static void scheme_from_obj(const et_model_t *m, mp_obj_t scheme, et_scheme_laye
 
 static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw, const mp_obj_t *args) {
     enum { ARG_buf, ARG_scheme, ARG_momentum, ARG_batch };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_buf, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_scheme, MP_ARG_OBJ, {.u_obj = mp_const_none} },
         { MP_QSTR_momentum, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
@@ -269,7 +277,7 @@ static float lr_of(mp_obj_t lr_in) {
  * batch model and k labels (bytes-like/list/tuple), one mini-batch step (docs/training.md §5). */
 static mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_x, ARG_label, ARG_lr, ARG_qas };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_x, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_label, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_lr, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
@@ -397,7 +405,7 @@ static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_eva
  * before anything changes (MemoryError leaves the model as it was). */
 static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_xs, ARG_labels, ARG_l2, ARG_alpha };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_xs, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_labels, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_l2, MP_ARG_OBJ, {.u_obj = mp_const_none} },
@@ -762,7 +770,7 @@ static void quant_param_seq(mp_obj_t obj, const char *what, size_t channels, num
  * sample or a non-number item raises after it (garbage, nothing else changed). */
 static mp_obj_t edgetune_model_quantize(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_samples, ARG_scale, ARG_zero_point };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_samples, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_scale, MP_ARG_OBJ, {.u_obj = mp_const_none} },
         { MP_QSTR_zero_point, MP_ARG_OBJ, {.u_obj = mp_const_none} },
@@ -993,7 +1001,7 @@ static mp_obj_t group_tuple(const uint8_t *g) {
  * improper = det(R) < 0). */
 static mp_obj_t edgetune_model_frame(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_r, ARG_accel, ARG_gyro };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_R, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_accel, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_gyro, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
@@ -1055,7 +1063,7 @@ static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_frame_obj, 1, edgetune_model_fr
  * checks come before anything changes (ValueError). */
 static mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
     enum { ARG_xs, ARG_labels, ARG_stats, ARG_scale, ARG_zero_point, ARG_accel, ARG_gyro };
-    static const mp_arg_t allowed[] = {
+    ET_ARG_TABLE mp_arg_t allowed[] = {
         { MP_QSTR_xs, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_labels, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_stats, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
@@ -1224,6 +1232,7 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_info_obj, edgetune_model_info);
 
+#if !MICROPY_ENABLE_DYNRUNTIME
 static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_predict), MP_ROM_PTR(&edgetune_model_predict_obj) },
     { MP_ROM_QSTR(MP_QSTR_predict_class), MP_ROM_PTR(&edgetune_model_predict_class_obj) },
@@ -1262,3 +1271,37 @@ const mp_obj_module_t edgetune_user_cmodule = {
 };
 
 MP_REGISTER_MODULE(MP_QSTR_edgetune, edgetune_user_cmodule);
+
+#else
+/* The native module (make natmod): the type and its locals dict live in the module's RAM and
+ * are filled when the .mpy is imported; same names as the table above (tests compare dir()). */
+mp_obj_full_type_t edgetune_type_Model;
+mp_map_elem_t edgetune_model_locals_dict_table[14]; /* not static: mpy_ld relocates bss only through the GOT */
+static MP_DEFINE_CONST_DICT(edgetune_model_locals_dict, edgetune_model_locals_dict_table);
+
+mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *args) {
+    MP_DYNRUNTIME_INIT_ENTRY
+    mp_map_elem_t *t = edgetune_model_locals_dict_table;
+    t[0] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_predict), MP_OBJ_FROM_PTR(&edgetune_model_predict_obj) };
+    t[1] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_predict_class), MP_OBJ_FROM_PTR(&edgetune_model_predict_class_obj) };
+    t[2] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_info), MP_OBJ_FROM_PTR(&edgetune_model_info_obj) };
+    t[3] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_train), MP_OBJ_FROM_PTR(&edgetune_model_train_obj) };
+    t[4] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_evaluate), MP_OBJ_FROM_PTR(&edgetune_model_evaluate_obj) };
+    t[5] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_refit), MP_OBJ_FROM_PTR(&edgetune_model_refit_obj) };
+    t[6] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_save), MP_OBJ_FROM_PTR(&edgetune_model_save_obj) };
+    t[7] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_load), MP_OBJ_FROM_PTR(&edgetune_model_load_obj) };
+    t[8] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_state), MP_OBJ_FROM_PTR(&edgetune_model_state_obj) };
+    t[9] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_load_state), MP_OBJ_FROM_PTR(&edgetune_model_load_state_obj) };
+    t[10] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_reset), MP_OBJ_FROM_PTR(&edgetune_model_reset_obj) };
+    t[11] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_quantize), MP_OBJ_FROM_PTR(&edgetune_model_quantize_obj) };
+    t[12] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_calibrate), MP_OBJ_FROM_PTR(&edgetune_model_calibrate_obj) };
+    t[13] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_frame), MP_OBJ_FROM_PTR(&edgetune_model_frame_obj) };
+    edgetune_type_Model.base.type = (void *)&mp_type_type;
+    edgetune_type_Model.flags = MP_TYPE_FLAG_NONE;
+    edgetune_type_Model.name = MP_QSTR_Model;
+    MP_OBJ_TYPE_SET_SLOT(&edgetune_type_Model, make_new, edgetune_model_make_new, 0);
+    MP_OBJ_TYPE_SET_SLOT(&edgetune_type_Model, locals_dict, (void *)&edgetune_model_locals_dict, 1);
+    mp_store_global(MP_QSTR_Model, MP_OBJ_FROM_PTR(&edgetune_type_Model));
+    MP_DYNRUNTIME_INIT_EXIT
+}
+#endif /* !MICROPY_ENABLE_DYNRUNTIME */
