@@ -10,6 +10,7 @@
  *                               i.e. in the build for QEMU's de233_fpu core.
  *   __udivdi3 __divdi3 __umoddi3 __moddi3   64-bit division (et_rdiv, et_floor_div)
  *   __ashldi3 __lshrdi3 __ashrdi3           64-bit shifts
+ *   __floatdisf                 int64 -> float, round to nearest even
  *
  * Plain C99 on 32-bit operations only (so that none of them calls itself); no variadic
  * function (LLVM 22 miscompiles those for Xtensa).
@@ -38,6 +39,7 @@ int64_t __moddi3(int64_t a, int64_t b);
 uint64_t __ashldi3(uint64_t a, int n);
 uint64_t __lshrdi3(uint64_t a, int n);
 int64_t __ashrdi3(int64_t a, int n);
+float __floatdisf(int64_t a);
 
 static float et_rt_from_bits(uint32_t u) {
     et_rt_fu v;
@@ -273,4 +275,31 @@ int64_t __moddi3(int64_t a, int64_t b) {
     uint64_t q, r;
     et_rt_udivmod(na ? et_rt_neg((uint64_t)a) : (uint64_t)a, nb ? et_rt_neg((uint64_t)b) : (uint64_t)b, &q, &r);
     return (int64_t)(na ? et_rt_neg(r) : r);
+}
+
+float __floatdisf(int64_t a) {
+    et_rt_dw x;
+    x.i = a;
+    uint32_t sign = x.w.hi & 0x80000000u;
+    if (sign) {
+        x.u = et_rt_neg(x.u);  /* |a| (INT64_MIN stays 2^63, read as unsigned) */
+    }
+    if (x.w.hi == 0 && x.w.lo == 0) {
+        return et_rt_from_bits(0);
+    }
+    /* Normalise so that bit 63 is set; e = the unbiased exponent. */
+    int e = 63;
+    while ((x.w.hi & 0x80000000u) == 0) {
+        x.w.hi = (x.w.hi << 1) | (x.w.lo >> 31);
+        x.w.lo <<= 1;
+        e--;
+    }
+    /* 24 significant bits in hi >> 8, round bit 7, sticky the rest. */
+    uint32_t mant = x.w.hi >> 8;
+    uint32_t round = (x.w.hi >> 7) & 1u;
+    uint32_t sticky = (x.w.hi & 0x7fu) != 0 || x.w.lo != 0;
+    if (round && (sticky || (mant & 1u))) {
+        mant++;  /* may carry to 2^24: the exponent field absorbs it below */
+    }
+    return et_rt_from_bits(sign | (((uint32_t)(e + 127 - 1) << 23) + mant));
 }
