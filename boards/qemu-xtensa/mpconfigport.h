@@ -63,6 +63,7 @@
 #define MICROPY_PY_BUILTINS_ROUND_INT       (1)
 #define MICROPY_PY_ALL_SPECIAL_METHODS      (1)
 #define MICROPY_PY_BINASCII                 (1)
+#define MICROPY_PY_BUILTINS_BYTES_HEX       (1)
 #define MICROPY_PY_ERRNO                    (1)
 #define MICROPY_PY_RANDOM                   (0)
 #define MICROPY_PY_TIME                     (0)

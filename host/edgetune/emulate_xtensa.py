@@ -42,15 +42,17 @@ def find_firmware(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
-def qemu_command(firmware: str | os.PathLike, trace: str | None = None) -> list[str]:
+def qemu_command(firmware: str | os.PathLike, monitor: str | None = None, log: str | None = None) -> list[str]:
     """The qemu-system-xtensa command line (console = qemu's stdin/stdout through semihosting).
 
-    trace: a file for an exact instruction trace (`-singlestep -d exec,nochain -D file`; slow).
+    monitor: a unix socket for the human monitor (bench/xtensa.py switches `singlestep` and
+    `log exec,nochain` on and off there: an exact instruction trace of one region);
+    log: where that trace goes (-D).
     """
     cmd = [QEMU_SYSTEM, "-M", "sim", "-cpu", "de233_fpu", "-semihosting", "-display", "none",
-           "-monitor", "none", "-serial", "none", "-nodefaults"]
-    if trace:
-        cmd += ["-singlestep", "-d", "exec,nochain", "-D", str(trace)]
+           "-monitor", f"unix:{monitor},server,nowait" if monitor else "none", "-serial", "none", "-nodefaults"]
+    if log:
+        cmd += ["-D", str(log)]
     return cmd + ["-kernel", str(firmware)]
 
 
@@ -74,11 +76,12 @@ def _die_with_parent() -> None:
 class XtensaBoard:
     """A running emulated Xtensa board: `with XtensaBoard() as b: mpremote connect b.pty ...`."""
 
-    def __init__(self, firmware: str | os.PathLike | None = None, trace: str | None = None):
+    def __init__(self, firmware: str | os.PathLike | None = None, monitor: str | None = None,
+                 log: str | None = None):
         self.firmware = find_firmware(firmware)
         if shutil.which(QEMU_SYSTEM) is None:
             raise EmulatorMissing(f"{QEMU_SYSTEM} not found; run: make setup (apt: qemu-system-misc)")
-        self.cmd = qemu_command(self.firmware, trace)
+        self.cmd = qemu_command(self.firmware, monitor, log)
         # qemu's side: a pty as its stdin/stdout, raw (no echo, no CR/LF translation).
         self._qemu_master, qemu_slave = pty.openpty()
         _raw(qemu_slave)

@@ -3,7 +3,7 @@
 
     python objfix.py in.o out.o
 
-Three fix-ups, all in place (section sizes and layout do not change):
+Four fix-ups, all in place (section sizes and layout do not change):
 
 1. L32R fields: llvm-mc leaves 0xffff in the 16-bit offset of every `l32r` it relocates
    (R_XTENSA_SLOT0_OP against a .literal section). GNU as leaves 0 there, and mpy_ld *adds* its
@@ -17,6 +17,11 @@ Three fix-ups, all in place (section sizes and layout do not change):
    object's literals right after another object's code (the qemu-xtensa board keeps each
    object's literals next to its code, l32r reaches 256 KiB back only) could then misalign
    them. l32r loads aligned words: sh_addralign is set to 4.
+4. Literals naming a static function: llvm-mc writes them as `.text + offset`, and mpy_ld names
+   such a GOT entry "<section>+<offset>" and merges equal names across objects, so static
+   functions at the same offset in two objects would become one. A literal pointing exactly at
+   a local function symbol is re-pointed at that symbol (mpy_ld then names it by the
+   function's name, which xtensawin-gcc -mrodata-rw makes unique with the object's name).
 """
 
 from __future__ import annotations
@@ -39,6 +44,14 @@ def fix(data: bytearray) -> tuple[int, int]:
     if elf["e_machine"] != "EM_XTENSA":
         raise ValueError(f"not an Xtensa object file (e_machine {elf['e_machine']})")
     n_l32r = n_add = 0
+    funcs: dict[tuple[int, int], int] = {}  # (section index, offset) -> local function symbol index
+    for sym_sec in elf.iter_sections():
+        if sym_sec["sh_type"] == "SHT_SYMTAB":
+            for k, sym in enumerate(sym_sec.iter_symbols()):
+                if (sym["st_info"]["type"] == "STT_FUNC" and sym["st_info"]["bind"] == "STB_LOCAL"
+                        and isinstance(sym["st_shndx"], int)):
+                    funcs.setdefault((sym["st_shndx"], sym["st_value"]), k)
+    func_secs = {k[0] for k in funcs}
     for idx, sec in enumerate(elf.iter_sections()):
         if sec.name.startswith(".literal") and sec["sh_addralign"] < 4:
             struct.pack_into("<I", data, elf["e_shoff"] + idx * elf["e_shentsize"] + 32, 4)
@@ -68,11 +81,17 @@ def fix(data: bytearray) -> tuple[int, int]:
                 rtype == R_XTENSA_32
                 and target.name.startswith(".literal")
                 and sym["st_info"]["type"] == "STT_SECTION"
-                and r["r_addend"] != 0
+                and (r["r_addend"] != 0 or shndx in func_secs)
             ):
                 off = target["sh_offset"] + r["r_offset"]
                 (word,) = struct.unpack_from("<I", data, off)
-                struct.pack_into("<I", data, off, (word + r["r_addend"]) & 0xFFFFFFFF)
+                value = (word + r["r_addend"]) & 0xFFFFFFFF
+                fn = funcs.get((shndx, value))
+                if fn is not None:  # fix-up 4: name the function, not `.text + value`
+                    struct.pack_into("<I", data, off, 0)
+                    struct.pack_into("<I", data, rsec["sh_offset"] + i * entsize + 4, (fn << 8) | rtype)
+                else:
+                    struct.pack_into("<I", data, off, value)
                 struct.pack_into("<i", data, rsec["sh_offset"] + i * entsize + 8, 0)
                 n_add += 1
     return n_l32r, n_add
