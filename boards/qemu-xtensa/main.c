@@ -1,7 +1,7 @@
 // The qemu-xtensa board: MicroPython's core on qemu-system-xtensa -M sim -cpu de233_fpu.
 // Console: QEMU semihosting (SYS_read/SYS_write on fds 0/1; -semihosting-config chardev= puts it
-// on a pty or stdio). Filesystem: LittleFS at / on RAM outside the image (zero when QEMU
-// starts, kept across soft resets). Start: startup.S (_start -> board_main).
+// on a pty or stdio). Filesystem: FAT at / on RAM outside the image (zero when QEMU starts, so
+// formatted at the first boot; kept across soft resets). Start: startup.S (_start -> board_main).
 #include <string.h>
 
 #include "py/builtin.h"
@@ -82,11 +82,11 @@ static const char board_boot_py[] =
     "        if op == 5: return s.bs\n"
     "        if op == 6: return 0\n"
     "def _mount(a, n):\n"
-    "    bd = _RamBlocks(a, n, 4096)\n"
+    "    bd = _RamBlocks(a, n, 512)\n"
     "    try:\n"
-    "        vfs.mount(vfs.VfsLfs2(bd), '/')\n"
+    "        vfs.mount(vfs.VfsFat(bd), '/')\n"
     "    except OSError:\n"
-    "        vfs.VfsLfs2.mkfs(bd); vfs.mount(vfs.VfsLfs2(bd), '/')\n"
+    "        vfs.VfsFat.mkfs(bd); vfs.mount(vfs.VfsFat(bd), '/')\n"
     "_mount(0x04000000, 0x800000)\n"
     "del _mount, _RamBlocks\n";
 
@@ -163,3 +163,8 @@ void __assert_func(const char *file, int line, const char *func, const char *exp
     __fatal_error("\n");
 }
 #endif
+
+// FAT file times: no clock on this board (1980-01-01).
+uint32_t get_fattime(void) {
+    return (0u << 25) | (1u << 21) | (1u << 16);
+}

@@ -77,8 +77,12 @@
 #define MICROPY_HEAP_SIZE                   (256 * 1024)
 #endif
 
-// LittleFS's file times: no clock on this board (files get time 0).
-#define mp_hal_time_ns()                    (0ULL)
+// FAT on a RAM disk (main.c). LittleFS looped forever in lfs2_dir_orphaningcommit here after a
+// few dozen file writes and removals, so the board uses FAT.
+#define MICROPY_FATFS_ENABLE_LFN            (1)
+#define MICROPY_FATFS_RPATH                 (2)
+#define MICROPY_FATFS_MAX_SS                (512)
+#define MICROPY_FATFS_LFN_CODE_PAGE         437
 
 typedef int32_t mp_int_t;
 typedef uint32_t mp_uint_t;
