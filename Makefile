@@ -52,7 +52,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: natmod firmware-unix-stock firmware-qemu-stock firmware-qemu-xtensa
+.PHONY: natmod firmware-unix-stock firmware-qemu-stock firmware-qemu-xtensa bench-xtensa
 .PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
 
 help:
@@ -171,6 +171,11 @@ bench: firmware-unix
 	$(PYTHON) bench/learning.py
 	$(PYTHON) bench/scheme.py
 	$(PYTHON) bench/training.py
+
+# The same on the emulated Xtensa LX7 (exact instruction trace): build/bench/xtensa.json.
+bench-xtensa: firmware-qemu-xtensa
+	$(MAKE) --no-print-directory natmod ARCH=xtensawin
+	$(PYTHON) bench/xtensa.py
 
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
 bench-mcu: firmware-qemu
