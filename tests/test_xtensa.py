@@ -166,7 +166,7 @@ def test_save_load_roundtrip(board, tmp_path):
 
 
 MESSAGES = """
-for f in (lambda: int('12x', 16), lambda: 1 + 'a', lambda: undefined_name, lambda: [].pop(),
+for f in (lambda: 1 + 'a', lambda: 'a' * 'b', lambda: [1][2:3:0], lambda: undefined_name, lambda: [].pop(),
           lambda: {}['k'], lambda: bytes(3)[7], lambda: (1, 2, 3)[9], lambda: int.from_bytes(b'', 'x')):
     try:
         f()
@@ -290,3 +290,17 @@ def test_s3_build_differs_only_in_64bit_multiplies(tmp_path):
             lits = (tmp_path / f"{src.stem}.qemu.s").read_text()
             assert "__muldi3" in lits, f"{src.name}:{fn} differs but the test build calls no __muldi3"
     assert n_diff >= 1  # the requantization's 64-bit products
+
+
+def test_emulate_cli_runs_a_script(built, tmp_path):
+    """`edgetune emulate --board qemu-xtensa SCRIPT.py`: boots the board, runs the script
+    through mpremote, exits with its status."""
+    ok = tmp_path / "ok.py"
+    ok.write_text("import sys\nprint('on', sys.platform, 7 * 6)\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ValueError('boom')\n")
+    cmd = [sys.executable, "-m", "edgetune.cli", "emulate", "--board", "qemu-xtensa"]
+    r = subprocess.run([*cmd, str(ok)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "on qemu-xtensa 42" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "ValueError: boom" in r.stdout + r.stderr
