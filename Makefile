@@ -1,7 +1,7 @@
 # edgetune: `make setup` once on a fresh Debian machine, then `make test`.
 #
 #   make setup                    apt packages, MicroPython source, .venv, unix firmware
-#   make test                     rebuild the unix firmware if needed, run the pytest suite
+#   make test                     rebuild the unix ports (with, without our module) and the .mpy if needed, run pytest
 #   make demo                     the story: model -> unix port at the RP2040 heap -> fine-tune -> plot
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=unix-stock  build/unix-stock/micropython (the unix port without our module)
@@ -62,7 +62,8 @@ setup:
 	MICROPY_DIR="$(if $(MICROPY_DIR_GIVEN),$(MICROPY_DIR))" \
 		bash scripts/setup.sh
 
-test: firmware-unix
+# (the stock unix port and the native .mpy: the module tests marked natmod run on both builds)
+test: firmware-unix firmware-unix-stock natmod
 	@test -x $(PYTHON) || { echo "make test: no .venv; run: make setup" >&2; exit 1; }
 	@set +e; $(PYTHON) -m pytest -q -ra tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5)" >&2; fi; \
@@ -108,12 +109,13 @@ firmware-unix-stock: check-micropython
 # mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin with
 # Espressif's toolchain). native_modules/edgetune/natmod/Makefile has the per-arch flags.
 NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
-ARCH ?= $(NATMOD_ARCHS)
+# ARCH only from the command line (an ARCH in the environment is some other tool's)
+NATMOD_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),$(NATMOD_ARCHS))
 natmod: check-micropython
 	@test -x $(PYTHON) || { echo "make natmod: no .venv; run: make setup" >&2; exit 1; }
 	@# mpy-cross compiles the device app for edgetune install (as scripts/firmware_qemu.sh builds it)
 	@test -x $(MICROPY_DIR)/mpy-cross/build/mpy-cross || $(MAKE) -C $(MICROPY_DIR)/mpy-cross -j$(JOBS) >/dev/null
-	@set -e; for a in $(ARCH); do \
+	@set -e; for a in $(NATMOD_ARCH); do \
 		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
 			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
 		$(PYTHON) -m edgetune.natmod package $(CURDIR)/build/natmod/$$a; \

@@ -3,10 +3,13 @@
 A test marked `@pytest.mark.natmod` runs twice: `micropython` (and `run_mpy`) is the unix
 port with the built-in module ("built-in"), then the stock unix port (make firmware
 BOARD=unix-stock) importing build/natmod/x64/edgetune.mpy (make natmod ARCH=x64) ("natmod").
+With $EDGETUNE_MICROPYTHON set (a binary under test, e.g. make test-sanitize's ASan build) only
+that binary runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +31,8 @@ NATMOD_X64 = REPO_ROOT / "build" / "natmod" / "x64"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "micropython" in metafunc.fixturenames and metafunc.definition.get_closest_marker("natmod"):
+    if ("micropython" in metafunc.fixturenames and metafunc.definition.get_closest_marker("natmod")
+            and not os.environ.get(emulate.ENV_BINARY)):
         metafunc.parametrize("micropython", VARIANTS, indirect=True, scope="session")
 
 

@@ -69,7 +69,6 @@ def _cases():
     return out
 
 
-@pytest.mark.natmod
 @pytest.mark.parametrize("k", (1, 3, 8))
 def test_batch_steps_c_py_twin(micropython, tmp_path, k):
     cases = []

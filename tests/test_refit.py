@@ -73,7 +73,6 @@ def refittable_models(n: int):
     return out
 
 
-@pytest.mark.natmod
 def test_refit_c_vs_twin(micropython, tmp_path):
     rng = np.random.default_rng(7)
     cases, twins = [], {}

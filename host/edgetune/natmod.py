@@ -92,11 +92,12 @@ def write_package(arch_dir: Path) -> Path:
 
 
 # What install asks the board: platform, .mpy architecture word, whether edgetune is built in
-# (importable with an empty sys.path and without __file__).
+# (importable with an empty sys.path and without __file__), whether the app is frozen in.
 INSTALL_PROBE = (
     "import sys\np = sys.path[:]\nsys.path[:] = []\ntry:\n    import edgetune\n"
     "    b = 0 if hasattr(edgetune, '__file__') else 1\nexcept ImportError:\n    b = 0\n"
-    "sys.path[:] = p\nprint('ETINSTALL', sys.platform, getattr(sys.implementation, '_mpy', 0), b)")
+    "sys.path[:] = ['.frozen']\ntry:\n    import app\n    f = 1\nexcept ImportError:\n    f = 0\n"
+    "sys.path[:] = p\nprint('ETINSTALL', sys.platform, getattr(sys.implementation, '_mpy', 0), b, f)")
 MKLIB = "import os\ntry:\n    os.mkdir('/lib')\nexcept OSError:\n    pass"
 VERIFY = ("import gc, core\ngc.collect()\nprint('ETVERIFY', core.IMPL, getattr(__import__('edgetune'), "
           "'__file__', 'built-in') if core.IMPL != 'py' else '-', gc.mem_free())")
@@ -172,7 +173,7 @@ def install_cli(argv: list[str]) -> int:
     if probe is None:
         err(f"the board on {a.port} did not answer: {(r.stderr or r.stdout).strip()[-500:]}")
         return 1
-    plat, mpy, builtin = probe[0], int(probe[1]), probe[2] == "1"
+    plat, mpy, builtin, frozen_app = probe[0], int(probe[1]), probe[2] == "1", probe[3] == "1"
     with tempfile.TemporaryDirectory(prefix="edgetune-install-") as tmp:
         steps = ["exec", MKLIB]
         if builtin:
@@ -197,17 +198,20 @@ def install_cli(argv: list[str]) -> int:
             print(f"edgetune install: {plat} board, native architecture {decode_mpy(mpy)[1]}: installing the "
                   f"{arch} module ({(a.natmod_dir / arch / 'edgetune.mpy').stat().st_size} bytes)", flush=True)
             steps += ["+", "mip", "install", "--target", "/lib", str(pkg)]
-        try:
-            app = compile_app(Path(tmp))
-        except (FileNotFoundError, RuntimeError) as e:
-            err(str(e))
-            return 2
-        steps += ["+", "fs", "cp", *(str(f) for f in app), ":/lib/"]
+        app = []
+        if not frozen_app:
+            try:
+                app = compile_app(Path(tmp))
+            except (FileNotFoundError, RuntimeError) as e:
+                err(str(e))
+                return 2
+            steps += ["+", "fs", "cp", *(str(f) for f in app), ":/lib/"]
         r = _mpremote(a.port, *steps, timeout=900)
         if r.returncode != 0:
             err(f"copying to {a.port} failed (mpremote exit {r.returncode}):\n{(r.stderr or r.stdout).strip()[-1500:]}")
             return 1
-    print(f"edgetune install: the app ({len(app)} modules, .mpy) is in /lib", flush=True)
+    print(f"edgetune install: the app ({len(app)} modules, .mpy) is in /lib" if app else
+          "edgetune install: the app is frozen in the firmware", flush=True)
     dargs = ["--port", a.port, "--model", str(a.model), "--board", a.board]
     if a.session:
         dargs += ["--session", a.session]

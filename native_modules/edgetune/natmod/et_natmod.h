@@ -52,6 +52,14 @@ static inline void et_dyn_gc_info(gc_info_t *info) {
 
 #define mp_type_OSError (*(mp_obj_type_t *)(mp_load_global(MP_QSTR_OSError)))
 #define mp_type_MemoryError (*(mp_obj_type_t *)(mp_load_global(MP_QSTR_MemoryError)))
+#define mp_type_float (*(mp_obj_type_t *)(mp_load_global(MP_QSTR_float)))
+
+/* qstrs: the value of a qstr object (py/obj.h's definition, which dynruntime.h removes; object
+ * representation A, as the firmwares we target), and a qstr's bytes through its str object. */
+#if MICROPY_OBJ_REPR == MICROPY_OBJ_REPR_A
+#define MP_OBJ_QSTR_VALUE(o) (((mp_uint_t)(o)) >> 3)
+#endif
+#define qstr_data(q, len) ((const byte *)mp_obj_str_get_data(MP_OBJ_NEW_QSTR((q)), (len)))
 
 /* Non-local return through the firmware's nlr_push/nlr_pop (same nlr_buf_t layout: the
  * module is compiled for the firmware's architecture). */

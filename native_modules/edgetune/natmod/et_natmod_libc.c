@@ -168,4 +168,46 @@ float __aeabi_fdiv(float a, float b) {
     z.u = et_fdiv_bits(x.u, y.u);
     return z.f;
 }
+
+/*
+ * int64 -> float32, round to nearest even (as any conforming conversion). libgcc's Thumb-1
+ * __aeabi_l2f goes through soft double arithmetic: 5 KB more machine code in the heap, and slow.
+ */
+static uint32_t et_l2f_bits(int64_t v) {
+    if (v == 0) {
+        return 0;
+    }
+    const uint32_t sign = v < 0 ? 0x80000000u : 0;
+    const uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    int p = 63;
+    uint32_t hi = (uint32_t)(u >> 32);
+    if (hi == 0) {
+        p = 31;
+        hi = (uint32_t)u;
+    }
+    while (!(hi & 0x80000000u)) {
+        hi <<= 1;
+        --p;
+    }
+    uint32_t mant;
+    if (p <= 23) {
+        mant = (uint32_t)u << (23 - p);
+    } else {
+        const int sh = p - 23;
+        mant = (uint32_t)(u >> sh);
+        const uint64_t rem = u & (((uint64_t)1 << sh) - 1), half = (uint64_t)1 << (sh - 1);
+        if (rem > half || (rem == half && (mant & 1))) {
+            ++mant;
+        }
+    }
+    /* a carry to 2^24 moves into the exponent by the addition */
+    return sign | (((uint32_t)(p + 127) << 23) + mant - 0x800000u);
+}
+
+float __aeabi_l2f(int64_t v);
+float __aeabi_l2f(int64_t v) {
+    union { float f; uint32_t u; } z;
+    z.u = et_l2f_bits(v);
+    return z.f;
+}
 #endif
