@@ -106,8 +106,10 @@ firmware-unix-stock: check-micropython
 		  echo "firmware: $(UNIX_STOCK_BUILD)/micropython"; }
 
 # edgetune as a dynamic native module: build/natmod/<arch>/edgetune.mpy (+ package.json for
-# mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin with
-# Espressif's toolchain). native_modules/edgetune/natmod/Makefile has the per-arch flags.
+# mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin: with
+# Espressif's toolchain if on PATH, else upstream LLVM, docs/xtensa.md; it also writes
+# build/natmod/xtensawin-qemu, the build for the emulated LX7). The per-arch flags are in
+# native_modules/edgetune/natmod/Makefile.
 NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
 # ARCH only from the command line (an ARCH in the environment is some other tool's)
 NATMOD_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),$(NATMOD_ARCHS))
