@@ -6,11 +6,14 @@
 #   make firmware [BOARD=unix]    build/unix/micropython (MicroPython unix port + our C module)
 #   make firmware BOARD=unix-stock  build/unix-stock/micropython (the unix port without our module)
 #   make natmod [ARCH="x64 armv6m armv7m armv7emsp"]  build/natmod/<arch>/edgetune.mpy + package.json
+#   make natmod ARCH=xtensawin    ESP32-S3 .mpy with upstream LLVM (+ xtensawin-qemu, the test build)
 #   make firmware BOARD=rp2040 [MODEL=m.etm]  build/rp2040/firmware.uf2 (Raspberry Pi Pico)
 #   make firmware BOARD=qemu [MODEL=m.etm]  build/qemu/firmware.elf (Cortex-M3 MPS2-AN385)
+#   make firmware BOARD=qemu-xtensa  build/qemu-xtensa/firmware.elf (Xtensa LX7, LLVM-built core)
 #   make firmware BOARD=qemu-stock  build/qemu-stock/firmware.elf (stock: no module, no app)
 #   make firmware BOARD=esp32s3 [VARIANT=SPIRAM_OCT] [MODEL=m.etm]  needs ESP-IDF 5.2-5.4 (IDF_PATH)
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
+#   make flash BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]  stock MicroPython + the xtensawin .mpy
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M) -> build/bench/mcu.json
 #   make fuzz [FUZZ_RUNS=100000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
@@ -23,7 +26,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 BOARD ?= unix
-BOARDS := unix unix-stock rp2040 qemu qemu-stock esp32s3
+BOARDS := unix unix-stock rp2040 qemu qemu-stock qemu-xtensa esp32s3
 MODEL ?=
 # An empty MICROPY_DIR counts as unset.
 MICROPY_DIR_GIVEN := $(if $(strip $(MICROPY_DIR)),$(filter command line environment,$(origin MICROPY_DIR)))
@@ -49,7 +52,7 @@ UNIX_BUILD := $(CURDIR)/build/unix
 UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_PY_FFI=0 \
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
-.PHONY: natmod firmware-unix-stock firmware-qemu-stock
+.PHONY: natmod firmware-unix-stock firmware-qemu-stock firmware-qemu-xtensa bench-xtensa
 .PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
 
 help:
@@ -103,8 +106,10 @@ firmware-unix-stock: check-micropython
 		  echo "firmware: $(UNIX_STOCK_BUILD)/micropython"; }
 
 # edgetune as a dynamic native module: build/natmod/<arch>/edgetune.mpy (+ package.json for
-# mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin with
-# Espressif's toolchain). native_modules/edgetune/natmod/Makefile has the per-arch flags.
+# mpremote mip), for each of ARCH (default: x64 armv6m armv7m armv7emsp; also xtensawin: with
+# Espressif's toolchain if on PATH, else upstream LLVM, docs/xtensa.md; it also writes
+# build/natmod/xtensawin-qemu, the build for the emulated LX7). The per-arch flags are in
+# native_modules/edgetune/natmod/Makefile.
 NATMOD_ARCHS := x64 armv6m armv7m armv7emsp
 # ARCH only from the command line (an ARCH in the environment is some other tool's)
 NATMOD_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),$(NATMOD_ARCHS))
@@ -116,12 +121,21 @@ natmod: check-micropython
 		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
 			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
 		$(PYTHON) -m edgetune.natmod package $(CURDIR)/build/natmod/$$a; \
+		if [ $$a = xtensawin ]; then \
+			$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=xtensawin MUL32HIGH=0 \
+				MPY_DIR=$(MICROPY_DIR) BUILD=$(CURDIR)/build/natmod/xtensawin-qemu PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
+		fi; \
 	done
 
 # RPI_PICO firmware with our module: build/rp2040/firmware.uf2. Needs build/rp2-deps (pico-sdk,
 # tinyusb, mbedtls, picotool from Debian's archive; scripts/rp2040_deps.sh, run by make setup).
 firmware-rp2040: check-micropython
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) MODEL="$(MODEL)" bash scripts/firmware_rp2040.sh
+
+# Emulated Xtensa LX7 (qemu-system-xtensa -M sim -cpu de233_fpu): MicroPython's core built with
+# upstream LLVM (scripts/xtensa/), loads build/natmod/xtensawin-qemu/edgetune.mpy; docs/xtensa.md.
+firmware-qemu-xtensa: check-micropython
+	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/firmware_qemu_xtensa.sh
 
 # Emulated Cortex-M3 with our module, the device app and (MODEL=) a frozen model:
 # build/qemu/firmware.elf, run with `edgetune emulate --board qemu`.
@@ -141,9 +155,18 @@ firmware-esp32s3:
 	MICROPY_DIR=$(MICROPY_DIR) MODEL="$(MODEL)" VARIANT="$(VARIANT)" bash scripts/firmware_esp32s3.sh
 
 # Write build/<board>/firmware.* to a connected board (host/edgetune/flash.py).
+# BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]: esptool writes a downloaded stock MicroPython
+# firmware, then edgetune install adds the xtensawin .mpy, the app and the model
+# (host/edgetune/flash_stock.py). Without FIRMWARE=, build/esp32s3/firmware.bin from ESP-IDF.
 flash:
 	@case "$(BOARD)" in esp32s3|rp2040) ;; *) echo "make flash: BOARD=esp32s3 or BOARD=rp2040 (BOARD=$(BOARD) is emulated: edgetune emulate --board $(BOARD))" >&2; exit 2;; esac
-	$(PYTHON) -m edgetune.flash --board $(BOARD) $(if $(PORT),--port $(PORT))
+	@if [ "$(BOARD)" = esp32s3 ] && [ -n "$(FIRMWARE)" ]; then \
+		$(PYTHON) -m edgetune.flash_stock --firmware "$(FIRMWARE)" $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL)) $(if $(DRY_RUN),--dry-run); \
+	elif [ "$(BOARD)" = esp32s3 ] && [ -z "$$IDF_PATH" ] && [ ! -f build/esp32s3/firmware.bin ]; then \
+		$(PYTHON) -m edgetune.flash_stock; \
+	else \
+		$(PYTHON) -m edgetune.flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(if $(DRY_RUN),--dry-run); \
+	fi
 
 # Host benchmarks: learning quality (bench/learning.py; scheme.py reuses its cached models) and
 # training cost on the unix port (bench/training.py: arenas, callgrind instructions C vs pure Python).
@@ -153,12 +176,17 @@ bench: firmware-unix
 	$(PYTHON) bench/scheme.py
 	$(PYTHON) bench/training.py
 
+# The same on the emulated Xtensa LX7 (exact instruction trace): build/bench/xtensa.json.
+bench-xtensa: firmware-qemu-xtensa
+	$(MAKE) --no-print-directory natmod ARCH=xtensawin
+	$(PYTHON) bench/xtensa.py
+
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
 bench-mcu: firmware-qemu
 	$(PYTHON) bench/mcu.py
 
 clean:
-	rm -rf build/unix build/unix-stock build/qemu-stock build/natmod build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
+	rm -rf build/unix build/unix-stock build/qemu-stock build/qemu-xtensa build/natmod build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
 		build/fuzz build/unix-asan
 
 # libFuzzer harnesses of the .etm parser, the scheme parser and the trained-weights loader

@@ -10,6 +10,7 @@ no board is attached.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,52 @@ def test_dry_run_plan_placeholders(tmp_path: Path):
     assert flash.DRY_RUN_PORT in steps[0].argv
     with pytest.raises(flash.FlashError, match="no USB serial port"):  # a real run still refuses
         flash.plan("esp32s3", bin_, comports=lambda: [])
+
+
+# ---- ESP32-S3 without ESP-IDF: a stock firmware, then the xtensawin native module ------------
+
+def test_esp32s3_stock_firmware_then_install(tmp_path: Path):
+    """make flash BOARD=esp32s3 FIRMWARE=stock.bin MODEL=m.etm: esptool erase + write at 0 on the
+    detected port (a fake Espressif USB port), then edgetune install of the xtensawin .mpy there."""
+    from edgetune import flash_stock
+
+    fw = tmp_path / "ESP32_GENERIC_S3.bin"
+    fw.write_bytes(bytes(16))
+    etm = tmp_path / "m.etm"
+    etm.write_bytes(b"ETM")
+    steps = flash_stock.plan(fw, etm, comports=lambda: [_port("/dev/ttyACM3", 0x303A), _port("/dev/ttyS0", None)])
+    tool = flash.esptool_command()
+    assert [s.argv for s in steps] == [
+        [*tool, "--chip", "esp32s3", "--port", "/dev/ttyACM3", "erase-flash"],
+        [*tool, "--chip", "esp32s3", "--port", "/dev/ttyACM3", "--baud", "460800", "write-flash", "0", str(fw)],
+        [sys.executable, "-m", "edgetune.cli", "install", "--port", "/dev/ttyACM3", "--model", str(etm),
+         "--arch", "xtensawin"],
+    ]
+    with pytest.raises(flash.FlashError, match="no model file"):
+        flash_stock.plan(fw, tmp_path / "none.etm", port="/dev/ttyACM3")
+    with pytest.raises(flash.FlashError, match="no USB serial port"):
+        flash_stock.plan(fw, etm, comports=lambda: [])
+
+
+def test_make_flash_esp32s3_without_idf_or_firmware_says_what_to_do(tmp_path: Path):
+    """Without IDF_PATH, FIRMWARE= and a built firmware: one line on stderr, exit status 2; with
+    FIRMWARE= and DRY_RUN=1 the esptool and install command lines."""
+    repo = Path(flash.__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "IDF_PATH"}
+    if (repo / "build" / "esp32s3" / "firmware.bin").exists():
+        pytest.skip("build/esp32s3/firmware.bin exists (an ESP-IDF build): make flash would use it")
+    r = subprocess.run(["make", "--no-print-directory", "-s", "flash", "BOARD=esp32s3"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("make:")]
+    assert len(lines) == 1 and "FIRMWARE=" in lines[0] and "IDF_PATH" in lines[0], r.stderr
+    fw = tmp_path / "stock.bin"
+    fw.write_bytes(bytes(16))
+    etm = tmp_path / "m.etm"
+    etm.write_bytes(b"ETM")
+    r = subprocess.run(["make", "--no-print-directory", "-s", "flash", "BOARD=esp32s3", f"FIRMWARE={fw}",
+                        "PORT=/dev/ttyACM9", f"MODEL={etm}", "DRY_RUN=1"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--port /dev/ttyACM9 erase-flash" in r.stdout and f"write-flash 0 {fw}" in r.stdout
+    assert f"install --port /dev/ttyACM9 --model {etm} --arch xtensawin" in r.stdout

@@ -242,12 +242,49 @@ def _cli_qemu(args: argparse.Namespace) -> int:
             return 130
 
 
+def _cli_qemu_xtensa(args: argparse.Namespace) -> int:
+    """The emulated Xtensa LX7 (host/edgetune/emulate_xtensa.py): its console on a pty."""
+    from edgetune.emulate_xtensa import EmulatorMissing as XtensaMissing
+    from edgetune.emulate_xtensa import XtensaBoard
+
+    try:
+        board = XtensaBoard(args.firmware)
+    except XtensaMissing as e:
+        print(f"edgetune emulate: {e}", file=sys.stderr)
+        return 2
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    with board:
+        if args.script is None:
+            print(f"edgetune emulate: qemu-xtensa board on {board.pty} (Ctrl-C or SIGTERM stops it)", flush=True)
+            print(f"  mpremote connect {board.pty} cp build/natmod/xtensawin-qemu/edgetune.mpy : + repl", flush=True)
+            try:
+                board.wait()
+            except KeyboardInterrupt:
+                pass
+            return 0
+        if not args.script.is_file():
+            print(f"edgetune emulate: no such script: {args.script}", file=sys.stderr)
+            return 2
+        try:
+            return subprocess.run(mpremote_command(board.pty, "run", str(args.script)), timeout=args.timeout).returncode
+        except subprocess.TimeoutExpired:
+            print(f"edgetune emulate: timed out after {args.timeout} s", file=sys.stderr)
+            return 124
+        except KeyboardInterrupt:
+            return 130
+
+
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="edgetune emulate", description="run a MicroPython script on an emulated board"
     )
     parser.add_argument("script", type=Path, nargs="?", help="MicroPython script to run (qemu: optional)")
-    parser.add_argument("--board", default="unix", help="emulated board: unix, qemu or qemu-stock (the qemu "
+    parser.add_argument("--board", default="unix", help="emulated board: unix, qemu, qemu-xtensa or qemu-stock (the qemu "
                         "board without the edgetune module: make firmware BOARD=qemu-stock)")
     parser.add_argument("--firmware", type=Path, help="qemu: firmware ELF (default build/qemu/firmware.elf; "
                         "qemu-stock: build/qemu-stock/firmware.elf)")
@@ -274,6 +311,8 @@ def cli(argv: list[str]) -> int:
         return _cli_qemu(args)
     if args.board == "qemu":
         return _cli_qemu(args)
+    if args.board == "qemu-xtensa":
+        return _cli_qemu_xtensa(args)
     if args.board != "unix":
         print(f"edgetune emulate: --board {args.board} is not implemented; use --board unix, qemu or qemu-stock",
               file=sys.stderr)

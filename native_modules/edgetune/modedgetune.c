@@ -929,7 +929,7 @@ static void frame_check(edgetune_model_obj_t *self, const uint8_t *accel, const 
     }
     et_frame_mm(r, rt, rr);
     for (int k = 0; k < 9; ++k) {
-        const float d = rr[k] - ((k % 4 == 0) ? 1.0f : 0.0f);
+        const float d = rr[k] - ((k % 4 == 0) ? et_f32_opaque(1.0f) : 0.0f);
         if (!(d <= 1e-3f && d >= -1e-3f)) {
             mp_raise_ValueError(MP_ERROR_TEXT("edgetune: frame: R must be orthogonal (R R^T = I within 1e-3)"));
         }

@@ -15,6 +15,20 @@
 #define ET_LIM30 ((int32_t)1 << 30)
 
 /*
+ * et_f32_opaque - x, unchanged. Built by LLVM 22 for Xtensa, an empty asm statement hides it
+ * from the optimizer: that backend crashes on a select between two float constants
+ * (`c ? 1.0f : 0.0f`, also what (float)c becomes); with one operand opaque there is none.
+ */
+#if defined(__xtensa__) && defined(__clang__)
+static inline float et_f32_opaque(float x) {
+    __asm__ ("" : "+r" (x));
+    return x;
+}
+#else
+#define et_f32_opaque(x) (x)
+#endif
+
+/*
  * et_round_sat - round a float32 to an integer, saturating at +-lim.
  * v >= lim -> lim; v <= -lim -> -lim; NaN -> 0; else (int32)(v + 0.5f) for
  * v >= 0 and (int32)(v - 0.5f) otherwise (float32 add, then truncation).
@@ -50,7 +64,7 @@ static inline int32_t et_round_sat(float v, int32_t lim) {
     if (v <= -flim) {
         return -lim;
     }
-    return v >= 0.0f ? (int32_t)(v + 0.5f) : (int32_t)(v - 0.5f);
+    return v >= 0.0f ? (int32_t)(v + et_f32_opaque(0.5f)) : (int32_t)(v - 0.5f);
 }
 
 /*

@@ -42,7 +42,7 @@ float et_softmax_xent_f32(const int8_t *logits, int32_t n_classes, float scale, 
     const float loss = (et_logf(sum) + m) - z_label;
     float big = 0.0f;
     for (int32_t k = 0; k < n_classes; ++k) {
-        const float g = work[k] / sum - (k == label ? 1.0f : 0.0f);
+        const float g = work[k] / sum - (k == label ? et_f32_opaque(1.0f) : 0.0f);
         work[k] = g;
         const float a = g < 0.0f ? -g : g;
         if (a > big) {

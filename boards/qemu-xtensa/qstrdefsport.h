@@ -1,0 +1,3 @@
+// qstrs specific to the qemu-xtensa board
+// *FORMAT-OFF*
+Q(_boot.py)
