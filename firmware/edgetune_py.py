@@ -743,8 +743,8 @@ class Model:
             self._entry[e[0]] = e
         for L in layers:
             L.s_w = None
-        for i in self._entry:  # the C channel map holds int16 channel numbers
-            if layers[i].oc > 32767:
+        for i, e in self._entry.items():  # the C channel map holds int16 channel numbers
+            if e[2] and layers[i].oc > 32767:
                 raise ValueError("edgetune: layer %d: %d output channels; training handles at most 32767"
                                  % (i, layers[i].oc))
         if first < 0:

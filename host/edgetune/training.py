@@ -214,7 +214,7 @@ class Trainer:
         self.scheme = scheme if scheme is not None else Scheme.for_model(model)
         self.scheme.validate(model)
         for e in self.scheme.entries:  # the C channel map holds int16 channel numbers
-            if out_channels(model, e.layer) > 32767:
+            if e.channels and out_channels(model, e.layer) > 32767:
                 raise ValueError(f"layer {e.layer}: {out_channels(model, e.layer)} output channels; "
                                  f"training handles at most 32767")
         _check_scales(model, self.scheme)

@@ -90,7 +90,7 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
             tl->c_out = l.op == ET_OP_DEPTHWISE_CONV_2D ? tw.shape[3] : tw.shape[0];
             tl->per_channel = (uint32_t)(et_tensor_elems(&tw) / tl->c_out);
         }
-        if (tl->s.flags && tl->c_out > 32767) { /* the channel map holds int16 channel numbers */
+        if ((tl->s.flags & ET_SCHEME_WEIGHTS) && tl->c_out > 32767) { /* the channel map: int16 channel numbers */
             snprintf(err, err_len, "layer %u: %u output channels; training handles at most 32767", i,
                 (unsigned)tl->c_out);
             return err;
