@@ -32,7 +32,7 @@ build() {
     local t
     for t in "${TARGETS[@]}"; do
         local exe="$BIN/fuzz_$t" newest
-        newest=$(ls -t "$ROOT/fuzz/fuzz_$t.c" "$ROOT/fuzz/fuzz_common.h" "$MOD"/*.[ch] "$MOD"/kernels/*.[ch] \
+        newest=$(ls -t "$ROOT/fuzz/fuzz_$t.c" "$ROOT/fuzz/fuzz_common.h" "$ROOT/fuzz/fuzz_mutate.h" "$MOD"/*.[ch] "$MOD"/kernels/*.[ch] \
             "${BASH_SOURCE[0]}" | head -1)
         if [ -x "$exe" ] && [ "$exe" -nt "$newest" ]; then
             continue
