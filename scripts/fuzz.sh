@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh replay            run the committed regression corpus fuzz/corpus/<target>/
 #                                     once through each harness (make test does this)
 #   scripts/fuzz.sh run [RUNS]        seed corpora from real exported files (fuzz/make_seeds.py),
-#                                     then RUNS (default 100000) executions per target; new
+#                                     then RUNS (default 1000000) executions per target; new
 #                                     coverage goes to build/fuzz/corpus/<target>/, crashes to
 #                                     build/fuzz/crashes/<target>/; figures in build/bench/fuzz.json
 #
@@ -60,7 +60,7 @@ replay() {
 }
 
 run() {
-    local runs="${1:-100000}"
+    local runs="${1:-1000000}"
     build
     rm -rf "$OUT/seeds"
     "$PYTHON" "$ROOT/fuzz/make_seeds.py" "$OUT/seeds"

@@ -2,7 +2,7 @@
  * MicroPython bindings of edgetune (thin: convert objects, call model.c).
  *
  *   import edgetune
- *   m = edgetune.Model(buf)   # buf: bytes-like .etm, read in place (no copy)
+ *   m = edgetune.Model(buf)   # buf: read-only bytes-like .etm, read in place (no copy)
  *   y = m.predict(x)          # x: bytes-like int8 of the input size -> bytes (int8 output)
  *   k = m.predict_class(x)    # arg-max of the output
  *   m.info()                  # dict: layers, shapes, quantization, arena bytes
@@ -25,11 +25,28 @@
 #include "kernels/et_quantize_f32.h"
 #include "kernels/et_train_kernels.h"
 
+/* The sanitizer build (scripts/sanitize.sh: -DEDGETUNE_SANITIZE_HEAP=1) keeps the arena, the refit
+ * scratch and a copy of the model in exact-size malloc blocks, freed by the Model's finaliser:
+ * the GC heap is one malloc block to AddressSanitizer, which then sees an access one byte past
+ * any of them (docs/reliability.md §5). The GC blocks are still allocated (and unused) so that
+ * heap accounting and MemoryError behave as in the normal build. */
+#ifndef EDGETUNE_SANITIZE_HEAP
+#define EDGETUNE_SANITIZE_HEAP 0
+#endif
+#if EDGETUNE_SANITIZE_HEAP
+#include <stdlib.h>
+#endif
+
 typedef struct _edgetune_model_obj_t {
     mp_obj_base_t base;
     mp_obj_t buf_obj;    /* keeps the .etm buffer alive; weights are read from it */
+    const uint8_t *buf_data; /* buf_obj's data and length when Model() validated it */
+    size_t buf_len;
     et_model_t model;    /* points into buf_obj's data */
     uint8_t *arena;      /* train.arena_size bytes from the GC heap (training arena, docs/training.md §6) */
+    #if EDGETUNE_SANITIZE_HEAP
+    void *arena_gc;      /* the GC block of the normal build, unused */
+    #endif
     et_train_layer_t *tlayers; /* model.n_layers entries: the scheme and its arena plan */
     et_train_t train;    /* training state; train.m points at model above */
     bool batch;          /* Model(..., batch=True): train() takes k labels (docs/training.md §5) */
@@ -51,7 +68,7 @@ static const char *const op_names[] = {
 static void check_buffer_unchanged(edgetune_model_obj_t *self) {
     mp_buffer_info_t bi;
     mp_get_buffer_raise(self->buf_obj, &bi, MP_BUFFER_READ);
-    if ((const uint8_t *)bi.buf != self->model.buf || bi.len != self->model.len) {
+    if ((const uint8_t *)bi.buf != self->buf_data || bi.len != self->buf_len) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: the model buffer was resized or moved after Model()"));
     }
 }
@@ -381,6 +398,15 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     if (msg) {
         mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), msg);
     }
+    #if EDGETUNE_SANITIZE_HEAP
+    {
+        uint8_t *copy = malloc(bi.len);
+        memcpy(copy, bi.buf, bi.len);
+        if (et_model_init(&model, copy, bi.len, err, sizeof err) != NULL) {
+            abort(); /* the same bytes validated a moment ago */
+        }
+    }
+    #endif
     et_train_layer_t *tlayers = m_new0(et_train_layer_t, model.n_layers);
     et_scheme_layer_t *sl = m_new(et_scheme_layer_t, model.n_layers);
     scheme_apply(&model, sa, sl);
@@ -401,7 +427,11 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     }
     /* The object first, the arena (the big block) last: if the arena does not fit, the
      * MemoryError names it, and nothing but garbage was allocated. */
+    #if EDGETUNE_SANITIZE_HEAP
+    edgetune_model_obj_t *self = mp_obj_malloc_with_finaliser(edgetune_model_obj_t, type);
+    #else
     edgetune_model_obj_t *self = mp_obj_malloc(edgetune_model_obj_t, type);
+    #endif
     uint8_t *arena = m_malloc_maybe(train.arena_size);
     if (arena == NULL) {
         gc_info_t info;
@@ -411,6 +441,12 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
             (unsigned)train.arena_size, (unsigned)(info.max_free * MICROPY_BYTES_PER_GC_BLOCK));
     }
     self->buf_obj = buf_obj;
+    self->buf_data = (const uint8_t *)bi.buf;
+    self->buf_len = bi.len;
+    #if EDGETUNE_SANITIZE_HEAP
+    self->arena_gc = arena; /* kept for the accounting, never used */
+    arena = malloc(train.arena_size ? train.arena_size : 1);
+    #endif
     self->model = model;
     self->arena = arena;
     self->tlayers = tlayers;
@@ -580,6 +616,42 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_evaluate);
 
+/* The refit scratch: GC blocks (malloc in the sanitizer build, see EDGETUNE_SANITIZE_HEAP). */
+static void *scratch_alloc(size_t n) {
+    #if EDGETUNE_SANITIZE_HEAP
+    void *gc_block = m_malloc_maybe(n); /* the normal build's MemoryError, then garbage */
+    if (gc_block == NULL) {
+        return NULL;
+    }
+    m_del(uint8_t, gc_block, n);
+    return malloc(n);
+    #else
+    return m_malloc_maybe(n);
+    #endif
+}
+
+static void scratch_free(void *p, size_t n) {
+    #if EDGETUNE_SANITIZE_HEAP
+    (void)n;
+    free(p);
+    #else
+    m_del(uint8_t, p, n);
+    #endif
+}
+
+#if EDGETUNE_SANITIZE_HEAP
+/* The finaliser of the sanitizer build: the malloc blocks go with the Model. */
+static mp_obj_t edgetune_model_del(mp_obj_t self_in) {
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    free(self->arena);
+    free((void *)self->model.buf);
+    self->arena = NULL;
+    self->model.buf = NULL;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_del_obj, edgetune_model_del);
+#endif
+
 /* m.refit(xs, labels, l2=None, alpha=None) -> dict: closed-form classifier refit (docs/training.md
  * §9). xs: list/tuple of windows; labels: bytes-like or list/tuple of ints. Every argument is
  * converted first, then checked (ValueError); the index arrays and the scratch are allocated
@@ -646,13 +718,13 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     void *scratch[ET_REFIT_BLOCKS] = { NULL, NULL, NULL };
     int ok = 1;
     for (int k = 0; k < ET_REFIT_BLOCKS; ++k) { /* three smaller blocks fit a fragmented heap better */
-        scratch[k] = m_malloc_maybe(size[k] ? size[k] : 4);
+        scratch[k] = scratch_alloc(size[k] ? size[k] : 4);
         ok = ok && scratch[k] != NULL;
     }
     if (!ok) {
         for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
             if (scratch[k]) {
-                m_del(uint8_t, scratch[k], size[k] ? size[k] : 4);
+                scratch_free(scratch[k], size[k] ? size[k] : 4);
             }
         }
         m_del(const int8_t *, px, n);
@@ -663,7 +735,7 @@ static mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp
     et_refit_result_t res;
     msg = et_refit_run(&self->train, px, labels, (int32_t)n, l2, alpha, scratch, &res);
     for (int k = 0; k < ET_REFIT_BLOCKS; ++k) {
-        m_del(uint8_t, scratch[k], size[k] ? size[k] : 4);
+        scratch_free(scratch[k], size[k] ? size[k] : 4);
     }
     m_del(const int8_t *, px, n);
     m_del(int32_t, labels, n);
@@ -1366,6 +1438,9 @@ static mp_obj_t edgetune_model_info(mp_obj_t self_in) {
 static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_info_obj, edgetune_model_info);
 
 static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
+    #if EDGETUNE_SANITIZE_HEAP
+    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&edgetune_model_del_obj) },
+    #endif
     { MP_ROM_QSTR(MP_QSTR_predict), MP_ROM_PTR(&edgetune_model_predict_obj) },
     { MP_ROM_QSTR(MP_QSTR_predict_class), MP_ROM_PTR(&edgetune_model_predict_class_obj) },
     { MP_ROM_QSTR(MP_QSTR_info), MP_ROM_PTR(&edgetune_model_info_obj) },
