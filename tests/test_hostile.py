@@ -68,3 +68,54 @@ def test_hostile_objects(micropython, tmp_path, module):
     record(f"hostile_{module}", {"cases": len(cases), "passing": len(cases) - len(bad),
                                  "methods": sorted({c[0].split(".")[0] for c in cases})})
     assert not bad, "\n".join(bad)
+
+
+FULL_HEAP = """
+import gc, edgetune
+buf = open({etm!r}, 'rb').read()
+x = bytes(range({n_in}))
+for name in ('single', 'batch'):
+    m = edgetune.Model(buf, batch=name == 'batch')
+    args = (x, 1) if name == 'single' else (x + x, b'\\x01\\x02')
+    s0 = m.state()
+    junk = []
+    v = 1.5
+    gc.collect()
+    size = 1 << 16
+    while size:  # fill the heap: big blocks, then single-block floats
+        try:
+            junk.append(bytearray(size))
+        except MemoryError:
+            size //= 2
+    k = 0
+    while True:
+        try:
+            junk.append(v * k)
+            k += 1
+        except MemoryError:
+            break
+    try:
+        m.train(*args)
+        out = 'ok'
+    except MemoryError:
+        out = 'MemoryError'
+    junk = None
+    gc.collect()
+    print('R', name, out, 'same' if m.state() == s0 else 'changed')
+print('DONE')
+"""
+
+
+def test_train_memory_error_changes_nothing(micropython, tmp_path):
+    """train() with a full heap: the returned float is allocated before the step, so a MemoryError
+    leaves the model as it was (on main the step ran, then the float raised)."""
+    etm = tmp_path / "m.etm"
+    etm.write_bytes(write_etm(app_model()))
+    script = tmp_path / "full.py"
+    script.write_text(FULL_HEAP.format(etm=str(etm), n_in=96))
+    proc = subprocess.run([str(micropython), "-X", "heapsize=200000", str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "DONE" in proc.stdout, (proc.stdout, proc.stderr)
+    for name in ("single", "batch"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"R {name} "))
+        assert line.endswith("MemoryError same") or line.endswith("ok changed"), line
