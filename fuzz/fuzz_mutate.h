@@ -155,6 +155,18 @@ static void fzm_etm_once(fzm_rng_t *r, uint8_t *data, size_t *size, size_t max_s
                 uint8_t *rec = data + toff + (size_t)fzm_below(r, nt) * ET_TENSOR_REC;
                 const unsigned k = fzm_below(r, sizeof fzm_tensor_fields / sizeof fzm_tensor_fields[0]);
                 fzm_field(r, rec + fzm_tensor_fields[k][0], fzm_tensor_fields[k][1]);
+                if (k == 3 && fzm_below(r, 2)) {
+                    rec[3] &= 3; /* a legal axis: its scale count now differs */
+                }
+                if ((k == 3 || (k >= 4 && k <= 7)) && rec[2] && fzm_below(r, 2)) {
+                    /* the scales' count changed with the axis or shape: put them last in the
+                     * file, where reading as many as before leaves the buffer */
+                    const uint32_t at = fzm_move_to_end(data, size, max_size, fzm_r32(rec + 20),
+                        4u * fzm_r16(rec + 4 + 2 * (rec[3] & 3)));
+                    if (at) {
+                        fzm_w32(rec + 20, at);
+                    }
+                }
             }
             break;
         case 3:
