@@ -40,8 +40,9 @@
 typedef struct _edgetune_model_obj_t {
     mp_obj_base_t base;
     mp_obj_t buf_obj;    /* keeps the .etm buffer alive; weights are read from it */
-    const uint8_t *buf_data; /* buf_obj's data and length when Model() validated it */
-    size_t buf_len;
+    #if EDGETUNE_SANITIZE_HEAP
+    const uint8_t *buf_data; /* buf_obj's data when Model() validated it (model.buf is a copy) */
+    #endif
     et_model_t model;    /* points into buf_obj's data */
     uint8_t *arena;      /* train.arena_size bytes from the GC heap (training arena, docs/training.md §6) */
     #if EDGETUNE_SANITIZE_HEAP
@@ -68,7 +69,12 @@ static const char *const op_names[] = {
 static void check_buffer_unchanged(edgetune_model_obj_t *self) {
     mp_buffer_info_t bi;
     mp_get_buffer_raise(self->buf_obj, &bi, MP_BUFFER_READ);
-    if ((const uint8_t *)bi.buf != self->buf_data || bi.len != self->buf_len) {
+    #if EDGETUNE_SANITIZE_HEAP
+    const uint8_t *data = self->buf_data;
+    #else
+    const uint8_t *data = self->model.buf;
+    #endif
+    if ((const uint8_t *)bi.buf != data || bi.len != self->model.len) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: the model buffer was resized or moved after Model()"));
     }
 }
@@ -203,6 +209,39 @@ static void labels_convert(edgetune_model_obj_t *self, mp_obj_t obj, size_t n, i
     }
 }
 
+/* Whether reading the labels runs no Python code: bytes-like, or a list/tuple of ints/bools only
+ * (then they can be read again where used, and evaluate() needs no label array). */
+static bool labels_plain(mp_obj_t obj) {
+    mp_buffer_info_t lb;
+    if (labels_buffer(obj, &lb)) {
+        return true;
+    }
+    size_t n;
+    mp_obj_t *items;
+    mp_obj_get_array(obj, &n, &items);
+    for (size_t s = 0; s < n; ++s) {
+        if (!mp_obj_is_int(items[s]) && !mp_obj_is_bool(items[s])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Label s of plain labels (labels_plain), range-checked; runs no Python code. */
+static int32_t label_plain_at(edgetune_model_obj_t *self, mp_obj_t obj, size_t s) {
+    mp_buffer_info_t lb;
+    if (labels_buffer(obj, &lb)) {
+        const mp_int_t v = lb.typecode == 'b' ? (mp_int_t)((const int8_t *)lb.buf)[s]
+            : (mp_int_t)((const uint8_t *)lb.buf)[s];
+        label_check(self, v);
+        return (int32_t)v;
+    }
+    size_t n;
+    mp_obj_t *items;
+    mp_obj_get_array(obj, &n, &items);
+    return label_of(self, items[s]);
+}
+
 /* A sequence of numbers: a list/tuple (items converted like float(), then to float32) or a
  * float32 ('f') buffer. */
 static size_t floats_len(mp_obj_t obj, const char *what) {
@@ -263,13 +302,21 @@ typedef struct {
     uint8_t den[ET_MAX_LAYERS];    /* 1, 2, 4, 8, or 0 for anything else */
 } scheme_arg_t;
 
-static bool str_is(mp_obj_t s, const char *lit) {
-    size_t len;
+/* Whether the str s equals the qstr q (no user code runs: s is an exact str). Using the qstrs
+ * keeps 'n_bias' and 'weights' in the firmware's qstr pool, so a script's literals of them are
+ * not interned in the heap. */
+static bool str_is(mp_obj_t s, qstr q) {
+    if (mp_obj_is_qstr(s)) {
+        return MP_OBJ_QSTR_VALUE(s) == q;
+    }
+    size_t len, qlen;
     const char *d = mp_obj_str_get_data(s, &len);
-    return len == strlen(lit) && memcmp(d, lit, len) == 0;
+    const char *qs = (const char *)qstr_data(q, &qlen);
+    return len == qlen && memcmp(d, qs, len) == 0;
 }
 
 static void scheme_convert(mp_obj_t scheme, scheme_arg_t *out) {
+    memset(out, 0, sizeof *out); /* no stale stack words for the conservative GC scan to keep */
     out->given = scheme != mp_const_none;
     out->n_bias = 0;
     out->n_pairs = 0;
@@ -289,9 +336,9 @@ static void scheme_convert(mp_obj_t scheme, scheme_arg_t *out) {
         const mp_obj_t key = map->table[i].key;
         if (!mp_obj_is_str(key)) {
             mp_raise_ValueError(MP_ERROR_TEXT("edgetune: scheme keys must be 'n_bias' and 'weights'"));
-        } else if (str_is(key, "n_bias")) {
+        } else if (str_is(key, MP_QSTR_n_bias)) {
             nb = map->table[i].value;
-        } else if (str_is(key, "weights")) {
+        } else if (str_is(key, MP_QSTR_weights)) {
             w = map->table[i].value;
         } else {
             vstr_t vs;
@@ -372,8 +419,8 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     mp_arg_parse_all_kw_array(n_args, n_kw, args, MP_ARRAY_SIZE(allowed), allowed, a);
     /* conversions first (rule 1): momentum's __float__, the scheme's ints */
     const float momentum = a[ARG_momentum].u_obj == MP_OBJ_NULL ? 0.0f : (float)mp_obj_get_float(a[ARG_momentum].u_obj);
-    scheme_arg_t *sa = m_new(scheme_arg_t, 1);
-    scheme_convert(a[ARG_scheme].u_obj, sa);
+    scheme_arg_t sa; /* 770 bytes of C stack, no heap block (a hole in a tight heap) */
+    scheme_convert(a[ARG_scheme].u_obj, &sa);
     if (!(momentum >= 0.0f && momentum < 1.0f)) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: momentum must be in [0, 1)"));
     }
@@ -409,8 +456,7 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
     #endif
     et_train_layer_t *tlayers = m_new0(et_train_layer_t, model.n_layers);
     et_scheme_layer_t *sl = m_new(et_scheme_layer_t, model.n_layers);
-    scheme_apply(&model, sa, sl);
-    m_del(scheme_arg_t, sa, 1);
+    scheme_apply(&model, &sa, sl);
     for (unsigned i = 0; i < model.n_layers; ++i) {
         tlayers[i].s = sl[i];
     }
@@ -441,9 +487,8 @@ static mp_obj_t edgetune_model_make_new(const mp_obj_type_t *type, size_t n_args
             (unsigned)train.arena_size, (unsigned)(info.max_free * MICROPY_BYTES_PER_GC_BLOCK));
     }
     self->buf_obj = buf_obj;
-    self->buf_data = (const uint8_t *)bi.buf;
-    self->buf_len = bi.len;
     #if EDGETUNE_SANITIZE_HEAP
+    self->buf_data = (const uint8_t *)bi.buf;
     self->arena_gc = arena; /* kept for the accounting, never used */
     arena = malloc(train.arena_size ? train.arena_size : 1);
     #endif
@@ -576,8 +621,16 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
     if (n == 0 || n != n_labels) {
         mp_raise_ValueError(MP_ERROR_TEXT("edgetune: evaluate needs as many labels as inputs (at least one)"));
     }
-    int32_t *labels = m_new(int32_t, n);
-    labels_convert(self, labels_in, n, labels, false);
+    /* plain labels (ints, bytes) are checked here and read again where used: no heap block */
+    int32_t *labels = NULL;
+    if (labels_plain(labels_in)) {
+        for (size_t j = 0; j < n; ++j) {
+            (void)label_plain_at(self, labels_in, j);
+        }
+    } else {
+        labels = m_new(int32_t, n);
+        labels_convert(self, labels_in, n, labels, false);
+    }
     /* no Python code runs from here on */
     size_t n_now;
     mp_obj_t *xs;
@@ -595,7 +648,7 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
     float total = 0.0f;
     size_t correct = 0;
     for (size_t j = 0; j < n; ++j) {
-        const int32_t label = labels[j];
+        const int32_t label = labels ? labels[j] : label_plain_at(self, labels_in, j);
         const int8_t *y = et_train_forward(&self->train, input_of(self, xs[j]), 0);
         const float loss = et_softmax_xent_loss_f32(y, (int32_t)n_out, to.scale, to.zero_point, label);
         total = j == 0 ? loss : total + loss;
@@ -607,7 +660,9 @@ static mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj
         }
         correct += best == (size_t)label ? 1u : 0u;
     }
-    m_del(int32_t, labels, n);
+    if (labels) {
+        m_del(int32_t, labels, n);
+    }
     mp_obj_t items[2] = {
         mp_obj_new_float((mp_float_t)(total / (float)n)),
         mp_obj_new_float((mp_float_t)((float)correct / (float)n)),
