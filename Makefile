@@ -16,7 +16,7 @@
 #   make flash BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]  stock MicroPython + the xtensawin .mpy
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M) -> build/bench/mcu.json
-#   make fuzz [FUZZ_RUNS=100000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
+#   make fuzz [FUZZ_RUNS=1000000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
 #   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
 #
@@ -191,7 +191,7 @@ clean:
 
 # libFuzzer harnesses of the .etm parser, the scheme parser and the trained-weights loader
 # (fuzz/, scripts/fuzz.sh), FUZZ_RUNS executions each; figures in build/bench/reliability.json.
-FUZZ_RUNS ?= 100000
+FUZZ_RUNS ?= 1000000
 fuzz:
 	@test -x $(PYTHON) || { echo "make fuzz: no .venv; run: make setup" >&2; exit 1; }
 	bash scripts/fuzz.sh run $(FUZZ_RUNS); rc=$$?; $(PYTHON) bench/reliability.py >/dev/null; exit $$rc

@@ -4,7 +4,8 @@ Sources (each written by the run that measured it; missing ones are reported as 
 - build/bench/fuzz.json             `make fuzz` (scripts/fuzz.sh run): executions, crashes per target
 - build/bench/sanitize.json         `make test-sanitize` (scripts/sanitize.sh): pytest exit, reports
 - build/bench/reliability.d/*.json  the reliability tests of `make test`: bad-input cases,
-                                    power-cut points, memory pressure, monitor garbage
+                                    hostile-object cases (C module and edgetune_py), power-cut
+                                    points, memory pressure, monitor garbage
 
     python bench/reliability.py [--check]   (--check: exit 1 unless every figure is clean)
 """
@@ -41,6 +42,11 @@ def gather() -> dict:
         "api_cases_tried": bad["api_cases_tried"], "api_cases_passing": bad["api_cases_passing"],
         "file_cases_tried": bad["file_cases_tried"], "file_cases_passing": bad["file_cases_passing"],
     } if bad else "not run (tests/test_bad_inputs.py)"
+    out["hostile_objects"] = {
+        mod: ({"cases_tried": h["cases"], "cases_passing": h["passing"], "methods": h["methods"]}
+              if (h := parts.get(f"hostile_{mod}")) else "not run (tests/test_hostile.py)")
+        for mod in ("edgetune", "edgetune_py")
+    }
     pc = parts.get("power_cut")
     out["power_cut"] = {"points_tried": pc["cut_points_tried"], "points_recovering": pc["cut_points_recovering"],
                         "steps_per_save": pc["steps_per_save"]} if pc else "not run (tests/test_power_cut.py)"
@@ -67,7 +73,7 @@ def clean(r: dict) -> list[str]:
     why = []
     if isinstance(r["fuzz"], dict):
         for t, v in r["fuzz"].items():
-            if v["crashes"] or v["exit_code"] or v["executions"] < 100_000:
+            if v["crashes"] or v["exit_code"] or v["executions"] < 1_000_000:
                 why.append(f"fuzz {t}: {v}")
     else:
         why.append("fuzz not run")
@@ -75,6 +81,9 @@ def clean(r: dict) -> list[str]:
     if not isinstance(b, dict) or b["api_cases_tried"] != b["api_cases_passing"] \
             or b["file_cases_tried"] != b["file_cases_passing"]:
         why.append(f"bad inputs: {b}")
+    for mod, h in r["hostile_objects"].items():
+        if not isinstance(h, dict) or h["cases_tried"] != h["cases_passing"]:
+            why.append(f"hostile objects ({mod}): {h}")
     p = r["power_cut"]
     if not isinstance(p, dict) or p["points_tried"] != p["points_recovering"]:
         why.append(f"power cut: {p}")

@@ -342,11 +342,45 @@ class _Layer:
     pass
 
 
+def _read_only(buf):
+    """TypeError unless buf is read-only (bytes, a memoryview of bytes): the C module reads the
+    model in place, and refuses a buffer that could change under it (docs/reliability.md §7)."""
+    if isinstance(buf, (bytes, memoryview)):
+        if isinstance(buf, bytes):
+            return
+        try:
+            buf[0:0] = b""  # a no-op on a writable memoryview, TypeError on a read-only one
+        except TypeError:
+            return
+    elif not isinstance(buf, (bytearray, array)):
+        memoryview(buf)  # TypeError for a non-buffer
+    raise TypeError("edgetune: Model() needs a read-only buffer (bytes, or a memoryview of bytes), not a "
+                    "bytearray/array that could change under the model: Model(bytes(buf))")
+
+
 def _float(v):
     """float(v) for numbers only, like the C module's mp_obj_get_float (float('0.1') would parse)."""
     if isinstance(v, (str, bytes)):
         raise TypeError("can't convert %s to float" % type(v).__name__)
     return float(v)
+
+
+def _seq_values(v, n):
+    """The n items of v, v looked at again before each (an item's __float__/__int__, run by the
+    caller, may change it): as the C module, a list whose length changed is refused."""
+    for i in range(n):
+        if len(v) != n:
+            raise ValueError("edgetune: a list argument changed length while its items were converted")
+        yield v[i]
+    if len(v) != n:
+        raise ValueError("edgetune: a list argument changed length while its items were converted")
+
+
+def _path(path):
+    if not isinstance(path, str):
+        raise TypeError("edgetune: a path must be a str")
+    if not path:
+        raise ValueError("edgetune: the path is empty")
 
 
 def _open(path, mode):
@@ -370,6 +404,7 @@ class Model:
         if isinstance(buf, str):
             raise TypeError("edgetune: Model() takes the .etm file's bytes, not a path: "
                             "Model(open('%s', 'rb').read())" % buf)
+        _read_only(buf)
         self._buf = buf
         _compact()
         mv = memoryview(buf)
@@ -424,6 +459,7 @@ class Model:
                 if sc_off % 4 or sc_off + 4 * nc > n or sc_off < 64:
                     raise ValueError("edgetune: tensor %d: scales outside the file" % k)
                 t.scales = array("f", struct.unpack_from("<%df" % nc, mv, sc_off))
+                t.axis = axis
             t.d_off = d_off
             if kind == 1:
                 if d_off % 4 or d_off < 64 or d_off + d_len > n or d_len != t.size * (1 if dt == 1 else 4):
@@ -466,6 +502,12 @@ class Model:
                     raise ValueError("edgetune: layer %d: bad weight tensor or n_mult" % i)
                 if lb != NONE and (lb >= nt or ts[lb].kind != 1 or ts[lb].dtype != 2 or ts[lb].size != L.oc):
                     raise ValueError("edgetune: layer %d: bad bias tensor" % i)
+                # per-channel scales: one per output channel, along the output-channel axis
+                w_axis = 3 if op == OP_DEPTHWISE_CONV_2D else 0
+                if ts[lw].scales is not None and (ts[lw].axis != w_axis or ts[lw].shape[w_axis] != L.oc):
+                    raise ValueError("edgetune: layer %d: weight scales must be one per output channel" % i)
+                if lb != NONE and ts[lb].scales is not None and len(ts[lb].scales) != L.oc:
+                    raise ValueError("edgetune: layer %d: bias scales must be one per output channel" % i)
                 wsh = ts[lw].shape
                 if op == OP_FULLY_CONNECTED:
                     L.kh = L.kw = 1
@@ -496,6 +538,9 @@ class Model:
             layers.append(L)
         if prev != outp:
             raise ValueError("edgetune: the chain does not end at the output tensor")
+        so = ts[outp].scale  # model.h ET_MAX_OUTPUT_SCALE: keeps the float32 loss finite
+        if not (so >= 0.0 and so <= 4294967296.0):
+            raise ValueError("edgetune: the output scale is outside [0, 2^32] (losses would not be finite)")
         self._layers = layers
         self._scheme_sec = bytes(mv[soff:soff + slen]) if soff else b""
         t_in, t_out = ts[inp], ts[outp]
@@ -597,22 +642,43 @@ class Model:
             return self._build(len([L for L in self._layers if L.op in _WEIGHT_OPS]), {})
         if not isinstance(scheme, dict):
             raise TypeError("edgetune: scheme must be None or a dict")
-        n_bias = int(scheme.get("n_bias", 0))
+        # one pass over the items, only str keys compared (a key's __eq__ could change the dict)
+        n_bias, ws = 0, ()
+        for key, val in list(scheme.items()):
+            if type(key) is not str:
+                raise ValueError("edgetune: scheme keys must be 'n_bias' and 'weights'")
+            if key == "n_bias":
+                n_bias = val
+            elif key == "weights":
+                ws = val
+            else:
+                raise ValueError("edgetune: unknown scheme key %r; the valid keys are 'n_bias' and 'weights'" % (key,))
+        if isinstance(n_bias, (str, float)):
+            raise TypeError("edgetune: scheme n_bias must be an int")
+        n_bias = int(n_bias)
+        if not isinstance(ws, (list, tuple)):
+            raise TypeError("edgetune: scheme weights must be a list/tuple of (layer, den) pairs")
+        n = len(ws)
+        if n > 256:
+            raise ValueError("edgetune: scheme weights need (layer, 1|2|4|8) pairs, each layer once")
+        pairs = []
+        for k in range(n):  # every __int__ first; the list is looked at again after each one
+            if len(ws) != n:
+                raise ValueError("edgetune: a list argument changed length while its items were converted")
+            layer, d = ws[k]
+            pairs.append((int(layer), int(d)))
+        if len(ws) != n:
+            raise ValueError("edgetune: a list argument changed length while its items were converted")
         den = {}
         nl = len(self._layers)
-        for pair in scheme.get("weights", ()):
-            layer, d = pair
-            layer, d = int(layer), int(d)
+        for layer, d in pairs:
             if layer < 0:
                 layer += nl
             if layer < 0 or layer >= nl or d not in (1, 2, 4, 8) or layer in den:
                 raise ValueError("edgetune: scheme weights need (layer, 1|2|4|8) pairs, each layer once")
             den[layer] = d
-        for key in scheme:
-            if key not in ("n_bias", "weights"):
-                raise ValueError("edgetune: unknown scheme key %r; the valid keys are 'n_bias' and 'weights'" % (key,))
-        if n_bias < 0:
-            raise ValueError("edgetune: scheme n_bias must be >= 0")
+        if n_bias < 0 or n_bias > 256:
+            raise ValueError("edgetune: scheme n_bias must be >= 0 and at most the model's layers with weights")
         return self._build(n_bias, den)
 
     def _decode_scheme(self, data):
@@ -677,6 +743,10 @@ class Model:
             self._entry[e[0]] = e
         for L in layers:
             L.s_w = None
+        for i, e in self._entry.items():  # the C channel map holds int16 channel numbers
+            if e[2] and layers[i].oc > 32767:
+                raise ValueError("edgetune: layer %d: %d output channels; training handles at most 32767"
+                                 % (i, layers[i].oc))
         if first < 0:
             return
 
@@ -713,11 +783,11 @@ class Model:
                     fan = L.oc * L.kh * L.kw
                 else:
                     fan = L.dm * L.kh * L.kw
-                bound = 32767 * 127 * fan
+                bound = 32768 * 128 * fan  # |g| <= 32768 (int16), |w| <= 128 (a flashed -128)
             elif L.op == OP_AVERAGE_POOL_2D:
-                bound = 32767 * 1024 * L.fh * L.fw
+                bound = 32768 * 1024 * L.fh * L.fw
             elif L.op == OP_MAX_POOL_2D:
-                bound = 32767 * L.fh * L.fw
+                bound = 32768 * L.fh * L.fw
             if i > first and bound >= (1 << 31):
                 raise ValueError("edgetune: layer %d: its input gradient could overflow int32 (train fewer layers)" % i)
         so = ts[self._output].scale
@@ -937,6 +1007,7 @@ class Model:
         piece by piece from the state arrays (no copy of the state in RAM)."""
         import os
 
+        _path(path)
         tail = self._trailer()
         head = self._header(tail)
         tmp = path + ".tmp"
@@ -952,12 +1023,20 @@ class Model:
             except OSError:
                 pass
             raise
-        os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
+        try:
+            os.rename(tmp, path)  # as the C module: atomic where the filesystem's rename is
+        except OSError:  # path names a directory: the tmp goes, the old file stays
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
 
     def load(self, path):
         """Read a trained-weights file; everything is checked before the model changes. Three
         passes over the file, none holding it in RAM: the CRC in 256-byte chunks, the values
         (through one small scratch array per size), then straight into the state arrays."""
+        _path(path)
         with _open(path, "rb") as f:
             self._load_from(f)
 
@@ -1087,9 +1166,12 @@ class Model:
                             raise ValueError("edgetune: trained-weights file: layer %d residual out of range" % layer)
             pad(2 * (nb + n_sel * per))
             if mom:
-                get("f", nb, L.mom_b if live else None)
-                for s in range(n_sel):
-                    get("f", per, L.mom_w[s] if live else None)
+                for s in range(-1, n_sel):
+                    v = get("f", nb, L.mom_b if live else None) if s < 0 else get("f", per, L.mom_w[s] if live else None)
+                    if not live:
+                        for x in v:  # NaN freezes a parameter, +-inf pins it at +-127
+                            if not (x - x == 0.0):
+                                raise ValueError("edgetune: trained-weights file: layer %d momentum is not a finite number" % layer)
         if self._rl >= 0:  # the classifier's scales and multipliers (§6.3)
             L = self._layers[self._rl]
             C = L.oc
@@ -1233,12 +1315,16 @@ class Model:
         return acts if keep else x
 
     def _x(self, x):
+        if isinstance(x, str):
+            raise TypeError("edgetune: an input must be bytes-like int8 data, not a str")
         xb = _int8_copy(x)
         if len(xb) != self._n_in:
             raise ValueError("edgetune: input has %d bytes, the model expects %d" % (len(xb), self._n_in))
         return xb
 
     def _label(self, label):
+        if isinstance(label, (str, float)):
+            raise TypeError("edgetune: a label must be an int")
         label = int(label)
         if label < 0 or label >= self._n_out:
             raise ValueError("edgetune: label %d out of range 0..%d" % (label, self._n_out - 1))
@@ -1642,6 +1728,8 @@ class Model:
         out = bytearray(n)
         c = 0
         for i in range(n):
+            if len(samples) != n:  # a __float__ (of a scale or a sample) changed the list
+                raise ValueError("edgetune: a list argument changed length while its items were converted")
             F[0] = samples[i]
             x = F[0]
             if x != x:
@@ -1687,7 +1775,7 @@ class Model:
             raise TypeError("edgetune: %s must be a list/tuple of numbers or a float32 ('f') buffer" % what)
         if len(v) != C:
             raise ValueError("edgetune: %s has %d values, the input has %d channels" % (what, len(v), C))
-        return [_f32(x) for x in v]
+        return [_f32(x) for x in _seq_values(v, C)]
 
     def info(self):
         ts = self._tensors

@@ -26,8 +26,10 @@ def train_batch(self, xs, labels, lr, qas):
             if not isinstance(v, int):
                 raise ValueError("edgetune: labels must be ints")
         labels = list(labels)
-    else:
-        labels = list(bytes(labels))
+    else:  # bytes-like: bytes/bytearray/array('B') 0..255, array('b') signed, as the C module
+        if isinstance(labels, str) or len(bytes(labels)) != len(labels):
+            raise ValueError("edgetune: labels must be ints, bytes or a list/tuple of ints")
+        labels = list(labels)
     k = len(labels)
     if k == 0:
         raise ValueError("edgetune: a batch needs at least one label")

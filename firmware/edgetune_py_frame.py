@@ -248,7 +248,7 @@ def _group_arg(v, may_be_none):
         return None
     if len(v) != 3:
         raise ValueError("edgetune: frame: a channel group has 3 channels")
-    out = tuple(int(c) for c in v)
+    out = tuple(_seq_ints(v, 3))
     for c in out:
         if c < 0 or c >= _NONE:
             raise ValueError("edgetune: frame: channel index out of range")
@@ -275,10 +275,26 @@ def check(C, accel, gyro, improper=0, pad=0, r=_EYE):
             raise ValueError("edgetune: frame: R must be orthogonal (R R^T = I within 1e-3)")
 
 
+def _seq_ints(v, n):
+    """int() of the n items of v, v looked at again after each (an __int__ may change it)."""
+    out = []
+    for i in range(n):
+        if len(v) != n:
+            raise ValueError("edgetune: a list argument changed length while its items were converted")
+        out.append(int(v[i]))
+    return out
+
+
 def _floats(v, what):
     if isinstance(v, (bytes, bytearray, str)):
         raise TypeError("edgetune: %s must be a list/tuple of numbers or a float32 ('f') buffer" % what)
-    return [_f32(x) for x in v]
+    n = len(v)
+    out = []
+    for i in range(n):  # v looked at again after each __float__ (which may change it)
+        if len(v) != n:
+            raise ValueError("edgetune: a list argument changed length while its items were converted")
+        out.append(_f32(v[i]))
+    return out
 
 
 def calibrate(m, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2), gyro=(3, 4, 5)):

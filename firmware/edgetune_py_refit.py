@@ -214,9 +214,9 @@ def _folds(labs, C):
 def _num(v, what):
     if v is None:
         return None
-    if not isinstance(v, (int, float)):
+    if isinstance(v, (str, bytes)):
         raise TypeError("edgetune: %s must be a number or None" % what)
-    return _r(float(v))
+    return _r(float(v))  # float() runs __float__, as the C module's mp_obj_get_float
 
 
 def _flashed(self, i):

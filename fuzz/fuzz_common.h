@@ -75,6 +75,30 @@ static int fz_runnable(const et_model_t *m) {
     return m->arena_size <= FUZZ_MAX_ARENA && fz_cost(m) <= FUZZ_MAX_COST;
 }
 
+/* Losses stay finite on every model that validates (the output scale is bounded). */
+static void fz_finite(float loss, const char *what) {
+    if (!(loss - loss == 0.0f)) {
+        fprintf(stderr, "%s: the loss is not finite (%g)\n", what, (double)loss);
+        abort();
+    }
+}
+
+/* The trained-weights file of t as it stands: it must pass et_train_state_check, then loads. */
+static void fz_round_trip(et_train_t *t, const char *when) {
+    char err[192];
+    const size_t n_state = et_train_state_size(t);
+    uint8_t *own = malloc(n_state);
+    et_train_state_header(t, own);
+    memcpy(own + ET_STATE_HEADER, t->arena + t->params_off, t->params_size);
+    const char *msg = et_train_state_check(t, own, n_state, err, sizeof err);
+    if (msg != NULL) {
+        fprintf(stderr, "the model's own trained-weights file was refused %s: %s\n", when, msg);
+        abort();
+    }
+    et_train_state_load(t, own);
+    free(own);
+}
+
 /* Forward the model on a few inputs built from `seed` bytes. */
 static void fz_forward(const et_model_t *m, const uint8_t *seed, size_t seed_len) {
     const size_t n_in = et_model_input_size(m), n_out = et_model_output_size(m);
@@ -123,22 +147,12 @@ static void fz_train(const et_model_t *m, et_train_layer_t *tl, float momentum, 
         x[k] = (int8_t)(seed_len ? seed[(k * 7) % seed_len] : k);
     }
     const int32_t label = (int32_t)((seed_len ? seed[0] : 0) % n_out);
-    (void)et_train_step(&t, x, label, 0.05f, 1);
-    (void)et_train_step(&t, x, (label + 1) % (int32_t)n_out, 0.5f, 0);
+    fz_finite(et_train_step(&t, x, label, 0.05f, 1), "QAS step");
+    fz_finite(et_train_step(&t, x, (label + 1) % (int32_t)n_out, 1.0f, 0), "plain step");
     (void)et_train_forward(&t, x, 0);
 
     /* Round trip: what the model saves, it loads. */
-    const size_t n_state = et_train_state_size(&t);
-    uint8_t *own = malloc(n_state);
-    et_train_state_header(&t, own);
-    memcpy(own + ET_STATE_HEADER, arena + t.params_off, t.params_size);
-    const char *msg = et_train_state_check(&t, own, n_state, err, sizeof err);
-    if (msg != NULL) {
-        fprintf(stderr, "the model's own trained-weights file was refused: %s\n", msg);
-        abort();
-    }
-    et_train_state_load(&t, own);
-    free(own);
+    fz_round_trip(&t, "after training");
 
     if (state != NULL) {
         uint8_t *buf = fz_copy(state, state_len);
@@ -157,7 +171,9 @@ static void fz_train(const et_model_t *m, et_train_layer_t *tl, float momentum, 
         if (why == NULL) {
             et_train_state_load(&t, buf);
             (void)et_train_forward(&t, x, 0);
-            (void)et_train_step(&t, x, label, 0.05f, 1);
+            fz_finite(et_train_step(&t, x, label, 0.05f, 1), "step after load");
+            fz_finite(et_train_step(&t, x, (label + 1) % (int32_t)n_out, 1.0f, 0), "plain step after load");
+            fz_round_trip(&t, "after loading a file and training"); /* train, save, load again */
         }
         free(buf);
     }

@@ -4,9 +4,17 @@
  * Input: an .etm file. It is checked twice, as given (size/CRC paths) and with the header's
  * file size and CRC fixed up (so mutations reach the table/tensor/layer validation). A model
  * that validates is run forward on two inputs, then trained under its stored scheme (or the
- * default) with momentum off or on: plan, init, two steps, forward, save/check/load round trip.
+ * default) with momentum off or on: plan, init, two steps, forward, save/check/load round trip;
+ * when the last byte's bit 1 is set, once more with every weight layer's weights and bias
+ * trained (the backward pass through every layer the bound allows).
+ * Mutations: fuzz_mutate.h (structure-aware, size and CRC fixed), or libFuzzer's own.
  */
 #include "fuzz_common.h"
+#include "fuzz_mutate.h"
+
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed) {
+    return fzm_mutate_etm(data, size, max_size, seed);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[192];
@@ -29,6 +37,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 tl[i].s = s[i];
             }
             fz_train(&m, tl, (data[size - 1] & 1) ? 0.5f : 0.0f, data, size, NULL, 0, 0);
+        }
+        if (data[size - 1] & 2) {
+            uint8_t den[ET_MAX_LAYERS] = { 0 };
+            uint32_t n_w = 0;
+            for (unsigned i = 0; i < m.n_layers; ++i) {
+                et_layer_t l;
+                et_model_layer(&m, i, &l);
+                if (et_scheme_is_weight_op(l.op)) {
+                    den[i] = 1;
+                    ++n_w;
+                }
+            }
+            if (et_scheme_build(&m, n_w, den, s, err, sizeof err) == NULL) {
+                for (unsigned i = 0; i < m.n_layers; ++i) {
+                    tl[i].s = s[i];
+                }
+                fz_train(&m, tl, (data[size - 1] & 1) ? 0.5f : 0.0f, data, size, NULL, 0, 0);
+            }
         }
         free(s);
         free(tl);

@@ -8,6 +8,22 @@
  * mutations reach the per-layer checks). The same mapping is in fuzz/make_seeds.py.
  */
 #include "fuzz_common.h"
+#include "fuzz_mutate.h"
+
+/* Structure-aware: the weights file's values and header fields (fuzz_mutate.h), mostly with the
+ * fix-up bit set so the per-layer checks are reached; the mode byte changes now and then. */
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed) {
+    fzm_rng_t r = { seed * 2654435761u + 7u };
+    if (size < 1 + 32 || max_size < 1 + 32) {
+        return LLVMFuzzerMutate(data, size, max_size);
+    }
+    if (fzm_below(&r, 16) == 0) {
+        data[0] = (uint8_t)fzm_next(&r);
+    } else if (fzm_below(&r, 4)) {
+        data[0] |= 0x80;
+    }
+    return 1 + fzm_mutate_state(data + 1, size - 1, max_size - 1, &r);
+}
 
 static uint8_t *base;
 static size_t base_len;

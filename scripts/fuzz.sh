@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh replay            run the committed regression corpus fuzz/corpus/<target>/
 #                                     once through each harness (make test does this)
 #   scripts/fuzz.sh run [RUNS]        seed corpora from real exported files (fuzz/make_seeds.py),
-#                                     then RUNS (default 100000) executions per target; new
+#                                     then RUNS (default 1000000) executions per target; new
 #                                     coverage goes to build/fuzz/corpus/<target>/, crashes to
 #                                     build/fuzz/crashes/<target>/; figures in build/bench/fuzz.json
 #
@@ -32,7 +32,7 @@ build() {
     local t
     for t in "${TARGETS[@]}"; do
         local exe="$BIN/fuzz_$t" newest
-        newest=$(ls -t "$ROOT/fuzz/fuzz_$t.c" "$ROOT/fuzz/fuzz_common.h" "$MOD"/*.[ch] "$MOD"/kernels/*.[ch] \
+        newest=$(ls -t "$ROOT/fuzz/fuzz_$t.c" "$ROOT/fuzz/fuzz_common.h" "$ROOT/fuzz/fuzz_mutate.h" "$MOD"/*.[ch] "$MOD"/kernels/*.[ch] \
             "${BASH_SOURCE[0]}" | head -1)
         if [ -x "$exe" ] && [ "$exe" -nt "$newest" ]; then
             continue
@@ -60,7 +60,7 @@ replay() {
 }
 
 run() {
-    local runs="${1:-100000}"
+    local runs="${1:-1000000}"
     build
     rm -rf "$OUT/seeds"
     "$PYTHON" "$ROOT/fuzz/make_seeds.py" "$OUT/seeds"

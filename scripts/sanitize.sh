@@ -19,7 +19,7 @@ OUT="$ROOT/build/unix-asan"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 JOBS="${JOBS:-2}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-sanitize=nonnull-attribute -fno-omit-frame-pointer"
-TESTS_DEFAULT="tests/test_unix_module.py tests/test_unix_malformed.py tests/test_unix_train.py tests/test_bad_inputs.py tests/test_power_cut.py tests/test_memory_pressure.py tests/test_device_app.py"
+TESTS_DEFAULT="tests/test_unix_module.py tests/test_unix_malformed.py tests/test_unix_train.py tests/test_bad_inputs.py tests/test_hostile.py tests/test_validation_holes.py tests/test_power_cut.py tests/test_memory_pressure.py tests/test_device_app.py"
 export ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0:abort_on_error=0:exitcode=86:log_path=$OUT/reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$OUT/reports/ubsan"
 
@@ -33,7 +33,7 @@ build() {
     mkdir -p "$OUT/reports"
     make -C "$MICROPY_DIR/ports/unix" -j"$JOBS" VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
         MICROPY_PY_FFI=0 FROZEN_MANIFEST= USER_C_MODULES="$ROOT/native_modules" BUILD="$OUT/obj" STRIP= \
-        COPT="-O1 -g" CFLAGS_EXTRA="$SAN --param asan-stack=0 -DMICROPY_NLR_SETJMP=1 -Wno-clobbered" LDFLAGS_EXTRA="$SAN" >"$OUT/build.log" 2>&1 \
+        COPT="-O1 -g" CFLAGS_EXTRA="$SAN --param asan-stack=0 -DMICROPY_NLR_SETJMP=1 -DEDGETUNE_SANITIZE_HEAP=1 -Wno-clobbered" LDFLAGS_EXTRA="$SAN" >"$OUT/build.log" 2>&1 \
         || { tail -30 "$OUT/build.log" >&2; echo "sanitize: build failed (log: $OUT/build.log)" >&2; exit 1; }
     cp "$OUT/obj/micropython" "$OUT/micropython.tmp" && mv "$OUT/micropython.tmp" "$OUT/micropython"
     echo "sanitize: $OUT/micropython"

@@ -274,7 +274,37 @@ def read_etm(buf: bytes) -> EtmModel:
         layers.append(Layer(op, li, lo, lw, lb, act, sh, sw, fh, fw, ph, pw, dm, ioff, ooff, amin, amax, mult, shift, p0))
     model = EtmModel(tensors, layers, tin, tout, meta, scheme)
     validate_chain(model)
+    validate_quant(model)
     return model
+
+
+MAX_OUTPUT_SCALE = 2.0 ** 32  # keeps the float32 loss finite (model.h ET_MAX_OUTPUT_SCALE)
+
+
+def validate_quant(model: EtmModel) -> None:
+    """The checks of model.c that keep training in bounds: per-channel scales of a weight layer's
+    weight (along its output-channel axis) and bias, one per output channel; depthwise channel
+    counts; the output scale within [0, 2^32]."""
+    for i, ly in enumerate(model.layers):
+        if ly.weight == NONE:
+            continue
+        out_c = model.tensors[ly.output].shape[3]
+        tw = model.tensors[ly.weight]
+        if ly.op == OP_DEPTHWISE_CONV_2D and model.tensors[ly.input].shape[3] * ly.depth_multiplier != out_c:
+            raise ValueError(f"layer {i} ({ly.op_name}): {model.tensors[ly.input].shape[3]} input channels x "
+                             f"depth_multiplier {ly.depth_multiplier} != {out_c} output channels")
+        w_axis = 3 if ly.op == OP_DEPTHWISE_CONV_2D else 0
+        if tw.scales is not None and (tw.quant_axis != w_axis or tw.shape[w_axis] != out_c):
+            raise ValueError(f"layer {i} ({ly.op_name}): weight tensor {ly.weight} is quantized per channel along "
+                             f"axis {tw.quant_axis}; it needs one scale per output channel along axis {w_axis}")
+        if ly.bias != NONE:
+            tb = model.tensors[ly.bias]
+            if tb.scales is not None and tb.scales.size != out_c:
+                raise ValueError(f"layer {i} ({ly.op_name}): bias tensor {ly.bias} has {tb.scales.size} "
+                                 f"per-channel scales for {out_c} output channels")
+    so = np.float32(model.tensors[model.output].scale)
+    if not (so >= 0 and so <= MAX_OUTPUT_SCALE):
+        raise ValueError(f"the output scale {so:g} is outside [0, 2^32] (losses would not be finite)")
 
 
 def validate_chain(model: EtmModel) -> None:

@@ -314,11 +314,11 @@ def check_bounds(model: EtmModel, first: int | None) -> None:
                 fan = w[0] * w[1] * w[2]
             else:
                 fan = ly.depth_multiplier * w[1] * w[2]
-            bound = 32767 * 127 * fan
+            bound = 32768 * 128 * fan  # |g| <= 32768 (int16), |w| <= 128 (a flashed -128)
         elif ly.op == OP_AVERAGE_POOL_2D:
-            bound = 32767 * 1024 * ly.filter_h * ly.filter_w
+            bound = 32768 * 1024 * ly.filter_h * ly.filter_w
         elif ly.op == OP_MAX_POOL_2D:
-            bound = 32767 * ly.filter_h * ly.filter_w
+            bound = 32768 * ly.filter_h * ly.filter_w
         else:
             continue
         if bound >= LIM31:

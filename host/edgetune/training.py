@@ -213,6 +213,10 @@ class Trainer:
         self.model_crc = struct.unpack_from("<I", buf, 12)[0]
         self.scheme = scheme if scheme is not None else Scheme.for_model(model)
         self.scheme.validate(model)
+        for e in self.scheme.entries:  # the C channel map holds int16 channel numbers
+            if e.channels and out_channels(model, e.layer) > 32767:
+                raise ValueError(f"layer {e.layer}: {out_channels(model, e.layer)} output channels; "
+                                 f"training handles at most 32767")
         _check_scales(model, self.scheme)
         self.momentum = F32(momentum)
         if not (self.momentum >= 0 and self.momentum < 1):
@@ -440,6 +444,8 @@ class Trainer:
                 new.append(("rw", e.layer, r[nb:].reshape(n_sel, pc).copy()))
             if mom:
                 v = take(nb + n_sel * pc, "<f4").astype(F32)
+                if not np.all(np.isfinite(v)):  # NaN freezes a parameter, +-inf pins it at +-127
+                    raise ValueError(f"trained-weights file: layer {e.layer} momentum is not a finite number")
                 if e.bias:
                     new.append(("mb", e.layer, v[:nb].copy()))
                 if e.channels:

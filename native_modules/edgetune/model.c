@@ -248,11 +248,22 @@ static const char *check_layer(const et_model_t *m, unsigned i, const et_layer_t
         if (l->n_mult != out_c) {
             return fail(e, MSG_PREFIX "%u multipliers for %ld output channels", i, name, l->n_mult, (long)out_c);
         }
+        /* per-channel scales: one per output channel, along the output-channel axis (training reads
+         * out_c of them) */
+        const unsigned w_axis = l->op == ET_OP_DEPTHWISE_CONV_2D ? 3u : 0u;
+        if (tw.quant && (tw.axis != w_axis || tw.shape[w_axis] != out_c)) {
+            return fail(e, MSG_PREFIX "weight tensor %u is quantized per channel along axis %u; it needs one scale "
+                "per output channel along axis %u", i, name, l->weight, tw.axis, w_axis);
+        }
         if (l->bias != ET_NONE) {
             et_model_tensor(m, l->bias, &tb);
             if (tb.kind != ET_KIND_CONST || tb.dtype != ET_DT_INT32 || et_tensor_elems(&tb) != (size_t)out_c) {
                 return fail(e, MSG_PREFIX "bias tensor %u must be a constant int32 tensor of %ld elements", i, name,
                     l->bias, (long)out_c);
+            }
+            if (tb.quant && tb.shape[tb.axis] != out_c) {
+                return fail(e, MSG_PREFIX "bias tensor %u has %u per-channel scales for %ld output channels", i, name,
+                    l->bias, tb.shape[tb.axis], (long)out_c);
             }
         }
     }
@@ -269,7 +280,7 @@ static const char *check_layer(const et_model_t *m, unsigned i, const et_layer_t
             const int dw = l->op == ET_OP_DEPTHWISE_CONV_2D;
             if (dw) {
                 if (tw.shape[0] != 1 || tw.shape[3] != out_c || l->depth_multiplier < 1
-                    || (int32_t)in_c * l->depth_multiplier != out_c) {
+                    || (int64_t)in_c * l->depth_multiplier != out_c) {
                     return fail(e, MSG_PREFIX "weight shape (%u, %u, %u, %u) with depth_multiplier %u does not map %ld "
                         "to %ld channels", i, name, tw.shape[0], tw.shape[1], tw.shape[2], tw.shape[3],
                         l->depth_multiplier, (long)in_c, (long)out_c);
@@ -507,6 +518,14 @@ const char *et_model_init(et_model_t *m, const uint8_t *buf, size_t len, char *e
         const char *msg = check_layer(m, i, &l, &e);
         if (msg) {
             return msg;
+        }
+    }
+    {
+        /* the loss works on scale * (q - zero_point), |q - zero_point| <= 255: a scale up to
+         * ET_MAX_OUTPUT_SCALE keeps every loss (and a sum of many) finite in float32 */
+        const float so = ld_f32(buf + m->tensor_off + (size_t)m->output * ET_TENSOR_REC + 16);
+        if (!(so >= 0.0f && so <= ET_MAX_OUTPUT_SCALE)) {
+            return fail(&e, "the output scale %g is outside [0, 2^32] (losses would not be finite)", (double)so);
         }
     }
     m->arena_size = et_model_arena_size(m);

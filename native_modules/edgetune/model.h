@@ -26,6 +26,8 @@
 /* Largest activation tensor accepted, in elements (keeps every size and index
  * computation far from overflow on 32-bit targets). */
 #define ET_MAX_ACT_ELEMS (1UL << 26)
+/* Largest output-tensor scale accepted (2^32): keeps the float32 loss finite. */
+#define ET_MAX_OUTPUT_SCALE 4294967296.0f
 
 enum { ET_DT_INT8 = 1, ET_DT_INT32 = 2 };
 enum { ET_KIND_ACT = 0, ET_KIND_CONST = 1 };

@@ -90,6 +90,11 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
             tl->c_out = l.op == ET_OP_DEPTHWISE_CONV_2D ? tw.shape[3] : tw.shape[0];
             tl->per_channel = (uint32_t)(et_tensor_elems(&tw) / tl->c_out);
         }
+        if ((tl->s.flags & ET_SCHEME_WEIGHTS) && tl->c_out > 32767) { /* the channel map: int16 channel numbers */
+            snprintf(err, err_len, "layer %u: %u output channels; training handles at most 32767", i,
+                (unsigned)tl->c_out);
+            return err;
+        }
         if (tl->s.flags && t->first < 0) {
             t->first = (int)i;
         }
@@ -140,11 +145,11 @@ const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *
             const int64_t taps = l.op == ET_OP_FULLY_CONNECTED ? 1 : (int64_t)tw.shape[1] * tw.shape[2];
             const int64_t fan = l.op == ET_OP_DEPTHWISE_CONV_2D ? (int64_t)l.depth_multiplier * taps
                 : (int64_t)tl->c_out * taps;
-            bound = 32767 * 127 * fan;
+            bound = 32768 * 128 * fan; /* |g| <= 32768 (int16), |w| <= 128 (a flashed -128) */
         } else if (l.op == ET_OP_AVERAGE_POOL_2D) {
-            bound = (int64_t)32767 * 1024 * l.filter_h * l.filter_w;
+            bound = (int64_t)32768 * 1024 * l.filter_h * l.filter_w;
         } else if (l.op == ET_OP_MAX_POOL_2D) {
-            bound = (int64_t)32767 * l.filter_h * l.filter_w;
+            bound = (int64_t)32768 * l.filter_h * l.filter_w;
         }
         if ((int)i > t->first && bound >= lim) {
             snprintf(err, err_len, "layer %u: its input gradient could overflow int32 (train fewer layers)", i);
@@ -888,6 +893,13 @@ const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t
             const int16_t r = (int16_t)(params[tl->resid + 2 * k] | (params[tl->resid + 2 * k + 1] << 8));
             if (r < -16384 || r > 16383) {
                 snprintf(err, err_len, "trained-weights file: layer %u residual outside [-16384, 16383]", i);
+                return err;
+            }
+        }
+        for (size_t k = 0; tl->mom && k < count; ++k) {
+            const float v = et_f32_from_bits(rd32(params + tl->mom + 4 * k));
+            if (!(v - v == 0.0f)) { /* NaN would freeze the parameter, +-inf pin it at +-127 */
+                snprintf(err, err_len, "trained-weights file: layer %u momentum is not a finite number", i);
                 return err;
             }
         }
