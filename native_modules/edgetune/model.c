@@ -525,7 +525,7 @@ const char *et_model_init(et_model_t *m, const uint8_t *buf, size_t len, char *e
          * ET_MAX_OUTPUT_SCALE keeps every loss (and a sum of many) finite in float32 */
         const float so = ld_f32(buf + m->tensor_off + (size_t)m->output * ET_TENSOR_REC + 16);
         if (!(so >= 0.0f && so <= ET_MAX_OUTPUT_SCALE)) {
-            return fail(&e, "the output scale %g is outside [0, 2^32] (losses would not be finite)", (double)so);
+            return fail(&e, "the output scale is outside [0, 2^32] (losses would not be finite)");
         }
     }
     m->arena_size = et_model_arena_size(m);
