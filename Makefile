@@ -15,7 +15,7 @@
 #   make flash BOARD=esp32s3|rp2040 [PORT=...]  esptool / picotool or the RPI-RP2 drive
 #   make flash BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]  stock MicroPython + the xtensawin .mpy
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
-#   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M) -> build/bench/mcu.json
+#   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M, Xtensa LX7) -> build/bench/mcu.json
 #   make fuzz [FUZZ_RUNS=1000000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
 #   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
@@ -182,7 +182,7 @@ bench-xtensa: firmware-qemu-xtensa
 	$(PYTHON) bench/xtensa.py
 
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
-bench-mcu: firmware-qemu
+bench-mcu: firmware-qemu bench-xtensa
 	$(PYTHON) bench/mcu.py
 
 clean:

@@ -27,8 +27,9 @@ so the counts are the Cortex-M0+'s), each kernel call timed with SysTick and its
 against the numpy twin. For the four layer shapes of issue 18: instructions per call, per output,
 per output beyond the MACs (call minus marginal x MACs, over outputs) and marginal per MAC (from
 the same layer with twice the reduction), against the CMSIS-NN figures recorded in BASELINE; the
-app model's predict and training step (default scheme: biases + classifier); code sizes.
-Writes build/bench/mcu.json.
+app model's predict and training step (default scheme: biases + classifier); code sizes; and,
+when bench/xtensa.py has written build/bench/xtensa.json (`make bench-mcu` runs it first), the
+emulated Xtensa LX7 rows under "xtensa". Writes build/bench/mcu.json.
 
     python bench/mcu.py [--firmware build/qemu/firmware.elf] [--out build/bench/mcu.json] [--bare-only]
 """
@@ -528,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "arena_bytes": r["arena"]}
     result["code_size_bytes"] = code_sizes()
     result["bare_metal"] = bare
+    # The emulated Xtensa LX7 rows (bench/xtensa.py, run first by `make bench-mcu`): exact
+    # instruction traces of the xtensawin .mpy on boards/qemu-xtensa, beside the ARM figures.
+    xt = args.out.parent / "xtensa.json"
+    if xt.exists():
+        result["xtensa"] = json.loads(xt.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"calibration: {ipt:.3f} guest instructions per SysTick tick")
