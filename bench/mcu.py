@@ -3,7 +3,7 @@
 Boots build/qemu/firmware.elf (make firmware BOARD=qemu: MicroPython 1.25 qemu port, which
 compiles everything, our module included, with -Os) under `qemu-system-arm -icount shift=0`, where guest time advances exactly one
 nanosecond per guest instruction, and times code with the Cortex-M SysTick timer read through
-machine.mem32 (ARCHITECTURE.md section 2). SysTick's rate in guest instructions is calibrated
+machine.mem32 (docs/firmware.md). SysTick's rate in guest instructions is calibrated
 ONCE per run with an inline-assembler loop of a known instruction count (2 Thumb instructions
 per iteration: subs + bne), measured at two lengths so call overheads cancel.
 

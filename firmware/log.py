@@ -1,4 +1,4 @@
-"""`@et {json}` log lines (ARCHITECTURE.md section 8): one JSON object per line on stdout.
+"""`@et {json}` log lines (docs/device-app.md §4): one JSON object per line on stdout.
 
 The prefix lets the host monitor (`edgetune monitor`) pick log lines out of ordinary REPL
 output. Keys come out in a fixed order (t_ms, ev, then the caller's keys in the order given),

@@ -2,7 +2,7 @@
 
 Reads a serial port with pyserial (a board's USB/UART REPL, QEMU's `-serial pty`, or the
 pseudo-terminal `make demo` wires the unix port to), picks out the `@et {json}` lines of
-ARCHITECTURE.md section 8, shows live progress (tqdm: loss, accuracy, free heap), passes every
+docs/device-app.md §4, shows live progress (tqdm: loss, accuracy, free heap), passes every
 other line (REPL output, tracebacks) through to stdout, and survives the port going away:
 it keeps what it has, waits for the port to come back (same path, e.g. a /dev/serial/by-id
 link) and goes on. Every fully received log line becomes one CSV row immediately (appended and

@@ -19,7 +19,7 @@ target_include_directories(usermod_edgetune INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/kernels
 )
 
-# Arithmetic contract (ARCHITECTURE.md §3): no FMA contraction in our sources, so float code
+# Arithmetic contract (docs/training.md): no FMA contraction in our sources, so float code
 # gives the same bits as the numpy twin on every ISA. Per source file, not the whole firmware.
 set_source_files_properties(${EDGETUNE_SOURCES} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
 

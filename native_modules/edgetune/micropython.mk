@@ -11,7 +11,7 @@ EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/*.c $(EDGETUNE_MOD_DIR)/
 SRC_USERMOD_C += $(EDGETUNE_SRC_C)
 CFLAGS_USERMOD += -I$(EDGETUNE_MOD_DIR) -I$(EDGETUNE_MOD_DIR)/kernels
 
-# Arithmetic contract (ARCHITECTURE.md §3): no FMA contraction in our sources, so float code
+# Arithmetic contract (docs/training.md): no FMA contraction in our sources, so float code
 # gives the same bits as the numpy twin on every ISA. Applied per object file (the object
 # paths mirror how py/py.mk names user-module objects), not to the rest of MicroPython.
 EDGETUNE_OBJ := $(addprefix $(BUILD)/,$(patsubst $(USER_C_MODULES)/%.c,%.o,$(EDGETUNE_SRC_C)))

@@ -1,7 +1,7 @@
 """A minimal `time` for the qemu firmware (the MPS2-AN385 port has no time module).
 
 ticks_ms/ticks_us/ticks_add/ticks_diff/sleep_ms/sleep_us/sleep, counted by the Cortex-M
-SysTick timer through machine.mem32 (ARCHITECTURE.md section 2). SysTick is a 24-bit down
+SysTick timer through machine.mem32 (docs/firmware.md). SysTick is a 24-bit down
 counter clocked at 25 MHz of guest time (real time normally; guest instructions under
 `-icount shift=0`); each call folds the ticks elapsed since the previous call into a running
 total, so time only advances correctly if something calls it at least every 0.67 s of guest
