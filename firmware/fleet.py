@@ -182,6 +182,16 @@ class Compressor:
         self.e = array("f", bytes(4 * d))
         self.rng = Gauss(seed)
 
+    def save(self):
+        """The memory to keep between rounds (error feedback + PRNG state) as bytes."""
+        return struct.pack("<I", self.rng.x) + bytes(self.e)
+
+    def restore(self, b):
+        if len(b) != 4 + 4 * self.d:
+            raise ValueError("fleet memory of %d bytes, expected %d" % (len(b), 4 + 4 * self.d))
+        self.rng.x = struct.unpack_from("<I", b, 0)[0] or 1
+        self.e = array("f", b[4:])
+
     def compress(self, u):
         d = self.d
         if len(u) != d:

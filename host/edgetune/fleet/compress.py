@@ -78,6 +78,16 @@ class Compressor:
         self.e = np.zeros(d, F32)
         self.rng = Gauss(seed)
 
+    def save(self) -> bytes:
+        """The memory kept between rounds (PRNG state, error feedback), as firmware/fleet.py's."""
+        return struct.pack("<I", self.rng.x) + self.e.astype("<f4").tobytes()
+
+    def restore(self, b: bytes) -> None:
+        if len(b) != 4 + 4 * self.d:
+            raise ValueError(f"fleet memory of {len(b)} bytes, expected {4 + 4 * self.d}")
+        self.rng.x = struct.unpack_from("<I", b, 0)[0] or 1
+        self.e = np.frombuffer(b, "<f4", self.d, 4).astype(F32)
+
     def compress(self, u) -> bytes:
         u = np.asarray(u, F32).reshape(-1)
         if u.size != self.d:
