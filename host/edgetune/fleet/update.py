@@ -51,6 +51,7 @@ class Segment:
     n_ch: int
     per: int
     sc: int
+    layer: int = -1
 
     @property
     def n(self) -> int:
@@ -62,6 +63,15 @@ class Layout:
     segments: list[Segment]
     scale: np.ndarray  # float32 per channel of every segment, in order
     size: int  # params count D
+
+    def span(self, layer: int, kind: str) -> slice | None:
+        """Where layer's biases ('b') or weights ('w') sit in an update vector."""
+        i = 0
+        for s in self.segments:
+            if s.layer == layer and s.kind == kind:
+                return slice(i, i + s.n)
+            i += s.n
+        return None
 
     def per_param_scale(self) -> np.ndarray:
         return np.concatenate([np.repeat(self.scale[s.sc: s.sc + s.n_ch], s.per) for s in self.segments]).astype(F32)
@@ -98,12 +108,12 @@ def layout(model: EtmModel, scheme: Scheme | None = None, momentum: bool = False
         if momentum:
             off += _a4(4 * count)
         if e.bias:
-            segs.append(Segment("b", bias_off, res, c_out, 1, nsc))
+            segs.append(Segment("b", bias_off, res, c_out, 1, nsc, e.layer))
             scales.append(_scales(model.tensors[ly.bias], c_out))
             nsc += c_out
             res += 2 * c_out
         if n_sel:
-            segs.append(Segment("w", w_off, res, n_sel, per, nsc))
+            segs.append(Segment("w", w_off, res, n_sel, per, nsc, e.layer))
             sw = _scales(model.tensors[ly.weight], c_out)
             scales.append(sw[np.asarray(e.channels, np.int64)])
             nsc += n_sel
