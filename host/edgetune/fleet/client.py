@@ -50,8 +50,10 @@ def twin_round(model_path: str, glob: bytes, x: np.ndarray, y: np.ndarray, idx: 
     return comp.compress(u), total / max(1, len(idx))
 
 
-def run_round(cfg, partition: int, memory: bytes | None) -> tuple[bytes, dict, bytes]:
-    """(wire bytes, metrics, new memory) of this client's round under the server's config."""
+def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = None) -> tuple[bytes, dict, bytes]:
+    """(wire bytes, metrics, new memory) of this client's round under the server's config; the
+    node's config (`driver`, `board-dir`) says what trains: the twin or a unix-port board."""
+    node = node or {}
     path = str(cfg["model"])
     _, t, lay = _model(path)
     fd = fleet_data(t.model.meta, int(cfg.get("splits", 1)))
@@ -64,7 +66,7 @@ def run_round(cfg, partition: int, memory: bytes | None) -> tuple[bytes, dict, b
     if memory:
         comp.restore(memory)
     idx = order(len(c.y), int(cfg.get("epochs", 1)), seed * 131 + int(cfg.get("server-round", 0)))
-    driver = str(cfg.get("driver", "twin"))
+    driver = str(node.get("driver", cfg.get("driver", "twin")))
     glob = bytes(cfg["state"])
     if driver == "twin":
         wire, loss = twin_round(path, glob, c.x, c.y, idx, float(cfg["lr"]), comp)
@@ -72,8 +74,11 @@ def run_round(cfg, partition: int, memory: bytes | None) -> tuple[bytes, dict, b
     else:
         from .board import UnixBoard
 
-        wire, loss, mem = UnixBoard.for_partition(partition).round(path, lay, glob, c.x, c.y, idx, float(cfg["lr"]),
-                                                                   comp, memory)
+        if driver != "unix":
+            raise ValueError(f"driver {driver!r}: choose twin or unix")
+        board = UnixBoard.for_partition(partition, node.get("board-dir"))
+        wire, loss, mem = board.round(path, lay, glob, c.x, c.y, idx, float(cfg["lr"]), comp, memory,
+                                      int(cfg.get("server-round", 0)))
     metrics = {"num-examples": int(len(c.y)), "weight": 1, "bytes-sent": len(wire),
                "bytes-dense": compress.dense_bytes(lay.size), "loss": float(loss)}
     return wire, metrics, mem
@@ -90,7 +95,7 @@ def train(msg: Message, context: Context) -> Message:
     mem = None
     if "fleet" in st.array_records:
         mem = st["fleet"]["memory"].numpy().tobytes()
-    wire, metrics, mem = run_round(cfg, part, mem)
+    wire, metrics, mem = run_round(cfg, part, mem, dict(context.node_config))
     st["fleet"] = ArrayRecord({"memory": Array(np.frombuffer(mem, np.uint8).copy())})
     content = RecordDict({"arrays": ArrayRecord({"update": Array(np.frombuffer(wire, np.uint8).copy())}),
                           "metrics": MetricRecord(metrics)})

@@ -76,6 +76,7 @@ class Compressor:
         self.d, self.k = d, k
         self.clip, self.sigma = F32(clip), F32(sigma)
         self.e = np.zeros(d, F32)
+        self.seed = int(seed)
         self.rng = Gauss(seed)
 
     def save(self) -> bytes:
