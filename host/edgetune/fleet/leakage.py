@@ -18,7 +18,8 @@ Settings (each trial starts from the global state):
 Metrics: the features are compared with every window the client trained on; `feature_cosine`
 is the best cosine (the attacker's best case), `label_recovery` the fraction of trials whose
 recovered label is the label of that best-matching window (for one sample: of the window).
-Chance is 1/classes.
+Chance is 1/classes. `repeats` runs every client's local epoch that many times (other seeded
+orders and noise) for more trials.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _score(feat: np.ndarray, label: int, u: np.ndarray, y: np.ndarray, rng) -> t
 
 
 def run(model_path: str, fd, glob: bytes, *, lr: float, clip: float, k: int, sigma: float,
-        one_sample_trials: int = 100, seed: int = 0) -> dict:
+        one_sample_trials: int = 100, repeats: int = 1, seed: int = 0) -> dict:
     """Leakage table {setting: {label_recovery, feature_cosine, trials}} at the state `glob`."""
     _, t, lay = client._model(model_path)
     L = len(t.model.layers) - 1
@@ -102,23 +103,25 @@ def run(model_path: str, fd, glob: bytes, *, lr: float, clip: float, k: int, sig
     settings = {"local-epoch": None, "top-k": 0.0, "clipped+noised": sigma}
     for name, sg in settings.items():
         lab = cos = 0.0
-        for ci, c in enumerate(fd.clients):
+        trials = [(ci, rep) for ci in range(len(fd.clients)) for rep in range(repeats)]
+        for ci, rep in trials:
+            c = fd.clients[ci]
             t.load_state(glob)
             u = features(t, c.x)
-            idx = client.order(len(c.y), 1, seed * 7919 + ci)
+            idx = client.order(len(c.y), 1, seed * 7919 + ci * 101 + rep)
             if sg is None:
                 for i in idx:
                     t.step(c.x[i], int(c.y[i]), lr, True)
                 v = update.delta(lay, t.state_bytes(), glob)
             else:
-                comp = compress.Compressor(lay.size, clip, k, sg, seed * 31 + ci + 1)
+                comp = compress.Compressor(lay.size, clip, k, sg, seed * 31 + ci * 101 + rep + 1)
                 wire, _ = client.twin_round(model_path, glob, c.x, c.y, idx, lr, comp)
                 v = compress.decode(wire, lay.size)
             lb, f = attack(lay, v, L)
             ok, cc = _score(f, lb, u, c.y, rng)
             lab += ok
             cos += cc
-        n = len(fd.clients)
+        n = len(trials)
         res[name] = {"label_recovery": lab / n, "feature_cosine": cos / n, "trials": n}
     res["chance"] = 1.0 / t.model.output_tensor.size
     return res
