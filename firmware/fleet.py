@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - ports without binascii.crc32
 _F = array("f", [0.0])
 _LIM30 = 1 << 30
 _HEAD = "<BBHIf"
+_INV15 = 1.0 / 32768.0  # 2^-15 exactly (a decimal literal is not parsed exactly on every port)
 
 
 def _f(v):
@@ -110,7 +111,7 @@ def delta(lay, local, glob):
     for i in range(len(ql)):
         n = (ql[i] - qg[i]) * 32768 + (rl[i] - rg[i])
         u = _f(float(n))
-        out[i] = _f(u * sc[i]) * 3.0517578125e-05
+        out[i] = _f(u * sc[i]) * _INV15
     return out
 
 
