@@ -31,8 +31,8 @@ def simulate_cli(a: argparse.Namespace) -> int:
     from . import report
     from .simulate import Settings, centralized, simulate
 
-    check_file(a.out) if os.path.isdir(os.path.dirname(os.path.abspath(a.out))) else os.makedirs(
-        os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    check_file(a.out)
     s = Settings(model=a.model, rounds=a.rounds, epochs=a.epochs, lr=a.lr, clip=a.clip, topk=a.topk,
                  sigma=a.sigma, splits=a.splits, seed=a.seed, dp_epsilon=a.dp_epsilon, delta=a.delta,
                  progress=not a.quiet)

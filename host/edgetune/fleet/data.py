@@ -45,7 +45,7 @@ def _int8(w: data.Windows, meta: dict) -> np.ndarray:
     return quantize_input(w.x, riq["scale"], riq["zero_point"]).reshape(len(w.x), -1).astype(np.int8)
 
 
-def _shift(recs, meta: dict, side_of_test: bool = False):
+def _shift(recs, meta: dict):
     split = meta.get("split") or {}
     name = split.get("name", meta.get("scenario"))
     if name == "rotation":
