@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--clip", type=float, default=8.0)
     p.add_argument("--topk", type=float, default=0.05)
     p.add_argument("--epsilon", type=float, default=8.0)
+    p.add_argument("--dp-clip", type=float, default=0.0, help="server clip under DP (0: the device clip)")
     p.add_argument("--splits", type=int, default=7)
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet.json"))
     p.add_argument("--only", default="compressed,scale,dp,centralized,leakage")
@@ -63,7 +64,7 @@ def main() -> int:
     if "scale" in only:
         variants["scale"] = simulate(Settings(**base, splits=a.splits))
     if "dp" in only:
-        variants["dp"] = simulate(Settings(**base, splits=a.splits, dp_epsilon=a.epsilon))
+        variants["dp"] = simulate(Settings(**base, splits=a.splits, dp_epsilon=a.epsilon, dp_clip=a.dp_clip))
         out["epsilon"] = variants["dp"]["epsilon"]
         out["delta"] = variants["dp"]["delta"]
     if "centralized" in only:
