@@ -28,15 +28,15 @@ def plot(path: str, result: dict) -> None:
         sent = [0]
         for b in r.get("bytes_per_round", []):
             sent.append(sent[-1] + b)
-        ax[1].plot(range(len(sent)), [s / 1024 for s in sent], marker=".", label=f"{name}: sent")
+        line = ax[1].plot(range(len(sent)), [s / 1024 for s in sent], marker=".", label=f"{name}: sent")[0]
+        per = r["bytes_up_dense"] / max(1, r["rounds"])
+        ax[1].plot(range(len(sent)), [i * per / 1024 for i in range(len(sent))], ls="--", color=line.get_color(),
+                   label=f"{name}: dense float32")
         eps = [e for e in r.get("epsilon_per_round", []) if e is not None]
         if eps:
             ax[2].plot(range(len(eps)), eps, marker=".", label=name)
     if result.get("centralized_acc") is not None:
         ax[0].axhline(result["centralized_acc"], color="k", ls="--", label="centralized")
-    n = result["rounds"]
-    dense = result["bytes_up_dense"] / max(1, n)
-    ax[1].plot(range(n + 1), [i * dense / 1024 for i in range(n + 1)], color="k", ls="--", label="dense float32")
     ax[0].set(xlabel="round", ylabel="held-out accuracy", title="global model")
     ax[1].set(xlabel="round", ylabel="KiB uploaded (all clients)", title="bytes up", yscale="log")
     ax[2].set(xlabel="round", ylabel="epsilon (delta %g)" % (result.get("delta") or 1e-5), title="central DP")
