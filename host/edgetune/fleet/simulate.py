@@ -113,9 +113,6 @@ def simulate(s: Settings) -> dict:
         strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
                        num_rounds=s.rounds, evaluate_fn=evaluate_fn, timeout=3600)
 
-    import logging
-
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # our own per-round line is the progress
     _say(s, f"fleet: {n} clients, {lay.size} parameters, top-k {_k(lay, s.topk)}, "
          + (f"central DP noise multiplier {z:.3f}" if z else "no central DP"))
     run_simulation(server_app=app, client_app=client.app, num_supernodes=n,
