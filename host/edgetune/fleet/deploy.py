@@ -178,7 +178,8 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("serve", help="start a SuperLink (TLS, only registered SuperNodes) and run the fleet")
     s.add_argument("--dir", default=os.path.join("build", "fleet-deploy"), help="certificates, keys, logs, results")
     s.add_argument("--port", type=int, default=9092)
-    s.add_argument("--nodes", type=int, default=3, help="SuperNodes to wait for (their keys in DIR/keys/*.pub)")
+    s.add_argument("--nodes", type=int, default=3,
+                   help="SuperNodes to wait for; keys DIR/keys/node0..N-1 are made if missing, every DIR/keys/*.pub registered")
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--model", default=os.path.join("build", "demo", "model", "model.etm"))
     s.add_argument("--lr", type=float, default=0.01)
@@ -197,10 +198,13 @@ def run_cli(a) -> int:
     os.makedirs(d, exist_ok=True)
     certs = certificates(os.path.join(d, "certs"))
     if a.cmd == "join":
+        had = os.path.exists(os.path.join(d, "keys", f"node{a.partition}"))
         priv, pub = node_key(os.path.join(d, "keys"), f"node{a.partition}")
+        if not had:
+            print(f"new SuperNode key {pub}: the SuperLink refuses it until `edgetune fleet serve` (re)starts and "
+                  "registers it; start serve first", file=sys.stderr)
         board = os.path.join(d, "boards", f"board{a.partition}")
         os.makedirs(board, exist_ok=True)
-        print(f"SuperNode key {pub} (the SuperLink admits it once `edgetune fleet serve` registered it)")
         p = supernode(a.port, certs["ca"], priv, f'partition-id={a.partition} driver="{a.driver}" board-dir="{board}"',
                       free_port(), os.path.join(d, f"supernode{a.partition}.log"), board)
         try:
@@ -212,7 +216,9 @@ def run_cli(a) -> int:
     link = superlink(d, a.port, certs, os.path.join(d, "superlink.log"))
     try:
         wait_port(a.port)
-        keys = sorted(Path(d, "keys").glob("*.pub")) if Path(d, "keys").exists() else []
+        for i in range(a.nodes):  # keys of the nodes to come (a remote node's .pub can be copied in too)
+            node_key(os.path.join(d, "keys"), f"node{i}")
+        keys = sorted(Path(d, "keys").glob("*.pub"))
         for k in keys:
             r = register(home, str(k))
             if r.returncode != 0:
