@@ -130,3 +130,24 @@ def test_unix_board_loads_the_global_state(micropython, tmp_path):
     for name in want:
         assert got[("Y", name)] == want[name], name
         assert got[("S", name)] == "1", name  # the board's own refit on the pooled windows = the global state
+
+
+def test_flower_refit_round_equals_centralized_refit():
+    """One query round through Flower's Simulation Engine (16 ClientApps on the twin, the demo
+    model's fleet clients): the global state is Trainer.refit's on the pooled windows."""
+    from pathlib import Path
+
+    import test_device_app
+    from edgetune.fleet import client
+    from edgetune.fleet.data import fleet_data
+    from edgetune.fleet.refit_flower import simulate_refit
+
+    path = str(test_device_app.demo.ensure_model(Path(__file__).resolve().parents[1] / "build" / "demo"))
+    r = simulate_refit(path, 0.01, 0.75)
+    _, t, _ = client._model(path)
+    fd = fleet_data(t.model.meta)
+    K, C = rs.dims(t)
+    assert r["clients"] == len(fd.clients) and r["bytes_up"] == [4 * rs.upload_values(K, C)] * len(fd.clients)
+    x, y = fd.pooled()
+    t.refit(x, y, l2=0.01, alpha=0.75)
+    assert r["state"] == t.state_bytes()
