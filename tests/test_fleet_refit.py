@@ -132,22 +132,39 @@ def test_unix_board_loads_the_global_state(micropython, tmp_path):
         assert got[("S", name)] == "1", name  # the board's own refit on the pooled windows = the global state
 
 
-def test_flower_refit_round_equals_centralized_refit():
-    """One query round through Flower's Simulation Engine (16 ClientApps on the twin, the demo
-    model's fleet clients): the global state is Trainer.refit's on the pooled windows."""
+def test_flower_refit_round_equals_centralized_refit(tmp_path):
+    """`edgetune fleet refit`: one query round through Flower's Simulation Engine (16 ClientApps
+    on the twin, the demo model's fleet clients); the global state written is Trainer.refit's on
+    the pooled windows; bad arguments are refused before anything runs."""
+    import json
+    import subprocess
+    import sys
     from pathlib import Path
 
     import test_device_app
     from edgetune.fleet import client
     from edgetune.fleet.data import fleet_data
-    from edgetune.fleet.refit_flower import simulate_refit
 
-    path = str(test_device_app.demo.ensure_model(Path(__file__).resolve().parents[1] / "build" / "demo"))
-    r = simulate_refit(path, 0.01, 0.75)
+    repo = Path(__file__).resolve().parents[1]
+    path = str(test_device_app.demo.ensure_model(repo / "build" / "demo"))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "refit", "--model", path, *args],
+                              capture_output=True, text=True, timeout=900, cwd=repo)
+
+    for args, word in ((["--l2", "0", "--alpha", "1"], "--l2"), (["--l2", "1", "--alpha", "2"], "--alpha")):
+        r = run(*args, "--out", str(tmp_path / "bad.state"))
+        assert r.returncode == 2 and word in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "bad.state").exists()
+    out = tmp_path / "glob.state"
+    r = run("--l2", "0.01", "--alpha", "0.75", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
     _, t, _ = client._model(path)
     fd = fleet_data(t.model.meta)
     K, C = rs.dims(t)
-    assert r["clients"] == len(fd.clients) and r["bytes_up"] == [4 * rs.upload_values(K, C)] * len(fd.clients)
+    assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 4 * rs.upload_values(K, C)
+    assert res["held_out_after"] > res["held_out_before"] + 0.2
     x, y = fd.pooled()
     t.refit(x, y, l2=0.01, alpha=0.75)
-    assert r["state"] == t.state_bytes()
+    assert out.read_bytes() == t.state_bytes()

@@ -56,10 +56,15 @@ def cli(argv: list[str]) -> int:
     from . import deploy
 
     deploy.add_parsers(sub)
+    from . import refit_cli
+
+    refit_cli.add_parser(sub)
     a = p.parse_args(argv)
     try:
         if a.cmd == "simulate":
             return simulate_cli(a)
+        if a.cmd == "refit":
+            return refit_cli.run(a)
         return deploy.run_cli(a)
     except ValueError as e:
         print(f"edgetune fleet: {e}", file=sys.stderr)
