@@ -16,6 +16,7 @@
 #   make flash BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]  stock MicroPython + the xtensawin .mpy
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M, Xtensa LX7) -> build/bench/mcu.json
+#   make bench-fleet              fleet learning on Flower (~15 min) -> build/bench/fleet.json
 #   make fuzz [FUZZ_RUNS=1000000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
 #   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
@@ -53,7 +54,7 @@ UNIX_MAKE_ARGS := VARIANT=standard MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 MICROPY_P
 	FROZEN_MANIFEST= USER_C_MODULES=$(CURDIR)/native_modules BUILD=$(UNIX_BUILD)/obj
 
 .PHONY: natmod firmware-unix-stock firmware-qemu-stock firmware-qemu-xtensa bench-xtensa
-.PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu clean check-micropython
+.PHONY: fuzz test-sanitize help setup test demo firmware firmware-unix firmware-rp2040 firmware-qemu firmware-esp32s3 flash bench bench-mcu bench-fleet clean check-micropython
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//'
@@ -184,6 +185,10 @@ bench-xtensa: firmware-qemu-xtensa
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
 bench-mcu: firmware-qemu bench-xtensa
 	$(PYTHON) bench/mcu.py
+
+# Fleet learning (docs/fleet.md): simulation, scale, central DP, centralized baseline, leakage.
+bench-fleet: firmware-unix
+	$(PYTHON) bench/fleet.py
 
 clean:
 	rm -rf build/unix build/unix-stock build/qemu-stock build/qemu-xtensa build/natmod build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \

@@ -11,6 +11,7 @@ import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
+    "fleet": ("edgetune.fleet.cli", "fleet learning on Flower: simulate, serve (SuperLink), join (SuperNode + board)"),
     "flash": ("edgetune.flash", "write firmware to a board (esptool for esp32s3, picotool/UF2 drive for rp2040)"),
     "emulate": ("edgetune.emulate", "run a MicroPython script on an emulated board (unix port or QEMU Cortex-M3)"),
     "deploy": ("edgetune.board:deploy_cli", "copy the device app, model and board config to a board (mpremote)"),

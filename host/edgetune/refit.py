@@ -289,6 +289,22 @@ def requantize(w: np.ndarray, b: np.ndarray, fl: Flashed, s_out) -> dict:
     return {"w": w_q, "b": b_q, "s_w": s_w, "s_b": s_b, "mult": mult, "shift": shift}
 
 
+def solved(st: dict | None, fl: Flashed, l2v, av, s_out) -> dict:
+    """The classifier a refit installs from the statistics st (§9 b, c, e) with l2 l2v and alpha
+    av (float32): the flashed one when av == 0 (st unused), else the blend, requantized.
+    ValueError on non-finite weights. The fleet's refit mode (fleet/refit_stats.py) calls this
+    with statistics summed over boards."""
+    if av == 0:
+        return {"w": fl.w_q, "b": fl.b_q, "s_w": fl.s_w, "s_b": fl.s_b, "mult": fl.mult, "shift": fl.shift}
+    wr, ir, gamma, delta = blend_terms(st, fl, l2v)
+    a1, ga, ad = F32(F32(1.0) - av), F32(av * gamma), F32(av * delta)
+    w = ((a1 * fl.w).astype(F32) + (ga * wr).astype(F32)).astype(F32)
+    b = (((a1 * fl.b).astype(F32) + (ga * ir).astype(F32)).astype(F32) + ad).astype(F32)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+        raise ValueError("refit: the solve gave non-finite weights (try a larger l2)")
+    return requantize(w, b, fl, s_out)
+
+
 def features(trainer, xs: np.ndarray) -> np.ndarray:
     """(n, K) int8: the classifier's input for every sample under the trainer's parameters."""
     m = trainer.model
@@ -348,17 +364,7 @@ def refit(trainer, xs, labels, l2=None, alpha=None) -> dict:
         l2v, av = l2s[best[2]], alphas[best[1]]
     else:
         l2v, av = l2s[0], alphas[0]
-    if av == 0:
-        q = {"w": fl.w_q, "b": fl.b_q, "s_w": fl.s_w, "s_b": fl.s_b, "mult": fl.mult, "shift": fl.shift}
-    else:
-        st = stats(u, labels, n_cls)
-        wr, ir, gamma, delta = blend_terms(st, fl, l2v)
-        a1, ga, ad = F32(F32(1.0) - av), F32(av * gamma), F32(av * delta)
-        w = ((a1 * fl.w).astype(F32) + (ga * wr).astype(F32)).astype(F32)
-        b = (((a1 * fl.b).astype(F32) + (ga * ir).astype(F32)).astype(F32) + ad).astype(F32)
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
-            raise ValueError("refit: the solve gave non-finite weights (try a larger l2)")
-        q = requantize(w, b, fl, m.output_tensor.scale)
+    q = solved(None if av == 0 else stats(u, labels, n_cls), fl, l2v, av, m.output_tensor.scale)
     trainer.install_classifier(layer, q)
     return {"l2": float(l2v), "alpha": float(av), "cv_accuracy": None if cv is None else float(cv),
             "n": len(labels), "scratch": refit_scratch(m, trainer.scheme, labels, cv is not None)}

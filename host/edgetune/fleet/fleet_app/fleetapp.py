@@ -1,0 +1,8 @@
+"""The Flower app `edgetune fleet serve` submits: the fleet's ServerApp and ClientApp, which
+live in the installed edgetune package (edgetune.fleet.server / edgetune.fleet.client)."""
+
+from edgetune.fleet import client as _client
+from edgetune.fleet import server as _server
+
+client_app = _client.app
+server_app = _server.deployment_app()

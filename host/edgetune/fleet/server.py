@@ -1,0 +1,128 @@
+"""The server: Flower's FedAvg (optionally inside its central-DP wrapper with fixed clipping)
+behind a thin strategy that speaks the fleet's wire format (docs/fleet.md §4).
+
+`FleetStrategy(inner, layout, state, train_config)`:
+- `configure_train` adds the global int8 + residual state (trained-weights bytes) and the
+  round's settings to the config the inner strategy sends; the ArrayRecord the Flower loop
+  carries is the global parameters in real units (update.real).
+- `aggregate_train` counts the bytes each board sent, decodes its sparse int8 update into the
+  dense real-unit parameters `global + update` (the form Flower's strategies aggregate), hands
+  the replies to the inner strategy (FedAvg weighted by `num-examples`; under DP the wrapper
+  clips every client's `reply - global` to C, FedAvg averages uniformly (`weight`), the wrapper
+  adds N(0, (z C / m)^2) and the accountant composes the release), and applies the aggregate's
+  difference to the global state with update.apply, the same rule a board uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
+
+from . import compress, update
+
+F32 = np.float32
+
+
+class FleetStrategy(Strategy):
+    def __init__(self, inner: Strategy, lay: update.Layout, state: bytes, train_config: dict):
+        super().__init__()
+        self.inner = inner
+        self.lay = lay
+        self.state = bytes(state)
+        self.train_config = dict(train_config)
+        self.rounds: list[dict] = []  # per round: bytes sent, dense bytes, clients, loss
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        cfg = ConfigRecord({**dict(config), **self.train_config, "state": self.state})
+        return self.inner.configure_train(server_round, arrays, cfg, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        glob = update.real(self.lay, self.state)
+        sent = dense = 0
+        losses = []
+        ok = 0
+        for r in replies:
+            if r.has_error():
+                continue
+            wire = r.content["arrays"]["update"].numpy().tobytes()
+            sent += len(wire)
+            dense += compress.dense_bytes(self.lay.size)
+            v = compress.decode(wire, self.lay.size)
+            r.content["arrays"] = ArrayRecord({"params": Array((glob + v).astype(F32))})
+            losses.append(float(r.content["metrics"]["loss"]))
+            ok += 1
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self.rounds.append({"round": server_round, "clients": ok, "bytes_sent": sent, "bytes_dense": dense,
+                            "loss": float(np.mean(losses)) if losses else None})
+        if arrays is None:
+            return None, metrics
+        new = np.asarray(arrays["params"].numpy(), F32)
+        self.state = update.apply(self.lay, self.state, (new - glob).astype(F32))
+        return ArrayRecord({"params": Array(update.real(self.lay, self.state))}), metrics
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return []
+
+    def aggregate_evaluate(self, server_round, replies):
+        return None
+
+
+def build_strategy(n_clients: int, lay: update.Layout, state: bytes, train_config: dict, *,
+                   dp_noise: float = 0.0, dp_clip: float = 0.0, delta: float = 1e-5):
+    """(FleetStrategy, accountant or None): FedAvg over every client each round, inside
+    Flower's DifferentialPrivacyServerSideFixedClipping when dp_noise > 0."""
+    acc = None
+    if dp_noise > 0:
+        from .accountant import accountant
+
+        acc = accountant(n_clients, delta)
+        inner = DifferentialPrivacyServerSideFixedClipping(
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n_clients,
+                   min_available_nodes=n_clients, weighted_by_key="weight"),
+            noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=n_clients, accountant=acc)
+    else:
+        inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n_clients,
+                       min_available_nodes=n_clients, weighted_by_key="num-examples")
+    return FleetStrategy(inner, lay, state, train_config), acc
+
+
+def deployment_app():
+    """The ServerApp of the Deployment Engine: settings from the run config (fleet_app's
+    pyproject), FedAvg over `nodes` SuperNodes for `rounds` rounds, the per-round record written
+    to `out` (JSON) when given."""
+    import json
+
+    from flwr.serverapp import ServerApp
+
+    from . import client
+    from .simulate import Settings, train_config
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:
+        rc = context.run_config
+        s = Settings(model=str(rc["model"]), rounds=int(rc["rounds"]), lr=float(rc["lr"]), clip=float(rc["clip"]),
+                     topk=float(rc["topk"]), sigma=float(rc["sigma"]), driver="unix", progress=False)
+        s.check()
+        _, t, lay = client._model(s.model)
+        t.reset()
+        state0 = t.state_bytes()
+        n = int(rc["nodes"])
+        strategy, _ = build_strategy(n, lay, state0, train_config(s, lay))
+        strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
+                       num_rounds=s.rounds, timeout=600)
+        if rc.get("out"):
+            with open(str(rc["out"]), "w") as f:
+                json.dump({"rounds": strategy.rounds, "state": strategy.state.hex()}, f)
+
+    return app

@@ -1,0 +1,151 @@
+"""`edgetune fleet simulate`: Flower's Simulation Engine over the watch fleet, and the
+centralized baseline (docs/fleet.md §5).
+
+Every (subject, arm) client (or its time parts, `splits`) is a simulated SuperNode running
+client.app on the numpy twin; the ServerApp runs FleetStrategy for `rounds` rounds over all
+clients, evaluating the global int8 state on the held-out subjects before the first and after
+every round. `centralized` fine-tunes the same parameters on the pooled client windows (same
+lr, rounds x epochs passes) with the same twin: the reference the federated accuracy is held to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import client, update
+from .data import fleet_data
+
+
+@dataclass
+class Settings:
+    model: str
+    rounds: int = 20
+    epochs: int = 1
+    lr: float = 0.01
+    clip: float = 1.0  # device-side L2 clip of the update, real units
+    topk: float = 0.05  # fraction of parameters sent
+    sigma: float = 0.0  # device-side noise std in units of clip
+    splits: int = 1
+    seed: int = 0
+    dp_epsilon: float = 0.0  # > 0: Flower's central DP wrapper with the noise for this epsilon
+    delta: float = 1e-5
+    dp_clip: float = 0.0  # server-side fixed clipping norm (0: the device clip)
+    driver: str = "twin"
+    progress: bool = True
+
+    def check(self) -> None:
+        if not os.path.exists(self.model):
+            raise ValueError(f"model {self.model!r} does not exist: make demo writes build/demo/model/model.etm")
+        for name in ("rounds", "epochs", "splits"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not (0 < self.lr <= 1):
+            raise ValueError(f"lr={self.lr} must be in (0, 1]")
+        if not (0 < self.topk <= 1):
+            raise ValueError(f"topk={self.topk} must be a fraction in (0, 1]")
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ValueError(f"clip={self.clip} must be a positive number")
+        if self.sigma < 0 or self.dp_epsilon < 0:
+            raise ValueError("sigma and dp_epsilon must be >= 0")
+
+
+def _k(lay: update.Layout, frac: float) -> int:
+    return max(1, min(lay.size, int(round(lay.size * frac))))
+
+
+def train_config(s: Settings, lay: update.Layout) -> dict:
+    return {"model": os.path.abspath(s.model), "lr": float(s.lr), "epochs": int(s.epochs), "clip": float(s.clip),
+            "k": _k(lay, s.topk), "sigma": float(s.sigma), "splits": int(s.splits), "seed": int(s.seed),
+            "driver": s.driver}
+
+
+def _say(s: Settings, msg: str) -> None:
+    if s.progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def simulate(s: Settings) -> dict:
+    """Run the federated simulation; returns per-round accuracy, bytes and epsilon."""
+    s.check()
+    from flwr.app import Array, ArrayRecord, MetricRecord
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from .accountant import noise_for
+    from .server import build_strategy
+
+    path = os.path.abspath(s.model)
+    _, t, lay = client._model(path)
+    fd = fleet_data(t.model.meta, s.splits)
+    n = len(fd.clients)
+    t.reset()
+    state0 = t.state_bytes()
+    z = noise_for(s.dp_epsilon, s.rounds, s.delta) if s.dp_epsilon > 0 else 0.0
+    strategy, acc = build_strategy(n, lay, state0, train_config(s, lay), dp_noise=z,
+                                   dp_clip=s.dp_clip or s.clip, delta=s.delta)
+    out: dict = {"accuracy": [], "epsilon": []}
+
+    def evaluate_fn(rnd: int, arrays) -> MetricRecord:
+        from ..training import Trainer
+
+        ev = Trainer(t.model)
+        ev.load_state(strategy.state)
+        _, a = ev.evaluate(fd.eval_x, fd.eval_y)
+        out["accuracy"].append(float(a))
+        eps = acc.get_epsilon(s.delta) if acc is not None else None
+        out["epsilon"].append(eps)
+        r = strategy.rounds[-1] if strategy.rounds else None
+        extra = f", sent {r['bytes_sent']} B vs {r['bytes_dense']} B dense" if r else ""
+        _say(s, f"fleet: round {rnd}/{s.rounds}: held-out accuracy {a:.3f}{extra}"
+             + (f", epsilon {eps:.2f}" if eps is not None else ""))
+        return MetricRecord({"accuracy": float(a)})
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
+                       num_rounds=s.rounds, evaluate_fn=evaluate_fn, timeout=3600)
+
+    _say(s, f"fleet: {n} clients, {lay.size} parameters, top-k {_k(lay, s.topk)}, "
+         + (f"central DP noise multiplier {z:.3f}" if z else "no central DP"))
+    run_simulation(server_app=app, client_app=client.app, num_supernodes=n,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 2, "include_dashboard": False}},
+                   verbose_logging=False)
+    if len(out["accuracy"]) != s.rounds + 1:
+        raise RuntimeError(f"the simulation stopped after {len(out['accuracy']) - 1} of {s.rounds} rounds")
+    rounds = strategy.rounds
+    return {"rounds": s.rounds, "clients": n, "params": lay.size, "k": _k(lay, s.topk),
+            "global_acc": out["accuracy"], "epsilon_per_round": out["epsilon"],
+            "bytes_up_sent": int(sum(r["bytes_sent"] for r in rounds)),
+            "bytes_up_dense": int(sum(r["bytes_dense"] for r in rounds)),
+            "bytes_per_round": [r["bytes_sent"] for r in rounds],
+            "loss_per_round": [r["loss"] for r in rounds],
+            "noise_multiplier": z, "epsilon": acc.get_epsilon(s.delta) if acc is not None else None,
+            "delta": s.delta if acc is not None else None, "settings": dataclasses.asdict(s)}
+
+
+def centralized(s: Settings) -> dict:
+    """The same parameters fine-tuned on the pooled client windows (rounds x epochs passes)."""
+    from ..training import Trainer
+
+    _, t0, _ = client._model(os.path.abspath(s.model))
+    fd = fleet_data(t0.model.meta, s.splits)
+    x, y = fd.pooled()
+    t = Trainer(t0.model)
+    accs = [float(t.evaluate(fd.eval_x, fd.eval_y)[1])]
+    passes = s.rounds * s.epochs
+    rng = np.random.default_rng(s.seed + 99)
+    for p in range(passes):
+        for i in rng.permutation(len(y)):
+            t.step(x[i], int(y[i]), s.lr, True)
+        accs.append(float(t.evaluate(fd.eval_x, fd.eval_y)[1]))
+        _say(s, f"centralized: pass {p + 1}/{passes}: held-out accuracy {accs[-1]:.3f}")
+    return {"centralized_acc": accs[-1], "centralized_curve": accs, "pooled_windows": int(len(y))}
