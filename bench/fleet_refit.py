@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
 
+import edgetune.fleet  # noqa: E402,F401  (one BLAS thread, before numpy loads)
 import numpy as np  # noqa: E402
 
 from edgetune import refit as rf  # noqa: E402

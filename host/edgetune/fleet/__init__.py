@@ -9,3 +9,13 @@ mechanism), `client` (the ClientApp), `server` (strategy and ServerApp), `simula
 Engine run and the centralized baseline), `leakage` (gradient-leakage attacks), `deploy`
 (SuperLink / SuperNode processes), `report` (JSON and PNG), `cli` (`edgetune fleet`).
 """
+
+import os as _os
+
+# One BLAS thread in every fleet process. Flower's Simulation Engine evaluates on a server thread
+# while Ray starts its actors; with OpenBLAS's own thread pool the server thread's first large
+# matmul (the twin's conv on ~1000 held-out windows) was seen spinning in exec_blas for 14+
+# minutes at 100 % CPU (py-spy), the "hang" of a second simulation in one session. Set before
+# numpy loads (the CLI imports this package first); Ray's workers inherit it.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_v, "1")
