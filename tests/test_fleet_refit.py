@@ -160,7 +160,11 @@ def test_flower_refit_round_equals_centralized_refit(tmp_path):
     r = run("--l2", "0.01", "--alpha", "0.75", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    _, t, _ = client._model(path)
+    from edgetune.training import Trainer
+
+    # a fresh Trainer: client._model's cached one may have been trained by an earlier test
+    buf, _, _ = client._model(path)
+    t = Trainer(buf)
     fd = fleet_data(t.model.meta)
     K, C = rs.dims(t)
     assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 4 * rs.upload_values(K, C)
