@@ -102,6 +102,10 @@ def flwr_home(d: str | os.PathLike, port: int, ca: str) -> str:
 
 def _env(home: str | None = None) -> dict:
     env = dict(os.environ)
+    # Flower's processes start each other by name (the SuperLink runs `flower-superexec`): the
+    # venv's bin must be on PATH even when only its python was called (make test, CI)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin] + [p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin])
     if home:
         env["FLWR_HOME"] = home
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
