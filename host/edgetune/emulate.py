@@ -185,13 +185,7 @@ class QemuBoard:
         raise RuntimeError(f"qemu did not report a pty within {timeout} s: {seen.decode(errors='replace')!r}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
 
@@ -200,6 +194,17 @@ class QemuBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate an emulator process, kill it if it is still there after 5 s, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def mpremote_command(pty: str, *args: str) -> list[str]:
@@ -216,6 +221,14 @@ def _cli_qemu(args: argparse.Namespace) -> int:
         print(f"edgetune emulate: {e}", file=sys.stderr)
         return 2
 
+    return _serve(board, args, f"qemu board on {board.pty}", f"mpremote connect {board.pty} repl",
+                  board.proc.wait)
+
+
+def _serve(board, args: argparse.Namespace, what: str, hint: str, wait) -> int:
+    """An emulated board's console on its pty: wait until Ctrl-C / SIGTERM / SIGHUP (no script),
+    or run args.script on it with mpremote; leaving the with block stops qemu."""
+
     def _terminate(signum, frame):  # SIGTERM/SIGHUP: leave the with block, which stops qemu
         raise KeyboardInterrupt
 
@@ -223,10 +236,10 @@ def _cli_qemu(args: argparse.Namespace) -> int:
         signal.signal(sig, _terminate)
     with board:
         if args.script is None:
-            print(f"edgetune emulate: qemu board on {board.pty} (Ctrl-C or SIGTERM stops it)", flush=True)
-            print(f"  mpremote connect {board.pty} repl", flush=True)
+            print(f"edgetune emulate: {what} (Ctrl-C or SIGTERM stops it)", flush=True)
+            print(f"  {hint}", flush=True)
             try:
-                board.proc.wait()
+                wait()
             except KeyboardInterrupt:
                 pass
             return 0
@@ -253,30 +266,8 @@ def _cli_qemu_xtensa(args: argparse.Namespace) -> int:
         print(f"edgetune emulate: {e}", file=sys.stderr)
         return 2
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
-    with board:
-        if args.script is None:
-            print(f"edgetune emulate: qemu-xtensa board on {board.pty} (Ctrl-C or SIGTERM stops it)", flush=True)
-            print(f"  mpremote connect {board.pty} cp build/natmod/xtensawin-qemu/edgetune.mpy : + repl", flush=True)
-            try:
-                board.wait()
-            except KeyboardInterrupt:
-                pass
-            return 0
-        if not args.script.is_file():
-            print(f"edgetune emulate: no such script: {args.script}", file=sys.stderr)
-            return 2
-        try:
-            return subprocess.run(mpremote_command(board.pty, "run", str(args.script)), timeout=args.timeout).returncode
-        except subprocess.TimeoutExpired:
-            print(f"edgetune emulate: timed out after {args.timeout} s", file=sys.stderr)
-            return 124
-        except KeyboardInterrupt:
-            return 130
+    return _serve(board, args, f"qemu-xtensa board on {board.pty}",
+                  f"mpremote connect {board.pty} cp build/natmod/xtensawin-qemu/edgetune.mpy : + repl", board.wait)
 
 
 def cli(argv: list[str]) -> int:

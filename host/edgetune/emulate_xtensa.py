@@ -128,13 +128,9 @@ class XtensaBoard:
         return self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from .emulate import stop_process
+
+        stop_process(self.proc)
         self._stop.set()
         self._relay.join(2)
         for fd in (self._qemu_master, self._user_master, self._user_slave):
