@@ -338,8 +338,8 @@ def bare_cases_h(cases: list[tuple[str, object]], demo, reps: int) -> str:
 
 
 def bare_build(isa: str, cases_h: str, tmp: Path) -> Path:
-    """harness + startup + every kernel (-O2, as the firmware builds them) + model/scheme/train
-    (-Os, as the ports build them) for one ISA -> ELF."""
+    """harness + startup + every kernel (-O2, as the firmware builds them) + the engine (model.c,
+    scheme.c, train*.c, forward.c, ...; -Os, as the ports build them) for one ISA -> ELF."""
     d = tmp / isa
     d.mkdir(parents=True, exist_ok=True)
     (d / "cases.h").write_text(cases_h)
@@ -348,7 +348,7 @@ def bare_build(isa: str, cases_h: str, tmp: Path) -> Path:
     objs = []
     units = [(BARE / "harness.c", "-O2"), (BARE / "startup.c", "-O2")]
     units += [(p, "-O2") for p in sorted((EDGETUNE / "kernels").glob("*.c"))]
-    units += [(EDGETUNE / f, "-Os") for f in ("model.c", "scheme.c", "train.c")]
+    units += [(p, "-Os") for p in sorted(EDGETUNE.glob("*.c"))]  # the engine (bindings/ aside)
     for src, opt in units:
         obj = d / (src.stem + ".o")
         subprocess.run(["arm-none-eabi-gcc", *common, opt, "-c", str(src), "-o", str(obj)], check=True)
@@ -431,7 +431,8 @@ def bare_bench(reps: int = 8, demo=None) -> dict:
 
 
 def _bare_size(d: Path) -> dict:
-    """text+data bytes of the kernels and of the training core (model/scheme/train) in one ISA's
+    """text+data bytes of the kernels and of the training core (the engine's files but refit.c:
+    model, scheme, forward/backward, train plan and state, ops table, errors) in one ISA's
     bare-metal build (objects before --gc-sections: every function of each file)."""
     def size(o: Path) -> int:
         t = subprocess.run(["arm-none-eabi-size", str(o)], capture_output=True, text=True, check=True)
@@ -442,7 +443,8 @@ def _bare_size(d: Path) -> dict:
     forward = {k: kern[k] for k in ("et_conv_s8", "et_depthwise_conv_s8", "et_fully_connected_s8",
                                     "et_train_forward_s8")}
     return {"kernels_O2": sum(kern.values()), "forward_kernels_O2": forward,
-            "model_scheme_train_Os": sum(size(d / f"{f}.o") for f in ("model", "scheme", "train"))}
+            "model_scheme_train_Os": sum(size(d / f"{p.stem}.o") for p in sorted(EDGETUNE.glob("*.c"))
+                                         if p.stem != "refit")}
 
 
 def _print_bare(bare: dict) -> None:

@@ -1,5 +1,6 @@
 /*
- * Shared helpers of the libFuzzer harnesses (fuzz/README.md): exact-size heap copies (so
+ * Shared helpers of the libFuzzer harnesses (fuzz/README.md) and of the C test harnesses
+ * (tests/c/malformed_harness.c, tests/c/train_harness.c): exact-size heap copies (so
  * AddressSanitizer sees any read past the end), header fix-ups that let mutations get past the
  * CRC checks, a cost bound that keeps pathological-but-valid models from timing out, and one
  * training round (plan, init, forward, step, save/check round trip) on a validated model.
@@ -17,22 +18,12 @@
 #include "model.h"
 #include "scheme.h"
 #include "train.h"
+#include "et_util.h"
 
 /* Bounds on what a fuzz input may make us run (valid models can be huge; the parser is what
  * we fuzz, and the kernels only need to see many small shapes). */
 #define FUZZ_MAX_ARENA (1u << 20)
 #define FUZZ_MAX_COST 4000000.0
-
-static void fz_wr32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t fz_rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
 
 /* An exact-size malloc copy (malloc is 16-byte aligned, so the 4-byte alignment holds). */
 static uint8_t *fz_copy(const uint8_t *data, size_t size) {
@@ -46,8 +37,8 @@ static uint8_t *fz_copy(const uint8_t *data, size_t size) {
 /* Make the .etm header's file size and CRC agree with the buffer (no-op if too short). */
 static void fz_fix_etm(uint8_t *buf, size_t len) {
     if (len >= ET_HEADER_SIZE) {
-        fz_wr32(buf + 8, (uint32_t)len);
-        fz_wr32(buf + 12, et_crc32(0, buf + 16, len - 16));
+        et_wr32(buf + 8, (uint32_t)len);
+        et_wr32(buf + 12, et_crc32(0, buf + 16, len - 16));
     }
 }
 
@@ -99,6 +90,23 @@ static void fz_round_trip(et_train_t *t, const char *when) {
     free(own);
 }
 
+/* Inference with the flashed parameters: the forward walker (et_train_forward) under a plan in
+ * which nothing trains, whose arena is the inference arena (m->arena_size bytes). Returns the
+ * output inside `arena`. */
+static const int8_t *fz_predict(const et_model_t *m, uint8_t *arena, const int8_t *x) {
+    et_train_layer_t *tl = calloc(m->n_layers, sizeof *tl);
+    et_train_t t;
+    const char *msg = et_train_plan(&t, m, tl, 0.0f, NULL, 0);
+    if (msg != NULL || t.arena_size != m->arena_size) {
+        fprintf(stderr, "a plan with nothing trained was refused or grew the arena: %s\n", msg ? msg : "(size)");
+        abort();
+    }
+    et_train_init(&t, arena);
+    const int8_t *y = et_train_forward(&t, x, 0);
+    free(tl);
+    return y;
+}
+
 /* Forward the model on a few inputs built from `seed` bytes. */
 static void fz_forward(const et_model_t *m, const uint8_t *seed, size_t seed_len) {
     const size_t n_in = et_model_input_size(m), n_out = et_model_output_size(m);
@@ -108,11 +116,7 @@ static void fz_forward(const et_model_t *m, const uint8_t *seed, size_t seed_len
         for (size_t k = 0; k < n_in; ++k) {
             x[k] = (int8_t)(pass ? (seed_len ? seed[k % seed_len] : 0x7f) : 0x80);
         }
-        const int8_t *y = et_model_forward(m, arena, x);
-        if (y == NULL) {
-            fprintf(stderr, "et_model_forward failed on a model that passed et_model_init\n");
-            abort();
-        }
+        const int8_t *y = fz_predict(m, arena, x);
         volatile int8_t sink = 0;
         for (size_t k = 0; k < n_out; ++k) {
             sink ^= y[k];
@@ -159,10 +163,10 @@ static void fz_train(const et_model_t *m, et_train_layer_t *tl, float momentum, 
         if (fix_state && state_len >= ET_STATE_HEADER) {
             /* Make size, model CRC, scheme CRC and file CRC right so mutations reach the
              * per-layer checks; the raw bytes were checked before. */
-            fz_wr32(buf + 8, (uint32_t)state_len);
-            fz_wr32(buf + 16, fz_rd32(m->buf + 12));
-            fz_wr32(buf + 20, et_train_scheme_crc(&t));
-            fz_wr32(buf + 12, et_crc32(0, buf + 16, state_len - 16));
+            et_wr32(buf + 8, (uint32_t)state_len);
+            et_wr32(buf + 16, et_ld_u32(m->buf + 12));
+            et_wr32(buf + 20, et_train_scheme_crc(&t));
+            et_wr32(buf + 12, et_crc32(0, buf + 16, state_len - 16));
         }
         const char *why = et_train_state_check(&t, buf, state_len, err, sizeof err);
         if (getenv("FUZZ_VERBOSE")) {

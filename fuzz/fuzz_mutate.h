@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "et_util.h"
 
 size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
 
@@ -34,24 +35,6 @@ static uint32_t fzm_next(fzm_rng_t *r) {
 
 static uint32_t fzm_below(fzm_rng_t *r, uint32_t n) {
     return n ? fzm_next(r) % n : 0;
-}
-
-static void fzm_w16(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void fzm_w32(uint8_t *p, uint32_t v) {
-    fzm_w16(p, v & 0xffffu);
-    fzm_w16(p + 2, v >> 16);
-}
-
-static uint32_t fzm_r32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static uint16_t fzm_r16(const uint8_t *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
 }
 
 /* An interesting integer for a field of `bytes` bytes (1, 2 or 4). */
@@ -92,13 +75,13 @@ static uint32_t fzm_float(fzm_rng_t *r) {
 /* Rewrite one field at p (size bytes 1/2/4, or 0 for a float32) with an interesting value. */
 static void fzm_field(fzm_rng_t *r, uint8_t *p, int bytes) {
     if (bytes == 0) {
-        fzm_w32(p, fzm_float(r));
+        et_wr32(p, fzm_float(r));
     } else if (bytes == 1) {
         p[0] = (uint8_t)fzm_int(r, 1);
     } else if (bytes == 2) {
-        fzm_w16(p, fzm_int(r, 2));
+        et_wr16(p, fzm_int(r, 2));
     } else {
-        fzm_w32(p, fzm_int(r, 4));
+        et_wr32(p, fzm_int(r, 4));
     }
 }
 
@@ -117,8 +100,8 @@ static uint32_t fzm_move_to_end(uint8_t *data, size_t *size, size_t max_size, ui
 
 static void fzm_fix_etm(uint8_t *data, size_t size) {
     if (size >= ET_HEADER_SIZE) {
-        fzm_w32(data + 8, (uint32_t)size);
-        fzm_w32(data + 12, et_crc32(0, data + 16, size - 16));
+        et_wr32(data + 8, (uint32_t)size);
+        et_wr32(data + 12, et_crc32(0, data + 16, size - 16));
     }
 }
 
@@ -137,8 +120,8 @@ static const uint8_t fzm_layer_fields[][2] = {
 /* One structural mutation of an .etm file in place (size may grow up to max_size). */
 static void fzm_etm_once(fzm_rng_t *r, uint8_t *data, size_t *size, size_t max_size) {
     const size_t len = *size;
-    const unsigned nt = fzm_r16(data + 16), nl = fzm_r16(data + 18);
-    const uint32_t toff = fzm_r32(data + 24), loff = fzm_r32(data + 28);
+    const unsigned nt = et_ld_u16(data + 16), nl = et_ld_u16(data + 18);
+    const uint32_t toff = et_ld_u32(data + 24), loff = et_ld_u32(data + 28);
     const int tensors_ok = nt && toff >= ET_HEADER_SIZE && toff <= len && (uint64_t)nt * ET_TENSOR_REC <= len - toff;
     const int layers_ok = nl && loff >= ET_HEADER_SIZE && loff <= len && (uint64_t)nl * ET_LAYER_REC <= len - loff;
     switch (fzm_below(r, 8)) {
@@ -161,10 +144,10 @@ static void fzm_etm_once(fzm_rng_t *r, uint8_t *data, size_t *size, size_t max_s
                 if ((k == 3 || (k >= 4 && k <= 7)) && rec[2] && fzm_below(r, 2)) {
                     /* the scales' count changed with the axis or shape: put them last in the
                      * file, where reading as many as before leaves the buffer */
-                    const uint32_t at = fzm_move_to_end(data, size, max_size, fzm_r32(rec + 20),
-                        4u * fzm_r16(rec + 4 + 2 * (rec[3] & 3)));
+                    const uint32_t at = fzm_move_to_end(data, size, max_size, et_ld_u32(rec + 20),
+                        4u * et_ld_u16(rec + 4 + 2 * (rec[3] & 3)));
                     if (at) {
-                        fzm_w32(rec + 20, at);
+                        et_wr32(rec + 20, at);
                     }
                 }
             }
@@ -180,9 +163,9 @@ static void fzm_etm_once(fzm_rng_t *r, uint8_t *data, size_t *size, size_t max_s
         case 5: /* a value inside a blob: a per-channel scale, a weight byte (-128), a multiplier */
             if (tensors_ok) {
                 const uint8_t *rec = data + toff + (size_t)fzm_below(r, nt) * ET_TENSOR_REC;
-                const uint32_t sc = fzm_r32(rec + 20), d = fzm_r32(rec + 24), dl = fzm_r32(rec + 28);
+                const uint32_t sc = et_ld_u32(rec + 20), d = et_ld_u32(rec + 24), dl = et_ld_u32(rec + 28);
                 if (rec[2] && (uint64_t)sc + 4u <= len && sc >= ET_HEADER_SIZE) {
-                    fzm_w32(data + sc + 4u * fzm_below(r, (uint32_t)((len - sc) / 4 < 8 ? (len - sc) / 4 : 8)),
+                    et_wr32(data + sc + 4u * fzm_below(r, (uint32_t)((len - sc) / 4 < 8 ? (len - sc) / 4 : 8)),
                         fzm_float(r));
                 } else if (rec[1] == ET_KIND_CONST && dl && d < len && dl <= len - d) {
                     data[d + fzm_below(r, dl)] = fzm_below(r, 2) ? 0x80 : (uint8_t)fzm_int(r, 1);
@@ -193,16 +176,16 @@ static void fzm_etm_once(fzm_rng_t *r, uint8_t *data, size_t *size, size_t max_s
             if (tensors_ok && fzm_below(r, 2)) {
                 uint8_t *rec = data + toff + (size_t)fzm_below(r, nt) * ET_TENSOR_REC;
                 const int which = rec[2] && fzm_below(r, 2) ? 20 : 24;
-                const uint32_t n = which == 20 ? 4u * fzm_r16(rec + 4 + 2 * (rec[3] & 3)) : fzm_r32(rec + 28);
-                const uint32_t at = fzm_move_to_end(data, size, max_size, fzm_r32(rec + which), n);
+                const uint32_t n = which == 20 ? 4u * et_ld_u16(rec + 4 + 2 * (rec[3] & 3)) : et_ld_u32(rec + 28);
+                const uint32_t at = fzm_move_to_end(data, size, max_size, et_ld_u32(rec + which), n);
                 if (at) {
-                    fzm_w32(rec + which, at);
+                    et_wr32(rec + which, at);
                 }
             } else if (layers_ok) {
                 uint8_t *rec = data + loff + (size_t)fzm_below(r, nl) * ET_LAYER_REC;
-                const uint32_t at = fzm_move_to_end(data, size, max_size, fzm_r32(rec + 40), 8u * fzm_r16(rec + 22));
+                const uint32_t at = fzm_move_to_end(data, size, max_size, et_ld_u32(rec + 40), 8u * et_ld_u16(rec + 22));
                 if (at) {
-                    fzm_w32(rec + 40, at);
+                    et_wr32(rec + 40, at);
                 }
             }
             break;
@@ -265,8 +248,8 @@ static size_t fzm_mutate_state(uint8_t *data, size_t size, size_t max_size, fzm_
                 break;
         }
     }
-    fzm_w32(data + 8, (uint32_t)size);
-    fzm_w32(data + 12, et_crc32(0, data + 16, size - 16));
+    et_wr32(data + 8, (uint32_t)size);
+    et_wr32(data + 12, et_crc32(0, data + 16, size - 16));
     return size;
 }
 

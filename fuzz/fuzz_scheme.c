@@ -32,8 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(buf, base, base_len);
     if (!(mode & 1)) {
         memcpy(buf + off, data + 1, sec);
-        fz_wr32(buf + 40, sec ? (uint32_t)off : 0u);
-        fz_wr32(buf + 44, (uint32_t)sec);
+        et_wr32(buf + 40, sec ? (uint32_t)off : 0u);
+        et_wr32(buf + 44, (uint32_t)sec);
         fz_fix_etm(buf, len);
     }
     et_model_t m;

@@ -28,7 +28,7 @@ die() { printf 'fuzz: error: %s\n' "$*" >&2; exit 1; }
 build() {
     command -v "$CLANG" >/dev/null || die "$CLANG not found (make setup installs clang)"
     mkdir -p "$BIN"
-    local srcs=("$MOD/model.c" "$MOD/scheme.c" "$MOD/train.c" "$MOD"/kernels/*.c)
+    local srcs=("$MOD"/*.c "$MOD"/kernels/*.c)  # the engine (no bindings/) and the kernels
     local t
     for t in "${TARGETS[@]}"; do
         local exe="$BIN/fuzz_$t" newest

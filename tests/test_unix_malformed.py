@@ -446,99 +446,10 @@ attempt('memoryview_bytes', m2.predict, bytes({n_in}))
 # The same parser and kernels under AddressSanitizer + UndefinedBehaviorSanitizer
 # --------------------------------------------------------------------------------------------
 
-HARNESS_C = r"""
-/* Host harness: model.c + the forward kernels, built with -fsanitize=address,undefined.
- * cases FILE: every case copied into its own exactly-sized heap block (so any read past the
- * end is caught), validated, and run on two inputs when valid.
- * run ETM INPUTS OUTPUTS: forward every input of INPUTS, write the outputs. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "model.h"
+# tests/c/malformed_harness.c (shares fuzz/fuzz_common.h with the libFuzzer targets): the engine
+# (native_modules/edgetune/*.c, no bindings) and the kernels, built with ASan+UBSan.
+HARNESS_C = Path(__file__).resolve().parent / "c" / "malformed_harness.c"
 
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); exit(2); }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(n ? (size_t)n : 1);
-    if (fread(p, 1, (size_t)n, f) != (size_t)n) { perror(path); exit(2); }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
-
-static void run_one(const et_model_t *m, const int8_t *x, int8_t *y) {
-    uint8_t *arena = malloc(m->arena_size);
-    const int8_t *out = et_model_forward(m, arena, x);
-    if (!out) { printf("KERNEL-ERROR\n"); exit(3); }
-    memcpy(y, out, et_model_output_size(m));
-    free(arena);
-}
-
-int main(int argc, char **argv) {
-    char err[192];
-    if (argc == 3 && !strcmp(argv[1], "cases")) {
-        size_t len;
-        uint8_t *data = slurp(argv[2], &len);
-        uint32_t n;
-        memcpy(&n, data, 4);
-        size_t pos = 4 + 4 * (size_t)n;
-        for (uint32_t i = 0; i < n; ++i) {
-            uint32_t ln;
-            memcpy(&ln, data + 4 + 4 * i, 4);
-            uint8_t *buf = malloc(ln ? ln : 1); /* malloc is 16-aligned: 4-byte alignment holds */
-            memcpy(buf, data + pos, ln);
-            pos += ln;
-            et_model_t m;
-            const char *msg = et_model_init(&m, buf, ln, err, sizeof err);
-            if (msg) {
-                printf("VE %u %s\n", i, msg);
-            } else if (et_model_input_size(&m) > (1u << 24) || m.arena_size > (1u << 26)) {
-                printf("OK %u too big to run\n", i);
-            } else {
-                size_t k = et_model_input_size(&m);
-                int8_t *x = malloc(k), *y = malloc(et_model_output_size(&m));
-                memset(x, 0, k);
-                run_one(&m, x, y);
-                memset(x, 0x7f, k);
-                run_one(&m, x, y);
-                printf("OK %u\n", i);
-                free(x);
-                free(y);
-            }
-            free(buf);
-        }
-        printf("DONE\n");
-        return 0;
-    }
-    if (argc == 5 && !strcmp(argv[1], "run")) {
-        size_t len, xlen;
-        uint8_t *raw = slurp(argv[2], &len);
-        uint8_t *buf = malloc(len);
-        memcpy(buf, raw, len);
-        et_model_t m;
-        if (et_model_init(&m, buf, len, err, sizeof err)) { printf("VE %s\n", err); return 4; }
-        int8_t *xs = (int8_t *)slurp(argv[3], &xlen);
-        size_t k = et_model_input_size(&m), o = et_model_output_size(&m);
-        FILE *f = fopen(argv[4], "wb");
-        int8_t *x = malloc(k), *y = malloc(o);
-        for (size_t i = 0; i + k <= xlen; i += k) {
-            memcpy(x, xs + i, k); /* exactly-sized input block */
-            run_one(&m, x, y);
-            fwrite(y, 1, o, f);
-        }
-        fclose(f);
-        printf("DONE\n");
-        return 0;
-    }
-    return 2;
-}
-"""
-
-FORWARD_KERNELS = ["et_conv_s8.c", "et_depthwise_conv_s8.c", "et_fully_connected_s8.c", "et_max_pool_s8.c",
-                   "et_avg_pool_s8.c", "et_mean_s8.c"]
 
 
 @pytest.fixture(scope="module")
@@ -550,12 +461,12 @@ def sanitized_harness(tmp_path_factory) -> Path:
         pytest.skip("no C compiler")
     mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
     out = tmp_path_factory.mktemp("sanitized")
-    (out / "harness.c").write_text(HARNESS_C)
     exe = out / "harness"
-    cmd = [cc, "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-ffp-contract=off",
+    cmd = [cc, "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+           "-Wno-unused-function", "-ffp-contract=off",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-           f"-I{mod}", f"-I{mod / 'kernels'}", str(out / "harness.c"), str(mod / "model.c"),
-           *(str(mod / "kernels" / k) for k in FORWARD_KERNELS), "-o", str(exe)]
+           f"-I{mod}", f"-I{mod / 'kernels'}", f"-I{mod.parents[1] / 'fuzz'}", str(HARNESS_C),
+           *map(str, sorted(mod.glob("*.c"))), *map(str, sorted((mod / "kernels").glob("*.c"))), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return exe

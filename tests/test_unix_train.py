@@ -653,114 +653,15 @@ def test_memory_error_when_the_training_arena_does_not_fit(micropython, tmp_path
 # The same training core on the host under ASan + UBSan, and compiled with FMA available
 # --------------------------------------------------------------------------------------------
 
-TRAIN_HARNESS_C = r"""
-/* Host harness: model.c + scheme.c + train.c + every kernel. Usage:
- *   harness ETM XS LABELS LR QAS MOMENTUM STATE_OUT
- * Model with the .etm's scheme (else the default), exactly-sized heap blocks for the model, the
- * per-layer table, the arena and every input (so ASan sees any access past them); one step per
- * label; prints the losses as float32 hex and "PEAK <peak> <arena>", writes the state file. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "model.h"
-#include "scheme.h"
-#include "train.h"
+# tests/c/train_harness.c (shares fuzz/fuzz_common.h with the libFuzzer targets)
+TRAIN_HARNESS_C = Path(__file__).resolve().parent / "c" / "train_harness.c"
 
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); exit(2); }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(n ? (size_t)n : 1);
-    if (fread(p, 1, (size_t)n, f) != (size_t)n) { perror(path); exit(2); }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
-}
 
-static int run_job(char **argv) {
-    char err[192];
-    size_t len, xlen, nlab;
-    uint8_t *buf = slurp(argv[1], &len);
-    et_model_t m;
-    const char *bad = et_model_init(&m, buf, len, err, sizeof err);
-    if (bad) { printf("VE %s\n", bad); return 4; }
-    et_scheme_layer_t *s = malloc(sizeof(*s) * m.n_layers);
-    if (m.scheme_off) {
-        const char *msg = et_scheme_parse(&m, s, err, sizeof err);
-        if (msg) { printf("VE %s\n", msg); return 4; }
-    } else {
-        et_scheme_default(&m, s);
-    }
-    et_train_layer_t *tl = calloc(m.n_layers, sizeof(*tl));
-    for (unsigned i = 0; i < m.n_layers; ++i) { tl[i].s = s[i]; }
-    et_train_t t;
-    const char *msg = et_train_plan(&t, &m, tl, (float)atof(argv[6]), err, sizeof err);
-    if (msg) { printf("VE %s\n", msg); return 4; }
-    uint8_t *arena = malloc(t.arena_size);
-    et_train_init(&t, arena);
-    int8_t *xs = (int8_t *)slurp(argv[2], &xlen);
-    uint8_t *labels = slurp(argv[3], &nlab);
-    size_t k = et_model_input_size(&m);
-    int8_t *x = malloc(k);
-    /* losses as float32 hex, then "PEAK <peak> <arena>", to stdout and to STATE_OUT.txt */
-    char path[600];
-    snprintf(path, sizeof path, "%s.txt", argv[7]);
-    FILE *log = fopen(path, "w");
-    for (size_t i = 0; i < nlab; ++i) {
-        memcpy(x, xs + i * k, k);
-        float loss = et_train_step(&t, x, labels[i], (float)atof(argv[4]), atoi(argv[5]));
-        uint8_t b[4];
-        memcpy(b, &loss, 4);
-        printf("%02x%02x%02x%02x ", b[0], b[1], b[2], b[3]);
-        fprintf(log, "%02x%02x%02x%02x ", b[0], b[1], b[2], b[3]);
-    }
-    printf("\nPEAK %lu %lu\n", (unsigned long)t.peak, (unsigned long)t.arena_size);
-    fprintf(log, "\nPEAK %lu %lu\n", (unsigned long)t.peak, (unsigned long)t.arena_size);
-    fclose(log);
-    uint8_t hdr[ET_STATE_HEADER];
-    et_train_state_header(&t, hdr);
-    size_t n = et_train_state_size(&t);
-    uint8_t *file = malloc(n);
-    memcpy(file, hdr, ET_STATE_HEADER);
-    memcpy(file + ET_STATE_HEADER, arena + t.params_off, t.params_size);
-    if (et_train_state_check(&t, file, n, err, sizeof err)) { printf("CHECK %s\n", err); return 5; }
-    FILE *f = fopen(argv[7], "wb");
-    fwrite(file, 1, n, f);
-    fclose(f);
-    free(file); free(x); free(labels); free(xs); free(arena); free(tl); free(s); free(buf);
-    return 0;
-}
-
-int main(int argc, char **argv) {
-    if (argc == 8) {
-        return run_job(argv);
-    }
-#ifdef JOBS_FILE
-    /* Bare-metal (QEMU + semihosting): one job per line of JOBS_FILE, 7 space-separated fields. */
-    static char line[1024];
-    FILE *jobs = fopen(JOBS_FILE, "r");
-    if (!jobs) { printf("NOJOBS\n"); return 2; }
-    while (fgets(line, sizeof line, jobs)) {
-        char *args[8] = { "harness" };
-        int n = 1;
-        for (char *tok = strtok(line, " \n"); tok && n < 8; tok = strtok(NULL, " \n")) { args[n++] = tok; }
-        if (n != 8) { break; }
-        int rc = run_job(args);
-        printf("RC %d\n", rc);
-    }
-    fclose(jobs);
-    /* QEMU's console is buffered and picolibc's exit does not stop the machine: the host
-     * polls for this file, then terminates QEMU. */
-    snprintf(line, sizeof line, "%s.done", JOBS_FILE);
-    FILE *done = fopen(line, "w");
-    fputs("DONE\n", done);
-    fclose(done);
-#endif
-    return 2;
-}
-"""
+def _engine_sources(mod: Path) -> list[str]:
+    """The harnesses' C sources: the engine (native_modules/edgetune/*.c, no bindings), every
+    kernel, and -I flags for them and fuzz/fuzz_common.h."""
+    return [f"-I{mod}", f"-I{mod / 'kernels'}", f"-I{mod.parents[1] / 'fuzz'}", str(TRAIN_HARNESS_C),
+            *map(str, sorted(mod.glob("*.c"))), *map(str, sorted((mod / "kernels").glob("*.c")))]
 
 
 def _build_harness(out: Path, name: str, flags: list[str]) -> Path:
@@ -770,11 +671,9 @@ def _build_harness(out: Path, name: str, flags: list[str]) -> Path:
     if cc is None:
         pytest.skip("no C compiler")
     mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
-    (out / "harness.c").write_text(TRAIN_HARNESS_C)
     exe = out / name
-    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-ffp-contract=off", *flags,
-           f"-I{mod}", f"-I{mod / 'kernels'}", str(out / "harness.c"), str(mod / "model.c"), str(mod / "scheme.c"),
-           str(mod / "train.c"), *map(str, sorted((mod / "kernels").glob("*.c"))), "-o", str(exe)]
+    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-Wno-unused-function",
+           "-ffp-contract=off", *flags, *_engine_sources(mod), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return exe
@@ -833,14 +732,11 @@ def test_training_core_bare_metal_arm_qemu(tmp_path):
     if not (cc and qemu and specs.is_file()):
         pytest.skip("arm-none-eabi-gcc, picolibc or qemu-system-arm missing")
     mod = Path(__file__).resolve().parents[1] / "native_modules" / "edgetune"
-    (tmp_path / "harness.c").write_text(TRAIN_HARNESS_C)
     jobs = tmp_path / "jobs.txt"
     elf = tmp_path / "harness.elf"
     cmd = [cc, "-mcpu=cortex-m3", "-mthumb", "-O2", "-std=gnu99", "-Wall", "-Wextra", "-Werror",
-           "-Wno-unused-parameter", "-ffp-contract=off", f"--specs={specs}", "--oslib=semihost",
-           f'-DJOBS_FILE="{jobs}"', f"-I{mod}", f"-I{mod / 'kernels'}", str(tmp_path / "harness.c"),
-           str(mod / "model.c"), str(mod / "scheme.c"), str(mod / "train.c"),
-           *map(str, sorted((mod / "kernels").glob("*.c"))),
+           "-Wno-unused-parameter", "-Wno-unused-function", "-ffp-contract=off", f"--specs={specs}",
+           "--oslib=semihost", f'-DJOBS_FILE="{jobs}"', *_engine_sources(mod),
            "-Wl,--defsym=__flash=0x0", "-Wl,--defsym=__flash_size=0x400000", "-Wl,--defsym=__ram=0x20000000",
            "-Wl,--defsym=__ram_size=0x400000", "-Wl,--defsym=__stack_size=0x10000", "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

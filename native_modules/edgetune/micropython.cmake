@@ -4,11 +4,12 @@
 
 add_library(usermod_edgetune INTERFACE)
 
-# Every C file of the module (bindings, .etm parser, training core) and the plain-C99 kernels,
+# Every C file of the module (engine *.c, bindings/*.c) and the plain-C99 kernels,
 # picked up by glob so a new file needs no edit here (CONFIGURE_DEPENDS re-runs the glob at
 # every build).
 file(GLOB EDGETUNE_SOURCES CONFIGURE_DEPENDS
     ${CMAKE_CURRENT_LIST_DIR}/*.c
+    ${CMAKE_CURRENT_LIST_DIR}/bindings/*.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels/*.c
 )
 

@@ -4,9 +4,10 @@
 
 EDGETUNE_MOD_DIR := $(USERMOD_DIR)
 
-# Every C file of the module (bindings, .etm parser, training core) and the plain-C99 kernels,
-# picked up by wildcard so a new file needs no edit here.
-EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/*.c $(EDGETUNE_MOD_DIR)/kernels/*.c))
+# Every C file of the module -- the engine (*.c: .etm parser, forward, training, refit), the
+# MicroPython bindings (bindings/*.c) and the plain-C99 kernels (kernels/*.c) -- picked up by
+# wildcard so a new file needs no edit here.
+EDGETUNE_SRC_C := $(sort $(wildcard $(EDGETUNE_MOD_DIR)/*.c $(EDGETUNE_MOD_DIR)/bindings/*.c $(EDGETUNE_MOD_DIR)/kernels/*.c))
 
 SRC_USERMOD_C += $(EDGETUNE_SRC_C)
 CFLAGS_USERMOD += -I$(EDGETUNE_MOD_DIR) -I$(EDGETUNE_MOD_DIR)/kernels

@@ -1,6 +1,7 @@
 /*
  * The .etm model file on the device: parsing, validation, arena planning and
- * the forward pass over the layer chain (docs/etm-format.md is the contract).
+ * the layer chain (docs/etm-format.md is the contract). The forward pass over it is
+ * et_train_forward (train.h, forward.c), with nothing trained for plain inference.
  *
  * Plain C99, no MicroPython headers and no allocation: the model keeps
  * pointers into the caller's buffer (weights are read in place), records are
@@ -88,8 +89,8 @@ typedef struct {
 /*
  * Parse and validate an .etm buffer (every check of docs/etm-format.md,
  * "Validation"). buf must stay alive and unchanged while m is used, and must be
- * 4-byte aligned. On success fills *m and returns NULL; on failure returns a
- * message: `err` filled with details (err_len > 0) or a static string.
+ * 4-byte aligned. On success fills *m and returns NULL; on failure a message, never
+ * NULL (et_err.h: `err` filled with details, or without a buffer the static format).
  */
 const char *et_model_init(et_model_t *m, const uint8_t *buf, size_t len, char *err, size_t err_len);
 
@@ -116,15 +117,6 @@ size_t et_model_chain_offset(const et_model_t *m, unsigned i);
 /* Elements of the model input / output tensor. */
 size_t et_model_input_size(const et_model_t *m);
 size_t et_model_output_size(const et_model_t *m);
-
-/*
- * Run the chain: copies `input` (et_model_input_size bytes) into the arena,
- * runs every layer and leaves the output in the arena; returns a pointer to it
- * (et_model_output_size bytes inside `arena`), or NULL if a kernel reported an
- * error (cannot happen for a model that passed et_model_init).
- * arena: et_model_arena_size(m) bytes, 4-byte aligned.
- */
-const int8_t *et_model_forward(const et_model_t *m, uint8_t *arena, const int8_t *input);
 
 /* CRC-32 as zlib.crc32 (reflected polynomial 0xEDB88320), starting from crc. */
 uint32_t et_crc32(uint32_t crc, const uint8_t *p, size_t n);

@@ -5,14 +5,11 @@
 #include <string.h>
 
 #include "refit.h"
+#include "et_util.h"
 #include "kernels/et_refit_f32.h"
 
 static const float l2_grid[ET_REFIT_N_L2] = { 1.0f, 0.1f, 0.01f, 0.001f };
 static const float alpha_grid[ET_REFIT_N_ALPHA] = { 0.0f, 0.25f, 0.5f, 0.75f, 1.0f };
-
-static size_t a4(size_t n) {
-    return (n + 3u) & ~(size_t)3u;
-}
 
 /* Geometry of the refit layer: K features, C classes. */
 static void geometry(const et_train_t *t, int32_t *K, int32_t *C) {
@@ -47,28 +44,28 @@ static int32_t largest_fold(const int32_t *labels, int32_t n, int32_t C, int32_t
 
 const char *et_refit_check(const et_train_t *t, const int32_t *labels, int32_t n, float l2, float alpha) {
     if (t->refit_layer < 0) {
-        return "edgetune: refit needs a FULLY_CONNECTED classifier with a bias whose bias and all weights "
+        return "refit needs a FULLY_CONNECTED classifier with a bias whose bias and all weights "
                "the scheme trains";
     }
     if (n < 2 || n > ET_REFIT_MAX_WINDOWS) {
-        return "edgetune: refit needs 2..32767 windows";
+        return "refit needs 2..32767 windows";
     }
     const int32_t C = (int32_t)t->layers[t->refit_layer].c_out;
     for (int32_t s = 0; s < n; ++s) {
         if (labels[s] < 0 || labels[s] >= C) {
-            return "edgetune: label out of range";
+            return "label out of range";
         }
     }
     if (l2 == l2 && !(l2 > 0.0f && l2 <= 3.4028235e38f)) {
-        return "edgetune: l2 must be a positive finite number";
+        return "l2 must be a positive finite number";
     }
     if (alpha == alpha && !(alpha >= 0.0f && alpha <= 1.0f)) {
-        return "edgetune: alpha must be in [0, 1]";
+        return "alpha must be in [0, 1]";
     }
     et_tensor_t to;
     et_model_tensor(t->m, t->m->output, &to);
     if (!(to.scale > 0.0f && to.scale <= 3.4028235e38f)) {
-        return "edgetune: refit needs a positive output scale";
+        return "refit needs a positive output scale";
     }
     return NULL;
 }
@@ -93,7 +90,7 @@ static void layout(const et_train_t *t, const int32_t *labels, int32_t n, int cv
 #define ITEM(field, type, count) \
     do { \
         if (base) { s->field = (type *)(void *)(base[blk] + off[blk]); } \
-        off[blk] += a4(sizeof(type) * (size_t)(count)); \
+        off[blk] += et_align4(sizeof(type) * (size_t)(count)); \
     } while (0)
     ITEM(g, int32_t, T);
     blk = 1;
@@ -272,13 +269,13 @@ const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *
             const size_t j = (size_t)c * K + k;
             const float v = (a1 * (s.sf[c] * (float)wq[j])) + (ga * s.wr[j]);
             if (!(v - v == 0.0f)) {
-                return "edgetune: refit: the solve gave non-finite weights (try a larger l2)";
+                return "refit: the solve gave non-finite weights (try a larger l2)";
             }
             s.wr[j] = v;
         }
         s.ir[c] = ((a1 * s.bf[c]) + (ga * s.ir[c])) + ad;
         if (!(s.ir[c] - s.ir[c] == 0.0f)) {
-            return "edgetune: refit: the solve gave non-finite weights (try a larger l2)";
+            return "refit: the solve gave non-finite weights (try a larger l2)";
         }
     }
     /* flashed scales for a channel whose refit weights are all 0 */

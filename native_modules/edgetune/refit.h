@@ -25,7 +25,8 @@ typedef struct {
     int cv;             /* cross-validation ran (l2 or alpha was None) */
 } et_refit_result_t;
 
-/* Check the arguments (l2/alpha: NaN = choose by CV); NULL if fine, else a ValueError message. */
+/* Check the arguments (l2/alpha: NaN = choose by CV); NULL if fine, else a ValueError message
+ * (never NULL on failure; plain text, the bindings add "edgetune: ", et_err.h). */
 const char *et_refit_check(const et_train_t *t, const int32_t *labels, int32_t n, float l2, float alpha);
 
 /* Scratch bytes for n windows with these labels (checked); cv: l2 or alpha is chosen by CV. */

@@ -2,17 +2,15 @@
  * The training scheme (docs/training.md §1): .etm section parser, builder
  * from (n_bias, ratios) and the l1 channel criterion.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "scheme.h"
-
-static uint16_t rd16(const uint8_t *p) {
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
+#include "et_err.h"
+#include "et_ops.h"
+#include "et_util.h"
 
 int et_scheme_is_weight_op(uint8_t op) {
-    return op == ET_OP_CONV_2D || op == ET_OP_DEPTHWISE_CONV_2D || op == ET_OP_FULLY_CONNECTED;
+    return et_op_has_weights(op);
 }
 
 /* Output channels of weight layer l (its weight tensor's output axis). */
@@ -29,62 +27,52 @@ const char *et_scheme_parse(const et_model_t *m, et_scheme_layer_t *s, char *err
     if (len < 4) {
         return "scheme section shorter than its 4-byte header";
     }
-    if (rd16(p) != ET_SCHEME_VERSION) {
-        snprintf(err, err_len, "scheme section version %u is not supported (expected %u)", rd16(p),
+    if (et_ld_u16(p) != ET_SCHEME_VERSION) {
+        return et_fail(err, err_len, "scheme section version %u is not supported (expected %u)", et_ld_u16(p),
             ET_SCHEME_VERSION);
-        return err;
     }
-    const unsigned n = rd16(p + 2);
+    const unsigned n = et_ld_u16(p + 2);
     uint32_t pos = 4;
     int prev = -1;
     for (unsigned e = 0; e < n; ++e) {
         if (len - pos < 8) {
-            snprintf(err, err_len, "scheme entry %u lies outside the scheme section", e);
-            return err;
+            return et_fail(err, err_len, "scheme entry %u lies outside the scheme section", e);
         }
-        const unsigned layer = rd16(p + pos), flags = p[pos + 2], n_sel = rd16(p + pos + 4);
-        if (p[pos + 3] != 0 || rd16(p + pos + 6) != 0) {
-            snprintf(err, err_len, "scheme entry %u: reserved bytes are not zero", e);
-            return err;
+        const unsigned layer = et_ld_u16(p + pos), flags = p[pos + 2], n_sel = et_ld_u16(p + pos + 4);
+        if (p[pos + 3] != 0 || et_ld_u16(p + pos + 6) != 0) {
+            return et_fail(err, err_len, "scheme entry %u: reserved bytes are not zero", e);
         }
         if (layer >= m->n_layers || (int)layer <= prev) {
-            snprintf(err, err_len, "scheme entry %u: layer %u out of range or not increasing", e, layer);
-            return err;
+            return et_fail(err, err_len, "scheme entry %u: layer %u out of range or not increasing", e, layer);
         }
         prev = (int)layer;
         et_layer_t l;
         et_model_layer(m, layer, &l);
         if (!et_scheme_is_weight_op(l.op)) {
-            snprintf(err, err_len, "scheme entry %u: layer %u has no weights", e, layer);
-            return err;
+            return et_fail(err, err_len, "scheme entry %u: layer %u has no weights", e, layer);
         }
         if (flags == 0 || flags > 3 || ((flags & ET_SCHEME_BIAS) && l.bias == ET_NONE)) {
-            snprintf(err, err_len, "scheme entry %u: bad flags %u for layer %u", e, flags, layer);
-            return err;
+            return et_fail(err, err_len, "scheme entry %u: bad flags %u for layer %u", e, flags, layer);
         }
         const unsigned c_out = out_channels(m, &l);
         if (((flags & ET_SCHEME_WEIGHTS) != 0) != (n_sel != 0) || n_sel > c_out) {
-            snprintf(err, err_len, "scheme entry %u: %u channels selected of %u (weights bit %u)", e, n_sel,
+            return et_fail(err, err_len, "scheme entry %u: %u channels selected of %u (weights bit %u)", e, n_sel,
                 c_out, (flags >> 1) & 1u);
-            return err;
         }
         pos += 8;
         const uint32_t list = 2u * (n_sel + (n_sel & 1u));
         if (len - pos < list) {
-            snprintf(err, err_len, "scheme entry %u: channel list lies outside the scheme section", e);
-            return err;
+            return et_fail(err, err_len, "scheme entry %u: channel list lies outside the scheme section", e);
         }
         for (unsigned k = 0; k < n_sel; ++k) {
-            const unsigned c = rd16(p + pos + 2 * k);
-            if (c >= c_out || (k > 0 && c <= rd16(p + pos + 2 * k - 2))) {
-                snprintf(err, err_len, "scheme entry %u: channel list must be ascending, unique and < %u", e,
+            const unsigned c = et_ld_u16(p + pos + 2 * k);
+            if (c >= c_out || (k > 0 && c <= et_ld_u16(p + pos + 2 * k - 2))) {
+                return et_fail(err, err_len, "scheme entry %u: channel list must be ascending, unique and < %u", e,
                     c_out);
-                return err;
             }
         }
-        if ((n_sel & 1u) && rd16(p + pos + 2 * n_sel) != 0) {
-            snprintf(err, err_len, "scheme entry %u: channel list padding is not zero", e);
-            return err;
+        if ((n_sel & 1u) && et_ld_u16(p + pos + 2 * n_sel) != 0) {
+            return et_fail(err, err_len, "scheme entry %u: channel list padding is not zero", e);
         }
         s[layer].flags = (uint8_t)flags;
         s[layer].n_sel = (uint16_t)n_sel;
@@ -92,8 +80,7 @@ const char *et_scheme_parse(const et_model_t *m, et_scheme_layer_t *s, char *err
         pos += list;
     }
     if (pos != len) {
-        snprintf(err, err_len, "scheme section has %u bytes, its entries use %u", (unsigned)len, (unsigned)pos);
-        return err;
+        return et_fail(err, err_len, "scheme section has %u bytes, its entries use %u", (unsigned)len, (unsigned)pos);
     }
     return NULL;
 }
@@ -108,9 +95,8 @@ const char *et_scheme_build(const et_model_t *m, uint32_t n_bias, const uint8_t 
         n_weighted += et_scheme_is_weight_op(l.op) ? 1u : 0u;
     }
     if (n_bias > n_weighted) {
-        snprintf(err, err_len, "scheme: n_bias=%lu but the model has %lu layers with weights",
+        return et_fail(err, err_len, "scheme: n_bias=%lu but the model has %lu layers with weights",
             (unsigned long)n_bias, (unsigned long)n_weighted);
-        return err;
     }
     uint32_t seen = 0;
     for (int i = (int)m->n_layers - 1; i >= 0; --i) {
@@ -119,12 +105,10 @@ const char *et_scheme_build(const et_model_t *m, uint32_t n_bias, const uint8_t 
         const int weighted = et_scheme_is_weight_op(l.op);
         uint8_t d = den ? den[i] : 0;
         if (d && !weighted) {
-            snprintf(err, err_len, "scheme: layer %d (op %u) has no weights to train", i, l.op);
-            return err;
+            return et_fail(err, err_len, "scheme: layer %d (op %u) has no weights to train", i, l.op);
         }
         if (d && d != 1 && d != 2 && d != 4 && d != 8) {
-            snprintf(err, err_len, "scheme: layer %d ratio 1/%u (allowed: 1, 1/2, 1/4, 1/8)", i, d);
-            return err;
+            return et_fail(err, err_len, "scheme: layer %d ratio 1/%u (allowed: 1, 1/2, 1/4, 1/8)", i, d);
         }
         if (!weighted) {
             continue;
