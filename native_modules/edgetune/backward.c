@@ -7,6 +7,7 @@
 
 #include "train.h"
 #include "train_util.h"
+#include "et_ops.h"
 #include "kernels/et_kernels.h"
 #include "kernels/et_train_kernels.h"
 
@@ -102,6 +103,87 @@ static void update_layer(et_train_t *t, unsigned i, const int16_t *g, float s_g,
     }
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The ops' input gradients, step 4b (et_ops.c's table dispatches to them)                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The transposed op over the folded output gradient h. A layer whose weights do not train
+ * updates its bias first (4b reads no bias), then folds in place over g. */
+void et_input_grad_weights(et_bwd_t *b) {
+    et_train_t *t = b->t;
+    const et_model_t *m = t->m;
+    uint8_t *arena = t->arena;
+    const et_train_layer_t *tl = b->tl;
+    const et_layer_t *l = b->l;
+    et_tensor_t tw;
+    et_dims_t dw;
+    et_model_tensor(m, l->weight, &tw);
+    et_dims_of(&tw, &dw);
+    int16_t *h = b->fold;
+    if (!(tl->s.flags & ET_SCHEME_WEIGHTS)) {
+        /* g is not needed after 4b: its bias update (4b does not read biases)
+         * comes first, then h overwrites g. */
+        update_layer(t, (unsigned)b->i, b->g, b->s_g, b->lr, b->qas);
+        b->updated = 1;
+        h = b->g;
+    }
+    et_grad_fold_s16(b->g, (int32_t)(b->n_out / tl->c_out), tl->c_out,
+        b->i == t->refit_layer ? et_train_q_sw(t) : tw.scales, tl->s_wmax, h);
+    et_train_touch(t, (size_t)((uint8_t *)h - arena) + 2 * b->n_out);
+    const et_weights_t wv = {
+        (const int8_t *)tw.data,
+        (tl->s.flags & ET_SCHEME_WEIGHTS) ? (const int16_t *)(const void *)(arena + tl->map) : NULL,
+        (const int8_t *)(arena + tl->wcopy), (int32_t)tl->per_channel,
+    };
+    const et_conv_params_t p = {
+        l->input_offset, l->output_offset, l->stride_h, l->stride_w, l->pad_h, l->pad_w,
+        l->depth_multiplier, l->act_min, l->act_max,
+    };
+    int64_t big = 0;
+    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+        if (l->op == ET_OP_FULLY_CONNECTED) {
+            big = et_fully_connected_grad_s8(h, tl->c_out, (int32_t)b->n_in, &wv, big, b->out);
+        } else if (l->op == ET_OP_CONV_2D) {
+            big = et_conv_grad_s8(&p, b->din, &dw, &wv, b->dout, h, big, b->out);
+        } else {
+            big = et_depthwise_conv_grad_s8(&p, b->din, &dw, &wv, b->dout, h, big, b->out);
+        }
+    }
+    b->big = big;
+    b->s_acc = b->s_g * tl->s_wmax;
+}
+
+/* MAX_POOL_2D (through the saved arg-max) and AVERAGE_POOL_2D. */
+void et_input_grad_pool(et_bwd_t *b) {
+    const et_layer_t *l = b->l;
+    const et_pool_params_t p = {
+        l->stride_h, l->stride_w, l->pad_h, l->pad_w, l->filter_h, l->filter_w, l->act_min, l->act_max,
+    };
+    int64_t big = 0;
+    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+        if (l->op == ET_OP_MAX_POOL_2D) {
+            big = et_max_pool_grad_s8(&p, b->din, b->t->arena + b->tl->argmax, b->tl->argmax_bits, b->dout, b->g, big,
+                b->out);
+        } else {
+            big = et_avg_pool_grad_s8(&p, b->din, b->dout, b->g, big, b->out);
+        }
+    }
+    b->big = big;
+    if (l->op == ET_OP_AVERAGE_POOL_2D) {
+        b->s_acc = b->s_g / 1024.0f;
+    }
+}
+
+/* MEAN: the gradient spread over height and width. */
+void et_input_grad_mean(et_bwd_t *b) {
+    int64_t big = 0;
+    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
+        big = et_mean_grad_s8(b->din, b->g, big, b->out);
+    }
+    b->big = big;
+    b->s_acc = b->s_g / (float)(b->din->h * b->din->w);
+}
+
 float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr, int qas) {
     const et_model_t *m = t->m;
     uint8_t *arena = t->arena;
@@ -143,76 +225,12 @@ float et_train_step(et_train_t *t, const int8_t *input, int32_t label, float lr,
         int updated = 0;
         if (i > t->first) {
             int16_t *out = (int16_t *)(void *)nxt;
-            float s_acc = s_g;
-            int64_t big = 0;
-            switch (l.op) {
-                case ET_OP_CONV_2D:
-                case ET_OP_DEPTHWISE_CONV_2D:
-                case ET_OP_FULLY_CONNECTED: {
-                    et_tensor_t tw;
-                    et_dims_t dw;
-                    et_model_tensor(m, l.weight, &tw);
-                    et_dims_of(&tw, &dw);
-                    int16_t *h = fold;
-                    if (!(tl->s.flags & ET_SCHEME_WEIGHTS)) {
-                        /* g is not needed after 4b: its bias update (4b does not read biases)
-                         * comes first, then h overwrites g. */
-                        update_layer(t, (unsigned)i, g, s_g, lr, qas);
-                        updated = 1;
-                        h = g;
-                    }
-                    et_grad_fold_s16(g, (int32_t)(n_out / tl->c_out), tl->c_out,
-                        i == t->refit_layer ? et_train_q_sw(t) : tw.scales, tl->s_wmax, h);
-                    et_train_touch(t, (size_t)((uint8_t *)h - arena) + 2 * n_out);
-                    const et_weights_t wv = {
-                        (const int8_t *)tw.data,
-                        (tl->s.flags & ET_SCHEME_WEIGHTS) ? (const int16_t *)(const void *)(arena + tl->map) : NULL,
-                        (const int8_t *)(arena + tl->wcopy), (int32_t)tl->per_channel,
-                    };
-                    const et_conv_params_t p = {
-                        l.input_offset, l.output_offset, l.stride_h, l.stride_w, l.pad_h, l.pad_w,
-                        l.depth_multiplier, l.act_min, l.act_max,
-                    };
-                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
-                        if (l.op == ET_OP_FULLY_CONNECTED) {
-                            big = et_fully_connected_grad_s8(h, tl->c_out, (int32_t)n_in, &wv, big, out);
-                        } else if (l.op == ET_OP_CONV_2D) {
-                            big = et_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, big, out);
-                        } else {
-                            big = et_depthwise_conv_grad_s8(&p, &din, &dw, &wv, &dout, h, big, out);
-                        }
-                    }
-                    s_acc = s_g * tl->s_wmax;
-                    break;
-                }
-                case ET_OP_MAX_POOL_2D:
-                case ET_OP_AVERAGE_POOL_2D: {
-                    const et_pool_params_t p = {
-                        l.stride_h, l.stride_w, l.pad_h, l.pad_w, l.filter_h, l.filter_w, l.act_min, l.act_max,
-                    };
-                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
-                        if (l.op == ET_OP_MAX_POOL_2D) {
-                            big = et_max_pool_grad_s8(&p, &din, arena + tl->argmax, tl->argmax_bits, &dout, g, big, out);
-                        } else {
-                            big = et_avg_pool_grad_s8(&p, &din, &dout, g, big, out);
-                        }
-                    }
-                    if (l.op == ET_OP_AVERAGE_POOL_2D) {
-                        s_acc = s_g / 1024.0f;
-                    }
-                    break;
-                }
-                case ET_OP_MEAN:
-                default:
-                    for (int pass = 0; pass < 2 && (pass == 0 || big != 0); ++pass) {
-                        big = et_mean_grad_s8(&din, g, big, out);
-                    }
-                    s_acc = s_g / (float)(din.h * din.w);
-                    break;
-            }
-            if (big != 0) { /* 4c: M == 0 stops the backward pass after this layer's updates */
+            et_bwd_t b = { t, i, tl, &l, &din, &dout, g, fold, out, n_in, n_out, s_g, lr, qas, 0, s_g, 0 };
+            et_op(l.op)->input_grad(&b); /* step 4b through the op table */
+            updated = b.updated;
+            if (b.big != 0) { /* 4c: M == 0 stops the backward pass after this layer's updates */
                 et_train_touch(t, (size_t)(nxt - arena) + 2 * n_in);
-                s_next = et_grad_requant_scale(big, s_acc);
+                s_next = et_grad_requant_scale(b.big, b.s_acc);
             }
         }
         if (!updated) {

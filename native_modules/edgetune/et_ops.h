@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "model.h"
+#include "train.h"
 
 #define ET_OP_COUNT 7 /* op codes 1..6, entry 0 for anything else */
 
@@ -23,10 +23,52 @@ enum {
     ET_OPK_POOL = 4u,    /* a pool: keeps channels and zero point, no multipliers */
 };
 
+/* One layer of the forward walk (forward.c): x -> y with the layer's own or trained parameters. */
 typedef struct {
-    const char *name;  /* "CONV_2D", ... as TFLite names them */
-    uint8_t kind;      /* ET_OPK_* */
+    et_train_t *t;
+    const et_train_layer_t *tl;
+    const et_layer_t *l;
+    const et_dims_t *din, *dout;
+    const et_per_channel_quant_t *q; /* the layer's multipliers/shifts (the refit classifier's own) */
+    const int8_t *x;
+    int8_t *y;
+    size_t n_in, n_out;
+    int trained;                     /* at or above the first trained layer: may read the arena */
+    int saving;                      /* training: keep what the backward pass needs */
+} et_fwd_t;
+
+/* One layer of the backward pass, step 4b (backward.c): the input gradient `out` of the masked
+ * output gradient g at scale s_g; big (the largest magnitude, 0 stops the pass), the scale of
+ * the accumulator s_acc and whether the layer's update already ran are the results. */
+typedef struct {
+    et_train_t *t;
+    int i;
+    const et_train_layer_t *tl;
+    const et_layer_t *l;
+    const et_dims_t *din, *dout;
+    int16_t *g, *fold, *out;
+    size_t n_in, n_out;
+    float s_g, lr;
+    int qas;
+    int64_t big;    /* result */
+    float s_acc;    /* result (in: s_g) */
+    int updated;    /* result */
+} et_bwd_t;
+
+typedef struct {
+    const char *name;                  /* "CONV_2D", ... as TFLite names them */
+    uint8_t kind;                      /* ET_OPK_* */
+    void (*forward)(const et_fwd_t *); /* forward.c */
+    void (*input_grad)(et_bwd_t *);    /* backward.c */
 } et_op_t;
+
+/* The per-op functions the table points to. */
+void et_forward_weights(const et_fwd_t *f);
+void et_forward_pool(const et_fwd_t *f);
+void et_forward_mean(const et_fwd_t *f);
+void et_input_grad_weights(et_bwd_t *b);
+void et_input_grad_pool(et_bwd_t *b);
+void et_input_grad_mean(et_bwd_t *b);
 
 /* The table entry of op code `op` (entry 0 for an unknown code). A function rather than an
  * exported array: the native .mpy's linker reaches another object's data only through a GOT. */
