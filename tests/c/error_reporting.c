@@ -7,15 +7,13 @@
  * version, a scheme with too many biases, a weight scale that is not positive, a trained-weights
  * file whose size field lies. Prints one line per case and "N failed, M passed".
  *
- * Uses the public API only (model.h, scheme.h, train.h); little-endian host.
+ * Uses the public API only (model.h, scheme.h, train.h) and fuzz/fuzz_common.h; little-endian host.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
-#include "scheme.h"
-#include "train.h"
+#include "fuzz_common.h" /* fz_slurp (fuzz/); model.h, scheme.h, train.h */
 
 static int n_failed, n_passed;
 
@@ -30,25 +28,6 @@ static void expect(const char *what, const char *msg_none, const char *msg_buf, 
     } else {
         ++n_failed;
     }
-}
-
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(2);
-    }
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)n + 64);
-    if (fread(p, 1, (size_t)n, f) != (size_t)n) {
-        perror(path);
-        exit(2);
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return p;
 }
 
 static uint32_t rd32(const uint8_t *p) {
@@ -80,7 +59,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     size_t len;
-    const uint8_t *base = slurp(argv[1], &len);
+    const uint8_t *base = fz_slurp(argv[1], &len);
     char err[192];
     et_model_t m;
 
