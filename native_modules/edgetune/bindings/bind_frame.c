@@ -132,9 +132,7 @@ mp_obj_t edgetune_model_frame(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
         { MP_QSTR_accel, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_gyro, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
     };
-    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
-    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
-    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    ET_METHOD_ARGS(self, a, allowed);
     et_bind_check_buffer_unchanged(self);
     if (a[ARG_r].u_obj == MP_OBJ_NULL) {
         if (!self->frame_on) {
@@ -193,9 +191,7 @@ mp_obj_t edgetune_model_calibrate(size_t n_args, const mp_obj_t *pos_args, mp_ma
         { MP_QSTR_accel, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_gyro, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
     };
-    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
-    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
-    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    ET_METHOD_ARGS(self, a, allowed);
     et_bind_check_buffer_unchanged(self);
     et_tensor_t tin;
     et_model_tensor(&self->model, self->model.input, &tin);

@@ -42,9 +42,7 @@ mp_obj_t edgetune_model_quantize(size_t n_args, const mp_obj_t *pos_args, mp_map
         { MP_QSTR_scale, MP_ARG_OBJ, {.u_obj = mp_const_none} },
         { MP_QSTR_zero_point, MP_ARG_OBJ, {.u_obj = mp_const_none} },
     };
-    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
-    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
-    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    ET_METHOD_ARGS(self, a, allowed);
     et_bind_check_buffer_unchanged(self);
     et_tensor_t tin;
     et_model_tensor(&self->model, self->model.input, &tin);

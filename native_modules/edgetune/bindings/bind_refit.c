@@ -43,9 +43,7 @@ mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
         { MP_QSTR_l2, MP_ARG_OBJ, {.u_obj = mp_const_none} },
         { MP_QSTR_alpha, MP_ARG_OBJ, {.u_obj = mp_const_none} },
     };
-    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
-    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
-    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    ET_METHOD_ARGS(self, a, allowed);
     /* conversions (TypeError for a wrong type), every Python callback (__float__, __int__) first:
      * the item array of xs is taken only after the last one, and only converted values are
      * checked and used (a callback may resize a list or answer differently the second time) */

@@ -31,9 +31,7 @@ mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
         { MP_QSTR_lr, MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
         { MP_QSTR_qas, MP_ARG_BOOL, {.u_bool = true} },
     };
-    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]);
-    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)];
-    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a);
+    ET_METHOD_ARGS(self, a, allowed);
     const mp_obj_t label_in = a[ARG_label].u_obj;
     const bool qas = a[ARG_qas].u_bool;
     const bool seq = mp_obj_is_type(label_in, &mp_type_list) || mp_obj_is_type(label_in, &mp_type_tuple);

@@ -62,6 +62,13 @@ typedef struct _edgetune_model_obj_t {
  * every engine message reaches Python through this one MP_ERROR_TEXT format. */
 #define et_bind_raise_engine(msg) mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("edgetune: %s"), (msg))
 
+/* The start of a method with keyword arguments (n_args, pos_args, kw_args): the Model `self`
+ * and the values `a` of the argument table `allowed`. */
+#define ET_METHOD_ARGS(self, a, allowed) \
+    edgetune_model_obj_t *self = MP_OBJ_TO_PTR(pos_args[0]); \
+    mp_arg_val_t a[MP_ARRAY_SIZE(allowed)]; \
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed), allowed, a)
+
 /* bind_args.c: the buffer guard and argument conversion */
 void et_bind_check_buffer_unchanged(edgetune_model_obj_t *self);
 size_t et_bind_seq_len(mp_obj_t seq);
