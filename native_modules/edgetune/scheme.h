@@ -31,7 +31,7 @@ int et_scheme_is_weight_op(uint8_t op);
 
 /*
  * Parse and validate the .etm scheme section (m->scheme_off != 0) into
- * s[0 .. n_layers). Returns NULL or a message (details in err).
+ * s[0 .. n_layers). Returns NULL or a message, never NULL on failure (et_err.h).
  */
 const char *et_scheme_parse(const et_model_t *m, et_scheme_layer_t *s, char *err, size_t err_len);
 
@@ -39,7 +39,7 @@ const char *et_scheme_parse(const et_model_t *m, et_scheme_layer_t *s, char *err
  * Build a scheme: biases of the last n_bias weight layers (those that have a
  * bias), weight layers with den[i] != 0 (1, 2, 4 or 8; den == NULL: none),
  * and the classifier (last layer, if FULLY_CONNECTED: bias + all channels).
- * Returns NULL or a message (details in err).
+ * Returns NULL or a message, never NULL on failure (et_err.h).
  */
 const char *et_scheme_build(const et_model_t *m, uint32_t n_bias, const uint8_t *den,
     et_scheme_layer_t *s, char *err, size_t err_len);

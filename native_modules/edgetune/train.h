@@ -6,6 +6,9 @@
  * per-layer table (one et_train_layer_t per model layer) and the arena
  * (et_train_t.arena_size bytes, 4-byte aligned).
  *
+ * Files: train.c (plan, init), forward.c (the forward walker), backward.c (backward pass,
+ * update, mini-batch), train_state.c (the trained-weights file).
+ *
  * Life cycle: fill the scheme (scheme.h) into layers[i].s, et_train_plan()
  * (validation + layout), allocate the arena, et_train_init() (copies the
  * trainable parameters from the model, selects channels, zeroes residuals and
@@ -86,7 +89,7 @@ void et_train_classifier_flashed(et_train_t *t);
 /*
  * Validate the scheme in layers[i].s against the model (scales, accumulator
  * bounds of docs/training.md §4b) and lay out the arena. Returns NULL or a
- * message (details in err). Nothing else is touched.
+ * message, never NULL on failure (et_err.h). Nothing else is touched.
  */
 const char *et_train_plan(et_train_t *t, const et_model_t *m, et_train_layer_t *layers, float momentum,
     char *err, size_t err_len);
@@ -134,7 +137,8 @@ void et_train_state_header(const et_train_t *t, uint8_t *hdr);
  * after the params region. */
 void et_train_state_header_tail(const et_train_t *t, uint8_t *hdr, const uint8_t *tail, size_t tail_len);
 
-/* Check a trained-weights file fully; NULL if it can be loaded, else a message. */
+/* Check a trained-weights file fully; NULL if it can be loaded, else a message (never NULL on
+ * failure, also without an error buffer: et_err.h). */
 const char *et_train_state_check(const et_train_t *t, const uint8_t *buf, size_t len, char *err, size_t err_len);
 
 /* Load a file that passed et_train_state_check. */
