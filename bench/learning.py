@@ -1,6 +1,6 @@
 """Learning-quality benchmark: personalization on a shifted domain of the real watch data.
 
-    python bench/learning.py [--scenario rotation] [--seeds 5] [--out build/bench]
+    python -m bench.learning [--scenario rotation] [--seeds 5] [--out build/bench]
 
 writes build/bench/learning.json and build/bench/learning.png. For every seed it pre-trains a
 model of the zoo on the scenario's source domain (cached under OUT/learning_models/), quantizes
@@ -579,7 +579,7 @@ def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dic
     """The first seed's recipe without the frame step (refit -> SGD -> guard -> refit_all) on the
     unix-port MicroPython with the C module vs the numpy twin, on the scenario's own windows:
     the same events and the same final trained-weights bytes? (The frame fit's C = twin is
-    tests/test_frame.py / test_app_calibrate.py.)"""
+    tests/unix/test_frame.py / test_app_calibrate.py.)"""
     import tempfile
 
     from edgetune import recipe

@@ -1,0 +1,1 @@
+"""Helpers the tests, bench/ and fuzz/ share: `from tests.support import tinymodels`."""
