@@ -1,7 +1,7 @@
 """The native .mpy on a stock MicroPython board: the emulated Cortex-M3 built without our module
 and without the app (make firmware BOARD=qemu-stock), driven by the real mpremote.
 
-1. 24 random models (tests/test_unix_module.random_model) run by the armv6m .mpy (the RP2040's
+1. 24 random models (tests.support.randmodels.random_model) run by the armv6m .mpy (the RP2040's
    Thumb-1 code: ARMv6-M is a subset of the board's ARMv7-M) and by the armv7m .mpy give the
    numpy twin's outputs bit for bit; 24 training steps of the demo model (QAS and plain SGD)
    give the same trained-weights bytes and losses as the built-in module on the unix port.

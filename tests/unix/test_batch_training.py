@@ -1,7 +1,7 @@
 """Mini-batch training (docs/training.md §5): C module, firmware/edgetune_py.py and the numpy twin
 (host/edgetune/training.py Trainer.step_batch) compute the same bits, and the arena is memory.py's.
 
-On the real unix-port MicroPython: random hand-built trainable models (tests/unix/test_unix_train.py
+On the real unix-port MicroPython: random hand-built trainable models (tests/support/trainingcases.py
 `train_model`) x schemes {default, classifier only, classifier + channel-sliced weights} x momentum
 on/off x k in {1, 3, 8}: BATCH_STEPS batch steps (labels alternately bytes and a list), the mean
 losses (float32 bits), the saved trained-weights files (byte for byte) and info() are identical

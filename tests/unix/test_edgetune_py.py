@@ -5,7 +5,7 @@ On the real unix-port MicroPython, in ONE process per test, each case runs throu
 momentum, QAS flag and samples:
 
 - the reference IMU model of `make demo` on real windows (5 schemes); random hand-built
-  trainable models (tests/unix/test_unix_train.py `train_model`: conv, depthwise, pools, MEAN,
+  trainable models (tests/support/trainingcases.py `train_model`: conv, depthwise, pools, MEAN,
   hidden FC, FC classifier) and random Keras models through the real TFLite converter and
   export.py (tests/support/modelgen.py), x schemes (default, classifier only, bias-only
   stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum

@@ -2,7 +2,7 @@
 twin (host/edgetune/refit.py), bit for bit, on random models; memory; save/load; refit then SGD;
 bad inputs.
 
-Per random model (tests/unix/test_unix_train.py's hand-built generator, default scheme, momentum on or
+Per random model (tests/support/trainingcases.py's hand-built generator, default scheme, momentum on or
 off): refit with l2 and alpha chosen by cross-validation, save, 3 SGD steps, save, a second refit
 with given l2/alpha, save; every file (the whole params region: bias and weight copies, residuals,
 momentum, the classifier's scales and multipliers) equals the twin's byte for byte, and so do the
