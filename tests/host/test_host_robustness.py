@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.monitor import read_csv
+
 from tests.support.relhelp import REPO, record
 
 

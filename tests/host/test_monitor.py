@@ -26,6 +26,7 @@ import pytest
 
 from edgetune import emulate
 from edgetune.monitor import COLUMNS, LineSplitter, parse_line, parse_text, read_csv, row_to_csv
+
 from tests.support.deviceapp import demo, demo_assets
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,10 @@ FIRMWARE = REPO / "firmware"
 QEMU_SEEDS = (7, 13, 15, 19, 25, 35)  # together: conv, depthwise, max/avg pool, MEAN, hidden FC
 
 
-def run_with_firmware(code: str, tmp: Path, timeout: float = 600, heap: str | None = None, binary: Path | None = None) -> str:
+def run_with_firmware(code: str, tmp: Path, timeout: float = 600, heap: str | None = None,
+                      binary: Path | None = None) -> str:
+    """Run code on the unix port (binary, default build/unix/micropython) with firmware/ on its
+    path, so `import edgetune_py` is the fallback; returns stdout, fails on a non-zero exit."""
     script = tmp / "runner.py"
     script.write_text(code)
     proc = emulate._run_binary(binary or emulate.find_micropython(), script, heap, timeout, tmp, [str(FIRMWARE)])

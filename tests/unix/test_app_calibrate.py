@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edgetune import frame
+
 from tests.support import deviceapp
 from tests.support.deviceapp import HEAP, demo, demo_assets
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from edgetune.modelfile import read_etm
 from edgetune.quantize_input import quantize_input
+
 from tests.support.relhelp import REPO, reference_etm, run_script
 
 SCRIPT = r"""

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from edgetune import board, emulate
+
 from tests.support.deviceapp import FIRMWARE, HEAP, demo, demo_assets, run_device
 
 REPO = Path(__file__).resolve().parents[2]

@@ -38,7 +38,8 @@ from edgetune.scheme import Scheme
 from edgetune.training import Trainer
 
 from tests.support.relhelp import demo_module
-from tests.support.fallback import QEMU_SEEDS, demo_windows, qemu_firmware, run_edgetune_py_on_qemu, run_with_firmware
+from tests.support.fallback import QEMU_SEEDS, demo_windows, run_edgetune_py_on_qemu, run_with_firmware
+from tests.support.fallback import qemu_firmware  # noqa: F401 (fixture)
 from tests.support.trainingcases import bound_model, cases_for, f32hex, real_models, train_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ import pytest
 from edgetune import memory, recipe
 from edgetune.scheme import Scheme
 from edgetune.modelfile import write_etm
+
 from tests.support.trainingcases import train_model
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from edgetune import emulate
 from edgetune.monitor import parse_text
+
 from tests.support.deviceapp import demo_assets
 
 REPO = Path(__file__).resolve().parents[2]

@@ -35,6 +35,7 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
+
 from tests.support.randmodels import random_model
 
 # Base models: together they contain every op, per-channel weight scales, biases and MEAN.
