@@ -13,8 +13,7 @@ from edgetune.fleet import refit_stats as rs
 from edgetune.modelfile import write_etm
 from edgetune.training import Trainer
 
-from tests.unix.test_refit import refittable_models
-from tests.support.trainingcases import run_script
+from tests.support.trainingcases import refittable_models, run_script
 
 N_MODELS = 12
 

@@ -4,12 +4,15 @@ the C module and checks every output, info() figure and class against the numpy 
 """
 
 from __future__ import annotations
+
 import ast
 import math
 import subprocess
 from pathlib import Path
+
 import numpy as np
 import pytest
+
 from edgetune import memory, reference
 from edgetune.modelfile import (
     ACT_NONE,

@@ -5,12 +5,15 @@ that trains each case and checks it against the twin bit for bit.
 """
 
 from __future__ import annotations
+
 import math
 import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+
 import numpy as np
+
 from edgetune import memory
 from edgetune.modelfile import (
     ACT_NONE,
@@ -32,6 +35,7 @@ from edgetune.modelfile import (
     write_etm,
 )
 from edgetune.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
+from edgetune.refit import refit_layer
 from edgetune.scheme import Scheme, weight_layers
 from edgetune.training import Trainer
 
@@ -170,6 +174,16 @@ def real_models() -> dict[str, EtmModel]:
         out[f"k{seed}"] = read_etm(write_etm(tflite_to_etm(modelgen.tflite_model(seed))))
     return out
 
+
+def refittable_models(n: int) -> list[tuple[int, EtmModel]]:
+    """The first n (seed, train_model(seed)) whose default scheme has a refittable classifier."""
+    out, seed = [], 0
+    while len(out) < n:
+        m = train_model(seed)
+        if refit_layer(m, Scheme.default(m)) is not None:
+            out.append((seed, m))
+        seed += 1
+    return out
 
 # --------------------------------------------------------------------------------------------
 # Cases: model x scheme x qas x momentum

@@ -19,12 +19,11 @@ import pytest
 
 from edgetune import memory
 from edgetune.modelfile import write_etm
-from edgetune.refit import refit_layer
 from edgetune.scheme import Scheme
 from edgetune.training import Trainer
 
 from tests.support.fallback import run_with_firmware
-from tests.support.trainingcases import run_script, train_model
+from tests.support.trainingcases import refittable_models, run_script
 
 N_MODELS = 24
 
@@ -61,16 +60,6 @@ print('DONE')
 
 def fx(v) -> str:
     return "None" if v is None else struct.pack("<f", v).hex()
-
-
-def refittable_models(n: int):
-    out, seed = [], 0
-    while len(out) < n:
-        m = train_model(seed)
-        if refit_layer(m, Scheme.default(m)) is not None:
-            out.append((seed, m))
-        seed += 1
-    return out
 
 
 def test_refit_c_vs_twin(micropython, tmp_path):
