@@ -1,6 +1,6 @@
 """firmware/fleet.py on the real unix-port MicroPython (C module) = the numpy twin, bit for bit.
 
-Random trainable models (tests/test_unix_train.train_model) with the default scheme (biases of
+Random trainable models (tests.support.trainingcases.train_model) with the default scheme (biases of
 every weight layer + the classifier's weights, so both int32 and int8 segments), two of them
 with a scheme that also trains half of a hidden layer's channels (stored in the .etm):
 - `fleet.apply` of a random real-unit global update to the flashed state gives the twin's bytes
