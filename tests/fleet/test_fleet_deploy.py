@@ -29,10 +29,10 @@ NODES = 3
 
 @pytest.fixture(scope="module")
 def demo_model() -> Path:
-    from tests.unix import test_device_app
+    from tests.support import deviceapp
 
     out = Path(__file__).resolve().parents[2] / "build" / "demo"
-    return test_device_app.demo.ensure_model(out)
+    return deviceapp.demo.ensure_model(out)
 
 
 def _log(p: Path) -> str:

@@ -140,12 +140,12 @@ def test_flower_refit_round_equals_centralized_refit(tmp_path):
     import sys
     from pathlib import Path
 
-    from tests.unix import test_device_app
+    from tests.support import deviceapp
     from edgetune.fleet import client
     from edgetune.fleet.data import fleet_data
 
     repo = Path(__file__).resolve().parents[2]
-    path = str(test_device_app.demo.ensure_model(repo / "build" / "demo"))
+    path = str(deviceapp.demo.ensure_model(repo / "build" / "demo"))
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "refit", "--model", path, *args],

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo_model() -> Path:
-    from tests.unix import test_device_app
+    from tests.support import deviceapp
 
-    return test_device_app.demo.ensure_model(REPO / "build" / "demo")
+    return deviceapp.demo.ensure_model(REPO / "build" / "demo")
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:

@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-from tests.support import randmodels as tum
-from tests.qemu import test_workflow_qemu as twq
-from tests.support.relhelp import demo_module
-
 from edgetune import emulate, reference
 from edgetune.modelfile import write_etm
-from edgetune.monitor import read_csv
+from edgetune.monitor import parse_text, read_csv
+
+from tests.support import randmodels
+from tests.support import workflow
+from tests.support.relhelp import demo_module
 
 pytestmark = pytest.mark.slow
 
@@ -104,8 +103,8 @@ def _tagged(out: str, tag: str) -> list[str]:
 
 @pytest.mark.parametrize("arch", ["armv6m", "armv7m"])
 def test_random_models_and_training_bit_exact_on_the_stock_board(stock: Path, tmp_path: Path, micropython, arch):
-    models = {f"r{s}": tum.random_model(900 + s) for s in range(N_MODELS)}
-    inputs = {name: tum.random_inputs(m, N_INPUTS, 900 + i) for i, (name, m) in enumerate(models.items())}
+    models = {f"r{s}": randmodels.random_model(900 + s) for s in range(N_MODELS)}
+    inputs = {name: randmodels.random_inputs(m, N_INPUTS, 900 + i) for i, (name, m) in enumerate(models.items())}
     files = []
     for name, m in models.items():
         (tmp_path / f"{name}.etm").write_bytes(write_etm(m))
@@ -124,7 +123,7 @@ def test_random_models_and_training_bit_exact_on_the_stock_board(stock: Path, tm
     assert sorted(ys) == sorted(models)
     for name, m in models.items():
         want = reference.forward_batch(m, inputs[name]).astype(np.int8).tobytes().hex()
-        assert ys[name] == want, f"{arch} {name}: differs from the twin ({[tum.OP_NAMES[ly.op] for ly in m.layers]})"
+        assert ys[name] == want, f"{arch} {name}: differs from the twin ({[randmodels.OP_NAMES[ly.op] for ly in m.layers]})"
     # the same training on the unix port's built-in module (== the twin: tests/unix/test_unix_train.py)
     ref = subprocess.run([str(micropython), "-c", TRAIN.format(etm=str(etm))], capture_output=True, text=True,
                          timeout=300)
@@ -139,20 +138,20 @@ def test_install_then_train_on_the_stock_board(stock: Path, tmp_path: Path):
     etm = demo.ensure_model(out)
     adapt, _ = demo.write_sessions(etm.parent, out)
     session = tmp_path / "adapt.csv"
-    labels = twq._short_session(adapt, session)
+    labels = workflow.short_session(adapt, session)
     emu = subprocess.Popen([sys.executable, "-m", "edgetune.cli", "emulate", "--board", "qemu-stock"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         m = re.search(r"(/dev/pts/\d+)", emu.stdout.readline())
         assert m
         port = m[1]
-        p = twq._cli("install", "--port", port, "--model", str(etm), "--session", str(session), "--arch", "armv6m",
+        p = workflow.cli("install", "--port", port, "--model", str(etm), "--session", str(session), "--arch", "armv6m",
                      timeout=900)
         assert p.returncode == 0, p.stdout + p.stderr
         assert "installing the armv6m module" in p.stdout and "core.IMPL mpy" in p.stdout, p.stdout
         assert "the app boots (7 classes" in p.stdout, p.stdout
         out_csv = tmp_path / "out.csv"
-        p = twq._cli("train", "--port", port, *(x for lab in labels for x in ("--label", lab)), "--n", "8",
+        p = workflow.cli("train", "--port", port, *(x for lab in labels for x in ("--label", lab)), "--n", "8",
                      "--epochs", "2", "--save", "--csv", str(out_csv), timeout=900)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
         rows = read_csv(out_csv)
@@ -166,7 +165,7 @@ def test_install_then_train_on_the_stock_board(stock: Path, tmp_path: Path):
         print(f"stock board, armv6m edgetune.mpy: check-set accuracy {first['acc']:.3f} -> {final['after']:.3f}")
         assert final["after"] >= first["acc"]
         # the weights survive a reset: the next boot restores them, still on the native module
-        rows2 = twq.parse_text(twq._mpremote(port, "exec", "import app\napp.boot()"))
+        rows2 = parse_text(workflow.mpremote(port, "exec", "import app\napp.boot()"))
         boot2 = next(r for r in rows2 if r["ev"] == "boot")
         assert boot2["restored"] is True and boot2["impl"] == "mpy"
     finally:

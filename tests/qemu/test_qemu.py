@@ -36,12 +36,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetune import emulate
+from edgetune.training import Trainer
 
 from tests.support import tinymodels
 from tests.support.qemuboard import CLASSES, app_model_etm, build_firmware, mpremote
-
-from edgetune import emulate
-from edgetune.training import Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -34,51 +34,16 @@ from pathlib import Path
 
 import pytest
 
+from edgetune.monitor import parse_text, read_csv
 
 from tests.support import qemuboard  # the shared firmware build
 from tests.support.relhelp import demo_module
-
-from edgetune.monitor import parse_text, read_csv
+from tests.support.workflow import cli, mpremote, short_session
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = 460  # per class: 8 windows of 100 samples every 50 need 450
 N, EPOCHS = 8, 4
-
-
-def _short_session(src: Path, dst: Path) -> list[str]:
-    """For each class, the first SAMPLES samples of its first recording (label run) that long,
-    values to 4 decimals; classes in order of appearance. Returns the class names."""
-    with open(src, newline="") as f:
-        rows = list(csv.reader(f))
-    runs: list[list[list[str]]] = []
-    for r in rows[1:]:
-        if not runs or runs[-1][-1][-1] != r[-1]:
-            runs.append([])
-        runs[-1].append(r)
-    picked: dict[str, list[list[str]]] = {}
-    for run in runs:
-        if len(run) >= SAMPLES and run[0][-1] not in picked:
-            picked[run[0][-1]] = run[:SAMPLES]
-    with open(dst, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(rows[0])
-        for run in picked.values():
-            w.writerows([f"{float(v):.4f}" for v in r[:-1]] + [r[-1]] for r in run)
-    return list(picked)
-
-
-def _cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgetune.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def _mpremote(port: str, *args: str, timeout: float = 120) -> str:
-    exe = Path(sys.executable).with_name("mpremote")
-    p = subprocess.run([str(exe), "connect", port, *args], capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout
 
 
 def _on_terminal(argv: list[str], timeout: float = 600) -> tuple[int, str]:
@@ -164,7 +129,7 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
     etm = demo.ensure_model(out)
     adapt, _ = demo.write_sessions(etm.parent, out)
     session = tmp_path / "adapt.csv"
-    labels = _short_session(adapt, session)
+    labels = short_session(adapt, session)
     out_csv, out_png = tmp_path / "out.csv", tmp_path / "out.png"
     env = dict(os.environ, EDGETUNE_QEMU_FIRMWARE=str(firmware))
 
@@ -177,12 +142,12 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
         port = m[1]
         qemu = [int(k) for k in Path(f"/proc/{emu.pid}/task/{emu.pid}/children").read_text().split()]
 
-        p = _cli("deploy", "--port", port, "--model", str(etm), "--session", str(session))
+        p = cli("deploy", "--port", port, "--model", str(etm), "--session", str(session))
         assert p.returncode == 0, p.stdout + p.stderr
         assert "the app boots (7 classes" in p.stdout, p.stdout
 
         score = "import app\napp.boot()\napp.score('session.csv')"
-        before = next(r["acc"] for r in parse_text(_mpremote(port, "exec", score)) if r["ev"] == "score")
+        before = next(r["acc"] for r in parse_text(mpremote(port, "exec", score)) if r["ev"] == "score")
 
         args = ["train", "--port", port, *(x for lab in labels for x in ("--label", lab)), "--n", str(N),
                 "--epochs", str(EPOCHS), "--save", "--csv", str(out_csv), "--plot", str(out_png)]
@@ -209,7 +174,7 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
         assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out_png.stat().st_size > 10_000
 
         # A new mpremote session soft-resets: the saved weights are restored at boot.
-        rows2 = parse_text(_mpremote(port, "exec", score))
+        rows2 = parse_text(mpremote(port, "exec", score))
         assert next(r for r in rows2 if r["ev"] == "boot")["restored"] is True
         after = next(r["acc"] for r in rows2 if r["ev"] == "score")
         print(f"check-set accuracy {first['acc']:.3f} -> {final['after']:.3f}; "
@@ -218,7 +183,7 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
 
         # A failure on the board is named; no plot without training rows.
         bad_csv, bad_png = tmp_path / "bad.csv", tmp_path / "bad.png"
-        p = _cli("train", "--port", port, "--label", "NOPE", "--csv", str(bad_csv), "--plot", str(bad_png))
+        p = cli("train", "--port", port, "--label", "NOPE", "--csv", str(bad_csv), "--plot", str(bad_png))
         assert p.returncode != 0 and "the board raised ValueError: unknown class 'NOPE'" in p.stderr, p.stderr
         assert not bad_png.exists() and [r["ev"] for r in read_csv(bad_csv)] == ["boot"]
 
@@ -240,7 +205,7 @@ def test_documented_flow_on_the_qemu_board(tmp_path):
 def test_train_on_a_missing_port_writes_nothing(tmp_path):
     """A failed `edgetune train` says what is wrong and leaves no empty CSV or PNG."""
     out_csv, out_png = tmp_path / "out.csv", tmp_path / "out.png"
-    p = _cli("train", "--port", str(tmp_path / "ttyNOPE"), "--label", "PEN", "--csv", str(out_csv),
+    p = cli("train", "--port", str(tmp_path / "ttyNOPE"), "--label", "PEN", "--csv", str(out_csv),
              "--plot", str(out_png), timeout=60)
     assert p.returncode != 0 and "ttyNOPE does not exist" in p.stderr, p.stderr
     assert not out_csv.exists() and not out_png.exists()

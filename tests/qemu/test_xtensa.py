@@ -26,18 +26,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from edgetune import emulate
+from edgetune.emulate_xtensa import XtensaBoard
+from edgetune.modelfile import read_etm
+from edgetune.scheme import Scheme
 
-from tests.support import trainingcases as tut  # noqa: E402
-from tests.support.relhelp import demo_module  # noqa: E402
-
-from edgetune import emulate  # noqa: E402
-from edgetune.emulate_xtensa import XtensaBoard  # noqa: E402
-from edgetune.modelfile import read_etm  # noqa: E402
-from edgetune.scheme import Scheme  # noqa: E402
+from tests.support import trainingcases
+from tests.support.relhelp import demo_module
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "build" / "qemu-xtensa" / "firmware.elf"
 MPY_S3 = REPO / "build" / "natmod" / "xtensawin" / "edgetune.mpy"
 MPY_QEMU = REPO / "build" / "natmod" / "xtensawin-qemu" / "edgetune.mpy"
@@ -106,10 +105,10 @@ def test_training_bit_exact_20_models(board, tmp_path, monkeypatch):
     """20 random hand-built models (every op, FULLY_CONNECTED classifier) x up to 4 schemes, 20
     steps each with QAS on or off: losses, saved state, evaluate, predict = the numpy twin."""
     monkeypatch.setattr(tut, "run_script", _board_runner(board))
-    cases = tut.hand_cases(0, 20)
+    cases = trainingcases.hand_cases(0, 20)
     assert len({c.name.split("_")[0] for c in cases}) == 20
     assert any(c.qas for c in cases) and any(not c.qas for c in cases)
-    n_trained = tut.check_cases(None, tmp_path, cases, 0)
+    n_trained = trainingcases.check_cases(None, tmp_path, cases, 0)
     assert n_trained >= len(cases) // 3
 
 
@@ -127,9 +126,9 @@ def test_demo_model_trains(board, tmp_path, monkeypatch):
              ("bias_clf", {"n_bias": len(wl)}, {}, len(wl), 0.0, True, 0.01),
              ("sparse_mom", {"n_bias": len(wl), "weights": [(wl[-2], 2)]}, {wl[-2]: Fraction(1, 2)}, len(wl), 0.5,
               True, 0.02)]
-    cases = [tut.Case(f"demo_{n}", model, n, Scheme.build(model, nb, w), dev, mom, qas, lr, raw)
+    cases = [trainingcases.Case(f"demo_{n}", model, n, Scheme.build(model, nb, w), dev, mom, qas, lr, raw)
              for n, dev, w, nb, mom, qas, lr in specs]
-    assert tut.check_cases(None, tmp_path, cases, 7) >= 1
+    assert trainingcases.check_cases(None, tmp_path, cases, 7) >= 1
 
 
 LOAD = """
@@ -153,7 +152,7 @@ print('LOAD', y1 == y2, y0 != y1 or y0 == y2)
 def test_save_load_roundtrip(board, tmp_path):
     from edgetune.modelfile import write_etm
 
-    model = tut.train_model(3)
+    model = trainingcases.train_model(3)
     (tmp_path / "m.etm").write_bytes(write_etm(model))
     rng = np.random.default_rng(1)
     (tmp_path / "m.x").write_bytes(rng.integers(-128, 128, (8, model.input_tensor.size)).astype(np.int8).tobytes())
