@@ -104,7 +104,7 @@ def _board_runner(board: XtensaBoard):
 def test_training_bit_exact_20_models(board, tmp_path, monkeypatch):
     """20 random hand-built models (every op, FULLY_CONNECTED classifier) x up to 4 schemes, 20
     steps each with QAS on or off: losses, saved state, evaluate, predict = the numpy twin."""
-    monkeypatch.setattr(tut, "run_script", _board_runner(board))
+    monkeypatch.setattr(trainingcases, "run_script", _board_runner(board))
     cases = trainingcases.hand_cases(0, 20)
     assert len({c.name.split("_")[0] for c in cases}) == 20
     assert any(c.qas for c in cases) and any(not c.qas for c in cases)
@@ -117,7 +117,7 @@ def test_demo_model_trains(board, tmp_path, monkeypatch):
     momentum; 20 steps each, bit for bit the twin."""
     from fractions import Fraction
 
-    monkeypatch.setattr(tut, "run_script", _board_runner(board))
+    monkeypatch.setattr(trainingcases, "run_script", _board_runner(board))
     etm = demo_module().ensure_model(REPO / "build" / "demo")
     raw = etm.read_bytes()
     model = read_etm(raw)
