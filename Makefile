@@ -171,24 +171,26 @@ flash:
 
 # Host benchmarks: learning quality (bench/learning.py; scheme.py reuses its cached models) and
 # training cost on the unix port (bench/training.py: arenas, callgrind instructions C vs pure Python).
+# Benchmarks run as modules from the repository root (python -m bench.NAME), so they import the
+# tests' support package (tests/support/) as the tests do, without editing sys.path.
 bench: firmware-unix
 	@test -x $(PYTHON) || { echo "make bench: no .venv; run: make setup" >&2; exit 1; }
-	$(PYTHON) bench/learning.py
-	$(PYTHON) bench/scheme.py
-	$(PYTHON) bench/training.py
+	$(PYTHON) -m bench.learning
+	$(PYTHON) -m bench.scheme
+	$(PYTHON) -m bench.training
 
 # The same on the emulated Xtensa LX7 (exact instruction trace): build/bench/xtensa.json.
 bench-xtensa: firmware-qemu-xtensa
 	$(MAKE) --no-print-directory natmod ARCH=xtensawin
-	$(PYTHON) bench/xtensa.py
+	$(PYTHON) -m bench.xtensa
 
 # Guest instructions per MAC of the forward kernels and per training step, under qemu -icount.
 bench-mcu: firmware-qemu bench-xtensa
-	$(PYTHON) bench/mcu.py
+	$(PYTHON) -m bench.mcu
 
 # Fleet learning (docs/fleet.md): simulation, scale, central DP, centralized baseline, leakage.
 bench-fleet: firmware-unix
-	$(PYTHON) bench/fleet.py
+	$(PYTHON) -m bench.fleet
 
 clean:
 	rm -rf build/unix build/unix-stock build/qemu-stock build/qemu-xtensa build/natmod build/rp2040 build/rp2040-test build/qemu build/qemu-test build/esp32s3* build/scratch \
@@ -199,10 +201,10 @@ clean:
 FUZZ_RUNS ?= 1000000
 fuzz:
 	@test -x $(PYTHON) || { echo "make fuzz: no .venv; run: make setup" >&2; exit 1; }
-	bash scripts/fuzz.sh run $(FUZZ_RUNS); rc=$$?; $(PYTHON) bench/reliability.py >/dev/null; exit $$rc
+	bash scripts/fuzz.sh run $(FUZZ_RUNS); rc=$$?; $(PYTHON) -m bench.reliability >/dev/null; exit $$rc
 
 # The unix-port tests that exercise our module, on build/unix-asan/micropython (ASan + UBSan).
 test-sanitize: check-micropython
 	@test -x $(PYTHON) || { echo "make test-sanitize: no .venv; run: make setup" >&2; exit 1; }
 	MICROPY_DIR=$(MICROPY_DIR) JOBS=$(JOBS) bash scripts/sanitize.sh test; rc=$$?; \
-		$(PYTHON) bench/reliability.py >/dev/null; exit $$rc
+		$(PYTHON) -m bench.reliability >/dev/null; exit $$rc

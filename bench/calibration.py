@@ -1,9 +1,9 @@
 """Sensor-frame calibration accuracy (docs/data.md §9):
 
-    python bench/calibration.py [--scenario rotation,random_rotation,side,subject] [--seeds 5]
+    python -m bench.calibration [--scenario rotation,random_rotation,side,subject] [--seeds 5]
 
 For every scenario and seed: the cached bench/learning.py model of that seed (run
-`python bench/learning.py --scenario rotation,side` first, or the models are pre-trained here
+`python -m bench.learning --scenario rotation,side` first, or the models are pre-trained here
 through the same code), k = 8 fit windows per class drawn as bench/learning.py draws them (and,
 as a second row, the whole fit region), quantized with the model's raw_input_quant; the frame
 fit of the numpy twin (edgetune.frame.fit_frame, bit-exact with the device); then the eval
@@ -26,15 +26,13 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from edgetune import data, frame, pretrain, reference  # noqa: E402
-from edgetune import quantize_input as qi  # noqa: E402
-from edgetune.modelfile import read_etm  # noqa: E402
+from edgetune import data, frame, pretrain, reference
+from edgetune import quantize_input as qi
+from edgetune.modelfile import read_etm
 
 
 def main(argv: list[str] | None = None) -> int:
-    import learning
+    from bench import learning
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="rotation,random_rotation,side,subject")
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_arm(a: argparse.Namespace) -> int:
-    import learning
+    from bench import learning
 
     largs = argparse.Namespace(out=a.out, variant="small", epochs=30, k=8, adapt_epochs=10, no_progress=True)
     cfg = pretrain.scenario_config({"scenario": "rotation"})

@@ -1,6 +1,6 @@
 """Fleet-learning benchmark (issue 17, docs/fleet.md §8): build/bench/fleet.json and fleet.png.
 
-    python bench/fleet.py [--model build/demo/model/model.etm] [--rounds 20]
+    python -m bench.fleet [--model build/demo/model/model.etm] [--rounds 20]
 
 Runs, all through Flower's Simulation Engine on the numpy twin (2 Ray workers):
 1. `compressed`: every (subject, arm) of the non-test subjects a client (16), 20 rounds of
@@ -20,11 +20,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
-
-from edgetune.fleet import client, leakage, report  # noqa: E402
-from edgetune.fleet.data import fleet_data  # noqa: E402
-from edgetune.fleet.simulate import Settings, _k, centralized, simulate  # noqa: E402
+from edgetune.fleet import client, leakage, report
+from edgetune.fleet.data import fleet_data
+from edgetune.fleet.simulate import Settings, _k, centralized, simulate
 
 
 def main() -> int:

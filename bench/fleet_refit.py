@@ -1,6 +1,6 @@
 """Fleet refit mode benchmark (docs/fleet-refit.md): build/bench/fleet-refit.json.
 
-    python bench/fleet_refit.py [--model build/demo/model/model.etm]
+    python -m bench.fleet_refit [--model build/demo/model/model.etm]
 
 The clients and held-out set of bench/fleet.py (fleet/data.py: every (subject, arm) of the
 non-test subjects a client, 16 with splits 1; the test subjects' shifted windows held out), the
@@ -20,16 +20,14 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "host"))
+import edgetune.fleet  # noqa: F401  (one BLAS thread, before numpy loads)
+import numpy as np
 
-import edgetune.fleet  # noqa: E402,F401  (one BLAS thread, before numpy loads)
-import numpy as np  # noqa: E402
-
-from edgetune import refit as rf  # noqa: E402
-from edgetune.fleet import client, refit_stats as rs  # noqa: E402
-from edgetune.fleet.data import fleet_data  # noqa: E402
-from edgetune.fleet.report import write_json  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune import refit as rf
+from edgetune.fleet import client, refit_stats as rs
+from edgetune.fleet.data import fleet_data
+from edgetune.fleet.report import write_json
+from edgetune.training import Trainer
 
 
 def main() -> int:
@@ -40,7 +38,7 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-refit.json"))
     a = p.parse_args()
     if not os.path.exists(a.model):
-        print(f"bench/fleet_refit.py: {a.model} does not exist (python bench/fleet.py or make demo builds it)",
+        print(f"bench/fleet_refit.py: {a.model} does not exist (python -m bench.fleet or make demo builds it)",
               file=sys.stderr)
         return 2
     t0 = time.time()

@@ -31,7 +31,7 @@ app model's predict and training step (default scheme: biases + classifier); cod
 when bench/xtensa.py has written build/bench/xtensa.json (`make bench-mcu` runs it first), the
 emulated Xtensa LX7 rows under "xtensa". Writes build/bench/mcu.json.
 
-    python bench/mcu.py [--firmware build/qemu/firmware.elf] [--out build/bench/mcu.json] [--bare-only]
+    python -m bench.mcu [--firmware build/qemu/firmware.elf] [--out build/bench/mcu.json] [--bare-only]
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-import tinymodels  # noqa: E402
+from tests.support import tinymodels  # noqa: E402
 
 from edgetune import emulate  # noqa: E402
 from edgetune.modelfile import write_etm  # noqa: E402

@@ -2,7 +2,7 @@
 the stock qemu board (its machine code is loaded into the GC heap on bare metal), into
 build/bench/natmod.json.
 
-    make natmod && make firmware BOARD=qemu-stock && python bench/natmod.py [--no-qemu]
+    make natmod && make firmware BOARD=qemu-stock && python -m bench.natmod [--no-qemu]
 
 Per architecture: .mpy bytes, linked text and bss bytes (tools/mpy_ld.py's report), the libgcc
 members linked; for armv6m and armv7m (both run on the qemu board's Cortex-M3): gc.mem_free()
@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "host"))
-
 from edgetune import emulate  # noqa: E402
 
 NATMOD = REPO / "build" / "natmod"
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench natmod: nothing built; run: make natmod", file=sys.stderr)
         return 1
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"command": "make natmod; python bench/natmod.py", "archs": rows}, indent=1) + "\n")
+    OUT.write_text(json.dumps({"command": "make natmod; python -m bench.natmod", "archs": rows}, indent=1) + "\n")
     for arch, row in rows.items():
         extra = f", import takes {row['import_heap_bytes']} B of heap" if "import_heap_bytes" in row else ""
         print(f"{arch:10} {row['mpy_bytes']:6} B .mpy, text {row.get('text_bytes', '?')} B{extra}")

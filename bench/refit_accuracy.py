@@ -1,7 +1,7 @@
 """Accuracy of the closed-form classifier refit (int8, numpy twin host/edgetune/refit.py) on the
 scenarios of bench/learning.py, held-out shifted eval windows, several seeds.
 
-    python bench/refit_accuracy.py --scenario rotation,side,subject --seeds 3 [--all-fit]
+    python -m bench.refit_accuracy --scenario rotation,side,subject --seeds 3 [--all-fit]
 
 Per seed: the cached pre-trained int8 .etm of bench/learning.py (built if missing), the same
 k-per-class fit windows (or with --all-fit every window of the fit region), then
@@ -21,12 +21,10 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import learning
 
-import learning  # noqa: E402
-
-from edgetune import pretrain  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune import pretrain
+from edgetune.training import Trainer
 
 METHODS = (("refit a=1 (l2 CV)", None, 1.0), ("refit a=1 l2=0.01", 0.01, 1.0), ("refit CV (a, l2)", None, None))
 

@@ -7,7 +7,7 @@ Sources (each written by the run that measured it; missing ones are reported as 
                                     hostile-object cases (C module and edgetune_py), power-cut
                                     points, memory pressure, monitor garbage
 
-    python bench/reliability.py [--check]   (--check: exit 1 unless every figure is clean)
+    python -m bench.reliability [--check]   (--check: exit 1 unless every figure is clean)
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ def gather() -> dict:
     out["bad_inputs"] = {
         "api_cases_tried": bad["api_cases_tried"], "api_cases_passing": bad["api_cases_passing"],
         "file_cases_tried": bad["file_cases_tried"], "file_cases_passing": bad["file_cases_passing"],
-    } if bad else "not run (tests/test_bad_inputs.py)"
+    } if bad else "not run (tests/unix/test_bad_inputs.py)"
     out["hostile_objects"] = {
         mod: ({"cases_tried": h["cases"], "cases_passing": h["passing"], "methods": h["methods"]}
-              if (h := parts.get(f"hostile_{mod}")) else "not run (tests/test_hostile.py)")
+              if (h := parts.get(f"hostile_{mod}")) else "not run (tests/unix/test_hostile.py)")
         for mod in ("edgetune", "edgetune_py")
     }
     pc = parts.get("power_cut")
     out["power_cut"] = {"points_tried": pc["cut_points_tried"], "points_recovering": pc["cut_points_recovering"],
-                        "steps_per_save": pc["steps_per_save"]} if pc else "not run (tests/test_power_cut.py)"
+                        "steps_per_save": pc["steps_per_save"]} if pc else "not run (tests/unix/test_power_cut.py)"
     mp = parts.get("memory_pressure_boards")
     ms = parts.get("memory_pressure_session")
     out["memory_pressure"] = {
@@ -64,7 +64,7 @@ def gather() -> dict:
         if isinstance(out["fuzz"], dict) else "not run",
     }
     hm = parts.get("host_monitor_garbage")
-    out["host_monitor"] = hm if hm else "not run (tests/test_host_robustness.py)"
+    out["host_monitor"] = hm if hm else "not run (tests/host/test_host_robustness.py)"
     return out
 
 

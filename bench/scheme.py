@@ -1,7 +1,7 @@
 """Scheme-search benchmark: searched scheme vs "biases + classifier of the last k layers".
 
-    python bench/scheme.py [--seeds 5] [--budgets 4.5K,6.5K,12K,18K,28K] [--jobs 2] [--out build/bench]
-    python bench/scheme.py --time-only [--time-runs 3]
+    python -m bench.scheme [--seeds 5] [--budgets 4.5K,6.5K,12K,18K,28K] [--jobs 2] [--out build/bench]
+    python -m bench.scheme --time-only [--time-runs 3]
 
 writes build/bench/scheme.json and build/bench/scheme.png; first (and with --time-only, only) it
 times the whole verb as a user runs it, `edgetune scheme MODEL --budget 24K` with default options
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     if a.time_runs > 0 or a.time_only:
         path0 = os.path.join(a.models, f"{a.scenario}_small_e30_s0", "model.etm")
         if not os.path.exists(path0):
-            print(f"{path0} missing: run python bench/learning.py first", file=sys.stderr)
+            print(f"{path0} missing: run python -m bench.learning first", file=sys.stderr)
             return 1
         timing = time_cli(path0, max(1, a.time_runs))
         with open(os.path.join(a.out, "scheme_time.json"), "w") as f:
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     for seed in range(a.seeds):
         path = os.path.join(a.models, f"{a.scenario}_small_e30_s{seed}", "model.etm")
         if not os.path.exists(path):
-            print(f"{path} missing: run python bench/learning.py --seeds {a.seeds} first", file=sys.stderr)
+            print(f"{path} missing: run python -m bench.learning --seeds {a.seeds} first", file=sys.stderr)
             return 1
         with open(path, "rb") as f:
             model = read_etm(f.read())

@@ -1,6 +1,6 @@
 """Training-cost benchmark: arena bytes and instructions per training step, C module vs pure Python.
 
-    python bench/training.py [--etm build/demo/model/model.etm] [--steps 8] [--out build/bench/training.json]
+    python -m bench.training [--etm build/demo/model/model.etm] [--steps 8] [--out build/bench/training.json]
 
 Model: the reference IMU model of `make demo` (Keras `small`, rotation scenario, through the
 pretrain -> quantize -> export verbs; cached in build/demo/model/ and built by scripts/demo.py

@@ -10,7 +10,7 @@ cancel). The models are bench/mcu.py's: per forward kernel two single-layer mode
 only in the reduction length, so marginal = delta instructions / delta MACs (the inner loop);
 gross = instructions per predict / MACs; training steps of the app model and a conv model.
 
-    python bench/xtensa.py [--out build/bench/xtensa.json]     (make bench-xtensa)
+    python -m bench.xtensa [--out build/bench/xtensa.json]     (make bench-xtensa)
 
 Needs make firmware BOARD=qemu-xtensa and make natmod ARCH=xtensawin. Takes a few minutes.
 """
@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 from edgetune.emulate_xtensa import XtensaBoard  # noqa: E402
 from edgetune.modelfile import write_etm  # noqa: E402

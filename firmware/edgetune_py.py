@@ -19,7 +19,7 @@ with MICROPY_OBJ_REPR_C keep only 30 bits of a float and cannot be bit-exact.
 
 Integers are Python ints (exact); int32 wrap-around is applied where C wraps. No
 @micropython.native/viper: plain bytecode, so it runs wherever Python does (tests:
-tests/test_edgetune_py.py; cost: bench/training.py, about 50x the C module's instructions).
+tests/unix/test_edgetune_py.py; cost: bench/training.py, about 50x the C module's instructions).
 
 Heap (docs/device-app.md §6 has the figures measured on the qemu board): the model's weights
 are copied into one int8 array per layer at Model() (the C module reads them in place from
@@ -37,11 +37,15 @@ exception types of the tested refusals (bad label/lr/input/momentum/scheme/file)
 """
 
 import struct
-import sys
 from array import array
 
-_MPY = sys.implementation.name != "cpython"  # MicroPython / CircuitPython
-if _MPY:
+from edgetune_py_num import (
+    F32, FLT_MAX, I32_MAX, I32_MIN, ITEM_SIZE, LIM30, MPY, OP_AVERAGE_POOL_2D, OP_CONV_2D,
+    OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, commit, f32, from_bits,
+    install_qscale, refit_scratch, round_sat, to_bits, to_float, zeros
+)
+
+if MPY:
     from gc import collect as _collect
 else:
     _collect = None
@@ -51,45 +55,25 @@ try:
 except ImportError:  # pragma: no cover - ports without binascii.crc32
     _crc32 = None
 
-OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED = 1, 2, 3
-OP_MAX_POOL_2D, OP_AVERAGE_POOL_2D, OP_MEAN = 4, 5, 6
 _OP_NAMES = ("?", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
 _ACT_NAMES = ("NONE", "RELU", "RELU6")
 _WEIGHT_OPS = (1, 2, 3)
 NONE = 0xFFFF
-_I32_MIN = -0x80000000
-_I32_MAX = 0x7FFFFFFF
-_LIM30 = 1 << 30
-
-_F = array("f", [0.0])  # float32 rounding cell
 if bytes(array("h", [1]))[0] != 1:  # save/load read and write the state arrays' bytes as they are
     raise ImportError("edgetune_py: needs a little-endian machine (the trained-weights file is little-endian)")
 
 
-def _f32(v):
-    _F[0] = v
-    return _F[0]
-
-
-def _fbits(b):
-    return struct.unpack("<f", struct.pack("<I", b))[0]
-
-
-def _bits(v):
-    return struct.unpack("<I", struct.pack("<f", v))[0]
-
-
 # float32 constants of docs/training.md §3, from their bit patterns
-_LOG2E = _fbits(0x3FB8AA3B)
-_LN2_HI = _fbits(0x3F317200)
-_LN2_LO = _fbits(0x35BFBE8E)
-_EXP_C = (_fbits(0x3C088889), _fbits(0x3D2AAAAB), _fbits(0x3E2AAAAB), _fbits(0x3F000000), _fbits(0x3F800000))
-_EXP_C0 = _fbits(0x3AB60B61)
-_SQRT2 = _fbits(0x3FB504F3)
-_LOG_C = (_fbits(0x3E124925), _fbits(0x3E4CCCCD), _fbits(0x3EAAAAAB))
-_LOG_C0 = _fbits(0x3DE38E39)
-_LN2 = _fbits(0x3F317218)
-_FLT_MAX = _fbits(0x7F7FFFFF)
+_LOG2E = from_bits(0x3FB8AA3B)
+_LN2_HI = from_bits(0x3F317200)
+_LN2_LO = from_bits(0x35BFBE8E)
+_EXP_C = (from_bits(0x3C088889), from_bits(0x3D2AAAAB), from_bits(0x3E2AAAAB), from_bits(0x3F000000),
+          from_bits(0x3F800000))
+_EXP_C0 = from_bits(0x3AB60B61)
+_SQRT2 = from_bits(0x3FB504F3)
+_LOG_C = (from_bits(0x3E124925), from_bits(0x3E4CCCCD), from_bits(0x3EAAAAAB))
+_LOG_C0 = from_bits(0x3DE38E39)
+_LN2 = from_bits(0x3F317218)
 
 
 def _crc(data, crc=0):
@@ -116,61 +100,6 @@ def _compact():
         _collect()
 
 
-def _refit_scratch(L):
-    """The C module's refit scratch without CV (docs/training.md §9 f): K(K+1)/2 int32 + as many
-    float32, 3 K + 2 C K + 8 C words."""
-    K, C = L.per, L.oc
-    return 4 * (K * (K + 1) + 3 * K + 2 * C * K + 8 * C)
-
-
-def _set_qscale(L, qf, qi):
-    """Install the classifier's scales and multipliers (docs/training.md §6.3, §9): qf = s_w (C)
-    + s_b (C) float32, qi = multiplier (C) + shift (C). The flashed ones are kept in L.q0 for
-    reset(); installing them again allocates nothing, the first refitted values make the arrays
-    that later ones are written into."""
-    C = L.oc
-    q0 = getattr(L, "q0", None)
-    if q0 is None:
-        q0 = L.q0 = (L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr)
-    if L.s_w is q0[0]:  # still the flashed arrays (shared with the tensor table)
-        for c in range(C):
-            if L.s_w[c] != qf[c] or L.s_b[c] != qf[C + c] or L.rm[c] != qi[c] or L.rl[c] - L.rr[c] != qi[C + c]:
-                break
-        else:  # the flashed values (a file never refitted): nothing to allocate
-            return
-        L.s_w, L.s_b, L.r_c = _zeros("f", C), _zeros("f", C), _zeros("f", C)
-        L.rm, L.rl, L.rr = _zeros("i", C), _zeros("b", C), _zeros("b", C)
-    mx = 0.0
-    for c in range(C):
-        L.s_w[c] = qf[c]
-        L.s_b[c] = qf[C + c]
-        L.rm[c] = qi[c]
-        v = qi[C + c]
-        L.rl[c] = v if v > 0 else 0
-        L.rr[c] = -v if v < 0 else 0
-        if L.s_w[c] > mx:
-            mx = L.s_w[c]
-    L.s_wmax = mx
-    for c in range(C):
-        L.r_c[c] = L.s_w[c] / mx  # the store rounds to float32
-
-
-def _round_sat(v, lim):
-    """docs/training.md round_sat of a float32 value."""
-    if v != v:
-        return 0
-    if v >= lim:
-        return lim
-    if v <= -lim:
-        return -lim
-    F = _F
-    if v >= 0:
-        F[0] = v + 0.5
-    else:
-        F[0] = v - 0.5
-    return int(F[0])
-
-
 def _rdiv(a, b):
     half = b >> 1
     if a >= 0:
@@ -180,11 +109,11 @@ def _rdiv(a, b):
 
 def et_expf(x):
     """exp(x) for float32 x <= 0 (docs/training.md §3)."""
-    F = _F
+    F = F32
     if x < -87.0:
         return 0.0
     F[0] = x * _LOG2E
-    k = _round_sat(F[0], _LIM30)
+    k = round_sat(F[0], LIM30)
     kf = float(k)
     F[0] = kf * _LN2_HI
     F[0] = x - F[0]
@@ -199,16 +128,16 @@ def et_expf(x):
     F[0] = 1.0 + F[0]
     if k < -126:
         return 0.0
-    F[0] = F[0] * _fbits((k + 127) << 23)
+    F[0] = F[0] * from_bits((k + 127) << 23)
     return F[0]
 
 
 def et_logf(x):
     """ln(x) for float32 x >= 1 (docs/training.md §3)."""
-    F = _F
-    bits = _bits(x)
+    F = F32
+    bits = to_bits(x)
     e = ((bits >> 23) & 255) - 127
-    mf = _fbits((bits & 0x7FFFFF) | 0x3F800000)
+    mf = from_bits((bits & 0x7FFFFF) | 0x3F800000)
     if mf > _SQRT2:
         F[0] = mf * 0.5
         mf = F[0]
@@ -236,7 +165,7 @@ def et_logf(x):
 
 def _softmax_xent(y, scale, zp, label, want_grad):
     """§3: (loss, g) with g the float32 gradient list (None unless want_grad)."""
-    F = _F
+    F = F32
     z = []
     for q in y:
         F[0] = scale * float(q - zp)
@@ -270,7 +199,7 @@ def _softmax_xent(y, scale, zp, label, want_grad):
 def _mbqm(acc, m, left, right):
     """TFLM MultiplyByQuantizedMultiplier of an int (wrapped to int32 first); left/right are
     the left and right shifts (at most one is non-zero)."""
-    if acc > _I32_MAX or acc < _I32_MIN:
+    if acc > I32_MAX or acc < I32_MIN:
         acc = ((acc + 0x80000000) & 0xFFFFFFFF) - 0x80000000
     if left:
         acc = (((acc << left) + 0x80000000) & 0xFFFFFFFF) - 0x80000000
@@ -293,30 +222,13 @@ def _shifted(x, off, out):
     return out
 
 
-def _commit(d, beta, mom, res, j):
-    """§4f-g for parameter j from its step d (2^-15 LSB): momentum (beta > 0), residual; returns n."""
-    F = _F
-    if beta > 0:
-        F[0] = beta * mom[j]
-        v = F[0]
-        F[0] = float(d)
-        F[0] = v + F[0]
-        mom[j] = F[0]
-        d = _round_sat(F[0], _LIM30)
-    a = d + res[j]
-    n = (a + 16384) >> 15
-    res[j] = a - (n << 15)
-    return n
-
-
 _SEQ = (list, tuple, bytes, bytearray, memoryview, array)  # train(): k labels
-_SIZE = {"b": 1, "h": 2, "H": 2, "i": 4, "f": 4}
 
 
 def _int8_copy(src):
     """array('b') with the bytes of the buffer src, one allocation on MicroPython (whose
     array.extend copies a buffer's bytes; CPython's converts items, so it gets bytes first)."""
-    if _MPY:
+    if MPY:
         a = array("b")
         try:
             a.extend(src)
@@ -324,18 +236,6 @@ def _int8_copy(src):
         except TypeError:  # not a buffer (a list of ints): bytes() takes it
             pass
     return array("b", bytes(src))
-
-
-def _zeros(tc, n):
-    """array(tc) of n zeros (0.0 for 'f'): no list of n items and, on MicroPython, one
-    allocation (array() of a sized iterable allocates it at once; then zeroed): a temporary
-    bytes object of the same size would leave a hole beside every long-lived array."""
-    if not _MPY:
-        return array(tc, bytes(_SIZE[tc] * n))
-    a = array(tc, range(n))
-    for k in range(n):
-        a[k] = 0
-    return a
 
 
 class _Layer:
@@ -356,13 +256,6 @@ def _read_only(buf):
         memoryview(buf)  # TypeError for a non-buffer
     raise TypeError("edgetune: Model() needs a read-only buffer (bytes, or a memoryview of bytes), not a "
                     "bytearray/array that could change under the model: Model(bytes(buf))")
-
-
-def _float(v):
-    """float(v) for numbers only, like the C module's mp_obj_get_float (float('0.1') would parse)."""
-    if isinstance(v, (str, bytes)):
-        raise TypeError("can't convert %s to float" % type(v).__name__)
-    return float(v)
 
 
 def _seq_values(v, n):
@@ -395,7 +288,7 @@ class Model:
     """Model(buf, scheme=None, momentum=0.0, batch=False): an .etm model with its training state."""
 
     def __init__(self, buf, scheme=None, momentum=0.0, batch=False):
-        mom = _f32(_float(momentum))
+        mom = f32(to_float(momentum))
         if not (mom >= 0.0 and mom < 1.0):
             raise ValueError("edgetune: momentum must be in [0, 1)")
         self._momentum = mom
@@ -575,8 +468,8 @@ class Model:
                     if fill:
                         tpo[oy * L.ow + ox + 1] = n
             if not fill:
-                tp = _zeros("H" if L.n_in < 65536 and L.kh * L.kw < 65536 else "i", n)
-                tpo = _zeros("H" if n < 65536 else "i", L.oh * L.ow + 1)
+                tp = zeros("H" if L.n_in < 65536 and L.kh * L.kw < 65536 else "i", n)
+                tpo = zeros("H" if n < 65536 else "i", L.oh * L.ow + 1)
         return tpo, tp
 
     # ------------------------------------------------------------------ scheme
@@ -751,7 +644,7 @@ class Model:
             return
 
         def ok(v):
-            return v > 0.0 and v <= _FLT_MAX
+            return v > 0.0 and v <= FLT_MAX
 
         for i in range(first, len(layers)):
             L = layers[i]
@@ -791,7 +684,7 @@ class Model:
             if i > first and bound >= (1 << 31):
                 raise ValueError("edgetune: layer %d: its input gradient could overflow int32 (train fewer layers)" % i)
         so = ts[self._output].scale
-        if not (so >= 0.0 and so <= _FLT_MAX):
+        if not (so >= 0.0 and so <= FLT_MAX):
             raise ValueError("edgetune: the output scale is not a finite number")
 
     def _plan(self):
@@ -868,15 +761,15 @@ class Model:
         layer's output, the offset input (int16) and a conv patch. The gradient buffers are
         made by the first train()."""
         layers = self._layers
-        self._acts = [None] + [_zeros("b", L.n_out) for L in layers]
+        self._acts = [None] + [zeros("b", L.n_out) for L in layers]
         n_x = per = 0
         for L in layers:
             if L.op in _WEIGHT_OPS:
                 n_x = max(n_x, L.n_in)
                 if L.op == OP_CONV_2D:
                     per = max(per, L.per)
-        self._xo = _zeros("h", n_x)
-        self._patch = _zeros("h", per)
+        self._xo = zeros("h", n_x)
+        self._patch = zeros("h", per)
         self._gbuf = None
 
     def _grad_buffers(self):
@@ -889,8 +782,8 @@ class Model:
                 n_acc = max(n_acc, L.n_in)
                 if L.op in _WEIGHT_OPS:
                     n_h = max(n_h, L.n_out)
-            self._gbuf = (_zeros("i", n_acc), _zeros("i", n_acc))
-            self._h = _zeros("h", n_h)
+            self._gbuf = (zeros("i", n_acc), zeros("i", n_acc))
+            self._h = zeros("h", n_h)
         return self._gbuf
 
     # ------------------------------------------------------------------ state
@@ -914,12 +807,12 @@ class Model:
             if e is not None:
                 nb = L.oc if e[1] else 0
                 n_sel = len(e[2])
-                L.res_b = _zeros("h", nb)
-                L.res_w = [_zeros("h", L.per) for _ in range(n_sel)]
-                L.mom_b = _zeros("f", nb) if mom else None
-                L.mom_w = [_zeros("f", L.per) for _ in range(n_sel)] if mom else None
+                L.res_b = zeros("h", nb)
+                L.res_w = [zeros("h", L.per) for _ in range(n_sel)]
+                L.mom_b = zeros("f", nb) if mom else None
+                L.mom_w = [zeros("f", L.per) for _ in range(n_sel)] if mom else None
             q0 = getattr(L, "q0", None)
-            if q0 is not None:  # undo a refit's scales and multipliers (_set_qscale)
+            if q0 is not None:  # undo a refit's scales and multipliers (install_qscale)
                 L.s_w, L.s_b, L.s_wmax, L.r_c, L.rm, L.rl, L.rr = q0
         if self._first >= 0 and self._params_end > self._peak:
             self._peak = self._params_end
@@ -945,7 +838,7 @@ class Model:
             if b:
                 yield L.b
             if ch:
-                cmap = _zeros("h", L.oc)
+                cmap = zeros("h", L.oc)
                 for c in range(L.oc):
                     cmap[c] = -1
                 for s, c in enumerate(ch):
@@ -974,7 +867,7 @@ class Model:
             yield L.s_w
             yield L.s_b
             yield L.rm
-            sh = _zeros("i", L.oc)
+            sh = zeros("i", L.oc)
             for c in range(L.oc):
                 sh[c] = L.rl[c] - L.rr[c]
             yield sh
@@ -1123,8 +1016,8 @@ class Model:
             if into is None:
                 into = scratch.get((tc, n))
                 if into is None:
-                    into = scratch[(tc, n)] = _zeros(tc, n)
-            if n and f.readinto(into) != _SIZE[tc] * n:
+                    into = scratch[(tc, n)] = zeros(tc, n)
+            if n and f.readinto(into) != ITEM_SIZE[tc] * n:
                 raise ValueError("edgetune: trained-weights file size mismatch (truncated?)")
             return into
 
@@ -1179,13 +1072,13 @@ class Model:
             qi = get("i", 2 * C)
             if not live:
                 for v in qf:
-                    if not (v > 0.0 and v <= _FLT_MAX):
+                    if not (v > 0.0 and v <= FLT_MAX):
                         raise ValueError("edgetune: trained-weights file: classifier scales must be positive numbers")
                 for c in range(C):
                     if qi[c] < 0 or not -31 <= qi[C + c] <= 30:
                         raise ValueError("edgetune: trained-weights file: classifier multiplier/shift out of range")
             else:
-                _set_qscale(L, qf, qi)
+                install_qscale(L, qf, qi)
 
     def _check_minus_128(self, L, layer, c, row):
         """A -128 in channel c's trained weights is allowed only where the flashed one is -128."""
@@ -1356,7 +1249,7 @@ class Model:
         t_out = self._tensors[self._output]
         total = 0.0
         correct = 0
-        F = _F
+        F = F32
         for k in range(n):
             y = self._forward(self._x(xs[k]), False)
             loss, _ = _softmax_xent(y, t_out.scale, t_out.zp, labels[k], False)
@@ -1392,11 +1285,11 @@ class Model:
             return train_batch(self, x, label, lr, qas)
         xb = self._x(x)
         label = self._label(label)
-        lr = _f32(_float(lr))
+        lr = f32(to_float(lr))
         if not (lr > 0.0 and lr <= 1.0):  # as the C module's lr_of (docs/training.md §8)
             raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
         qas = bool(qas)
-        F = _F
+        F = F32
         acts = self._forward(xb, True)
         t_out = self._tensors[self._output]
         first = self._first
@@ -1416,7 +1309,7 @@ class Model:
         gq = []
         for v in g:
             F[0] = v / s_g
-            gq.append(_round_sat(F[0], 32767))
+            gq.append(round_sat(F[0], 32767))
         layers = self._layers
         nl = len(layers)
         for i in range(nl - 1, first - 1, -1):
@@ -1461,7 +1354,7 @@ class Model:
 
     def _input_grad(self, L, g, s_g, x, acc):
         """§4b: the input gradient into acc[:L.n_in] (an int32 buffer); returns s_acc."""
-        F = _F
+        F = F32
         op = L.op
         for j in range(L.n_in):
             acc[j] = 0
@@ -1475,7 +1368,7 @@ class Model:
                 h[j] = 0
                 if v:
                     F[0] = float(v) * r_c[c]
-                    h[j] = _round_sat(F[0], 32767)
+                    h[j] = round_sat(F[0], 32767)
                 c += 1
                 if c == oc:
                     c = 0
@@ -1567,7 +1460,7 @@ class Model:
 
     def _update(self, L, e, g, s_g, x, lr, qas):
         """§4d-g for one layer with the masked output gradient g."""
-        F = _F
+        F = F32
         oc = L.oc
         F[0] = -lr
         F[0] = F[0] * s_g
@@ -1596,10 +1489,10 @@ class Model:
                     acc[c] = F[0]
                     continue
                 F[0] = F[0] * 32768.0
-                n = _commit(_round_sat(F[0], _LIM30), beta, mom, res, c)
+                n = commit(round_sat(F[0], LIM30), beta, mom, res, c)
                 if n:
                     nb = b[c] + n
-                    b[c] = _I32_MIN if nb < _I32_MIN else (_I32_MAX if nb > _I32_MAX else nb)
+                    b[c] = I32_MIN if nb < I32_MIN else (I32_MAX if nb > I32_MAX else nb)
         ch = e[2]
         if not ch:
             return
@@ -1636,10 +1529,10 @@ class Model:
                     F[0] = float(av)
                     F[0] = f * F[0]
                     F[0] = F[0] * 32768.0
-                    d = _round_sat(F[0], _LIM30)
+                    d = round_sat(F[0], LIM30)
                 else:
                     d = 0
-                n = _commit(d, beta, mom, res, k)
+                n = commit(d, beta, mom, res, k)
                 idx = wb + k * wstep
                 nw = w[idx] + n  # clamped even when n == 0: a flashed -128 becomes -127
                 w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
@@ -1708,7 +1601,7 @@ class Model:
             raise ValueError("edgetune: %d samples are not a multiple of the input's %d channels" % (n, C))
         sc = self._quant_param(scale, "scale", C, t.scale)
         zp = self._quant_param(zero_point, "zero_point", C, t.zp)
-        F = _F
+        F = F32
         inv = []
         for c in range(C):
             s = sc[c]
@@ -1770,12 +1663,12 @@ class Model:
     def _quant_param(v, what, C, dflt):
         """C float32 values of a scale/zero_point argument (None: the input tensor's own)."""
         if v is None:
-            return [_f32(dflt)] * C
+            return [f32(dflt)] * C
         if isinstance(v, (bytes, bytearray, str)):
             raise TypeError("edgetune: %s must be a list/tuple of numbers or a float32 ('f') buffer" % what)
         if len(v) != C:
             raise ValueError("edgetune: %s has %d values, the input has %d channels" % (what, len(v), C))
-        return [_f32(x) for x in _seq_values(v, C)]
+        return [f32(x) for x in _seq_values(v, C)]
 
     def info(self):
         ts = self._tensors
@@ -1802,6 +1695,6 @@ class Model:
             "trainable": self._trainable,
             "scheme": [(layer, b, len(ch)) for layer, b, ch in self._entries],
             "batch": self._batch,
-            "refit_scratch": None if self._rl < 0 else _refit_scratch(self._layers[self._rl]),
+            "refit_scratch": None if self._rl < 0 else refit_scratch(self._layers[self._rl]),
             "model_bytes": self._len,
         }

@@ -5,15 +5,15 @@ Model.train imports it when `labels` is a sequence. Same bits as the C module
 (native_modules/edgetune/train.c et_train_batch) and the numpy twin (Trainer.step_batch).
 """
 
-from edgetune_py import _F, _I32_MAX, _I32_MIN, _LIM30, OP_DEPTHWISE_CONV_2D, _commit, _f32, _float, _round_sat, _zeros
+from edgetune_py_num import F32, I32_MAX, I32_MIN, LIM30, OP_DEPTHWISE_CONV_2D, commit, f32, round_sat, to_float, zeros
 
 
 def _batch_d(acc, kf):
     """§5: d = round_sat((acc / k) * 32768, 2^30)."""
-    F = _F
+    F = F32
     F[0] = acc / kf
     F[0] = F[0] * 32768.0
-    return _round_sat(F[0], _LIM30)
+    return round_sat(F[0], LIM30)
 
 
 def train_batch(self, xs, labels, lr, qas):
@@ -38,7 +38,7 @@ def train_batch(self, xs, labels, lr, qas):
     n = self._n_in
     if len(xb) != k * n:
         raise ValueError("edgetune: inputs must be %d x %d bytes" % (k, n))
-    lr = _f32(_float(lr))
+    lr = f32(to_float(lr))
     if not (lr > 0.0 and lr <= 1.0):
         raise ValueError("edgetune: lr must be a finite number in (0, 1], e.g. 0.01")
     first = self._first
@@ -47,11 +47,11 @@ def train_batch(self, xs, labels, lr, qas):
         for layer, b, ch in self._entries:
             L = layers[layer]
             # float32 cells (exact: every value stored is already float32-rounded)
-            L.acc_b = _zeros("f", L.oc if b else 0)
-            L.acc_w = [_zeros("f", L.per) for _ in range(len(ch))]
+            L.acc_b = zeros("f", L.oc if b else 0)
+            L.acc_w = [zeros("f", L.per) for _ in range(len(ch))]
         if self._params_end + 4 * self._trainable > self._peak:
             self._peak = self._params_end + 4 * self._trainable
-    F = _F
+    F = F32
     total = 0.0
     self._acc = first >= 0
     try:
@@ -71,8 +71,8 @@ def train_batch(self, xs, labels, lr, qas):
             L = layers[layer]
             if b:
                 for c in range(L.oc):
-                    nb = L.b[c] + _commit(_batch_d(L.acc_b[c], kf), beta, L.mom_b, L.res_b, c)
-                    L.b[c] = _I32_MIN if nb < _I32_MIN else (_I32_MAX if nb > _I32_MAX else nb)
+                    nb = L.b[c] + commit(_batch_d(L.acc_b[c], kf), beta, L.mom_b, L.res_b, c)
+                    L.b[c] = I32_MIN if nb < I32_MIN else (I32_MAX if nb > I32_MAX else nb)
             for s in range(len(ch)):
                 c = ch[s]
                 if L.op == OP_DEPTHWISE_CONV_2D:
@@ -84,7 +84,7 @@ def train_batch(self, xs, labels, lr, qas):
                 res = L.res_w[s]
                 for kk in range(L.per):
                     idx = wb + kk * wstep
-                    nw = w[idx] + _commit(_batch_d(acc[kk], kf), beta, mom, res, kk)
+                    nw = w[idx] + commit(_batch_d(acc[kk], kf), beta, mom, res, kk)
                     w[idx] = -127 if nw < -127 else (127 if nw > 127 else nw)
             L.acc_b = L.acc_w = None
     F[0] = total / float(k)

@@ -3,20 +3,20 @@ and the frame transform m.quantize applies. Loaded lazily, only when a frame is 
 
 The same float32 operation order as the C kernel native_modules/edgetune/kernels/et_frame_f32.c
 and the numpy twin host/edgetune/frame.py (which documents the recipe): every float operation is
-rounded to float32 right after it (`_f32`), int -> float32 conversions are rounded exactly
+rounded to float32 right after it (`f32`), int -> float32 conversions are rounded exactly
 (`_i2f`), so results are bit-identical on the unix port, a single-precision port and the host.
 """
 
 import struct
 
-from edgetune_py import _f32, _fbits, _zeros
+from edgetune_py_num import f32, from_bits, zeros
 
 _ALPHA = 3.0
 _BETA = 1.0
 _GUARD = 0.5
-_MIRROR = _fbits(0x3F4CCCCD)  # 0.8f
-_FLUSH = _fbits(0x2B800000)  # 2^-40
-_TOL = _fbits(0x3A83126F)  # 1e-3f
+_MIRROR = from_bits(0x3F4CCCCD)  # 0.8f
+_FLUSH = from_bits(0x2B800000)  # 2^-40
+_TOL = from_bits(0x3A83126F)  # 1e-3f
 _ITERS = 16
 _SQUARINGS = 24
 _STAT = 15
@@ -45,7 +45,7 @@ def _i2f(v):
 
 
 def _mm(a, b):
-    F = _f32
+    F = f32
     out = [0.0] * 9
     for i in range(3):
         for j in range(3):
@@ -77,7 +77,7 @@ def _rdiag(r, d):
 
 def _solve(h):
     """Proper rotation maximizing tr(R^T h) (Horn; et_frame_f32.c solve)."""
-    F = _f32
+    F = f32
     sxx, sxy, sxz = h[0], h[3], h[6]
     syx, syy, syz = h[1], h[4], h[7]
     szx, szy, szz = h[2], h[5], h[8]
@@ -126,7 +126,7 @@ def _solve(h):
 
 
 def _sqdist(a, b):
-    F = _f32
+    F = f32
     t = 0.0
     for k in range(9):
         d = F(a[k] - b[k])
@@ -136,7 +136,7 @@ def _sqdist(a, b):
 
 def _group(ch, n, s, p, sc, zp):
     """Step 1 for one group: (mean, covariance) in raw units from the integer sums."""
-    F = _f32
+    F = f32
     fn = float(n)  # n <= 2^19: exact
     mean = [F(F(F(_i2f(s[i]) / fn) - zp[ch[i]]) * sc[ch[i]]) for i in range(3)]
     cov = [0.0] * 9
@@ -168,7 +168,7 @@ def fit(acc, K, st, sc, zp, accel, gyro):
         if best is None or f[2][f[3]] < best[2][best[3]]:
             best, b = f, si
     _, rc, ec, c = best
-    if ec[c] <= _f32(_GUARD * e0):
+    if ec[c] <= f32(_GUARD * e0):
         r, improper, chosen = rc[c], c, 1 + c
     else:
         r, improper, chosen = list(_EYE), 0, 0
@@ -177,7 +177,7 @@ def fit(acc, K, st, sc, zp, accel, gyro):
 
 def _fit_set(tgt, K, st, has_g):
     """One statistics set (et_frame_f32.c fit_set): (e0, [R proper, R improper], [E, E], c)."""
-    F = _f32
+    F = f32
     ks = sorted(tgt)
     mu, A, G = {}, {}, {}
     tm = {k: tgt[k][0] for k in ks}
@@ -270,7 +270,7 @@ def check(C, accel, gyro, improper=0, pad=0, r=_EYE):
             raise ValueError("edgetune: frame: R must be finite")
     rr = _mm(r, _tr(r))
     for k in range(9):
-        d = _f32(rr[k] - (1.0 if k % 4 == 0 else 0.0))
+        d = f32(rr[k] - (1.0 if k % 4 == 0 else 0.0))
         if not (-_TOL <= d <= _TOL):
             raise ValueError("edgetune: frame: R must be orthogonal (R R^T = I within 1e-3)")
 
@@ -293,7 +293,7 @@ def _floats(v, what):
     for i in range(n):  # v looked at again after each __float__ (which may change it)
         if len(v) != n:
             raise ValueError("edgetune: a list argument changed length while its items were converted")
-        out.append(_f32(v[i]))
+        out.append(f32(v[i]))
     return out
 
 
@@ -325,7 +325,7 @@ def calibrate(m, xs, labels, stats, scale=None, zero_point=None, accel=(0, 1, 2)
         s = sc[c]
         bad = not (s > 0.0) or s - s != 0.0
         if not bad:
-            i = _f32(1.0 / s)
+            i = f32(1.0 / s)
             bad = i - i != 0.0
         if bad or zp[c] - zp[c] != 0.0:
             raise ValueError("edgetune: calibrate: scale/zero_point of channel %d must be finite (scale > 0)" % c)
@@ -386,7 +386,7 @@ def frame(m, *args, **kw):
     r = _floats(kw["R"], "R")
     if len(r) != 9:
         raise ValueError("edgetune: frame: R must have 9 numbers (row-major)")
-    F = _f32
+    F = f32
     det = F(r[0] * F(F(r[4] * r[8]) - F(r[5] * r[7])))
     det = F(det - F(r[1] * F(F(r[3] * r[8]) - F(r[5] * r[6]))))
     det = F(det + F(r[2] * F(F(r[3] * r[7]) - F(r[4] * r[6]))))
@@ -400,10 +400,10 @@ def apply(fr, samples, C):
     """The samples (a multiple of C values) mapped by the frame, as an array('f') (et_frame_apply
     per sample; other channels only rounded to float32 by the store): 4 bytes a sample, not a
     list of float objects."""
-    F = _f32
+    F = f32
     accel, gyro, improper, r = fr
     n = len(samples)
-    out = _zeros("f", n)
+    out = zeros("f", n)
     for i in range(n):
         out[i] = samples[i]
     for o in range(0, len(out), C):

@@ -13,18 +13,19 @@ import gc
 import struct
 from array import array
 
-from edgetune_py import _F, _FLT_MAX, _LIM30, OP_FULLY_CONNECTED, _bits, _fbits, _round_sat, _set_qscale, _zeros
+from edgetune_py_num import (F32, FLT_MAX, LIM30, OP_FULLY_CONNECTED, from_bits, install_qscale, refit_scratch,
+                             round_sat, to_bits, zeros)
 
 _FOLDS = 5
-_L2_GRID = (_fbits(0x3F800000), _fbits(0x3DCCCCCD), _fbits(0x3C23D70A), _fbits(0x3A83126F))  # 1 .1 .01 .001
-_A_GRID = (0.0, _fbits(0x3E800000), _fbits(0x3F000000), _fbits(0x3F400000), _fbits(0x3F800000))
+_L2_GRID = (from_bits(0x3F800000), from_bits(0x3DCCCCCD), from_bits(0x3C23D70A), from_bits(0x3A83126F))  # 1 .1 .01 .001
+_A_GRID = (0.0, from_bits(0x3E800000), from_bits(0x3F000000), from_bits(0x3F400000), from_bits(0x3F800000))
 _MAX_N = 32767
 
 
 def _r(v):
     """Round to float32."""
-    _F[0] = v
-    return _F[0]
+    F32[0] = v
+    return F32[0]
 
 
 def _tri(j):
@@ -34,7 +35,7 @@ def _tri(j):
 def set_qscale(L, q):
     """Install the classifier's scales and multipliers q = (s_w * C, s_b * C, mult * C, shift * C)."""
     C = L.oc
-    _set_qscale(L, q[:2 * C], q[2 * C:])
+    install_qscale(L, q[:2 * C], q[2 * C:])
 
 
 class _Work:
@@ -43,9 +44,9 @@ class _Work:
 
     def __init__(self, K, C):
         T = _tri(K)
-        self.g, self.s1, self.b, self.cnt = _zeros("i", T), _zeros("i", K), _zeros("i", C * K), _zeros("i", C)
-        self.L, self.D, self.e = _zeros("f", T), _zeros("f", K), _zeros("f", K)
-        self.wr, self.ir = _zeros("f", C * K), _zeros("f", C)
+        self.g, self.s1, self.b, self.cnt = zeros("i", T), zeros("i", K), zeros("i", C * K), zeros("i", C)
+        self.L, self.D, self.e = zeros("f", T), zeros("f", K), zeros("f", K)
+        self.wr, self.ir = zeros("f", C * K), zeros("f", C)
 
 
 def _stats(W, U, labs, idx, K, C):
@@ -150,7 +151,7 @@ def _quad(st, K, C, w):
 
 
 def _sqrtf(x):
-    y = _fbits((_bits(x) >> 1) + 0x1FBD1DF5)
+    y = from_bits((to_bits(x) >> 1) + 0x1FBD1DF5)
     for _ in range(4):
         y = _r(0.5 * _r(y + _r(x / y)))
     return y
@@ -161,7 +162,7 @@ def _terms(st, K, C, wr, wf, bf):
     vf = _quad(st, K, C, wf)
     vr = _quad(st, K, C, wr)
     q = _r(vf / vr) if vr > 0.0 else 0.0
-    gm = _sqrtf(q) if (vr > 0.0 and vf > 0.0 and q <= _FLT_MAX and q > 0.0) else 1.0
+    gm = _sqrtf(q) if (vr > 0.0 and vf > 0.0 and q <= FLT_MAX and q > 0.0) else 1.0
     n, s1 = st[0], st[2]
     fn = _r(float(n))
     mf = 0.0
@@ -190,7 +191,7 @@ def _logits(u, K, C, w, bias):
 
 
 def _multiplier(m):
-    b = _bits(m)
+    b = to_bits(m)
     e = ((b >> 23) & 255) - 127
     if (b >> 31) or e == -127 or (e == 128 and (b & 0x7FFFFF)):
         return 0, 0
@@ -252,13 +253,13 @@ def refit(self, xs, labels, l2, alpha):
                          "weights the scheme trains")
     if n < 2 or n > _MAX_N:
         raise ValueError("edgetune: refit needs 2..32767 windows")
-    if l2 is not None and not (l2 > 0.0 and l2 <= _FLT_MAX):
+    if l2 is not None and not (l2 > 0.0 and l2 <= FLT_MAX):
         raise ValueError("edgetune: l2 must be a positive finite number")
     if alpha is not None and not (alpha >= 0.0 and alpha <= 1.0):
         raise ValueError("edgetune: alpha must be in [0, 1]")
     ts = self._tensors
     s_out = ts[self._output].scale
-    if not (s_out > 0.0 and s_out <= _FLT_MAX):
+    if not (s_out > 0.0 and s_out <= FLT_MAX):
         raise ValueError("edgetune: refit needs a positive output scale")
     L = self._layers[li]
     K, C = L.per, L.oc
@@ -273,7 +274,7 @@ def refit(self, xs, labels, l2, alpha):
         x = self._x(x)
         for i in range(len(self._layers) - 1):
             x = self._fwd_layer(self._layers[i], x, acts[i + 1])
-        u = _zeros("h", K)
+        u = zeros("h", K)
         for j in range(K):
             u[j] = x[j] - zp
         U.append(u)
@@ -282,7 +283,7 @@ def refit(self, xs, labels, l2, alpha):
     wrows, bq, q0 = _flashed(self, li)
     swf, sbf = q0[0], q0[1]
     sf = [_r(s_x * swf[c]) for c in range(C)]
-    wf = _zeros("f", C * K)
+    wf = zeros("f", C * K)
     for c in range(C):
         row = wrows[c]
         for k in range(K):
@@ -325,9 +326,7 @@ def refit(self, xs, labels, l2, alpha):
                     l2v, av = l2s[il], als[ia]
         cv_acc = _r(_r(float(best)) / _r(float(n)))
     # scratch of the C module (docs/training.md §9 f), reported alike
-    from edgetune_py import _refit_scratch
-
-    scratch = _refit_scratch(L)
+    scratch = refit_scratch(L)
     if cv:
         fo = _folds(labs, C)
         fmax = max(fo.count(f) for f in range(_FOLDS))
@@ -363,15 +362,15 @@ def refit(self, xs, labels, l2, alpha):
                     m = a
             sw = _r(_r(m / 127.0) / s_x) if m > 0.0 else 0.0
             sb = _r(s_x * sw)
-            if m > 0.0 and sw > 0.0 and sw <= _FLT_MAX and sb > 0.0 and sb <= _FLT_MAX:
+            if m > 0.0 and sw > 0.0 and sw <= FLT_MAX and sb > 0.0 and sb <= FLT_MAX:
                 inv = _r(127.0 / m)
-                neww.append(array("b", [_round_sat(_r(wr[o + k] * inv), 127) for k in range(K)]))
+                neww.append(array("b", [round_sat(_r(wr[o + k] * inv), 127) for k in range(K)]))
             else:
                 sw, sb = swf[c], sbf[c]
                 neww.append(array("b", [0] * K))
             sws.append(sw)
             sbs.append(sb)
-            newb.append(_round_sat(_r(ir[c] / sb), _LIM30))
+            newb.append(round_sat(_r(ir[c] / sb), LIM30))
             mu, sh = _multiplier(_r(sb / s_out))
             mults.append(mu)
             shifts.append(sh)

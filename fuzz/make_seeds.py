@@ -1,10 +1,10 @@
 """Seed corpora for the libFuzzer targets, from real exported files (fuzz/README.md).
 
-    python fuzz/make_seeds.py OUT_DIR        -> OUT_DIR/{etm,scheme,state}/*
+    python -m fuzz.make_seeds OUT_DIR        -> OUT_DIR/{etm,scheme,state}/*
 
 - etm: every exported model found under build/ (the demo's reference model, bench/learning.py's
   models, the converted test models), fuzz/base.etm, small hand-built chains of every op (with
-  and without a stored scheme) from tests/tinymodels.py.
+  and without a stored scheme) from tests/support/tinymodels.py.
 - scheme: the .etm scheme sections scheme.py encodes for fuzz/base.etm (bias-only, channel
   slices 1, 1/2, 1/4, 1/8, explicit channel lists), each prefixed by mode byte 0; and built
   schemes (mode 1: n_bias, ratio denominators).
@@ -12,7 +12,7 @@
   m.save) writes for fuzz/base.etm after a few training steps, for every scheme/momentum mode
   the target decodes (see fuzz/fuzz_state.c), prefixed by the mode byte (bit 7 set and clear).
 
-Also `python fuzz/make_seeds.py --base` rewrites fuzz/base.etm (only when the format changes).
+Also `python -m fuzz.make_seeds --base` rewrites fuzz/base.etm (only when the format changes).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
 from edgetune.modelfile import read_etm, write_etm  # noqa: E402
 from edgetune.scheme import Scheme, weight_layers  # noqa: E402
 from edgetune.training import Trainer  # noqa: E402
@@ -35,7 +33,7 @@ DENS = (0, 1, 2, 4)
 
 def base_model():
     """Every op, trainable, small: conv, depthwise, max/avg pool, conv, MEAN, two FCs."""
-    import tinymodels
+    from tests.support import tinymodels
 
     spec = [("conv", 1, 3, 6, 1, True, True), ("dw", 1, 3, 1, True, True), ("max", 1, 2, 2),
             ("conv", 1, 3, 8, 1, True, False), ("avg", 1, 2, 1), ("dw", 1, 2, 2, False, True), ("mean",),
@@ -52,7 +50,7 @@ def state_scheme(model, mode: int) -> tuple[Scheme, float]:
 
 
 def etm_seeds() -> dict[str, bytes]:
-    import tinymodels
+    from tests.support import tinymodels
 
     out: dict[str, bytes] = {"base": BASE.read_bytes()}
     for p in sorted((REPO / "build").glob("**/*.etm")):

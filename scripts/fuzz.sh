@@ -63,7 +63,7 @@ run() {
     local runs="${1:-1000000}"
     build
     rm -rf "$OUT/seeds"
-    "$PYTHON" "$ROOT/fuzz/make_seeds.py" "$OUT/seeds"
+    (cd "$ROOT" && "$PYTHON" -m fuzz.make_seeds "$OUT/seeds")
     local t json="" status=0
     for t in "${TARGETS[@]}"; do
         local corpus="$OUT/corpus/$t" crashes="$OUT/crashes/$t" log="$OUT/run_$t.log"

@@ -245,7 +245,7 @@ main() {
     log "done in $((SECONDS - t0)) s"
 }
 
-# Sourcing the file (tests/test_setup.py) defines the functions without running anything.
+# Sourcing the file (tests/host/test_setup.py) defines the functions without running anything.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     main "$@"
 fi

@@ -17,6 +17,8 @@ import pytest
 
 from edgetune import emulate
 
+from tests.support.natmod import VARIANTS, natmod_micropython
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,31 +27,10 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-VARIANTS = ("built-in", "natmod")
-UNIX_STOCK = REPO_ROOT / "build" / "unix-stock" / "micropython"
-NATMOD_X64 = REPO_ROOT / "build" / "natmod" / "x64"
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if ("micropython" in metafunc.fixturenames and metafunc.definition.get_closest_marker("natmod")
             and not os.environ.get(emulate.ENV_BINARY)):
         metafunc.parametrize("micropython", VARIANTS, indirect=True, scope="session")
-
-
-def natmod_micropython(tmp_dir: Path) -> Path:
-    """A `micropython` that is the stock unix port with build/natmod/x64 first on its path (a
-    shell script, so tests that run the binary themselves need no change)."""
-    missing = [p for p in (UNIX_STOCK, NATMOD_X64 / "edgetune.mpy") if not p.is_file()]
-    if missing:
-        pytest.fail(f"no {missing[0]}; run: make firmware BOARD=unix-stock natmod ARCH=x64", pytrace=False)
-    wrapper = tmp_dir / "micropython"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        "# the stock unix port importing the native edgetune.mpy (tests/conftest.py)\n"
-        f'MICROPYPATH="{NATMOD_X64}:${{MICROPYPATH:-.frozen}}" exec "{UNIX_STOCK}" "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ then maps the accelerometer by R^T and the gyroscope (an axial vector) by det(R)
 quantizing (`apply_frame`), so the model sees the source frame again.
 
 Bit-exact with the C kernel native_modules/edgetune/kernels/et_frame_f32.c and the pure-Python
-firmware/edgetune_py_frame.py (tests/test_frame.py). Every float operation below is one
+firmware/edgetune_py_frame.py (tests/unix/test_frame.py). Every float operation below is one
 float32 operation in the written order, no fused multiply-add (3x3 products: t = a0*b0;
 t = t + a1*b1; t = t + a2*b2). The recipe:
 

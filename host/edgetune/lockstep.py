@@ -11,7 +11,7 @@ exactly what `Trainer.step(x, label, lr_r, qas)` does, with the same float32 ope
 same order per element (a run's layer is updated only if its scheme trains it; a run whose
 gradient vanished or stopped is left alone; a weight channel a run does not train is never
 written). `trainer(r)` returns run r as a `Trainer` (state installed), e.g. for `evaluate`.
-tests/test_lockstep.py compares every run's trained-weights file with a sequential Trainer.
+tests/host/test_lockstep.py compares every run's trained-weights file with a sequential Trainer.
 
 Supported: momentum 0 and, from the lowest first trained layer up, CONV_2D, FULLY_CONNECTED,
 MAX_POOL_2D and MEAN (the layers below run as inference); anything else raises

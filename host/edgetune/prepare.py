@@ -20,7 +20,7 @@ Sources (tensorflow/tflite-micro, current main):
 
 Where the source and the installed tflite-micro wheel (0.dev20261023) disagree, the wheel wins
 (it is the golden oracle): see `fc_multipliers` (per-tensor scale product) and `mean_params`
-(single MEAN path). tests/test_export.py pins both against the interpreter at rounding
+(single MEAN path). tests/host/test_export_rounding.py pins both against the interpreter at rounding
 boundaries. Nothing here imports TensorFlow.
 """
 
@@ -123,7 +123,7 @@ def fc_multipliers(input_scale: float, filter_scales, output_scale: float,
     `double(input_scale * filter_scale)` would round the product to float first; the installed
     tflite-micro (0.dev20261023) instead matches the all-double product
     `double(input_scale) * double(filter_scale) / double(output_scale)` at every rounding
-    boundary we probed (tests/test_export.py edits a model so the output depends only on the
+    boundary we probed (tests/host/test_export_rounding.py edits a model so the output depends only on the
     multiplier), so that is what is computed. The single per-tensor (multiplier, shift) is
     repeated for every output channel.
     """

@@ -1,7 +1,7 @@
 """Raw float samples -> the model's int8 input: the numpy twin of `m.quantize(samples, ...)`.
 
 Bit-exact with the C kernel native_modules/edgetune/kernels/et_quantize_f32.c and with
-firmware/edgetune_py.py `Model.quantize` (tests/test_quantize_input.py). The recipe (docs/data.md
+firmware/edgetune_py.py `Model.quantize` (tests/unix/test_quantize_input.py). The recipe (docs/data.md
 §2), per value x of channel c (value i of a flat NHWC stream has channel i % C), all float32:
 
     inv = 1.0f / scale[c]         float32 division

@@ -574,7 +574,7 @@ def _base_cost(space: Space, first: int, fold: int | None = None) -> int | None:
 
 def additive_arena(space: Space, c: Candidate) -> int | None:
     """The arena as the DP sees it: base(first) + one exact cost per trained layer. Equal to
-    memory.training_arena for every valid candidate (tests/test_search.py checks the whole
+    memory.training_arena for every valid candidate (tests/host/test_search.py checks the whole
     space of the tiny model); None when `first` violates the accumulator bounds."""
     L = len(space.layers)
     trained = [j for j in range(L) if c.dens[j] or j >= L - c.k]

@@ -1,5 +1,5 @@
 /*
- * tests/test_requant_paths.py: the requantization and rounding fast paths of et_requant.h and
+ * tests/c/test_requant_paths.py: the requantization and rounding fast paths of et_requant.h and
  * et_mathf.h against their literal forms, on adversarial and random values. Built three ways:
  * plain (the 64-bit nudged high multiply), -D__ARM_ARCH_6M__ (the 16-bit-split multiply the
  * RP2040 build uses) and -D__arm__ (et_round_sat's bit tests of soft-float ARM). Prints

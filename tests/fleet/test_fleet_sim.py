@@ -1,0 +1,100 @@
+"""`edgetune fleet simulate` through Flower's Simulation Engine (Ray, real ServerApp/ClientApp
+processes' code paths), the leakage check and the accountant (docs/fleet.md).
+
+Short runs only (2 rounds); the 20-round / 112-client numbers are bench/fleet.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetune.fleet import client, leakage
+from edgetune.fleet.accountant import accountant, noise_for
+from edgetune.fleet.data import fleet_data
+from edgetune.fleet.simulate import _k
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_model() -> Path:
+    from tests.support import deviceapp
+
+    return deviceapp.demo.ensure_model(REPO / "build" / "demo")
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "simulate", *args], capture_output=True,
+                          text=True, timeout=900, cwd=REPO)
+
+
+def test_simulate_two_rounds_compressed_with_central_dp(demo_model, tmp_path):
+    """One Simulation Engine run (two Ray runs in one session hung here): 16 clients, 2 rounds,
+    the device compression (>= 10x fewer bytes) and Flower's central-DP wrapper with our
+    accountant (epsilon per round, at most the target). Learning itself: bench/fleet.py."""
+    out = tmp_path / "dp.json"
+    r = _run(["--model", str(demo_model), "--rounds", "2", "--dp-epsilon", "8", "--quiet", "--out", str(out)])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["clients"] == 16 and res["rounds"] == 2 and len(res["global_acc"]) == 3
+    assert res["bytes_up_sent"] * 10 <= res["bytes_up_dense"]
+    assert res["bytes_per_round"] == [16 * (12 + 3 * res["k"])] * 2
+    eps = res["epsilon_per_round"]
+    assert eps[0] == 0 and 0 < eps[1] < eps[2] <= 8.0 and res["delta"] == 1e-5
+    assert res["noise_multiplier"] == noise_for(8.0, 2)
+    assert (tmp_path / "dp.png").stat().st_size > 10_000
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    for args, word in ((["--rounds", "0"], "rounds"), (["--topk", "2"], "topk"), (["--model", str(tmp_path / "no.etm")], "make demo")):
+        r = _run([*args, "--quiet", "--out", str(tmp_path / "x.json")])
+        assert r.returncode == 2 and word in r.stderr, r.stderr
+
+
+def test_accountant_against_the_gaussian_mechanism():
+    """One release: RDP's epsilon is an upper bound of the exact (analytic) Gaussian epsilon and
+    close to it; releases compose; the noise for a target epsilon meets it."""
+    from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+
+    def exact_delta(eps: float, z: float) -> float:  # Balle & Wang 2018, sensitivity 1
+        phi = lambda x: 0.5 * math.erfc(-x / math.sqrt(2))  # noqa: E731
+        return phi(-eps * z + 1 / (2 * z)) - math.exp(eps) * phi(-eps * z - 1 / (2 * z))
+
+    for z in (0.8, 1.5, 4.0):
+        a = accountant(10)
+        a.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=10, population_size=10))
+        eps = a.get_epsilon(1e-5)
+        assert exact_delta(eps, z) <= 1e-5 * 1.001  # the reported epsilon is valid
+        assert exact_delta(eps * 0.7, z) > 1e-5  # and not loose by more than 30 %
+    a = accountant(10)
+    a.compose(GaussianPrivacyEvent(noise_multiplier=2.0, sample_size=10, population_size=10), 5)
+    b = accountant(10)
+    for _ in range(5):
+        b.compose(GaussianPrivacyEvent(noise_multiplier=2.0, sample_size=10, population_size=10))
+    assert a.get_epsilon(1e-5) == pytest.approx(b.get_epsilon(1e-5)) and b.num_releases == 5
+    z = noise_for(8.0, 20)
+    c = accountant(10)
+    c.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=10, population_size=10), 20)
+    assert 7.9 < c.get_epsilon(1e-5) <= 8.0
+
+
+def test_leakage_attack_works_and_the_fleet_setting_stops_it(demo_model):
+    path = str(demo_model)
+    _, t, lay = client._model(path)
+    t.reset()
+    fd = fleet_data(t.model.meta)
+    res = leakage.run(path, fd, t.state_bytes(), lr=0.01, clip=8.0, k=_k(lay, 0.05), sigma=0.25,
+                      one_sample_trials=60, repeats=2)
+    one = res["one-sample"]
+    assert one["label_recovery"] >= 0.95 and one["feature_cosine"] >= 0.99, one
+    for name in ("top-k", "clipped+noised"):
+        assert res[name]["label_recovery"] <= res["chance"] + 0.10, (name, res[name])
+        assert res[name]["feature_cosine"] <= 0.5, (name, res[name])
+    assert res["local-epoch"]["feature_cosine"] < one["feature_cosine"]
