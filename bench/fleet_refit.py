@@ -25,11 +25,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import edgetune.fleet  # noqa: E402,F401  (one BLAS thread, before numpy loads)
 import numpy as np  # noqa: E402
 
-from edgetune import refit as rf  # noqa: E402
+from edgetune.twin import refit as rf  # noqa: E402
 from edgetune.fleet import client, refit_stats as rs  # noqa: E402
 from edgetune.fleet.data import fleet_data  # noqa: E402
 from edgetune.fleet.report import write_json  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune.twin.training import Trainer  # noqa: E402
 
 
 def main() -> int:

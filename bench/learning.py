@@ -12,7 +12,7 @@ it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
   channels picked by the device's l1 criterion on the int8 weights, docs/training.md §1) /
   full (every weight, a reference ceiling);
 - int8 on-device fine-tuning of the same schemes (classifier / biases + classifier / sparse) with
-  the numpy training twin (host/edgetune/training.py, bit-exact with the C module): QAS and plain
+  the numpy training twin (host/edgetune/twin/training.py, bit-exact with the C module): QAS and plain
   int8 SGD, each with its own lr grid (LR_GRID_QAS, LR_GRID_SGD), plus QAS with momentum 0.9 for
   biases + classifier (`--no-momentum-row` drops it). `--jobs` worker processes (default 2).
 
@@ -43,7 +43,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ logging drowns the table
 
-from edgetune import data  # noqa: E402
+from edgetune.learn import data  # noqa: E402
 
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 SCHEMES = ("classifier", "bias+classifier", "sparse", "full")
@@ -80,7 +80,9 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def prepare_seed(sc: data.Scenario, cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> SeedRun:
     """Pre-train (cached), quantize and export the model of one seed; draw its samples."""
-    from edgetune import cli, pretrain, quantize
+    from edgetune import cli
+    from edgetune.learn import pretrain
+    from edgetune.convert import quantize
 
     tag = f"{sc.name}_{args.variant}_e{args.epochs}_s{seed}"
     d = os.path.join(args.out, "learning_models", tag)
@@ -112,7 +114,7 @@ def keras_weight_layers(model: Any) -> list[Any]:
 
 def l1_channels(etm_path: str, weight_layer: int, ratio_den: int) -> list[int]:
     """The device's channel choice (docs/training.md §1): largest sum |w_q|, ties to the lower index."""
-    from edgetune.modelfile import NONE, OP_DEPTHWISE_CONV_2D, read_etm
+    from edgetune.format.modelfile import NONE, OP_DEPTHWISE_CONV_2D, read_etm
 
     with open(etm_path, "rb") as f:
         em = read_etm(f.read())
@@ -202,8 +204,8 @@ def _int8_run(buf: bytes, entries: list[tuple[int, bool, list[int]]], xf: np.nda
     """One int8 fine-tune with the numpy training twin (bit-exact with the C module): a fresh
     Trainer on the .etm with the scheme `entries`, one `step` per element of `order`, then the
     accuracy (`Trainer.evaluate`) on each (x, y) of `evals`. Top level so worker processes can run it."""
-    from edgetune.scheme import Entry, Scheme
-    from edgetune.training import Trainer
+    from edgetune.format.scheme import Entry, Scheme
+    from edgetune.twin.training import Trainer
 
     tr = Trainer(buf, Scheme(tuple(Entry(i, b, tuple(ch)) for i, b, ch in entries)), momentum=momentum)
     for j in order:
@@ -222,7 +224,7 @@ def int8_modes(args: argparse.Namespace) -> list[tuple[str, tuple[str, ...], boo
 
 def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) -> list[dict[str, Any]]:
     """int8 on-device fine-tuning of SCHEMES[:3] with the numpy training twin
-    (host/edgetune/training.py), QAS and plain int8 SGD (+ QAS with momentum 0.9 for
+    (host/edgetune/twin/training.py), QAS and plain int8 SGD (+ QAS with momentum 0.9 for
     bias+classifier): same samples, step order and step count as the fp32 rows; the lr of each
     row is chosen from its grid by the mean fit-val accuracy over seeds, as for fp32.
     Runs on `args.jobs` spawned worker processes (the parent has TensorFlow loaded)."""
@@ -264,8 +266,8 @@ def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
             res[j] = submit(None, j)
             if n % 25 == 0 or n == len(jobs):
                 print(f"  int8: {n}/{len(jobs)} fine-tunes ({time.time() - t0:.0f} s)", flush=True)
-    from edgetune.modelfile import read_etm
-    from edgetune.scheme import Entry, Scheme
+    from edgetune.format.modelfile import read_etm
+    from edgetune.format.scheme import Entry, Scheme
 
     em = read_etm(per_seed[0]["buf"])
     rows = []
@@ -292,7 +294,7 @@ def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
     """A scheme of SCHEMES[:3] as docs/training.md §1 entries over the .etm's layers:
     (layer index, train bias, selected weight channels; [] = weights frozen). Same parameters
     as `scheme_masks` trains in TensorFlow."""
-    from edgetune.modelfile import NONE, OP_FULLY_CONNECTED, read_etm
+    from edgetune.format.modelfile import NONE, OP_FULLY_CONNECTED, read_etm
 
     with open(etm_path, "rb") as f:
         em = read_etm(f.read())
@@ -314,7 +316,7 @@ def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
 
 
 def int8_windows(sc: data.Scenario, w: data.Windows, meta: dict[str, Any]) -> np.ndarray:
-    from edgetune import quantize
+    from edgetune.convert import quantize
 
     return quantize.quantize_input(sc, w.x, meta["input_scale"], meta["input_zero_point"])
 
@@ -359,8 +361,8 @@ def tune_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
 def no_adaptation_rows(sc: data.Scenario, runs: list[SeedRun]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import keras
 
-    from edgetune import reference
-    from edgetune.modelfile import read_etm
+    from edgetune.twin import reference
+    from edgetune.format.modelfile import read_etm
 
     fp, i8, src = [], [], []
     for r in runs:
@@ -396,7 +398,7 @@ def paired(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from edgetune import pretrain
+    from edgetune.learn import pretrain
 
     cfg = pretrain.scenario_config({"scenario": name})
     sc = pretrain.scenario_from_config(cfg)
@@ -424,7 +426,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 ADAPT_SCENARIOS = ("rotation", "side", "subject", "random_rotation", "subject_all")
 RANDOM_ROTATION_SEED0 = 1000  # random_rotation, seed s: the mounting data.random_rotation(1000 + s)
-# name -> recipe switches (firmware/recipe.py run() through host/edgetune/recipe.py, numpy twin)
+# name -> recipe switches (firmware/recipe.py run() through host/edgetune/learn/recipe.py, numpy twin)
 RECIPE_ROWS = {
     "default_recipe": {"calibrate": True, "refit": True, "sgd": True, "guard": True, "refit_all": True},
     "recipe_no_refit_all": {"calibrate": True, "refit": True, "sgd": True, "guard": True},
@@ -452,11 +454,11 @@ def device_order(w: data.Windows, idx: np.ndarray) -> np.ndarray:
 def raw_quant(x: np.ndarray, meta: dict[str, Any], frame_rt: tuple[Any, bool] | None = None) -> np.ndarray:
     """The device's input path: raw windows (N, T, 6) -> (the model's frame applied) ->
     quantize_input with the folded raw_input_quant (what m.quantize does), flattened (N, T*6)."""
-    from edgetune.quantize_input import quantize_input
+    from edgetune.twin.quantize_input import quantize_input
 
     riq = meta["raw_input_quant"]
     if frame_rt is not None:
-        from edgetune import frame
+        from edgetune.twin import frame
 
         x = frame.apply_frame(x, frame_rt[0], frame_rt[1], x.shape[-1])
     return quantize_input(x, riq["scale"], riq["zero_point"]).reshape(len(x), -1)
@@ -467,7 +469,7 @@ def _recipe_job(buf: bytes, meta: dict[str, Any], stats: Any, fit: tuple[np.ndar
     """One recipe run on the numpy twin: the check-set split of firmware/recipe.py over the
     windows in device order, the recipe, then accuracy on each (raw x, y) of `evals` through the
     device's input path with the model's frame. Top level for worker processes."""
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     x_raw, y = fit
     xq = raw_quant(x_raw, meta)
@@ -501,9 +503,10 @@ def adapt_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     import concurrent.futures
     import multiprocessing
 
-    from edgetune import frame, pretrain
-    from edgetune.reference import forward_batch
-    from edgetune.modelfile import read_etm
+    from edgetune.twin import frame
+    from edgetune.learn import pretrain
+    from edgetune.twin.reference import forward_batch
+    from edgetune.format.modelfile import read_etm
 
     base = adapt_base(name)
     cfg = pretrain.scenario_config({"scenario": base})
@@ -582,13 +585,13 @@ def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dic
     tests/test_frame.py / test_app_calibrate.py.)"""
     import tempfile
 
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     seed = args.seed0
     run = prepare_seed(sc0, cfg, args, seed)
     sc = sc0
     if name == "random_rotation":
-        from edgetune import pretrain
+        from edgetune.learn import pretrain
 
         sc = pretrain.scenario_from_config(pretrain.scenario_config(
             {"scenario": "rotation", "rotation_seed": RANDOM_ROTATION_SEED0 + seed}))
@@ -609,7 +612,7 @@ def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dic
 
 
 def run_adapt(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     res = {"benchmark": "adapt", "precision": "int8 on-device arithmetic (numpy twin, bit-exact with the C module)",
            "recipe": {"holdout": recipe.HOLDOUT, "acc_margin": recipe.ACC_MARGIN, "loss_margin": recipe.LOSS_MARGIN,

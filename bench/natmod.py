@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "host"))
 
-from edgetune import emulate  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
 
 NATMOD = REPO / "build" / "natmod"
 OUT = REPO / "build" / "bench" / "natmod.json"

@@ -1,4 +1,4 @@
-"""Accuracy of the closed-form classifier refit (int8, numpy twin host/edgetune/refit.py) on the
+"""Accuracy of the closed-form classifier refit (int8, numpy twin host/edgetune/twin/refit.py) on the
 scenarios of bench/learning.py, held-out shifted eval windows, several seeds.
 
     python bench/refit_accuracy.py --scenario rotation,side,subject --seeds 3 [--all-fit]
@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import learning  # noqa: E402
 
-from edgetune import pretrain  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune.learn import pretrain  # noqa: E402
+from edgetune.twin.training import Trainer  # noqa: E402
 
 METHODS = (("refit a=1 (l2 CV)", None, 1.0), ("refit a=1 l2=0.01", 0.01, 1.0), ("refit CV (a, l2)", None, None))
 

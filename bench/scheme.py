@@ -35,10 +35,12 @@ import time
 
 import numpy as np
 
-from edgetune import memory, pretrain, search
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.twin import memory
+from edgetune.learn import pretrain
+from edgetune import search
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 
 def stats(v):

@@ -33,8 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from edgetune.emulate_xtensa import XtensaBoard  # noqa: E402
-from edgetune.modelfile import write_etm  # noqa: E402
+from edgetune.device.emulate_xtensa import XtensaBoard  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
 
 MPY = REPO / "build" / "natmod" / "xtensawin-qemu" / "edgetune.mpy"
 R1, R2 = 2, 6
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             mon = Monitor(sock)
             import subprocess
 
-            from edgetune import emulate
+            from edgetune.device import emulate
 
             subprocess.run(emulate.mpremote_command(board.pty, "cp", str(MPY), ":edgetune.mpy"), check=True,
                            capture_output=True, timeout=120)

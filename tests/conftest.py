@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
+from edgetune.device import emulate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate, frame
-from edgetune.monitor import parse_text
+from edgetune.device import emulate
+from edgetune.twin import frame
+from edgetune.device.monitor import parse_text
 from relhelp import demo_module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +102,6 @@ print("FRAME", app.S.model.frame() is not None)
 
 
 def _meta(etm: Path) -> str:
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
 
     return json.dumps(read_etm(etm.read_bytes()).meta)

@@ -11,7 +11,7 @@ momentum, QAS flag and samples:
   stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum
   on/off: predict before training, the STEPS losses (float32 bits), the saved trained-weights
   files (byte for byte), evaluate's (loss, accuracy), predict after training and the whole
-  info() dict are identical, and equal the numpy twin's (host/edgetune/training.py);
+  info() dict are identical, and equal the numpy twin's (host/edgetune/twin/training.py);
 - a file saved by one implementation loads into the other and re-saves to the same bytes;
   refusals (bad label, non-finite lr, wrong input length, momentum 1, bad/truncated files,
   an overflowing scheme) raise ValueError in both;
@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate, memory
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.monitor import parse_text
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.device import emulate
+from edgetune.twin import memory
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.device.monitor import parse_text
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relhelp import demo_module  # noqa: E402
@@ -174,7 +175,7 @@ def test_py_equals_c_and_twin_converted_models(micropython, tmp_path):
 
 def _demo_windows(etm: Path, evalp: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n real windows of the demo's shifted eval session, quantized as the device app does."""
-    from edgetune import data
+    from edgetune.learn import data
 
     meta = read_etm(etm.read_bytes()).meta
     riq = meta["raw_input_quant"]

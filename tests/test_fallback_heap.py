@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import read_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import read_etm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_qemu  # noqa: E402

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import freeze
-from edgetune.modelfile import write_etm
+from edgetune.device import freeze
+from edgetune.format.modelfile import write_etm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tinymodels  # noqa: E402

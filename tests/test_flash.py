@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
-from edgetune import flash
+from edgetune.device import flash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def test_dry_run_plan_placeholders(tmp_path: Path):
 def test_esp32s3_stock_firmware_then_install(tmp_path: Path):
     """make flash BOARD=esp32s3 FIRMWARE=stock.bin MODEL=m.etm: esptool erase + write at 0 on the
     detected port (a fake Espressif USB port), then edgetune install of the xtensawin .mpy there."""
-    from edgetune import flash_stock
+    from edgetune.device import flash_stock
 
     fw = tmp_path / "ESP32_GENERIC_S3.bin"
     fw.write_bytes(bytes(16))

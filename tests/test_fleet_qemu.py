@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tinymodels  # noqa: E402
 from test_qemu import CLASSES, _mpremote, build_firmware  # noqa: E402
 
-from edgetune import emulate  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
 from edgetune.fleet import client, compress, update  # noqa: E402
-from edgetune.modelfile import write_etm  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
+from edgetune.twin.training import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

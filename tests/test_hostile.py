@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import write_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import write_etm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relhelp import REPO, record  # noqa: E402

@@ -1,4 +1,4 @@
-"""The lockstep twin (host/edgetune/lockstep.py) equals one training.Trainer per scheme, bit for bit.
+"""The lockstep twin (host/edgetune/twin/lockstep.py) equals one training.Trainer per scheme, bit for bit.
 
 Hand-built models (tests/tinymodels.py) with strided and padded convolutions, max pools, MEAN
 and a classifier; schemes with different first layers, bias-only and weight-only entries,
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from edgetune import search
-from edgetune.lockstep import Lockstep
-from edgetune.modelfile import write_etm
-from edgetune.scheme import Entry, Scheme, out_channels, weight_layers
-from edgetune.training import Trainer
+from edgetune.twin.lockstep import Lockstep
+from edgetune.format.modelfile import write_etm
+from edgetune.format.scheme import Entry, Scheme, out_channels, weight_layers
+from edgetune.twin.training import Trainer
 
 from tinymodels import chain
 

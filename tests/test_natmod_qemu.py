@@ -28,9 +28,10 @@ import test_unix_module as tum  # noqa: E402
 import test_workflow_qemu as twq  # noqa: E402
 from relhelp import demo_module  # noqa: E402
 
-from edgetune import emulate, reference  # noqa: E402
-from edgetune.modelfile import write_etm  # noqa: E402
-from edgetune.monitor import read_csv  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
+from edgetune.twin import reference  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
+from edgetune.device.monitor import read_csv  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from edgetune import cli, data, model, quantize
-from edgetune.modelfile import OP_FULLY_CONNECTED, read_etm
+from edgetune import cli
+from edgetune.learn import data, zoo as model
+from edgetune.convert import quantize
+from edgetune.format.modelfile import OP_FULLY_CONNECTED, read_etm
 
 SEED, EPOCHS = 0, 6
 N_WINDOWS = 64
@@ -30,7 +32,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scenario(run):
-    from edgetune.pretrain import load_run
+    from edgetune.learn.pretrain import load_run
 
     m, sc, split = load_run(str(run["dir"]))
     return m, sc
@@ -68,7 +70,7 @@ def _tflm_outputs(tflite_path, xq):
 
 
 def test_export_matches_tflite_micro_on_test_windows(run, scenario):
-    from edgetune import reference
+    from edgetune.twin import reference
 
     _, sc = scenario
     assert cli.main(["export", str(run["tflite"]), "-o", str(run["etm"]), "--meta", str(run["meta"])]) == 0
@@ -87,7 +89,7 @@ def test_export_matches_tflite_micro_on_test_windows(run, scenario):
 
 def test_footprint_matches_the_exported_model(run, scenario):
     # model.footprint (Keras-side budget) == memory.py's arena and the .etm's constant bytes
-    from edgetune import memory
+    from edgetune.twin import memory
 
     m, _ = scenario
     if not run["etm"].exists():
@@ -134,7 +136,8 @@ def test_zoo_fits_the_boards():
 def test_board_variants_export_bit_exact(variant, scenario, tmp_path):
     # the RP2040 and ESP32-S3 models (1 epoch: any trained weights will do) also convert, export
     # and match tflite-micro: covers 5-tap depthwise, 1x1 conv and average pooling on real data
-    from edgetune import pretrain, reference
+    from edgetune.learn import pretrain
+    from edgetune.twin import reference
 
     _, sc = scenario
     m, _ = pretrain.pretrain(sc, variant, epochs=1, seed=0, progress=False)

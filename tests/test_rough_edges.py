@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.monitor import parse_text
+from edgetune.device import emulate
+from edgetune.device.monitor import parse_text
 from relhelp import demo_module
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,10 @@ import json
 import numpy as np
 import pytest
 
-from edgetune import cli, memory, search
-from edgetune.modelfile import read_etm
-from edgetune.scheme import Scheme
+from edgetune import cli, search
+from edgetune.twin import memory
+from edgetune.format.modelfile import read_etm
+from edgetune.format.scheme import Scheme
 
 CRITS = ("l1", "fisher")
 

@@ -1,7 +1,7 @@
 """On-device training on the real unix-port MicroPython vs the numpy twin, bit for bit.
 
 The C training core (native_modules/edgetune/train.c, scheme.c, kernels/et_*_grad*.c,
-et_update.c) and host/edgetune/training.py both implement docs/training.md. Here:
+et_update.c) and host/edgetune/twin/training.py both implement docs/training.md. Here:
 
 - random models (hand-built random `EtmModel`s with every op and a FULLY_CONNECTED classifier,
   plus random Keras models through the real converter and export.py) x schemes (default,
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import memory
-from edgetune.modelfile import (
+from edgetune.twin import memory
+from edgetune.format.modelfile import (
     ACT_NONE,
     ACT_RELU,
     ACT_RELU6,
@@ -50,9 +50,9 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
-from edgetune.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
-from edgetune.scheme import Scheme, weight_layers
-from edgetune.training import Trainer
+from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
+from edgetune.format.scheme import Scheme, weight_layers
+from edgetune.twin.training import Trainer
 
 STEPS = 20
 N_HAND = 36  # hand-built random models
@@ -180,7 +180,7 @@ def real_models() -> dict[str, EtmModel]:
     """Converted Keras models (cached by tests/modelgen.py); empty if the generator is missing."""
     try:
         import modelgen
-        from edgetune.export import tflite_to_etm
+        from edgetune.convert.export import tflite_to_etm
     except ImportError:
         return {}
     out = {}

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relhelp import REPO  # noqa: E402

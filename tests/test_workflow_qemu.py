@@ -40,8 +40,8 @@ import test_qemu  # noqa: E402  (the shared firmware build)
 import tinymodels  # noqa: E402
 from relhelp import demo_module  # noqa: E402
 
-from edgetune.modelfile import write_etm  # noqa: E402
-from edgetune.monitor import parse_text, read_csv  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
+from edgetune.device.monitor import parse_text, read_csv  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_unix_train as tut  # noqa: E402
 from relhelp import demo_module  # noqa: E402
 
-from edgetune import emulate  # noqa: E402
-from edgetune.emulate_xtensa import XtensaBoard  # noqa: E402
-from edgetune.modelfile import read_etm  # noqa: E402
-from edgetune.scheme import Scheme  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
+from edgetune.device.emulate_xtensa import XtensaBoard  # noqa: E402
+from edgetune.format.modelfile import read_etm  # noqa: E402
+from edgetune.format.scheme import Scheme  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -152,7 +152,7 @@ print('LOAD', y1 == y2, y0 != y1 or y0 == y2)
 
 
 def test_save_load_roundtrip(board, tmp_path):
-    from edgetune.modelfile import write_etm
+    from edgetune.format.modelfile import write_etm
 
     model = tut.train_model(3)
     (tmp_path / "m.etm").write_bytes(write_etm(model))

@@ -2,7 +2,7 @@
  * On-device training: plan, forward with saving, backward, update and the
  * trained-weights file (docs/training.md). The arithmetic lives in the
  * kernels (kernels/et_*_grad*.c, et_update.c); this file walks the chain and
- * owns the arena layout of docs/training.md §6, which host/edgetune/memory.py
+ * owns the arena layout of docs/training.md §6, which host/edgetune/twin/memory.py
  * predicts to the byte.
  */
 #include <stdio.h>

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .modelfile import (
+from ..format.modelfile import (
     NONE,
     OP_AVERAGE_POOL_2D,
     OP_CONV_2D,
@@ -122,7 +122,7 @@ def _requant_consts(multiplier: ArrayLike, shift: ArrayLike) -> tuple:
     return c
 
 
-def _requantize(acc: np.ndarray, multiplier: ArrayLike, shift: ArrayLike, output_offset: int,
+def requantize(acc: np.ndarray, multiplier: ArrayLike, shift: ArrayLike, output_offset: int,
                 act_min: int, act_max: int) -> np.ndarray:
     """clamp(multiply_by_quantized_multiplier(wrap_int32(acc)) + output_offset) as int8.
 
@@ -170,7 +170,7 @@ def _c_div_round(acc: np.ndarray, count: ArrayLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _pad(x: np.ndarray, pad_h: int, pad_w: int, kh: int, kw: int, sh: int, sw: int, out_h: int,
+def pad(x: np.ndarray, pad_h: int, pad_w: int, kh: int, kw: int, sh: int, sw: int, out_h: int,
          out_w: int, value: int) -> np.ndarray:
     """Pad/crop (N, H, W, C) so output (oy, ox) reads rows oy*sh .. oy*sh+kh-1 of the result."""
     n, h, w, c = x.shape
@@ -192,7 +192,7 @@ def _pad(x: np.ndarray, pad_h: int, pad_w: int, kh: int, kw: int, sh: int, sw: i
 _IM2COL: dict[tuple, np.ndarray] = {}
 
 
-def _im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out_h: int, out_w: int) -> np.ndarray:
+def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out_h: int, out_w: int) -> np.ndarray:
     """(N * OH * OW, KH * KW * C): row (n, oy, ox) holds xp[n, oy*sh+ky, ox*sw+kx, :] for every
     tap in (ky, kx) order (one gather with a cached index)."""
     n, hp, wp, c = xp.shape
@@ -228,14 +228,14 @@ def conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, strid
     if x.shape[3] != c_in:
         raise ValueError(f"conv_2d: input has {x.shape[3]} channels, weight expects {c_in}")
     xs = x.astype(np.float64) + input_offset
-    xp = _pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
+    xp = pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
     n = x.shape[0]
-    cols = _im2col(xp, kh, kw, stride_h, stride_w, out_h, out_w)
+    cols = im2col(xp, kh, kw, stride_h, stride_w, out_h, out_w)
     acc = cols @ weight.reshape(c_out, -1).astype(np.float64).T
     acc = acc.astype(np.int64).reshape(n, out_h, out_w, c_out)
     if bias is not None:
         acc = acc + np.asarray(bias, dtype=np.int64).reshape(c_out)
-    return _requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
+    return requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
 
 
 def depthwise_conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, stride_h: int,
@@ -252,7 +252,7 @@ def depthwise_conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
     if c_in * depth_multiplier != c_out:
         raise ValueError(f"depthwise_conv_2d: {c_in} input channels x {depth_multiplier} != {c_out}")
     xs = x.astype(np.int64) + input_offset
-    xp = _pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
+    xp = pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
     w = weight.astype(np.int64).reshape(kh, kw, c_in, depth_multiplier)
     acc = np.zeros((n, out_h, out_w, c_in, depth_multiplier), np.int64)
     for ky, kx, tap in _taps(xp, kh, kw, stride_h, stride_w, out_h, out_w):
@@ -260,7 +260,7 @@ def depthwise_conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
     acc = acc.reshape(n, out_h, out_w, c_out)
     if bias is not None:
         acc = acc + np.asarray(bias, dtype=np.int64).reshape(c_out)
-    return _requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
+    return requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
 
 
 def fully_connected(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, input_offset: int,
@@ -279,13 +279,13 @@ def fully_connected(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     acc = (xs @ w.T).astype(np.int64)
     if bias is not None:
         acc = acc + np.asarray(bias, dtype=np.int64).reshape(c_out)
-    return _requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
+    return requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
 
 
 def max_pool_2d(x: np.ndarray, *, filter_h: int, filter_w: int, stride_h: int, stride_w: int, pad_h: int,
                 pad_w: int, out_h: int, out_w: int, act_min: int, act_max: int) -> np.ndarray:
     """TFLM reference_integer_ops::MaxPool: max over the in-image part of each window, clamped."""
-    xp = _pad(x.astype(np.int16), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w, out_h, out_w, -1000)
+    xp = pad(x.astype(np.int16), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w, out_h, out_w, -1000)
     out = None
     for _, _, tap in _taps(xp, filter_h, filter_w, stride_h, stride_w, out_h, out_w):
         out = tap.copy() if out is None else np.maximum(out, tap)
@@ -297,8 +297,8 @@ def average_pool_2d(x: np.ndarray, *, filter_h: int, filter_w: int, stride_h: in
     """TFLM reference_integer_ops::AveragePool: sum of the raw int8 values over the in-image part
     of the window, divided by the number of in-image taps rounding half away from zero, clamped."""
     n, h, w, c = x.shape
-    xp = _pad(x.astype(np.int64), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w, out_h, out_w, 0)
-    ones = _pad(np.ones((1, h, w, 1), np.int64), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w,
+    xp = pad(x.astype(np.int64), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w, out_h, out_w, 0)
+    ones = pad(np.ones((1, h, w, 1), np.int64), pad_h, pad_w, filter_h, filter_w, stride_h, stride_w,
                 out_h, out_w, 0)
     acc = np.zeros((n, out_h, out_w, c), np.int64)
     count = np.zeros((1, out_h, out_w, 1), np.int64)
@@ -325,7 +325,7 @@ def mean(x: np.ndarray, *, input_offset: int, output_offset: int, multiplier: in
         raise ValueError(f"mean: p0 must be 0, got {p0}")
     n_pos = x.shape[1] * x.shape[2]
     total = wrap_int32(x.astype(np.int64).sum(axis=(1, 2)))
-    return _requantize(total + input_offset * n_pos, multiplier, shift, output_offset, act_min, act_max)
+    return requantize(total + input_offset * n_pos, multiplier, shift, output_offset, act_min, act_max)
 
 
 # --------------------------------------------------------------------------------------------

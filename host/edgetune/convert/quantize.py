@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import data, frame
+from ..learn import data
+from ..twin import frame
 
 N_REPRESENTATIVE = 500
 
@@ -93,7 +94,7 @@ def quantize_input(sc: data.Scenario, x_raw: np.ndarray, s_in: float, z_in: int)
 
 def quantize_run(path: str, out: str, n: int = N_REPRESENTATIVE, seed: int = 0) -> dict[str, Any]:
     """Quantize a pretrain run (dir or .keras inside one) to `out`; returns the metadata."""
-    from .pretrain import load_run
+    from ..learn.pretrain import load_run
 
     m, sc, split = load_run(path)
     tfl = convert(m, representative(sc, n, seed))
@@ -112,8 +113,8 @@ def meta_path(tflite_path: str) -> str:
 
 
 def cli(argv: Sequence[str]) -> int:
-    from . import tfquiet
-    from .pretrain import positive_int
+    from .. import tfquiet
+    from ..learn.pretrain import positive_int
 
     p = argparse.ArgumentParser(prog="edgetune quantize", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -127,7 +128,7 @@ def cli(argv: Sequence[str]) -> int:
         print(f"edgetune quantize: error: no pretrain run at {a.model} (run edgetune pretrain --out DIR first)",
               file=sys.stderr)
         return 1
-    from .outpaths import check_dir
+    from ..outpaths import check_dir
 
     try:  # its directory is created (makedirs) if missing
         if os.path.isdir(a.out):

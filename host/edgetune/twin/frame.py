@@ -92,7 +92,7 @@ def frame_metadata(sc) -> dict[str, Any]:
     training split holds both arms of the watch data, `frame_stats_sides` (arm 0, arm 1: a
     user wears the board on one arm, and one arm's windows fit its own arm's statistics better
     than both arms pooled; the device tries every set, docs/training.md §9)."""
-    from . import data
+    from ..learn import data
 
     n = len(sc.class_names)
     meta: dict[str, Any] = {"channel_groups": {"accel": [0, 1, 2], "gyro": [3, 4, 5]},

@@ -41,7 +41,7 @@ def module_source(etm: bytes, name: str = "") -> str:
         raise ValueError("not an .etm model file (magic EDTM missing)")
     crc = struct.unpack_from("<I", etm, 12)[0]
     out = [
-        f'"""The edgetune model {name or "(frozen)"} frozen into the firmware (host/edgetune/freeze.py).',
+        f'"""The edgetune model {name or "(frozen)"} frozen into the firmware (host/edgetune/device/freeze.py).',
         "",
         "edgetune.Model(MODEL) reads it in place from flash; the firmware build aligns it to 4 bytes.",
         '"""',

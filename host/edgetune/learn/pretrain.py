@@ -85,7 +85,7 @@ def pretrain(sc: data.Scenario, variant: str = "small", epochs: int = 40, seed: 
     import keras
     import tensorflow as tf
 
-    from . import model as zoo
+    from . import zoo
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -159,7 +159,7 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
             p.error(f"--fractions needs three numbers in (0, 1) summing to at most 1, got {a.fractions}")
     if a.rotation_deg is not None and len(a.rotation_deg) != 3:
         p.error(f"--rotation-deg needs three angles z,y,x, got {a.rotation_deg}")
-    from .outpaths import check_dir
+    from ..outpaths import check_dir
 
     try:  # before minutes of training
         check_dir(a.out, "--out directory")
@@ -168,7 +168,7 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 
 def cli(argv: Sequence[str]) -> int:
-    from .model import VARIANTS
+    from .zoo import VARIANTS
 
     p = argparse.ArgumentParser(prog="edgetune pretrain", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -177,7 +177,7 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"], help="passes over the training split")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="weight init, shuffling and TF op seed")
-    p.add_argument("--variant", default=DEFAULTS["variant"], choices=VARIANTS, help="model of the zoo (edgetune.model)")
+    p.add_argument("--variant", default=DEFAULTS["variant"], choices=VARIANTS, help="model of the zoo (edgetune.learn.zoo)")
     p.add_argument("--batch", type=positive_int, default=DEFAULTS["batch"], help="mini-batch size")
     p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="Adam learning rate")
     p.add_argument("--window", type=positive_int, default=data.WINDOW, help="samples per window")
@@ -194,7 +194,7 @@ def cli(argv: Sequence[str]) -> int:
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log output")
     a = p.parse_args(argv)
     _check_args(p, a)
-    from . import tfquiet
+    from .. import tfquiet
 
     tfquiet.setup(a.verbose)
     cfg = scenario_config(a)

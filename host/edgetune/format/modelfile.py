@@ -118,8 +118,9 @@ class EtmModel:
         return self.tensors[self.output]
 
 
-def _align4(n: int) -> int:
-    return (n + 3) & ~3
+def align4(n: int) -> int:
+    """Round a byte count up to a multiple of 4."""
+    return (int(n) + 3) & ~3
 
 
 class _Blob:
@@ -130,7 +131,7 @@ class _Blob:
         self.buf = bytearray()
 
     def add(self, data: bytes) -> int:
-        self.buf += b"\0" * (_align4(len(self.buf)) - len(self.buf))
+        self.buf += b"\0" * (align4(len(self.buf)) - len(self.buf))
         off = self.start + len(self.buf)
         self.buf += data
         return off
@@ -183,7 +184,7 @@ def write_etm(model: EtmModel) -> bytes:
                       mult.size, ly.input_offset, ly.output_offset, ly.act_min, ly.act_max, mult_off, ly.p0)
         )
     body = b"".join(trecs) + b"".join(lrecs) + bytes(blob.buf)
-    body += b"\0" * (_align4(len(body)) - len(body))
+    body += b"\0" * (align4(len(body)) - len(body))
     size = HEADER_SIZE + len(body)
     dir_part = struct.pack("<HHHHIIIIII16s", nt, nl, model.input, model.output, t_off, l_off,
                            meta_off, len(meta), scheme_off, len(model.scheme), b"")

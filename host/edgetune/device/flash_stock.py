@@ -1,10 +1,10 @@
 """`make flash BOARD=esp32s3 FIRMWARE=stock.bin [PORT=...] [MODEL=m.etm]`: an ESP32-S3 without
 ESP-IDF. esptool writes the stock MicroPython firmware the user downloaded (the same erase-flash /
-write-flash 0 steps as `edgetune flash`, host/edgetune/flash.py), then `edgetune install` puts
+write-flash 0 steps as `edgetune flash`, host/edgetune/device/flash.py), then `edgetune install` puts
 the xtensawin native module (build/natmod/xtensawin/edgetune.mpy, `make natmod ARCH=xtensawin`,
 upstream LLVM), the device app and the model on it.
 
-    python -m edgetune.flash_stock --firmware stock.bin [--port P] [--model m.etm] [--dry-run]
+    python -m edgetune.device.flash_stock --firmware stock.bin [--port P] [--model m.etm] [--dry-run]
 
 Without --model only the firmware is written and the install command to run next is printed.
 The install step talks to the board right after esptool reset it: it waits up to --wait seconds
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from edgetune import flash
+from edgetune.device import flash
 
 NO_FIRMWARE = ("make flash BOARD=esp32s3: no firmware to write: pass FIRMWARE=path/to/ESP32_GENERIC_S3.bin "
                "(the stock MicroPython firmware, downloaded; edgetune is then installed as a native module), "

@@ -19,14 +19,12 @@ payload is the params region of §6.3 byte for byte. Nothing here imports Tensor
 from __future__ import annotations
 
 import dataclasses
-import os
 import struct
-import zlib
 
 import numpy as np
 
 from . import reference
-from .modelfile import (
+from ..format.modelfile import (
     NONE,
     OP_AVERAGE_POOL_2D,
     OP_CONV_2D,
@@ -38,149 +36,12 @@ from .modelfile import (
     read_etm,
     write_etm,
 )
-from .scheme import Scheme, channel_weights, out_channels, per_channel
+from ..format.scheme import Scheme, channel_weights, out_channels, per_channel
+from ..format.weights import WeightsFile
+from .grid import grid_crop, padded_input, scatter_matrix, zero_grid
+from .qmath import LIM30, F32, channel_scales, check_scales, rdiv, round_sat, softmax_xent  # noqa: F401 (LIM30: training.LIM30)
 
-F32 = np.float32
-LIM30 = 1 << 30
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-
-# ------------------------------------------------------------------------------------------
-# Scalar helpers of the spec (vectorized; results bit-identical to the C versions)
-# ------------------------------------------------------------------------------------------
-
-
-def round_sat(v, lim: int = LIM30) -> np.ndarray:
-    """float32 → int: saturate at ±lim, else (int)(v ± 0.5f) truncated; NaN → 0 (int64 array)."""
-    v = np.asarray(v, dtype=F32)
-    shape = v.shape
-    v = v.reshape(-1)
-    flim = F32(lim)
-    # v + 0.5f for v >= 0, v - 0.5f for v < 0 (-0.0 gives -0.5f, truncated to 0 all the same);
-    # |v| >= lim stays >= lim after the add, so clamping the sum saturates; the int64 cast truncates
-    t = v + np.copysign(F32(0.5), v)
-    np.minimum(t, flim, out=t)  # NaN stays NaN in both
-    np.maximum(t, -flim, out=t)
-    nan = np.isnan(t)
-    if nan.any():
-        t[nan] = 0
-    return t.astype(np.int64).reshape(shape)
-
-
-def rdiv(a, b) -> np.ndarray:
-    """Integer division rounding half away from zero (b > 0), int64."""
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    # a >= 0: (a + half) // b;  a < 0: -((half - a) // b) = -((half + |a|) // b)
-    q = (np.abs(a) + b // 2) // b
-    return np.where(a < 0, -q, q)
-
-
-_EXP_C = [F32(c) for c in (0.00138888892, 0.00833333377, 0.0416666679, 0.166666672, 0.5, 1.0, 1.0)]
-
-
-def et_expf(x) -> np.ndarray:
-    """exp(x) for float32 x <= 0 (docs/training.md §3)."""
-    x = np.asarray(x, dtype=F32)
-    k = round_sat(x * F32(1.44269504), LIM30)
-    kf = k.astype(F32)
-    with np.errstate(over="ignore", invalid="ignore"):  # only for x < -87, whose result is 0
-        r = (x - kf * F32(0.693145752)) - kf * F32(1.42860677e-06)
-        p = r * _EXP_C[0]
-        for c in _EXP_C[1:-1]:
-            p = r * (c + p)
-        p = _EXP_C[-1] + p
-    ok = (x >= F32(-87.0)) & (k >= -126)
-    kk = np.where(ok, k, 0) + 127
-    scale = (kk.astype(np.uint32) << np.uint32(23)).view(F32)
-    return np.where(ok, p * scale, F32(0)).astype(F32)
-
-
-def et_logf(x) -> np.ndarray:
-    """ln(x) for float32 x >= 1 (docs/training.md §3)."""
-    x = np.asarray(x, dtype=F32)
-    bits = x.view(np.uint32).astype(np.int64)
-    e = ((bits >> 23) & 255) - 127
-    mf = ((bits & 0x7FFFFF) | 0x3F800000).astype(np.uint32).view(F32)
-    big = mf > F32(1.41421356)
-    mf = np.where(big, mf * F32(0.5), mf)
-    e = np.where(big, e + 1, e)
-    t = (mf - F32(1)) / (mf + F32(1))
-    t2 = t * t
-    p = F32(0.142857149) + t2 * F32(0.111111112)
-    p = F32(0.200000003) + t2 * p
-    p = F32(0.333333343) + t2 * p
-    p = F32(1) + t2 * p
-    ln_m = (F32(2.0) * t) * p
-    return (e.astype(F32) * F32(0.693147182) + ln_m).astype(F32)
-
-
-def softmax_xent(q: np.ndarray, scale: float, zp: int, label: int):
-    """§3: (loss, g) with g = dL/dz in real units (float32 arrays)."""
-    z = F32(scale) * (np.asarray(q, np.int64).reshape(-1) - zp).astype(F32)
-    m = z.max()
-    e = et_expf(z - m)
-    s = e[0]
-    for ek in e[1:]:
-        s = F32(s + ek)
-    p = e / s
-    loss = F32(F32(et_logf(s) + m) - z[label])
-    g = p.copy()
-    g[label] = g[label] - F32(1.0)
-    return loss, g
-
-
-def _scales(t, n: int) -> np.ndarray:
-    """Per-channel float32 scales of a weight/bias tensor (a per-tensor scale repeated)."""
-    if t.scales is not None:
-        return np.asarray(t.scales, dtype=F32).reshape(-1)
-    return np.full(n, F32(t.scale), dtype=F32)
-
-
-# ------------------------------------------------------------------------------------------
-# Backward helpers (all on single samples: arrays (H, W, C) without the batch axis)
-# ------------------------------------------------------------------------------------------
-
-
-def _grid_crop(grid: np.ndarray, pad_h: int, pad_w: int, h: int, w: int) -> np.ndarray:
-    return grid[pad_h: pad_h + h, pad_w: pad_w + w]
-
-
-def _grid(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w, c, dtype=np.float64):
-    gh = max((oh - 1) * sh + kh, pad_h + h)
-    gw = max((ow - 1) * sw + kw, pad_w + w)
-    return np.zeros((gh, gw, c), dtype)
-
-
-_SCATTER: dict[tuple, np.ndarray | None] = {}
-_SCATTER_MAX = 1 << 20  # matrix elements (8 MB of float64); larger geometries loop over the taps
-
-
-def _scatter(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w) -> np.ndarray | None:
-    """(H*W, OH*OW*KH*KW) 0/1 float64 matrix: tap (ky, kx) of output (oy, ox) reads input row
-    oy*sh+ky-pad_h, column ox*sw+kx-pad_w (taps in the padding read nothing); None if too big."""
-    key = (oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w)
-    if key not in _SCATTER:
-        n = oh * ow * kh * kw
-        if h * w * n > _SCATTER_MAX:
-            _SCATTER[key] = None
-        else:
-            y = (np.arange(oh)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None] - pad_h)
-            x = (np.arange(ow)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :] - pad_w)
-            y, x = np.broadcast_arrays(y, x)
-            y, x = y.reshape(-1), x.reshape(-1)
-            ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-            m = np.zeros((h * w, n), np.float64)
-            m[(y * w + x)[ok], np.arange(n)[ok]] = 1.0
-            _SCATTER[key] = m
-    return _SCATTER[key]
-
-
-def _padded_input(x: np.ndarray, zp: int, ly, kh, kw, oh, ow) -> np.ndarray:
-    """(x - zp) as int64 with zero padding, laid out so tap (ky, kx) of output (oy, ox) is
-    row oy*sh+ky, column ox*sw+kx (reference._pad)."""
-    xc = x.astype(np.int64) - zp
-    return reference._pad(xc[None], ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)[0]
-
 
 @dataclasses.dataclass
 class StepInfo:
@@ -194,12 +55,9 @@ class StepInfo:
     stopped_at: int | None = None
 
 
-class Trainer:
-    """Training state of one model + scheme, bit-identical with the C module."""
-
-    MAGIC = b"EDTW"
-    VERSION = 2  # 2: the params region ends with the classifier-quantization item (§6.3)
-    HEADER = struct.Struct("<4sHHIIIIII")
+class Trainer(WeightsFile):
+    """Training state of one model + scheme, bit-identical with the C module (its trained-weights
+    file: format/weights.py)."""
 
     def __init__(self, model: EtmModel | bytes, scheme: Scheme | None = None, momentum: float = 0.0,
                  batch: bool = False):
@@ -217,7 +75,7 @@ class Trainer:
             if e.channels and out_channels(model, e.layer) > 32767:
                 raise ValueError(f"layer {e.layer}: {out_channels(model, e.layer)} output channels; "
                                  f"training handles at most 32767")
-        _check_scales(model, self.scheme)
+        check_scales(model, self.scheme)
         self.momentum = F32(momentum)
         if not (self.momentum >= 0 and self.momentum < 1):
             raise ValueError(f"momentum {momentum} must be in [0, 1)")
@@ -243,7 +101,7 @@ class Trainer:
         self.s_b: dict[int, np.ndarray] = {}  # bias scales, filled on first use
         for i, ly in enumerate(model.layers):
             if ly.weight != NONE:
-                sw = _scales(model.tensors[ly.weight], out_channels(model, i))
+                sw = channel_scales(model.tensors[ly.weight], out_channels(model, i))
                 self.s_w[i] = sw
                 self.s_wmax[i] = sw.max()
                 self.r_c[i] = (sw / sw.max()).astype(F32)
@@ -308,7 +166,7 @@ class Trainer:
         self._set_qscale(i, q["s_w"], q["s_b"], q["mult"], q["shift"])
 
     def refit(self, xs, labels, l2=None, alpha=None) -> dict:
-        """Closed-form classifier refit (docs/training.md §9, host/edgetune/refit.py)."""
+        """Closed-form classifier refit (docs/training.md §9, host/edgetune/twin/refit.py)."""
         from .refit import refit
 
         return refit(self, xs, labels, l2, alpha)
@@ -316,164 +174,6 @@ class Trainer:
     def trained_weights(self, layer: int) -> np.ndarray:
         """(n_sel, per_channel) int8 copy of the selected channels of `layer`."""
         return channel_weights(self.model, layer, self.weight[layer])[self.sel[layer]].copy()
-
-    def params_region(self) -> bytes:
-        """The params region of docs/training.md §6.3 (little-endian, padding zero)."""
-        out = bytearray()
-
-        def put(b: bytes) -> None:
-            out.extend(b)
-            out.extend(b"\0" * (-len(b) % 4))
-
-        m = self.model
-        for e in self.scheme.entries:
-            c_out = out_channels(m, e.layer)
-            if e.bias:
-                put(self.bias[e.layer].astype("<i4").tobytes())
-            if e.channels:
-                cmap = np.full(c_out, -1, np.int64)
-                cmap[self.sel[e.layer]] = np.arange(len(e.channels))
-                put(cmap.astype("<i2").tobytes())
-                put(self.trained_weights(e.layer).astype(np.int8).tobytes())
-            res = []
-            if e.bias:
-                res.append(self.res_b[e.layer].reshape(-1))
-            if e.channels:
-                res.append(self.res_w[e.layer].reshape(-1))
-            put(np.concatenate(res).astype("<i2").tobytes())
-            if self.momentum > 0:
-                mom = []
-                if e.bias:
-                    mom.append(self.mom_b[e.layer].reshape(-1))
-                if e.channels:
-                    mom.append(self.mom_w[e.layer].reshape(-1))
-                put(np.concatenate(mom).astype("<f4").tobytes())
-        if self.refit_layer is not None:
-            sw, sb, mult, shift = self.qscale
-            put(sw.astype("<f4").tobytes() + sb.astype("<f4").tobytes() + np.asarray(mult).astype("<i4").tobytes()
-                + np.asarray(shift).astype("<i4").tobytes())
-        return bytes(out)
-
-    def state_bytes(self) -> bytes:
-        """The trained-weights file (§7)."""
-        params = self.params_region()
-        size = 32 + len(params)
-        tail = struct.pack("<IIII", self.model_crc, self.scheme.crc(), len(params),
-                           1 if self.momentum > 0 else 0) + params
-        crc = zlib.crc32(tail) & 0xFFFFFFFF
-        return struct.pack("<4sHHII", self.MAGIC, self.VERSION, 32, size, crc) + tail
-
-    def state(self) -> bytes:
-        """The device's m.state(): the trained-weights file's bytes (an in-RAM checkpoint)."""
-        return self.state_bytes()
-
-    def save(self, path: str) -> None:
-        """Write the trained-weights file as path + ".tmp", then rename it over `path`."""
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(self.state_bytes())
-        os.replace(tmp, path)
-
-    def load(self, path: str) -> None:
-        with open(path, "rb") as f:
-            self.load_state(f.read())
-
-    def load_state(self, data: bytes) -> None:
-        """Check everything (§7), then install the state; ValueError leaves the state unchanged."""
-        data = bytes(data)
-        if len(data) < 32:
-            raise ValueError(f"trained-weights file has {len(data)} bytes; the header alone is 32")
-        magic, ver, hsize, size, crc, mcrc, scrc, p, flags = self.HEADER.unpack_from(data, 0)
-        if magic != self.MAGIC:
-            raise ValueError(f"not a trained-weights file: magic {magic!r}, expected {self.MAGIC!r}")
-        if ver != self.VERSION or hsize != 32:
-            raise ValueError(f"trained-weights file version {ver} / header size {hsize} not supported")
-        if size != len(data):
-            raise ValueError(f"trained-weights file says {size} bytes but has {len(data)} (truncated?)")
-        if zlib.crc32(data[16:]) & 0xFFFFFFFF != crc:
-            raise ValueError("trained-weights file CRC mismatch (corrupted)")
-        if mcrc != self.model_crc:
-            raise ValueError(f"trained-weights file belongs to another model (model CRC {mcrc:#010x}, "
-                             f"this model {self.model_crc:#010x})")
-        if scrc != self.scheme.crc():
-            raise ValueError("trained-weights file was saved with a different scheme")
-        mom = self.momentum > 0
-        if flags != (1 if mom else 0):
-            raise ValueError(f"trained-weights file flags {flags:#x}: momentum buffers "
-                             f"{'present' if flags & 1 else 'absent'}, "
-                             f"this model has momentum {'on' if mom else 'off'}")
-        expect = len(self.params_region())
-        if p != expect or size != 32 + p:
-            raise ValueError(f"trained-weights params region is {p} bytes, this model + scheme needs {expect}")
-        m = self.model
-        off = 32
-        new = []  # (kind, layer, array) installed only after every check passed
-
-        def take(n: int, dt: str) -> np.ndarray:
-            nonlocal off
-            item = np.dtype(dt).itemsize
-            arr = np.frombuffer(data, dt, n, off).copy()
-            off += n * item + (-(n * item) % 4)
-            return arr
-
-        for e in self.scheme.entries:
-            c_out = out_channels(m, e.layer)
-            pc = per_channel(m, e.layer)
-            n_sel = len(e.channels)
-            if e.bias:
-                new.append(("b", e.layer, take(c_out, "<i4").astype(np.int32)))
-            if e.channels:
-                cmap = take(c_out, "<i2")
-                want = np.full(c_out, -1, np.int64)
-                want[self.sel[e.layer]] = np.arange(n_sel)
-                if not np.array_equal(cmap.astype(np.int64), want):
-                    raise ValueError(f"trained-weights file: channel map of layer {e.layer} differs from the scheme")
-                w = take(n_sel * pc, "i1").astype(np.int8)
-                # Training keeps weights in [-127, 127]; a flashed -128 it never touched stays.
-                flashed = channel_weights(m, e.layer)[self.sel[e.layer]].reshape(-1)
-                if np.any((w == -128) & (flashed != -128)):
-                    raise ValueError(f"trained-weights file: layer {e.layer} weight -128 outside [-127, 127]")
-                new.append(("w", e.layer, w.reshape(n_sel, pc)))
-            nb = c_out if e.bias else 0
-            r = take(nb + n_sel * pc, "<i2").astype(np.int16)
-            if np.any(r < -16384) or np.any(r > 16383):
-                raise ValueError(f"trained-weights file: layer {e.layer} residual outside [-16384, 16383]")
-            if e.bias:
-                new.append(("rb", e.layer, r[:nb].copy()))
-            if e.channels:
-                new.append(("rw", e.layer, r[nb:].reshape(n_sel, pc).copy()))
-            if mom:
-                v = take(nb + n_sel * pc, "<f4").astype(F32)
-                if not np.all(np.isfinite(v)):  # NaN freezes a parameter, +-inf pins it at +-127
-                    raise ValueError(f"trained-weights file: layer {e.layer} momentum is not a finite number")
-                if e.bias:
-                    new.append(("mb", e.layer, v[:nb].copy()))
-                if e.channels:
-                    new.append(("mw", e.layer, v[nb:].reshape(n_sel, pc).copy()))
-        if self.refit_layer is not None:
-            c = out_channels(m, self.refit_layer)
-            sw, sb = take(c, "<f4").astype(F32), take(c, "<f4").astype(F32)
-            mult, shift = take(c, "<i4").astype(np.int32), take(c, "<i4").astype(np.int32)
-            if not (np.all(np.isfinite(sw) & (sw > 0)) and np.all(np.isfinite(sb) & (sb > 0))):
-                raise ValueError("trained-weights file: classifier scales must be positive numbers")
-            if np.any(mult < 0) or np.any(shift < -31) or np.any(shift > 30):
-                raise ValueError("trained-weights file: classifier multiplier/shift out of range")
-            new.append(("q", self.refit_layer, (sw, sb, mult, shift)))
-        for kind, layer, arr in new:
-            if kind == "b":
-                self.bias[layer].reshape(-1)[:] = arr
-            elif kind == "w":
-                channel_weights(m, layer, self.weight[layer])[self.sel[layer]] = arr
-            elif kind == "rb":
-                self.res_b[layer][:] = arr
-            elif kind == "rw":
-                self.res_w[layer][:] = arr
-            elif kind == "mb":
-                self.mom_b[layer][:] = arr
-            elif kind == "mw":
-                self.mom_w[layer][:] = arr
-            elif kind == "q":
-                self._set_qscale(layer, *arr)
 
     # ------------------------------------------------------------------ inference
 
@@ -627,7 +327,7 @@ class Trainer:
                 acc = h.reshape(-1) @ w.reshape(c_out, -1).astype(np.float64)
                 return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
             kh, kw = w.shape[1], w.shape[2]
-            sc = _scatter(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
+            sc = scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
             if sc is not None:
                 # per (output position, tap): the input-channel contributions, then one exact
                 # scatter-add (a 0/1 matrix) onto the input positions; integers, sums < 2**53
@@ -639,7 +339,7 @@ class Trainer:
                     taps = taps.reshape(-1, kh * kw, c_in, dm).sum(-1)
                 acc = sc @ taps.reshape(-1, c_in)
                 return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
-            grid = _grid(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in, c_in)
+            grid = zero_grid(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in, c_in)
             hs = (oh - 1) * ly.stride_h + 1
             ws = (ow - 1) * ly.stride_w + 1
             for ky in range(kh):
@@ -651,12 +351,12 @@ class Trainer:
                         dm = ly.depth_multiplier
                         contrib = (h * w[0, ky, kx, :].astype(np.float64)).reshape(oh, ow, c_in, dm).sum(-1)
                     grid[ky: ky + hs: ly.stride_h, kx: kx + ws: ly.stride_w] += contrib
-            return _grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in).astype(np.int64), s_acc
+            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in).astype(np.int64), s_acc
         if ly.op == OP_MEAN:
             acc = np.broadcast_to(g.reshape(1, 1, c_in), (h_in, w_in, c_in)).astype(np.int64)
             return acc, F32(s_g / F32(h_in * w_in))
         kh, kw, sh, sw = ly.filter_h, ly.filter_w, ly.stride_h, ly.stride_w
-        grid = _grid(oh, ow, kh, kw, sh, sw, ly.pad_h, ly.pad_w, h_in, w_in, c_in, np.int64)
+        grid = zero_grid(oh, ow, kh, kw, sh, sw, ly.pad_h, ly.pad_w, h_in, w_in, c_in, np.int64)
         hs, ws = (oh - 1) * sh + 1, (ow - 1) * sw + 1
         if ly.op == OP_AVERAGE_POOL_2D:
             ys = np.arange(oh)[:, None] * sh - ly.pad_h
@@ -668,9 +368,9 @@ class Trainer:
             for ky in range(kh):
                 for kx in range(kw):
                     grid[ky: ky + hs: sh, kx: kx + ws: sw] += contrib
-            return _grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g / F32(1024.0))
+            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g / F32(1024.0))
         if ly.op == OP_MAX_POOL_2D:
-            xp = reference._pad(x[None].astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)[0]
+            xp = reference.pad(x[None].astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)[0]
             best = np.full((oh, ow, c_in), -10000, np.int16)
             arg = np.zeros((oh, ow, c_in), np.int64)
             for t, (ky, kx) in enumerate((a, b) for a in range(kh) for b in range(kw)):
@@ -678,10 +378,10 @@ class Trainer:
                 better = tap > best
                 best = np.where(better, tap, best)
                 arg = np.where(better, t, arg)
-            # grid index space must match reference._pad's layout: rebuild in an uncropped grid
+            # grid index space must match reference.pad's layout: rebuild in an uncropped grid
             for t, (ky, kx) in enumerate((a, b) for a in range(kh) for b in range(kw)):
                 grid[ky: ky + hs: sh, kx: kx + ws: sw] += np.where(arg == t, g, 0)
-            return _grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g)
+            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g)
         raise ValueError(f"layer {i}: backward of {ly.op_name} is not supported")
 
     def _update(self, i: int, e, g: np.ndarray, s_g, x: np.ndarray, lr, qas: bool, info) -> None:
@@ -695,7 +395,7 @@ class Trainer:
             G = g2.sum(axis=0)
             s_b = self.s_b.get(i)
             if s_b is None:
-                s_b = self.s_b[i] = _scales(m.tensors[ly.bias], c_out)
+                s_b = self.s_b[i] = channel_scales(m.tensors[ly.bias], c_out)
             f = (neg / s_b) if qas else (neg * s_b)
             if self._acc is not None:
                 a = self._acc[("b", i)]
@@ -758,10 +458,10 @@ class Trainer:
             return g.reshape(-1)[sel][:, None] * xc[None, :]
         w_shape = m.tensors[ly.weight].shape
         kh, kw = w_shape[1], w_shape[2]
-        xp = _padded_input(x, zp_x, ly, kh, kw, oh, ow)
+        xp = padded_input(x, zp_x, ly, kh, kw, oh, ow)
         hs, ws = (oh - 1) * ly.stride_h + 1, (ow - 1) * ly.stride_w + 1
         if ly.op == OP_CONV_2D:
-            cols = reference._im2col(xp[None], kh, kw, ly.stride_h, ly.stride_w, oh, ow).astype(np.float64)
+            cols = reference.im2col(xp[None], kh, kw, ly.stride_h, ly.stride_w, oh, ow).astype(np.float64)
             gs = g.reshape(-1, c_out)[:, sel].astype(np.float64)
             return (gs.T @ cols).astype(np.int64)
         dm = ly.depth_multiplier
@@ -773,29 +473,3 @@ class Trainer:
                 tap = xp[ky: ky + hs: ly.stride_h, kx: kx + ws: ly.stride_w][..., cin]
                 A[:, ky * kw + kx] = (gs * tap).sum(axis=(0, 1))
         return A
-
-
-def _check_scales(model: EtmModel, scheme: Scheme) -> None:
-    """ValueError unless the floats a step uses are usable (docs/training.md §1 validation):
-    weight scales of every weight layer i >= first, bias scales of trained biases, the input
-    scale of weight-trained layers (finite and > 0); the output scale finite and >= 0."""
-    first = scheme.first
-    if first is None:
-        return
-    for i in range(first, len(model.layers)):
-        ly = model.layers[i]
-        if ly.weight == NONE:
-            continue
-        c = out_channels(model, i)
-        e = scheme.entry(i)
-        checks = [("weight", _scales(model.tensors[ly.weight], c))]
-        if e is not None and e.bias:
-            checks.append(("bias", _scales(model.tensors[ly.bias], c)))
-        if e is not None and e.channels:
-            checks.append(("input", np.asarray([model.tensors[ly.input].scale], F32)))
-        for what, sc in checks:
-            if not np.all(np.isfinite(sc) & (sc > 0)):
-                raise ValueError(f"layer {i}: {what} scale is not a positive number")
-    so = F32(model.output_tensor.scale)
-    if not (np.isfinite(so) and so >= 0):
-        raise ValueError("the output scale is not a finite number")

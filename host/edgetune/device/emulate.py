@@ -31,7 +31,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .process import die_with_parent
+from .process import stop_process
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BOARDS_DIR = REPO_ROOT / "boards"
 FIRMWARE_DIR = REPO_ROOT / "firmware"  # the device app, importable by scripts on the unix board
 DEFAULT_UNIX_BINARY = REPO_ROOT / "build" / "unix" / "micropython"
@@ -132,20 +135,6 @@ def qemu_command(firmware: str | os.PathLike, icount: bool = False) -> list[str]
     return cmd + ["-serial", "pty", "-kernel", str(firmware)]
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel sends it SIGKILL when its parent dies (Linux
-    PR_SET_PDEATHSIG), so no qemu-system-arm is left running without its parent, whatever
-    killed the parent. (Linux counts the thread that started it: a QemuBoard made in a
-    thread lives as long as that thread.) Elsewhere a no-op (stop() and the SIGTERM handler
-    still apply)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
-
-
 class QemuBoard:
     """A running emulated board: `with QemuBoard() as b: mpremote connect b.pty ...`.
 
@@ -161,7 +150,7 @@ class QemuBoard:
         self.cmd = qemu_command(self.firmware, icount)
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.pty = self._wait_for_pty(timeout)
 
@@ -194,17 +183,6 @@ class QemuBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate an emulator process, kill it if it is still there after 5 s, and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def mpremote_command(pty: str, *args: str) -> list[str]:
@@ -256,9 +234,9 @@ def _serve(board, args: argparse.Namespace, what: str, hint: str, wait) -> int:
 
 
 def _cli_qemu_xtensa(args: argparse.Namespace) -> int:
-    """The emulated Xtensa LX7 (host/edgetune/emulate_xtensa.py): its console on a pty."""
-    from edgetune.emulate_xtensa import EmulatorMissing as XtensaMissing
-    from edgetune.emulate_xtensa import XtensaBoard
+    """The emulated Xtensa LX7 (host/edgetune/device/emulate_xtensa.py): its console on a pty."""
+    from .emulate_xtensa import EmulatorMissing as XtensaMissing
+    from .emulate_xtensa import XtensaBoard
 
     try:
         board = XtensaBoard(args.firmware)

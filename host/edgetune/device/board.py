@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 # device-side names (app.py's defaults)
 DEVICE_MODEL = "model.etm"
@@ -240,7 +240,7 @@ def train_cli(argv: list[str]) -> int:
                                         a.sgd, a.guard, a.refit_all))
     if a.dry_run:
         return _run(cmd, True)
-    from .outpaths import check_file
+    from ..outpaths import check_file
 
     try:  # before the board spends minutes collecting and training
         for path, what in ((a.csv, "--csv"), (a.plot, "--plot")):

@@ -19,12 +19,10 @@ Training (docs/training.md §6) extends this block: `training_layout` / `trainin
 
 from __future__ import annotations
 
-from .modelfile import DT_INT8, EtmModel
-
-
-def align4(n: int) -> int:
-    """Round a byte count up to a multiple of 4."""
-    return (int(n) + 3) & ~3
+from ..format.modelfile import DT_INT8, NONE, OP_MAX_POOL_2D, EtmModel, align4  # noqa: F401 (align4: the planner's rounding)
+from ..format.scheme import Entry, Scheme, check_bounds, out_channels, per_channel
+from .refit import qscale_bytes, refit_layer
+from .refit import refit_scratch as _refit_scratch
 
 
 def activation_chain(model: EtmModel) -> list[int]:
@@ -98,8 +96,6 @@ def argmax_bits(kh: int, kw: int) -> int:
 
 def _argmax_bytes(model: EtmModel, scheme, i: int, n_out: int) -> int | None:
     """Bytes of layer i's arg-max record (a MAX_POOL_2D above `first`), else None."""
-    from .modelfile import OP_MAX_POOL_2D
-
     ly = model.layers[i]
     if ly.op != OP_MAX_POOL_2D or i <= scheme.first:
         return None
@@ -108,8 +104,6 @@ def _argmax_bytes(model: EtmModel, scheme, i: int, n_out: int) -> int | None:
 
 def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[str, int, int]]:
     """(name, layer, aligned size) of the params region items in order (docs/training.md §6.3)."""
-    from .scheme import out_channels, per_channel
-
     items = []
     for e in scheme.entries:
         c_out = out_channels(model, e.layer)
@@ -123,8 +117,6 @@ def params_items(model: EtmModel, scheme, momentum: bool = False) -> list[tuple[
         items.append(("residuals", e.layer, align4(2 * (n_b + n_w))))
         if momentum:
             items.append(("momentum", e.layer, align4(4 * (n_b + n_w))))
-    from .refit import qscale_bytes, refit_layer
-
     layer = refit_layer(model, scheme)
     if layer is not None:  # the classifier's scales and multipliers, which a refit rewrites
         items.append(("classifier_quant", layer, qscale_bytes(out_channels(model, layer))))
@@ -146,8 +138,6 @@ def grad_plan(model: EtmModel, scheme) -> tuple[int, list[tuple[int, int, int]]]
 
 def n_trainable(model: EtmModel, scheme) -> int:
     """Trainable parameter count (biases of bias-trained layers + selected channels' weights)."""
-    from .scheme import out_channels, per_channel
-
     return sum((out_channels(model, e.layer) if e.bias else 0) + len(e.channels) * per_channel(model, e.layer)
                for e in scheme.entries)
 
@@ -168,8 +158,6 @@ def training_layout(model: EtmModel, scheme, momentum: bool = False, batch: bool
     if h_max:
         items.append(("fold", -1, pp, align4(2 * h_max)))
     # l1 channel selection at init: C_out int32 sums of a weight-trained layer
-    from .scheme import out_channels
-
     c_max = max([out_channels(model, e.layer) for e in scheme.entries if e.channels], default=0)
     work = Region("work", 0, max(inference_arena(model), pp + align4(2 * h_max), 4 * c_max), items)
     regions = [work]
@@ -212,9 +200,7 @@ def training_arena(model: EtmModel, scheme, momentum: bool = False, batch: bool 
 
 def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
     """Transient scratch of Model.refit (docs/training.md §9): host/edgetune/refit.refit_scratch."""
-    from .refit import refit_scratch as f
-
-    return f(model, scheme, labels, cv)
+    return _refit_scratch(model, scheme, labels, cv)
 
 
 def checkpoint_bytes(model: EtmModel, scheme, momentum: bool = False, frame: bool = False) -> int:
@@ -223,3 +209,43 @@ def checkpoint_bytes(model: EtmModel, scheme, momentum: bool = False, frame: boo
     trained-weights file's 32-byte header + the params region (docs/training.md §6.3, §7) + the
     sensor-frame trailer (44 bytes) when the model has a frame."""
     return 32 + sum(n for _, _, n in params_items(model, scheme, momentum)) + (44 if frame else 0)
+
+
+# The training arena decomposed for the scheme search (docs/scheme-search.md §3): for a fixed
+# `first` layer and fold buffer the arena is base_cost + the sum of entry_cost over the entries.
+# Both are computed with training_arena / params_items above, so the search prices with this
+# planner and nothing else.
+
+
+def entry_cost(model: EtmModel, layer: int, bias: bool, channels: tuple[int, ...], momentum: bool = False) -> int:
+    """Exact bytes one scheme entry adds: its params items (+ momentum) and, when its weights
+    train, the saved copy of its input. 0 when it trains nothing."""
+    bias = bias and model.layers[layer].bias != NONE
+    if not bias and not channels:
+        return 0
+    cost = sum(n for _, _, n in params_items(model, Scheme((Entry(layer, bias, tuple(channels)),)), momentum))
+    if channels:
+        cost += align4(model.tensors[activation_chain(model)[layer]].size)
+    return cost
+
+
+def base_cost(model: EtmModel, first: int, fold: int | None = None, momentum: bool = False) -> int | None:
+    """Bytes that depend only on `first` and `fold`: work, masks of layers >= first, MAX_POOL
+    arg-max records (i > first), loss (the entries themselves are entry_cost). `fold` is a layer
+    above `first` whose output is the largest among the layers above `first` that train weights
+    (the work region's fold buffer holds one such output; docs/training.md §6), None when no
+    layer above `first` trains weights. None if `first` violates the accumulator bounds."""
+    try:
+        check_bounds(model, first)
+    except ValueError:
+        return None
+    # price the scheme "layer `first` trains a dummy entry (+ one weight channel of `fold`)"
+    # and subtract the entries' own costs
+    ly = model.layers[first]
+    dummy = Entry(first, ly.bias != NONE, () if ly.bias != NONE else (0,))
+    entries = [dummy]
+    sub = entry_cost(model, first, dummy.bias, dummy.channels, momentum)
+    if fold is not None:
+        entries.append(Entry(fold, False, (0,)))
+        sub += entry_cost(model, fold, False, (0,), momentum)
+    return training_arena(model, Scheme(tuple(entries)), momentum) - sub

@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from .modelfile import NONE, OP_FULLY_CONNECTED, EtmModel
+from ..format.modelfile import NONE, OP_FULLY_CONNECTED, EtmModel, align4
+from ..format.scheme import out_channels, per_channel
+from .qmath import channel_scales, round_sat
 
 F32 = np.float32
 FOLDS = 5
@@ -89,8 +91,6 @@ def f32_multiplier(m) -> tuple[int, int]:
 
 
 def _round_sat(v, lim):
-    from .training import round_sat
-
     return round_sat(v, lim)
 
 
@@ -189,13 +189,11 @@ class Flashed:
     """The flashed classifier in real logit units per centred feature unit (§9 c)."""
 
     def __init__(self, model: EtmModel, layer: int):
-        from .training import _scales
-
         ly = model.layers[layer]
         c_out = int(model.tensors[ly.output].shape[3])
         self.s_x = F32(model.tensors[ly.input].scale)
-        self.s_w = _scales(model.tensors[ly.weight], c_out)
-        self.s_b = _scales(model.tensors[ly.bias], c_out)
+        self.s_w = channel_scales(model.tensors[ly.weight], c_out)
+        self.s_b = channel_scales(model.tensors[ly.bias], c_out)
         self.w_q = model.tensors[ly.weight].data.reshape(c_out, -1).astype(np.int8)
         self.b_q = model.tensors[ly.bias].data.reshape(-1).astype(np.int32)
         self.mult = np.asarray(ly.multipliers, np.int32).copy()
@@ -375,8 +373,6 @@ def refit_scratch(model: EtmModel, scheme, labels=None, cv: bool = True) -> int:
     §9 f): for K features and C classes, each item rounded up to 4: Gram int32 K(K+1)/2, S1 K,
     B C*K, counts 3*C int32; L float32 K(K+1)/2, D and e K, W C*K, intercepts and four more C;
     with cv also 20 int32 counts, the largest fold's K-byte features and its int32 labels."""
-    from .memory import align4
-    from .scheme import out_channels, per_channel
 
     layer = refit_layer(model, scheme)
     if layer is None:

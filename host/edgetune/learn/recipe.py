@@ -1,6 +1,6 @@
 """The device's default adaptation recipe on the host: firmware/recipe.py itself (one description
 of the decisions: check-set split, SGD with rollback, guard and its margins), run on the numpy
-training twin (host/edgetune/training.py, bit-exact with the C module) through `TwinModel`, which
+training twin (host/edgetune/twin/training.py, bit-exact with the C module) through `TwinModel`, which
 has the device Model's calls.
 
     from edgetune import recipe
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-_PATH = Path(__file__).resolve().parents[2] / "firmware" / "recipe.py"
+_PATH = Path(__file__).resolve().parents[3] / "firmware" / "recipe.py"
 # recipe.py imports the device's `checkset` module: load that file under its device name first
 import sys  # noqa: E402
 
@@ -47,7 +47,7 @@ class TwinModel:
     """The device Model's evaluate / train / state / load_state on the numpy twin (Trainer)."""
 
     def __init__(self, etm: bytes, scheme: Any = None, stats: Any = None, meta: dict[str, Any] | None = None):
-        from .training import Trainer
+        from ..twin.training import Trainer
 
         self.t = Trainer(etm, scheme)
         self.steps = 0
@@ -61,7 +61,7 @@ class TwinModel:
     def refit(self, xs, labels) -> dict[str, Any] | None:
         """m.refit(xs, labels) (l2, alpha by cross-validation) on the twin; None when this model's
         scheme cannot refit (the step is then logged as not supported)."""
-        from . import refit as _refit
+        from ..twin import refit as _refit
 
         if _refit.refit_layer(self.t.model, self.t.scheme) is None:
             return None
@@ -76,7 +76,7 @@ class TwinModel:
         if fit_xs is None:
             fit_xs, fit_ys = xs, ys
         def run() -> dict[str, Any] | None:
-            from . import frame
+            from ..twin import frame
 
             if self.stats is None or "raw_input_quant" not in self.meta:
                 return None
@@ -164,7 +164,7 @@ def device_run(etm: bytes, xs: np.ndarray, ys, cxs: np.ndarray, cys, workdir: st
     bytes). kw: run()'s keywords + the refit flag."""
     import json
 
-    from . import emulate
+    from ..device import emulate
 
     d = Path(workdir)
     d.mkdir(parents=True, exist_ok=True)

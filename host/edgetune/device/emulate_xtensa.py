@@ -7,7 +7,7 @@ it, in a thread, to a second pty whose name it publishes (`board.pty`): `mpremot
 <board.pty>` and `edgetune monitor --port <board.pty>` then talk to the board as to a USB one.
 The relay keeps running while the board does; stop() (or leaving the with block) ends both.
 
-`edgetune emulate --board qemu-xtensa [SCRIPT.py]` uses it (host/edgetune/emulate.py).
+`edgetune emulate --board qemu-xtensa [SCRIPT.py]` uses it (host/edgetune/device/emulate.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import pty
 import select
 import shutil
-import signal
 import subprocess
 import termios
 import threading
@@ -24,7 +23,10 @@ import time
 import tty
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .process import die_with_parent
+from .process import stop_process
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_FIRMWARE = REPO_ROOT / "build" / "qemu-xtensa" / "firmware.elf"
 ENV_FIRMWARE = "EDGETUNE_QEMU_XTENSA_FIRMWARE"
 QEMU_SYSTEM = "qemu-system-xtensa"
@@ -64,15 +66,6 @@ def _raw(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class XtensaBoard:
     """A running emulated Xtensa board: `with XtensaBoard() as b: mpremote connect b.pty ...`."""
 
@@ -91,7 +84,7 @@ class XtensaBoard:
         self.pty = os.ttyname(user_slave)
         self._user_slave = user_slave  # kept open: the pty stays usable between mpremote runs
         self.proc = subprocess.Popen(self.cmd, stdin=qemu_slave, stdout=qemu_slave, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent, close_fds=True)
+                                     preexec_fn=die_with_parent, close_fds=True)
         os.close(qemu_slave)
         self._stop = threading.Event()
         self._relay = threading.Thread(target=self._run_relay, daemon=True)
@@ -128,8 +121,6 @@ class XtensaBoard:
         return self.proc.wait()
 
     def stop(self) -> None:
-        from .emulate import stop_process
-
         stop_process(self.proc)
         self._stop.set()
         self._relay.join(2)

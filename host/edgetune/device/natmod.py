@@ -1,7 +1,7 @@
 """The native .mpy module (`make natmod`): architectures, package.json for mip, choosing the
 build that a board can load, and `edgetune install`.
 
-    python -m edgetune.natmod package build/natmod/armv6m   # writes its package.json
+    python -m edgetune.device.natmod package build/natmod/armv6m   # writes its package.json
     edgetune install --port P --model m.etm [--arch auto] [--session s.csv]
 
 `edgetune install` puts edgetune on a stock MicroPython board (no reflashing): the native
@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NATMOD_DIR = ROOT / "build" / "natmod"
 
 # MP_NATIVE_ARCH_* of py/persistentcode.h -> our build's name (None: no build for it).
@@ -129,7 +129,7 @@ def compile_app(out: Path, firmware_dir: Path = ROOT / "firmware") -> list[Path]
 
 
 def _mpremote(port: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    from edgetune.board import mpremote
+    from edgetune.device.board import mpremote
 
     return subprocess.run([*mpremote(), "connect", port, *args], capture_output=True, text=True, timeout=timeout)
 
@@ -155,7 +155,7 @@ def install_cli(argv: list[str]) -> int:
                    "(default build/natmod)")
     a = p.parse_args(argv)
     err = lambda msg: print(f"edgetune install: {msg}", file=sys.stderr)  # noqa: E731
-    from edgetune.board import _port_problem, deploy_cli
+    from edgetune.device.board import _port_problem, deploy_cli
 
     if not Path(a.model).is_file():
         err(f"no model file {a.model}")
@@ -233,7 +233,7 @@ def install_cli(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "package":
-        print("usage: python -m edgetune.natmod package build/natmod/<arch>", file=sys.stderr)
+        print("usage: python -m edgetune.device.natmod package build/natmod/<arch>", file=sys.stderr)
         return 2
     try:
         print(f"natmod: {write_package(Path(argv[1]))}")

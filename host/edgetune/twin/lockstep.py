@@ -23,9 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from .modelfile import NONE, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, read_etm
-from .scheme import Scheme, out_channels
-from .training import F32, Trainer, _check_scales, _scales, _scatter, et_expf, et_logf, rdiv, round_sat
+from ..format.modelfile import NONE, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, read_etm
+from ..format.scheme import Scheme, out_channels
+from .grid import scatter_matrix
+from .qmath import F32, channel_scales, check_scales, et_expf, et_logf, rdiv, round_sat
+from .training import Trainer
 
 SUPPORTED = (OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN)
 
@@ -45,7 +47,7 @@ class Lockstep:
         L = len(m.layers)
         for s in self.schemes:
             s.validate(m)
-            _check_scales(m, s)
+            check_scales(m, s)
         self.first = np.array([L if s.first is None else s.first for s in self.schemes], np.int64)
         self.f0 = int(self.first.min())
         for i in range(self.f0, L):
@@ -56,7 +58,7 @@ class Lockstep:
                 oh, ow = m.tensors[ly.output].shape[1:3]
                 _, kh, kw, _ = m.tensors[ly.weight].shape
                 h, w = m.tensors[ly.input].shape[1:3]
-                if _scatter(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h, w) is None:
+                if scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h, w) is None:
                     raise NotImplementedError("lockstep: conv geometry too large for the scatter matrix")
         # per layer: runs training its bias / which channels of its weights
         self.bmask: dict[int, np.ndarray] = {}
@@ -83,11 +85,11 @@ class Lockstep:
             w = m.tensors[ly.weight].data.astype(np.int8)
             self.W[i] = np.repeat(w[None], R, 0)
             self.res_w[i] = np.zeros((R, c, w.size // c), np.int16)
-        self.s_w = {i: _scales(m.tensors[ly.weight], out_channels(m, i))
+        self.s_w = {i: channel_scales(m.tensors[ly.weight], out_channels(m, i))
                     for i, ly in enumerate(m.layers) if ly.weight != NONE}
         self.r_c = {i: (sw / sw.max()).astype(F32) for i, sw in self.s_w.items()}
         self.s_wmax = {i: sw.max() for i, sw in self.s_w.items()}
-        self.s_b = {i: _scales(m.tensors[m.layers[i].bias], out_channels(m, i)) for i in self.B}
+        self.s_b = {i: channel_scales(m.tensors[m.layers[i].bias], out_channels(m, i)) for i in self.B}
 
     # ------------------------------------------------------------------ forward
 
@@ -110,8 +112,8 @@ class Lockstep:
             _, oh, ow, _ = t_out.shape
             _, _, kh, kw, _ = W.shape
             xs = x.astype(np.float64) + ly.input_offset
-            xp = reference._pad(xs, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
-            cols = reference._im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
+            xp = reference.pad(xs, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
+            cols = reference.im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
             acc = np.matmul(cols, W.reshape(R, c_out, -1).astype(np.float64).transpose(0, 2, 1))
         else:  # FULLY_CONNECTED
             xs = x.reshape(R, 1, -1).astype(np.float64) + ly.input_offset
@@ -119,7 +121,7 @@ class Lockstep:
         acc = acc.astype(np.int64)
         if i in self.B:
             acc += self.B[i][:, None, :]
-        y = reference._requantize(acc, ly.multipliers, ly.shifts, ly.output_offset, ly.act_min, ly.act_max)
+        y = reference.requantize(acc, ly.multipliers, ly.shifts, ly.output_offset, ly.act_min, ly.act_max)
         return y.reshape((R,) + tuple(t_out.shape[1:]))
 
     # ------------------------------------------------------------------ step
@@ -198,7 +200,7 @@ class Lockstep:
                 acc = np.matmul(h.reshape(R, 1, -1), Wf)
                 return acc.astype(np.int64).reshape(R, h_in, w_in, c_in), s_acc
             kh, kw = W.shape[2], W.shape[3]
-            sc = _scatter(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
+            sc = scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
             taps = np.matmul(h.reshape(R, oh * ow, c_out), Wf)
             acc = np.matmul(sc, taps.reshape(R, -1, c_in))
             return acc.astype(np.int64).reshape(R, h_in, w_in, c_in), s_acc
@@ -211,7 +213,7 @@ class Lockstep:
         gw = max((ow - 1) * sw + kw, ly.pad_w + w_in)
         grid = np.zeros((R, gh, gw, c_in), np.int64)
         hs, ws = (oh - 1) * sh + 1, (ow - 1) * sw + 1
-        xp = reference._pad(x.astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)
+        xp = reference.pad(x.astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)
         best = np.full((R, oh, ow, c_in), -10000, np.int16)
         arg = np.zeros((R, oh, ow, c_in), np.int64)
         taps = [(a, b) for a in range(kh) for b in range(kw)]
@@ -277,8 +279,8 @@ class Lockstep:
             return g.reshape(R, c_out)[:, :, None] * xc[:, None, :]
         kh, kw = m.tensors[ly.weight].shape[1:3]
         xc = x.astype(np.int64) - zp_x
-        xp = reference._pad(xc, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
-        cols = reference._im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
+        xp = reference.pad(xc, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
+        cols = reference.im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
         gs = g.reshape(R, oh * ow, c_out).astype(np.float64)
         return np.matmul(gs.transpose(0, 2, 1), cols.astype(np.float64)).astype(np.int64)
 
