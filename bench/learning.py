@@ -316,9 +316,9 @@ def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
 
 
 def int8_windows(sc: data.Scenario, w: data.Windows, meta: dict[str, Any]) -> np.ndarray:
-    from edgetune.convert import quantize
+    from edgetune.twin.quantize_input import quantize_normalized
 
-    return quantize.quantize_input(sc, w.x, meta["input_scale"], meta["input_zero_point"])
+    return quantize_normalized(sc.norm.apply(w.x), meta["input_scale"], meta["input_zero_point"])
 
 
 # ----------------------------------------------------------------------------- the benchmark

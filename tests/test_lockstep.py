@@ -93,7 +93,7 @@ def test_runner_batches_equal_single_runs():
                           rng.integers(-128, 128, (20, n_in)).astype(np.int8), rng.integers(0, n_cls, 20), "test")
     schemes = schemes_for(model, rng)[1:8]
     runs = [(s.encode(), lr) for s, lr in zip(schemes, [0.01, 0.03, 0.1, 0.01, 0.03, 0.1, 0.3])]
-    assert search._finetune_many(buf, d, True, runs) == [search._finetune(buf, d, True, e, lr) for e, lr in runs]
+    assert search.finetune_many(buf, d, True, runs) == [search.finetune(buf, d, True, e, lr) for e, lr in runs]
 
 
 def test_vanishing_gradient_stops_the_run_like_the_trainer():

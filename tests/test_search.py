@@ -1,4 +1,4 @@
-"""Scheme search (host/edgetune/search.py) on the tiny zoo model and real watch data.
+"""Scheme search (host/edgetune/search/) on the tiny zoo model and real watch data.
 
 One tiny model is pre-trained (4 epochs), quantized by the real TFLite converter and exported;
 the contribution analysis runs the bit-exact numpy twin on few samples (2 per class, 2 passes,

@@ -86,12 +86,6 @@ def representative(sc: data.Scenario, n: int = N_REPRESENTATIVE, seed: int = 0) 
     return sc.norm.apply(sc.train.x[np.sort(idx)])
 
 
-def quantize_input(sc: data.Scenario, x_raw: np.ndarray, s_in: float, z_in: int) -> np.ndarray:
-    """int8 model input of raw windows (normalize, then the model's input quantization)."""
-    q = np.round(sc.norm.apply(x_raw) / s_in) + z_in
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
 def quantize_run(path: str, out: str, n: int = N_REPRESENTATIVE, seed: int = 0) -> dict[str, Any]:
     """Quantize a pretrain run (dir or .keras inside one) to `out`; returns the metadata."""
     from ..learn.pretrain import load_run

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..format.modelfile import EtmModel
 from ..learn import data, pretrain
+from ..twin.quantize_input import quantize_normalized
 
 @dataclass
 class SearchData:
@@ -61,8 +62,7 @@ def load_data(model: EtmModel, data_spec: str = "watch", scenario: str | None = 
         source = f"session {data_spec}: adapt = first 60 % of each recording, select = the rest"
 
     def q(x):
-        v = np.round(norm.apply(x) / s_in) + z_in
-        return np.clip(v, -128, 127).astype(np.int8)
+        return quantize_normalized(norm.apply(x), s_in, z_in)
 
     idx = data.per_class_sample(fit, k, seed)
     rng = np.random.default_rng(1000 + seed)

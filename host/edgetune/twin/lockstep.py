@@ -1,6 +1,6 @@
 """Fine-tune many schemes of one model in lockstep: R `training.Trainer` runs as one batch.
 
-The scheme search (search.py) fine-tunes ~40 schemes of the same model on the same samples in
+The scheme search (search/) fine-tunes ~40 schemes of the same model on the same samples in
 the same order, each with the bit-exact twin. One twin step on a small model is ~150 numpy
 operations on tiny arrays, so the cost is call overhead; running the R schemes as a leading
 batch axis does each operation once for all of them.

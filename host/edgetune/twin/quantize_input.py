@@ -12,6 +12,11 @@ firmware/edgetune_py.py `Model.quantize` (tests/test_quantize_input.py). The rec
 Inputs are first rounded to float32 (Python numbers: to float64, then to float32). A scale must
 be positive and finite with a finite float32 reciprocal, a zero point finite, a sample not NaN
 (ValueError otherwise); +-inf samples clamp.
+
+`quantize_normalized` is NOT this contract: float64, on windows already normalized on the host,
+as TFLite's converter sees the model input. The host's Keras/TFLite pipeline (the learning
+benchmark's int8 windows, the scheme search's data, tests/test_pipeline.py) uses it; its bits can
+differ from the device's in ties, which is why it has its own name.
 """
 
 from __future__ import annotations
@@ -41,3 +46,10 @@ def quantize_input(samples, scale, zero_point) -> np.ndarray:
         v = v + zp
         q = np.clip(np.rint(v), -128, 127).astype(np.int8)
     return q.reshape(x.shape)
+
+
+def quantize_normalized(x_norm, scale: float, zero_point: int) -> np.ndarray:
+    """int8 of normalized float windows with the model's (per-tensor) input quantization, in
+    float64: clip(round_half_even(x / scale) + zero_point, -128, 127)."""
+    q = np.round(x_norm / scale) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
