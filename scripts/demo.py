@@ -62,8 +62,8 @@ def ensure_model(out: Path = DEFAULT_OUT, pretrain: dict | None = None) -> Path:
     cfg = dict(PRETRAIN, **(pretrain or {}))
     d = out / "model"
     etm, stamp = d / "model.etm", d / "demo-config.json"
-    want = {"config": cfg, "train": _source_hash("data", "model", "pretrain", "quantize"),
-            "export": _source_hash("export", "prepare", "modelfile", "scheme")}
+    want = {"config": cfg, "train": _source_hash("learn/data", "learn/zoo", "learn/pretrain", "convert/quantize"),
+            "export": _source_hash("convert/export", "convert/prepare", "format/modelfile", "format/scheme")}
     have = json.loads(stamp.read_text()) if stamp.exists() else {}
     if etm.exists() and have == want:
         return etm
