@@ -13,6 +13,10 @@ gradient vanished or stopped is left alone; a weight channel a run does not trai
 written). `trainer(r)` returns run r as a `Trainer` (state installed), e.g. for `evaluate`.
 tests/test_lockstep.py compares every run's trained-weights file with a sequential Trainer.
 
+The arithmetic is not copied: the loss gradient, the input and weight gradients and the integer
+update are backward.py's run-axis functions, which `Trainer` calls with R = 1; the forward of a
+layer with per-run weights uses reference.py's padding, im2col and requantization.
+
 Supported: momentum 0 and, from the lowest first trained layer up, CONV_2D, FULLY_CONNECTED,
 MAX_POOL_2D and MEAN (the layers below run as inference); anything else raises
 NotImplementedError and the caller falls back to one Trainer per scheme.
@@ -26,7 +30,8 @@ from . import reference
 from ..format.modelfile import NONE, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, read_etm
 from ..format.scheme import Scheme, out_channels
 from .grid import scatter_matrix
-from .qmath import F32, channel_scales, check_scales, et_expf, et_logf, rdiv, round_sat
+from .backward import commit, max_pool_input_grad, mean_input_grad, softmax_xent, weight_grad, weighted_input_grad
+from .qmath import F32, channel_scales, check_scales, rdiv, round_sat
 from .training import Trainer
 
 SUPPORTED = (OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN)
@@ -141,19 +146,8 @@ class Lockstep:
         acts: dict[int, np.ndarray] = {self.f0: np.repeat(a, R, 0)}
         for i in range(self.f0, L):
             acts[i + 1] = self._layer(i, acts[i])
-        # softmax cross-entropy per run (training.softmax_xent with a run axis)
         t_out = m.output_tensor
-        q = acts[L].reshape(R, -1)
-        z = F32(t_out.scale) * (q.astype(np.int64) - t_out.zero_point).astype(F32)
-        zmax = z.max(axis=1)
-        e = et_expf(z - zmax[:, None])
-        s = e[:, 0].copy()
-        for k in range(1, e.shape[1]):
-            s = (s + e[:, k]).astype(F32)
-        p = e / s[:, None]
-        loss = ((et_logf(s) + zmax).astype(F32) - z[:, label]).astype(F32)
-        g = p.copy()
-        g[:, label] = g[:, label] - F32(1.0)
+        loss, g = softmax_xent(acts[L].reshape(R, -1), t_out.scale, t_out.zero_point, label)
         big = np.abs(g).max(axis=1)
         active = (big != 0) & (self.first < L)
         if not active.any():
@@ -188,43 +182,14 @@ class Lockstep:
     def _input_grad(self, i: int, g: np.ndarray, s_g: np.ndarray, x: np.ndarray):
         m = self.model
         ly = m.layers[i]
-        R = g.shape[0]
         h_in, w_in, c_in = m.tensors[ly.input].shape[1:]
-        _, oh, ow, c_out = g.shape
         if ly.op in (OP_FULLY_CONNECTED, OP_CONV_2D):
-            W = self._weights(i)
             h = round_sat(g.astype(F32) * self.r_c[i], 32767).astype(np.float64)
             s_acc = (s_g * self.s_wmax[i]).astype(F32)
-            Wf = W.reshape(W.shape[0], c_out, -1).astype(np.float64)
-            if ly.op == OP_FULLY_CONNECTED:
-                acc = np.matmul(h.reshape(R, 1, -1), Wf)
-                return acc.astype(np.int64).reshape(R, h_in, w_in, c_in), s_acc
-            kh, kw = W.shape[2], W.shape[3]
-            sc = scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
-            taps = np.matmul(h.reshape(R, oh * ow, c_out), Wf)
-            acc = np.matmul(sc, taps.reshape(R, -1, c_in))
-            return acc.astype(np.int64).reshape(R, h_in, w_in, c_in), s_acc
+            return weighted_input_grad(ly, self._weights(i), h, h_in, w_in, c_in), s_acc
         if ly.op == OP_MEAN:
-            acc = np.broadcast_to(g.reshape(R, 1, 1, c_in), (R, h_in, w_in, c_in)).astype(np.int64)
-            return acc, (s_g / F32(h_in * w_in)).astype(F32)
-        # MAX_POOL_2D (training.Trainer._input_grad with a run axis)
-        kh, kw, sh, sw = ly.filter_h, ly.filter_w, ly.stride_h, ly.stride_w
-        gh = max((oh - 1) * sh + kh, ly.pad_h + h_in)
-        gw = max((ow - 1) * sw + kw, ly.pad_w + w_in)
-        grid = np.zeros((R, gh, gw, c_in), np.int64)
-        hs, ws = (oh - 1) * sh + 1, (ow - 1) * sw + 1
-        xp = reference.pad(x.astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)
-        best = np.full((R, oh, ow, c_in), -10000, np.int16)
-        arg = np.zeros((R, oh, ow, c_in), np.int64)
-        taps = [(a, b) for a in range(kh) for b in range(kw)]
-        for t, (ky, kx) in enumerate(taps):
-            tap = xp[:, ky: ky + hs: sh, kx: kx + ws: sw]
-            better = tap > best
-            best = np.where(better, tap, best)
-            arg = np.where(better, t, arg)
-        for t, (ky, kx) in enumerate(taps):
-            grid[:, ky: ky + hs: sh, kx: kx + ws: sw] += np.where(arg == t, g, 0)
-        return grid[:, ly.pad_h: ly.pad_h + h_in, ly.pad_w: ly.pad_w + w_in], s_g
+            return mean_input_grad(g, h_in, w_in), (s_g / F32(h_in * w_in)).astype(F32)
+        return max_pool_input_grad(ly, g, x, h_in, w_in), s_g
 
     def _update(self, i: int, g: np.ndarray, s_g: np.ndarray, x: np.ndarray, upd: np.ndarray) -> None:
         m = self.model
@@ -240,10 +205,7 @@ class Lockstep:
                 s_b = self.s_b[i]
                 f = (neg[:, None] / s_b[None, :]) if self.qas else (neg[:, None] * s_b[None, :])
                 d = round_sat((f.astype(F32) * G.astype(F32)) * F32(32768.0))
-                a = d + self.res_b[i].astype(np.int64)
-                n = (a + 16384) >> 15
-                r = a - (n << 15)
-                p = np.clip(self.B[i].astype(np.int64) + n, -(1 << 31), (1 << 31) - 1)
+                p, r = commit(d, self.res_b[i], self.B[i], True)
                 self.B[i][rows] = p[rows]
                 self.res_b[i][rows] = r[rows]
         if i in self.wmask:
@@ -253,36 +215,18 @@ class Lockstep:
                 sel = sel[rw]
                 t_in = m.tensors[ly.input]
                 s_x, zp_x = F32(t_in.scale), int(t_in.zero_point)
-                A = self._weight_grad(i, g[rw], x[rw], zp_x)
+                A = weight_grad(ly, m.tensors[ly.weight].shape[1:3], g[rw], x[rw], zp_x)
                 base = (neg[rw] * s_x).astype(F32)
                 s_w = self.s_w[i]
                 f = (base[:, None] / s_w[None, :]) if self.qas else (base[:, None] * s_w[None, :])
                 d = round_sat((f.astype(F32)[:, :, None] * A.astype(F32)) * F32(32768.0))
                 view = self.W[i].reshape(R, c_out, -1)[rw]
                 res = self.res_w[i][rw]
-                a = d + res.astype(np.int64)
-                n = (a + 16384) >> 15
-                r = a - (n << 15)
-                p = np.clip(view.astype(np.int64) + n, -127, 127)
+                p, r = commit(d, res, view, False)
                 view[sel] = p[sel].astype(np.int8)
                 res[sel] = r[sel]
                 self.W[i].reshape(R, c_out, -1)[rw] = view
                 self.res_w[i][rw] = res
-
-    def _weight_grad(self, i: int, g: np.ndarray, x: np.ndarray, zp_x: int) -> np.ndarray:
-        """(R, C_out, per_channel) int64 for all channels (training.Trainer._weight_grad)."""
-        m = self.model
-        ly = m.layers[i]
-        R, oh, ow, c_out = g.shape
-        if ly.op == OP_FULLY_CONNECTED:
-            xc = x.reshape(R, -1).astype(np.int64) - zp_x
-            return g.reshape(R, c_out)[:, :, None] * xc[:, None, :]
-        kh, kw = m.tensors[ly.weight].shape[1:3]
-        xc = x.astype(np.int64) - zp_x
-        xp = reference.pad(xc, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
-        cols = reference.im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
-        gs = g.reshape(R, oh * ow, c_out).astype(np.float64)
-        return np.matmul(gs.transpose(0, 2, 1), cols.astype(np.float64)).astype(np.int64)
 
     # ------------------------------------------------------------------ results
 

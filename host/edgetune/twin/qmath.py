@@ -1,7 +1,7 @@
 """The spec's scalar arithmetic, vectorized (docs/training.md §1-§3): float32 rounding to int,
-rounded division, the C module's expf/logf, softmax cross-entropy, per-channel scales and their
-validation. Results are bit-identical to the C versions; every numpy twin (training, refit,
-frame, the search's lockstep runs, the fleet's statistics) takes these from here.
+rounded division, the C module's expf/logf, per-channel scales and their validation. Results
+are bit-identical to the C versions; every numpy twin (training, backward, refit, frame, the
+search's lockstep runs, the fleet's statistics) takes these from here.
 """
 
 from __future__ import annotations
@@ -77,21 +77,6 @@ def et_logf(x) -> np.ndarray:
     p = F32(1) + t2 * p
     ln_m = (F32(2.0) * t) * p
     return (e.astype(F32) * F32(0.693147182) + ln_m).astype(F32)
-
-
-def softmax_xent(q: np.ndarray, scale: float, zp: int, label: int):
-    """§3: (loss, g) with g = dL/dz in real units (float32 arrays)."""
-    z = F32(scale) * (np.asarray(q, np.int64).reshape(-1) - zp).astype(F32)
-    m = z.max()
-    e = et_expf(z - m)
-    s = e[0]
-    for ek in e[1:]:
-        s = F32(s + ek)
-    p = e / s
-    loss = F32(F32(et_logf(s) + m) - z[label])
-    g = p.copy()
-    g[label] = g[label] - F32(1.0)
-    return loss, g
 
 
 def channel_scales(t, n: int) -> np.ndarray:

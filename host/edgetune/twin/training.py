@@ -10,7 +10,9 @@ momentum, and does exactly what the C module does (`step` one sample; with batch
 - every float operation is an np.float32 operation in the written order (no float sums except
   the sequential softmax sum); every reduction is an exact integer sum (int64 numpy, or float64
   matmuls of integers whose partial sums stay far below 2**53, which are exact in any order);
-- `et_expf`, `et_logf`, `round_sat` and `rdiv` are the spec's functions, vectorized.
+- `et_expf`, `et_logf`, `round_sat` and `rdiv` are the spec's functions, vectorized (qmath.py);
+  the backward pieces shared with the search's lockstep runs are backward.py's, called with one
+  run (R = 1).
 
 `state_bytes()` / `load_state()` / `save()` / `load()` are the trained-weights file (§7) whose
 payload is the params region of §6.3 byte for byte. Nothing here imports TensorFlow.
@@ -39,9 +41,9 @@ from ..format.modelfile import (
 from ..format.scheme import Scheme, channel_weights, out_channels, per_channel
 from ..format.weights import WeightsFile
 from .grid import grid_crop, padded_input, scatter_matrix, zero_grid
-from .qmath import LIM30, F32, channel_scales, check_scales, rdiv, round_sat, softmax_xent  # noqa: F401 (LIM30: training.LIM30)
+from .backward import commit, max_pool_input_grad, mean_input_grad, softmax_xent, weight_grad, weighted_input_grad
+from .qmath import LIM30, F32, channel_scales, check_scales, rdiv, round_sat  # noqa: F401 (LIM30: training.LIM30)
 
-INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 @dataclasses.dataclass
 class StepInfo:
@@ -211,7 +213,7 @@ class Trainer(WeightsFile):
         total = F32(0)
         correct = 0
         for k in range(n):
-            loss, _ = softmax_xent(ys[k], t_out.scale, t_out.zero_point, labels[k])
+            loss = softmax_xent(ys[k][None], t_out.scale, t_out.zero_point, labels[k])[0][0]
             total = loss if k == 0 else F32(total + loss)
             correct += int(np.argmax(ys[k]) == labels[k])
         return F32(total / F32(n)), F32(F32(correct) / F32(n))
@@ -230,7 +232,8 @@ class Trainer(WeightsFile):
         for ly in self.live.layers:  # the classifier's multipliers may be a refit's (§6.3)
             acts.append(reference.run_layer(self.live, ly, acts[-1]))
         t_out = m.output_tensor
-        loss, g = softmax_xent(acts[-1], t_out.scale, t_out.zero_point, label)
+        losses, gs = softmax_xent(acts[-1].reshape(1, -1), t_out.scale, t_out.zero_point, label)
+        loss, g = losses[0], gs[0]
         info = StepInfo(loss, g.copy() if trace else None)
         self.info = info
         if self.first is None:
@@ -323,20 +326,16 @@ class Trainer(WeightsFile):
             w = self.live.tensors[ly.weight].data
             h = round_sat(g.astype(F32) * self.r_c[i], 32767).astype(np.float64)
             s_acc = F32(s_g * self.s_wmax[i])
-            if ly.op == OP_FULLY_CONNECTED:
-                acc = h.reshape(-1) @ w.reshape(c_out, -1).astype(np.float64)
-                return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
+            if ly.op != OP_DEPTHWISE_CONV_2D:
+                acc = weighted_input_grad(ly, w[None], h[None], h_in, w_in, c_in)
+                if acc is not None:
+                    return acc[0], s_acc
             kh, kw = w.shape[1], w.shape[2]
             sc = scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
-            if sc is not None:
-                # per (output position, tap): the input-channel contributions, then one exact
-                # scatter-add (a 0/1 matrix) onto the input positions; integers, sums < 2**53
-                if ly.op == OP_CONV_2D:
-                    taps = h.reshape(-1, c_out) @ w.reshape(c_out, -1).astype(np.float64)
-                else:
-                    dm = ly.depth_multiplier
-                    taps = (h.reshape(-1, 1, c_out) * w.reshape(1, kh * kw, c_out).astype(np.float64))
-                    taps = taps.reshape(-1, kh * kw, c_in, dm).sum(-1)
+            if sc is not None:  # DEPTHWISE_CONV_2D as backward.weighted_input_grad does CONV_2D
+                dm = ly.depth_multiplier
+                taps = (h.reshape(-1, 1, c_out) * w.reshape(1, kh * kw, c_out).astype(np.float64))
+                taps = taps.reshape(-1, kh * kw, c_in, dm).sum(-1)
                 acc = sc @ taps.reshape(-1, c_in)
                 return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
             grid = zero_grid(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in, c_in)
@@ -353,8 +352,7 @@ class Trainer(WeightsFile):
                     grid[ky: ky + hs: ly.stride_h, kx: kx + ws: ly.stride_w] += contrib
             return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in).astype(np.int64), s_acc
         if ly.op == OP_MEAN:
-            acc = np.broadcast_to(g.reshape(1, 1, c_in), (h_in, w_in, c_in)).astype(np.int64)
-            return acc, F32(s_g / F32(h_in * w_in))
+            return mean_input_grad(g[None], h_in, w_in)[0], F32(s_g / F32(h_in * w_in))
         kh, kw, sh, sw = ly.filter_h, ly.filter_w, ly.stride_h, ly.stride_w
         grid = zero_grid(oh, ow, kh, kw, sh, sw, ly.pad_h, ly.pad_w, h_in, w_in, c_in, np.int64)
         hs, ws = (oh - 1) * sh + 1, (ow - 1) * sw + 1
@@ -370,18 +368,7 @@ class Trainer(WeightsFile):
                     grid[ky: ky + hs: sh, kx: kx + ws: sw] += contrib
             return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g / F32(1024.0))
         if ly.op == OP_MAX_POOL_2D:
-            xp = reference.pad(x[None].astype(np.int16), ly.pad_h, ly.pad_w, kh, kw, sh, sw, oh, ow, -1000)[0]
-            best = np.full((oh, ow, c_in), -10000, np.int16)
-            arg = np.zeros((oh, ow, c_in), np.int64)
-            for t, (ky, kx) in enumerate((a, b) for a in range(kh) for b in range(kw)):
-                tap = xp[ky: ky + hs: sh, kx: kx + ws: sw]
-                better = tap > best
-                best = np.where(better, tap, best)
-                arg = np.where(better, t, arg)
-            # grid index space must match reference.pad's layout: rebuild in an uncropped grid
-            for t, (ky, kx) in enumerate((a, b) for a in range(kh) for b in range(kw)):
-                grid[ky: ky + hs: sh, kx: kx + ws: sw] += np.where(arg == t, g, 0)
-            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g)
+            return max_pool_input_grad(ly, g[None], x[None], h_in, w_in)[0], F32(s_g)
         raise ValueError(f"layer {i}: backward of {ly.op_name} is not supported")
 
     def _update(self, i: int, e, g: np.ndarray, s_g, x: np.ndarray, lr, qas: bool, info) -> None:
@@ -437,16 +424,8 @@ class Trainer(WeightsFile):
             v = (self.momentum * mom + d.astype(F32)).astype(F32)
             mom[...] = v
             d = round_sat(v)
-        a = d + res.astype(np.int64)
-        n = (a + 16384) >> 15  # floor division by 32768
-        r = a - (n << 15)
-        if is_bias:
-            p = param.astype(np.int64) + n
-            param[...] = np.maximum(np.minimum(p, INT32_MAX, out=p), INT32_MIN, out=p)
-        else:
-            p = param + n
-            param[...] = np.maximum(np.minimum(p, 127, out=p), -127, out=p)
-        return r.astype(np.int16)
+        param[...], r = commit(d, res, param, is_bias)
+        return r
 
     def _weight_grad(self, i: int, g: np.ndarray, x: np.ndarray, sel: np.ndarray, zp_x: int) -> np.ndarray:
         """§4e: A[slot, k] int64 for the selected channels."""
@@ -454,16 +433,13 @@ class Trainer(WeightsFile):
         ly = m.layers[i]
         oh, ow, c_out = g.shape
         if ly.op == OP_FULLY_CONNECTED:
-            xc = x.reshape(-1).astype(np.int64) - zp_x
-            return g.reshape(-1)[sel][:, None] * xc[None, :]
+            return weight_grad(ly, (1, 1), g[None], x[None], zp_x, sel)[0]
         w_shape = m.tensors[ly.weight].shape
         kh, kw = w_shape[1], w_shape[2]
+        if ly.op == OP_CONV_2D:
+            return weight_grad(ly, (kh, kw), g[None], x[None], zp_x, sel)[0]
         xp = padded_input(x, zp_x, ly, kh, kw, oh, ow)
         hs, ws = (oh - 1) * ly.stride_h + 1, (ow - 1) * ly.stride_w + 1
-        if ly.op == OP_CONV_2D:
-            cols = reference.im2col(xp[None], kh, kw, ly.stride_h, ly.stride_w, oh, ow).astype(np.float64)
-            gs = g.reshape(-1, c_out)[:, sel].astype(np.float64)
-            return (gs.T @ cols).astype(np.int64)
         dm = ly.depth_multiplier
         A = np.zeros((len(sel), kh * kw), np.int64)
         gs = g[..., sel]
