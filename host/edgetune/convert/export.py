@@ -30,19 +30,8 @@ import numpy as np
 
 from . import prepare
 from ..format.modelfile import (
-    DT_INT8,
-    DT_INT32,
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    OP_NAMES,
-    EtmModel,
-    Layer,
-    Tensor,
+    DT_INT8, DT_INT32, NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D,
+    OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, OP_NAMES, EtmModel, Layer, Tensor,
 )
 
 # ops that only compute the int32 shape operand of a RESHAPE (Keras Flatten with dynamic batch)

@@ -26,12 +26,7 @@ from typing import Mapping
 import numpy as np
 
 from .modelfile import (
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
+    NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D,
     EtmModel,
 )
 

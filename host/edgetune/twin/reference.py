@@ -22,15 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..format.modelfile import (
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    EtmModel,
-    Layer,
+    NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D,
+    OP_MEAN, EtmModel, Layer,
 )
 
 INT32_MIN = -(1 << 31)

@@ -27,16 +27,8 @@ import numpy as np
 
 from . import reference
 from ..format.modelfile import (
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    EtmModel,
-    read_etm,
-    write_etm,
+    NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D,
+    OP_MEAN, EtmModel, read_etm, write_etm,
 )
 from ..format.scheme import Scheme, channel_weights, out_channels, per_channel
 from ..format.weights import WeightsFile
