@@ -16,6 +16,7 @@ from ..format.scheme import attach
 from ..outpaths import check_file
 from ..search import attach_spec
 
+
 def _write_atomic(path: str, data: bytes) -> None:
     d = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")

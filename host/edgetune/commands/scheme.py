@@ -22,6 +22,7 @@ from ..search.report import plot, print_table
 from ..search.run import check_budget, measure_actual, search
 from ..search.space import CRITERIA, Space, parse_bytes
 
+
 def load_model(path: str) -> EtmModel:
     """A .etm, or a .tflite (exported on the fly; metadata from MODEL.meta.json if present)."""
     with open(path, "rb") as f:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ..format.modelfile import EtmModel, read_etm, write_etm
 from ..format.scheme import Scheme, channel_weights, out_channels
@@ -21,6 +24,7 @@ from ..twin.lockstep import Lockstep
 from ..twin.training import Trainer
 from .data import SearchData
 from .space import CRITERIA, DENS, LR_GRID, Candidate, Space
+
 
 @dataclass
 class Contributions:
@@ -80,9 +84,6 @@ class Runner:
     def _executor(self, jobs: int):
         if self._pool is None or self._pool_jobs != jobs:
             self.close()
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
             # The twin's matrices are tiny: BLAS threads in every worker only spin against the
             # other workers (about 15 % more CPU for the same bits). Spawned children inherit
             # this; an explicit setting by the user wins.
@@ -130,8 +131,6 @@ class Runner:
         n_chunks = max(1, min(jobs, len(items)))
         chunks = [items[c::n_chunks] for c in range(n_chunks)]
         if n_chunks > 1:
-            from concurrent.futures import as_completed
-
             args = (self.buf, self.d, self.qas)
             ex = self._executor(jobs)
             futs = {ex.submit(finetune_many, *args, [v for _, v in ch]): ch for ch in chunks}
@@ -219,7 +218,7 @@ def fisher_scores(space: Space, d: SearchData) -> dict[int, np.ndarray]:
 
 def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr: float | None = None,
             progress: bool = True, jobs: int = 1) -> Contributions:
-    """Measure every contribution (see module docstring); picks lr on the selection split with
+    """Measure every contribution (search/__init__.py); picks lr on the selection split with
     the all-biases + classifier scheme when `lr` is None. `jobs` worker processes."""
     t0 = time.time()
     runs0, hits0 = runner.runs, runner.hits
@@ -260,6 +259,4 @@ def analyze(space: Space, runner: Runner, criteria: Sequence[str] = CRITERIA, lr
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr)

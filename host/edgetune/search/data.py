@@ -13,6 +13,7 @@ from ..format.modelfile import EtmModel
 from ..learn import data, pretrain
 from ..twin.quantize_input import quantize_normalized
 
+
 @dataclass
 class SearchData:
     """int8 windows: `adapt` fine-tunes (in `order`), `select` measures the gain."""

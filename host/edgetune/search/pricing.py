@@ -12,6 +12,7 @@ from ..format.scheme import out_channels
 from ..twin import memory
 from .space import Candidate, Space
 
+
 class Pricer:
     """Exact price of a candidate: memory.training_arena + the fixed cost; None if the device
     would refuse the scheme (accumulator bounds). Memoized; counts distinct evaluations."""

@@ -7,6 +7,7 @@ import sys
 from .run import Report
 from .space import DENS
 
+
 def print_table(rep: Report, file=sys.stdout) -> None:
     c = rep.contrib
     sp = rep.space

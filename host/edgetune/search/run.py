@@ -20,6 +20,7 @@ from .pricing import Pricer, board_fixed
 from .solvers import Result, dp, evolution, exhaustive, pareto, random_search, with_crit
 from .space import CRITERIA, Candidate, Space, parse_bytes
 
+
 @dataclass
 class Report:
     space: Space

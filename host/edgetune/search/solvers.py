@@ -14,6 +14,7 @@ from .contributions import Contributions
 from .pricing import Pricer, base_cost, layer_cost, out_size
 from .space import DENS, Candidate, Space
 
+
 @dataclass
 class Result:
     method: str
@@ -50,7 +51,7 @@ def exhaustive(space: Space, pricer: Pricer, contrib: Contributions, budget: int
 
 def dp(space: Space, pricer: Pricer, contrib: Contributions, budget: int,
        criteria: Sequence[str] = ("l1",)) -> Result:
-    """Exact optimum of the additive predicted accuracy under the budget (module docstring)."""
+    """Exact optimum of the additive predicted accuracy under the budget (search/__init__.py)."""
     t0 = time.time()
     L = len(space.layers)
     cap = budget - pricer.fixed

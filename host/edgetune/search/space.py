@@ -12,6 +12,7 @@ import numpy as np
 from ..format.modelfile import EtmModel
 from ..format.scheme import Scheme, classifier, l1_channels, out_channels, weight_layers
 
+
 DENS = (0, 8, 4, 2, 1)  # ratio 1/den of the output channels; 0 = weights frozen
 CRITERIA = ("l1", "fisher")
 LR_GRID = (0.003, 0.01, 0.03)

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import reference
 
+
 def grid_crop(grid: np.ndarray, pad_h: int, pad_w: int, h: int, w: int) -> np.ndarray:
     return grid[pad_h: pad_h + h, pad_w: pad_w + w]
 
