@@ -122,3 +122,14 @@ def test_no_import_cycle_in_host():
 def test_no_host_module_over_600_lines(path):
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(HOST)}: {n} lines; split it by what it holds (docs/architecture.md)"
+
+
+def test_every_verb_names_a_callable_and_freeze_is_one():
+    import importlib
+
+    from edgetune.cli import VERBS
+
+    assert "freeze" in VERBS
+    for verb, (target, _) in VERBS.items():
+        name, _, func = target.partition(":")
+        assert callable(getattr(importlib.import_module(name), func or "cli")), verb
