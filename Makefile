@@ -121,7 +121,7 @@ natmod: check-micropython
 	@set -e; for a in $(NATMOD_ARCH); do \
 		$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=$$a MPY_DIR=$(MICROPY_DIR) \
 			BUILD=$(CURDIR)/build/natmod/$$a PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
-		$(PYTHON) -m edgetune.natmod package $(CURDIR)/build/natmod/$$a; \
+		$(PYTHON) -m edgetune.device.natmod package $(CURDIR)/build/natmod/$$a; \
 		if [ $$a = xtensawin ]; then \
 			$(MAKE) --no-print-directory -C native_modules/edgetune/natmod ARCH=xtensawin MUL32HIGH=0 \
 				MPY_DIR=$(MICROPY_DIR) BUILD=$(CURDIR)/build/natmod/xtensawin-qemu PYTHON=$(PYTHON) -j$(JOBS) >/dev/null; \
@@ -155,18 +155,18 @@ firmware-qemu-stock: check-micropython
 firmware-esp32s3:
 	MICROPY_DIR=$(MICROPY_DIR) MODEL="$(MODEL)" VARIANT="$(VARIANT)" bash scripts/firmware_esp32s3.sh
 
-# Write build/<board>/firmware.* to a connected board (host/edgetune/flash.py).
+# Write build/<board>/firmware.* to a connected board (host/edgetune/device/flash.py).
 # BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]: esptool writes a downloaded stock MicroPython
 # firmware, then edgetune install adds the xtensawin .mpy, the app and the model
-# (host/edgetune/flash_stock.py). Without FIRMWARE=, build/esp32s3/firmware.bin from ESP-IDF.
+# (host/edgetune/device/flash_stock.py). Without FIRMWARE=, build/esp32s3/firmware.bin from ESP-IDF.
 flash:
 	@case "$(BOARD)" in esp32s3|rp2040) ;; *) echo "make flash: BOARD=esp32s3 or BOARD=rp2040 (BOARD=$(BOARD) is emulated: edgetune emulate --board $(BOARD))" >&2; exit 2;; esac
 	@if [ "$(BOARD)" = esp32s3 ] && [ -n "$(FIRMWARE)" ]; then \
-		$(PYTHON) -m edgetune.flash_stock --firmware "$(FIRMWARE)" $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL)) $(if $(DRY_RUN),--dry-run); \
+		$(PYTHON) -m edgetune.device.flash_stock --firmware "$(FIRMWARE)" $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL)) $(if $(DRY_RUN),--dry-run); \
 	elif [ "$(BOARD)" = esp32s3 ] && [ -z "$$IDF_PATH" ] && [ ! -f build/esp32s3/firmware.bin ]; then \
-		$(PYTHON) -m edgetune.flash_stock; \
+		$(PYTHON) -m edgetune.device.flash_stock; \
 	else \
-		$(PYTHON) -m edgetune.flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(if $(DRY_RUN),--dry-run); \
+		$(PYTHON) -m edgetune.device.flash --board $(BOARD) $(if $(PORT),--port $(PORT)) $(if $(DRY_RUN),--dry-run); \
 	fi
 
 # Host benchmarks: learning quality (bench/learning.py; scheme.py reuses its cached models) and

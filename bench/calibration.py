@@ -6,7 +6,7 @@ For every scenario and seed: the cached bench/learning.py model of that seed (ru
 `python -m bench.learning --scenario rotation,side` first, or the models are pre-trained here
 through the same code), k = 8 fit windows per class drawn as bench/learning.py draws them (and,
 as a second row, the whole fit region), quantized with the model's raw_input_quant; the frame
-fit of the numpy twin (edgetune.frame.fit_frame, bit-exact with the device); then the eval
+fit of the numpy twin (edgetune.twin.frame.fit_frame, bit-exact with the device); then the eval
 region mapped by the fitted frame, quantized and run through the int8 forward twin. random_rotation
 = the rotation scenario with data.random_rotation(100 + seed); subject reuses the rotation
 models (same source split). Prints one line per (scenario, seed, k) and writes OUT/calibration.json.
@@ -26,9 +26,10 @@ import sys
 
 import numpy as np
 
-from edgetune import data, frame, pretrain, reference
-from edgetune import quantize_input as qi
-from edgetune.modelfile import read_etm
+from edgetune.learn import data, pretrain
+from edgetune.twin import frame, reference
+from edgetune.twin import quantize_input as qi
+from edgetune.format.modelfile import read_etm
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,11 @@ import time
 import edgetune.fleet  # noqa: F401  (one BLAS thread, before numpy loads)
 import numpy as np
 
-from edgetune import refit as rf
+from edgetune.twin import refit as rf
 from edgetune.fleet import client, refit_stats as rs
 from edgetune.fleet.data import fleet_data
 from edgetune.fleet.report import write_json
-from edgetune.training import Trainer
+from edgetune.twin.training import Trainer
 
 
 def main() -> int:

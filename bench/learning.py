@@ -12,7 +12,7 @@ it (int8 PTQ) and exports the .etm, then adapts to the shifted domain:
   channels picked by the device's l1 criterion on the int8 weights, docs/training.md §1) /
   full (every weight, a reference ceiling);
 - int8 on-device fine-tuning of the same schemes (classifier / biases + classifier / sparse) with
-  the numpy training twin (host/edgetune/training.py, bit-exact with the C module): QAS and plain
+  the numpy training twin (host/edgetune/twin/training.py, bit-exact with the C module): QAS and plain
   int8 SGD, each with its own lr grid (LR_GRID_QAS, LR_GRID_SGD), plus QAS with momentum 0.9 for
   biases + classifier (`--no-momentum-row` drops it). `--jobs` worker processes (default 2).
 
@@ -42,7 +42,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the converter's C++ logging drowns the table
 
-from edgetune import data  # noqa: E402
+from edgetune.learn import data  # noqa: E402
 
 from bench.learning_recipe import ADAPT_SCENARIOS, RECIPE_ROWS, print_adapt, run_adapt  # noqa: E402
 from bench.learning_seed import SCHEMES, SeedRun, paired, prepare_seed, stats  # noqa: E402
@@ -63,7 +63,7 @@ def keras_weight_layers(model: Any) -> list[Any]:
 
 def l1_channels(etm_path: str, weight_layer: int, ratio_den: int) -> list[int]:
     """The device's channel choice (docs/training.md §1): largest sum |w_q|, ties to the lower index."""
-    from edgetune.modelfile import NONE, OP_DEPTHWISE_CONV_2D, read_etm
+    from edgetune.format.modelfile import NONE, OP_DEPTHWISE_CONV_2D, read_etm
 
     with open(etm_path, "rb") as f:
         em = read_etm(f.read())
@@ -153,8 +153,8 @@ def _int8_run(buf: bytes, entries: list[tuple[int, bool, list[int]]], xf: np.nda
     """One int8 fine-tune with the numpy training twin (bit-exact with the C module): a fresh
     Trainer on the .etm with the scheme `entries`, one `step` per element of `order`, then the
     accuracy (`Trainer.evaluate`) on each (x, y) of `evals`. Top level so worker processes can run it."""
-    from edgetune.scheme import Entry, Scheme
-    from edgetune.training import Trainer
+    from edgetune.format.scheme import Entry, Scheme
+    from edgetune.twin.training import Trainer
 
     tr = Trainer(buf, Scheme(tuple(Entry(i, b, tuple(ch)) for i, b, ch in entries)), momentum=momentum)
     for j in order:
@@ -173,7 +173,7 @@ def int8_modes(args: argparse.Namespace) -> list[tuple[str, tuple[str, ...], boo
 
 def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) -> list[dict[str, Any]]:
     """int8 on-device fine-tuning of SCHEMES[:3] with the numpy training twin
-    (host/edgetune/training.py), QAS and plain int8 SGD (+ QAS with momentum 0.9 for
+    (host/edgetune/twin/training.py), QAS and plain int8 SGD (+ QAS with momentum 0.9 for
     bias+classifier): same samples, step order and step count as the fp32 rows; the lr of each
     row is chosen from its grid by the mean fit-val accuracy over seeds, as for fp32.
     Runs on `args.jobs` spawned worker processes (the parent has TensorFlow loaded)."""
@@ -215,8 +215,8 @@ def int8_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
             res[j] = submit(None, j)
             if n % 25 == 0 or n == len(jobs):
                 print(f"  int8: {n}/{len(jobs)} fine-tunes ({time.time() - t0:.0f} s)", flush=True)
-    from edgetune.modelfile import read_etm
-    from edgetune.scheme import Entry, Scheme
+    from edgetune.format.modelfile import read_etm
+    from edgetune.format.scheme import Entry, Scheme
 
     em = read_etm(per_seed[0]["buf"])
     rows = []
@@ -243,7 +243,7 @@ def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
     """A scheme of SCHEMES[:3] as docs/training.md §1 entries over the .etm's layers:
     (layer index, train bias, selected weight channels; [] = weights frozen). Same parameters
     as `scheme_masks` trains in TensorFlow."""
-    from edgetune.modelfile import NONE, OP_FULLY_CONNECTED, read_etm
+    from edgetune.format.modelfile import NONE, OP_FULLY_CONNECTED, read_etm
 
     with open(etm_path, "rb") as f:
         em = read_etm(f.read())
@@ -265,9 +265,9 @@ def etm_scheme(etm_path: str, scheme: str) -> list[tuple[int, bool, list[int]]]:
 
 
 def int8_windows(sc: data.Scenario, w: data.Windows, meta: dict[str, Any]) -> np.ndarray:
-    from edgetune import quantize
+    from edgetune.twin.quantize_input import quantize_normalized
 
-    return quantize.quantize_input(sc, w.x, meta["input_scale"], meta["input_zero_point"])
+    return quantize_normalized(sc.norm.apply(w.x), meta["input_scale"], meta["input_zero_point"])
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -310,8 +310,8 @@ def tune_rows(sc: data.Scenario, runs: list[SeedRun], args: argparse.Namespace) 
 def no_adaptation_rows(sc: data.Scenario, runs: list[SeedRun]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import keras
 
-    from edgetune import reference
-    from edgetune.modelfile import read_etm
+    from edgetune.twin import reference
+    from edgetune.format.modelfile import read_etm
 
     fp, i8, src = [], [], []
     for r in runs:
@@ -328,7 +328,7 @@ def no_adaptation_rows(sc: data.Scenario, runs: list[SeedRun]) -> tuple[list[dic
 
 
 def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from edgetune import pretrain
+    from edgetune.learn import pretrain
 
     cfg = pretrain.scenario_config({"scenario": name})
     sc = pretrain.scenario_from_config(cfg)

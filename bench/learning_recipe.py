@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from edgetune import data
+from edgetune.learn import data
 
 from bench.learning_seed import paired, prepare_seed, stats
 
 ADAPT_SCENARIOS = ("rotation", "side", "subject", "random_rotation", "subject_all")
 RANDOM_ROTATION_SEED0 = 1000  # random_rotation, seed s: the mounting data.random_rotation(1000 + s)
-# name -> recipe switches (firmware/recipe.py run() through host/edgetune/recipe.py, numpy twin)
+# name -> recipe switches (firmware/recipe.py run() through host/edgetune/learn/recipe.py, numpy twin)
 RECIPE_ROWS = {
     "default_recipe": {"calibrate": True, "refit": True, "sgd": True, "guard": True, "refit_all": True},
     "recipe_no_refit_all": {"calibrate": True, "refit": True, "sgd": True, "guard": True},
@@ -47,11 +47,11 @@ def device_order(w: data.Windows, idx: np.ndarray) -> np.ndarray:
 def raw_quant(x: np.ndarray, meta: dict[str, Any], frame_rt: tuple[Any, bool] | None = None) -> np.ndarray:
     """The device's input path: raw windows (N, T, 6) -> (the model's frame applied) ->
     quantize_input with the folded raw_input_quant (what m.quantize does), flattened (N, T*6)."""
-    from edgetune.quantize_input import quantize_input
+    from edgetune.twin.quantize_input import quantize_input
 
     riq = meta["raw_input_quant"]
     if frame_rt is not None:
-        from edgetune import frame
+        from edgetune.twin import frame
 
         x = frame.apply_frame(x, frame_rt[0], frame_rt[1], x.shape[-1])
     return quantize_input(x, riq["scale"], riq["zero_point"]).reshape(len(x), -1)
@@ -62,7 +62,7 @@ def _recipe_job(buf: bytes, meta: dict[str, Any], stats: Any, fit: tuple[np.ndar
     """One recipe run on the numpy twin: the check-set split of firmware/recipe.py over the
     windows in device order, the recipe, then accuracy on each (raw x, y) of `evals` through the
     device's input path with the model's frame. Top level for worker processes."""
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     x_raw, y = fit
     xq = raw_quant(x_raw, meta)
@@ -96,9 +96,10 @@ def adapt_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
     import concurrent.futures
     import multiprocessing
 
-    from edgetune import frame, pretrain
-    from edgetune.reference import forward_batch
-    from edgetune.modelfile import read_etm
+    from edgetune.twin import frame
+    from edgetune.learn import pretrain
+    from edgetune.twin.reference import forward_batch
+    from edgetune.format.modelfile import read_etm
 
     base = adapt_base(name)
     cfg = pretrain.scenario_config({"scenario": base})
@@ -177,13 +178,13 @@ def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dic
     tests/unix/test_frame.py / test_app_calibrate.py.)"""
     import tempfile
 
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     seed = args.seed0
     run = prepare_seed(sc0, cfg, args, seed)
     sc = sc0
     if name == "random_rotation":
-        from edgetune import pretrain
+        from edgetune.learn import pretrain
 
         sc = pretrain.scenario_from_config(pretrain.scenario_config(
             {"scenario": "rotation", "rotation_seed": RANDOM_ROTATION_SEED0 + seed}))
@@ -204,7 +205,7 @@ def spot_check(name: str, args: argparse.Namespace, sc0: data.Scenario, cfg: dic
 
 
 def run_adapt(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
-    from edgetune import recipe
+    from edgetune.learn import recipe
 
     res = {"benchmark": "adapt", "precision": "int8 on-device arithmetic (numpy twin, bit-exact with the C module)",
            "recipe": {"holdout": recipe.HOLDOUT, "acc_margin": recipe.ACC_MARGIN, "loss_margin": recipe.LOSS_MARGIN,

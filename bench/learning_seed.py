@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetune import data
+from edgetune.learn import data
 
 SCHEMES = ("classifier", "bias+classifier", "sparse", "full")
 
@@ -39,7 +39,9 @@ def stats(values: list[float]) -> dict[str, Any]:
 
 def prepare_seed(sc: data.Scenario, cfg: dict[str, Any], args: argparse.Namespace, seed: int) -> SeedRun:
     """Pre-train (cached), quantize and export the model of one seed; draw its samples."""
-    from edgetune import cli, pretrain, quantize
+    from edgetune import cli
+    from edgetune.learn import pretrain
+    from edgetune.convert import quantize
 
     tag = f"{sc.name}_{args.variant}_e{args.epochs}_s{seed}"
     d = os.path.join(args.out, "learning_models", tag)

@@ -49,8 +49,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 from tests.support import tinymodels  # noqa: E402
 
-from edgetune import emulate  # noqa: E402
-from edgetune.modelfile import write_etm  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
 
 GOAL = 4.0
 KERNELS = REPO / "native_modules" / "edgetune" / "kernels"
@@ -115,7 +115,7 @@ gc.collect()
 
 def _macs(model) -> dict[str, int]:
     """MACs of each weight layer (valid taps only: SAME padding clips windows at the edges)."""
-    from edgetune.modelfile import OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
+    from edgetune.format.modelfile import OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
 
     out: dict[str, int] = {}
     for ly in model.layers:
@@ -276,9 +276,9 @@ def _c_array(ctype: str, name: str, values) -> str:
 
 def _layer_case(tag: str, label: str, model, reps: int) -> tuple[str, str]:
     """C definitions calling the kernel of the model's only weight layer on random input, and
-    the case table entry; the expected output is the numpy twin's (edgetune.reference)."""
-    from edgetune import reference
-    from edgetune.modelfile import NONE, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
+    the case table entry; the expected output is the numpy twin's (edgetune.twin.reference)."""
+    from edgetune.twin import reference
+    from edgetune.format.modelfile import NONE, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
 
     ly = model.layers[0]
     tin, tout = model.tensors[ly.input], model.tensors[ly.output]
@@ -322,7 +322,7 @@ def bare_cases_h(cases: list[tuple[str, object]], demo, reps: int) -> str:
         src, entries = src + s, entries + e
     src += "static const bench_case_t CASES[] = {\n" + entries + "};\n"
     if demo is not None:
-        from edgetune import reference
+        from edgetune.twin import reference
 
         etm = write_etm(demo)
         rng = np.random.default_rng(7)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from edgetune import emulate  # noqa: E402
+from edgetune.device import emulate  # noqa: E402
 
 NATMOD = REPO / "build" / "natmod"
 OUT = REPO / "build" / "bench" / "natmod.json"

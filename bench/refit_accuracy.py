@@ -1,4 +1,4 @@
-"""Accuracy of the closed-form classifier refit (int8, numpy twin host/edgetune/refit.py) on the
+"""Accuracy of the closed-form classifier refit (int8, numpy twin host/edgetune/twin/refit.py) on the
 scenarios of bench/learning.py, held-out shifted eval windows, several seeds.
 
     python -m bench.refit_accuracy --scenario rotation,side,subject --seeds 3 [--all-fit]
@@ -23,8 +23,8 @@ import numpy as np
 
 from bench import learning
 
-from edgetune import pretrain
-from edgetune.training import Trainer
+from edgetune.learn import pretrain
+from edgetune.twin.training import Trainer
 
 METHODS = (("refit a=1 (l2 CV)", None, 1.0), ("refit a=1 l2=0.01", 0.01, 1.0), ("refit CV (a, l2)", None, None))
 

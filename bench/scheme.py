@@ -35,10 +35,12 @@ import time
 
 import numpy as np
 
-from edgetune import memory, pretrain, search
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.twin import memory
+from edgetune.learn import pretrain
+from edgetune import search
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 
 def stats(v):
@@ -48,7 +50,7 @@ def stats(v):
 
 def finetune_eval(model, scheme: Scheme, d: search.SearchData, x_eval, y_eval, lr: float) -> tuple[float, float]:
     """(selection accuracy, eval accuracy) after fine-tuning `scheme` at `lr`."""
-    tr = Trainer(write_etm(search._without_scheme(model)), scheme)
+    tr = Trainer(write_etm(search.without_scheme(model)), scheme)
     for i in d.order:
         tr.step(d.x_adapt[i], int(d.y_adapt[i]), lr, True)
     return float(tr.evaluate(d.x_select, d.y_select)[1]), float(tr.evaluate(x_eval, y_eval)[1])

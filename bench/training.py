@@ -13,7 +13,7 @@ quantized as the device app does. Schemes (same definitions as bench/learning.py
 
 Per scheme:
 - memory: `info()['inference_arena']` and `info()['arena']` of the C module on the unix port,
-  checked against host/edgetune/memory.py (`inference_arena`, `training_arena`) -- they must
+  checked against host/edgetune/twin/memory.py (`inference_arena`, `training_arena`) -- they must
   agree to the byte -- and the training/inference ratio; also the GC heap the Model object
   holds after Model(...) (gc.mem_alloc difference on the 64-bit unix port) for both modules;
 - instructions on the unix port (x86-64 build/unix/micropython), counted by
@@ -88,8 +88,8 @@ def _demo():
 
 def device_schemes(model) -> dict[str, dict]:
     """The three schemes as Model(..., scheme=) dicts for this model."""
-    from edgetune.modelfile import OP_CONV_2D
-    from edgetune.scheme import weight_layers
+    from edgetune.format.modelfile import OP_CONV_2D
+    from edgetune.format.scheme import weight_layers
 
     wl = weight_layers(model)
     last_conv = max(i for i in wl if model.layers[i].op == OP_CONV_2D)
@@ -102,7 +102,7 @@ def device_schemes(model) -> dict[str, dict]:
 
 def forward_macs(model) -> int:
     """Multiply-accumulates of one forward pass (every filter tap, padding included)."""
-    from edgetune.modelfile import OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
+    from edgetune.format.modelfile import OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED
 
     total = 0
     for ly in model.layers:
@@ -117,15 +117,15 @@ def forward_macs(model) -> int:
 def host_scheme(model, dev: dict):
     from fractions import Fraction
 
-    from edgetune.scheme import Scheme
+    from edgetune.format.scheme import Scheme
 
     return Scheme.build(model, dev["n_bias"], {k: Fraction(1, d) for k, d in dev.get("weights", [])})
 
 
 def samples(etm_path: Path, evalp: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n real int8 windows (and labels) of the eval session, quantized like the device app."""
-    from edgetune import data
-    from edgetune.modelfile import read_etm
+    from edgetune.learn import data
+    from edgetune.format.modelfile import read_etm
 
     meta = read_etm(etm_path.read_bytes()).meta
     riq = meta["raw_input_quant"]
@@ -167,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="training steps / predicts per measured run")
     ap.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "training.json")
     args = ap.parse_args(argv)
-    from edgetune import emulate, memory
-    from edgetune.modelfile import read_etm
+    from edgetune.device import emulate
+    from edgetune.twin import memory
+    from edgetune.format.modelfile import read_etm
 
     t0 = time.time()
     micropython = emulate.find_micropython()

@@ -32,8 +32,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from edgetune.emulate_xtensa import XtensaBoard  # noqa: E402
-from edgetune.modelfile import write_etm  # noqa: E402
+from edgetune.device.emulate_xtensa import XtensaBoard  # noqa: E402
+from edgetune.format.modelfile import write_etm  # noqa: E402
 
 MPY = REPO / "build" / "natmod" / "xtensawin-qemu" / "edgetune.mpy"
 R1, R2 = 2, 6
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             mon = Monitor(sock)
             import subprocess
 
-            from edgetune import emulate
+            from edgetune.device import emulate
 
             subprocess.run(emulate.mpremote_command(board.pty, "cp", str(MPY), ":edgetune.mpy"), check=True,
                            capture_output=True, timeout=120)

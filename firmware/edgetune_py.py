@@ -4,7 +4,7 @@ The fallback of firmware/core.py for stock MicroPython / CircuitPython firmware 
 module, and the honest baseline of bench/training.py. It implements docs/etm-format.md (forward
 kernels, TFLM integer arithmetic) and docs/training.md (training step, arena plan numbers,
 trained-weights file) so that predict, train losses and saved state files are bit-identical to
-the C module and to the numpy twin (host/edgetune/training.py). Runs on MicroPython (unix port,
+the C module and to the numpy twin (host/edgetune/twin/training.py). Runs on MicroPython (unix port,
 single-precision ports) and CPython; needs only `struct`, `array` (and `binascii.crc32` if
 present), so CircuitPython should work too (not tested).
 

@@ -2,7 +2,7 @@
 and the frame transform m.quantize applies. Loaded lazily, only when a frame is used.
 
 The same float32 operation order as the C kernel native_modules/edgetune/kernels/et_frame_f32.c
-and the numpy twin host/edgetune/frame.py (which documents the recipe): every float operation is
+and the numpy twin host/edgetune/twin/frame.py (which documents the recipe): every float operation is
 rounded to float32 right after it (`f32`), int -> float32 conversions are rounded exactly
 (`_i2f`), so results are bit-identical on the unix port, a single-precision port and the host.
 """

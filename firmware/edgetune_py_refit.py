@@ -3,7 +3,7 @@
 Its own module so that boards which never refit do not load it: edgetune_py's Model.refit imports
 it (and Model.load, for the classifier's scales and multipliers of a weights file). Same bits as the
 C module (native_modules/edgetune/refit.c, kernels/et_refit_f32.c) and the numpy twin
-(host/edgetune/refit.py): every float32 operation is rounded through the one-element array('f')
+(host/edgetune/twin/refit.py): every float32 operation is rounded through the one-element array('f')
 cell right after it. Unlike the C module, the classifier's input of every window is computed once
 and kept (n x K int16) instead of a forward pass per fold. The result is written into the model's
 state arrays in place (edgetune_py keeps one int8 array per layer, rows are views of it).

@@ -1,5 +1,5 @@
 """The default adaptation recipe: one description the device app (app.train) runs and the host
-benchmark (bench/learning.py, through host/edgetune/recipe.py) runs on the numpy twin.
+benchmark (bench/learning.py, through host/edgetune/learn/recipe.py) runs on the numpy twin.
 
 Plain Python on purpose (no MicroPython-only or numpy calls): the same decisions on the board
 and on the host. The model is anything with the device Model's calls: evaluate(xs, labels) ->

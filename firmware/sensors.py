@@ -186,7 +186,7 @@ class ADCSource(Source):
 
 
 class Replay(Source):
-    """Stream a recorded session file (CSV `ax,ay,az,gx,gy,gz,label`, host/edgetune/data.py
+    """Stream a recorded session file (CSV `ax,ay,az,gx,gy,gz,label`, host/edgetune/learn/data.py
     write_session) sample by sample, without loading it into RAM. `label` is the class index
     of the last sample read (class_names gives the name -> index map; integers pass through).
     At the end of the file it starts again (`wrapped` counts how often) unless loop=False,

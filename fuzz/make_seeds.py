@@ -8,7 +8,7 @@
 - scheme: the .etm scheme sections scheme.py encodes for fuzz/base.etm (bias-only, channel
   slices 1, 1/2, 1/4, 1/8, explicit channel lists), each prefixed by mode byte 0; and built
   schemes (mode 1: n_bias, ratio denominators).
-- state: trained-weights files the numpy twin (host/edgetune/training.py, the same bytes as
+- state: trained-weights files the numpy twin (host/edgetune/twin/training.py, the same bytes as
   m.save) writes for fuzz/base.etm after a few training steps, for every scheme/momentum mode
   the target decodes (see fuzz/fuzz_state.c), prefixed by the mode byte (bit 7 set and clear).
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-from edgetune.modelfile import read_etm, write_etm  # noqa: E402
-from edgetune.scheme import Scheme, weight_layers  # noqa: E402
-from edgetune.training import Trainer  # noqa: E402
+from edgetune.format.modelfile import read_etm, write_etm  # noqa: E402
+from edgetune.format.scheme import Scheme, weight_layers  # noqa: E402
+from edgetune.twin.training import Trainer  # noqa: E402
 
 BASE = REPO / "fuzz" / "base.etm"
 DENS = (0, 1, 2, 4)

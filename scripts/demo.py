@@ -62,8 +62,8 @@ def ensure_model(out: Path = DEFAULT_OUT, pretrain: dict | None = None) -> Path:
     cfg = dict(PRETRAIN, **(pretrain or {}))
     d = out / "model"
     etm, stamp = d / "model.etm", d / "demo-config.json"
-    want = {"config": cfg, "train": _source_hash("data", "model", "pretrain", "quantize"),
-            "export": _source_hash("export", "prepare", "modelfile", "scheme")}
+    want = {"config": cfg, "train": _source_hash("learn/data", "learn/zoo", "learn/pretrain", "convert/quantize"),
+            "export": _source_hash("convert/export", "convert/prepare", "format/modelfile", "format/scheme")}
     have = json.loads(stamp.read_text()) if stamp.exists() else {}
     if etm.exists() and have == want:
         return etm
@@ -81,7 +81,7 @@ def ensure_model(out: Path = DEFAULT_OUT, pretrain: dict | None = None) -> Path:
 def write_sessions(model_dir: Path, out: Path) -> tuple[Path, Path]:
     """adapt.csv / eval.csv: the shifted domain of the model's scenario, split in time per
     recording exactly like data.build_scenario (fit region / eval region)."""
-    from edgetune import data
+    from edgetune.learn import data
 
     split = json.loads((model_dir / "split.json").read_text())
     cfg, info = split["config"], split["info"]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--board", default="rp2040", help="heap budget of this board (boards/*/board.json)")
     a = p.parse_args(argv)
 
-    from edgetune import emulate
+    from edgetune.device import emulate
 
     t_start = time.monotonic()
     out = a.out.resolve()
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: FAILED", file=sys.stderr)
         return 1
 
-    from edgetune.monitor import read_csv
+    from edgetune.device.monitor import read_csv
 
     s = summary(read_csv(csv_path))
     (out / "summary.json").write_text(json.dumps(s, indent=1))

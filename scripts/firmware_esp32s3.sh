@@ -40,7 +40,7 @@ MANIFEST="$OUT/manifest.py"
     echo "include(\"$ROOT/boards/esp32s3/manifest.py\")"
     if [ -n "$MODEL" ]; then
         [ -f "$MODEL" ] || die "MODEL=$MODEL: no such file"
-        "$PYTHON" -m edgetune.freeze "$MODEL" -o "$OUT/frozen/et_model.py" >/dev/null
+        "$PYTHON" -m edgetune.device.freeze "$MODEL" -o "$OUT/frozen/et_model.py" >/dev/null
         echo "freeze(\"$OUT/frozen\", \"et_model.py\")"
     fi
 } >"$MANIFEST"
@@ -51,7 +51,7 @@ make -C "$MICROPY_DIR/ports/esp32" BOARD=ESP32_GENERIC_S3 ${VARIANT:+BOARD_VARIA
     BUILD="$OUT/obj" USER_C_MODULES="$ROOT/native_modules/edgetune/micropython.cmake" \
     FROZEN_MANIFEST="$MANIFEST"
 if [ -n "$MODEL" ]; then
-    "$PYTHON" -m edgetune.freeze "$MODEL" --check-elf "$OUT/obj/micropython.elf" \
+    "$PYTHON" -m edgetune.device.freeze "$MODEL" --check-elf "$OUT/obj/micropython.elf" \
         || die "the frozen model is missing or misaligned in $OUT/obj/micropython.elf"
 fi
 cp "$OUT/obj/firmware.bin" "$OUT/firmware.bin"

@@ -50,7 +50,7 @@ MANIFEST="$OUT/manifest.py"
 if [ -n "$MODEL" ]; then
     [ -f "$MODEL" ] || die "MODEL=$MODEL: no such file"
     MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
-    "$PYTHON" -m edgetune.freeze "$MODEL" -o "$OUT/frozen/et_model.py" >/dev/null
+    "$PYTHON" -m edgetune.device.freeze "$MODEL" -o "$OUT/frozen/et_model.py" >/dev/null
     echo "freeze(\"$OUT/frozen\", \"et_model.py\")" >>"$MANIFEST.tmp"
 else
     rm -f "$OUT/frozen/et_model.py"
@@ -98,20 +98,20 @@ if [ "$(cat "$OBJ/.edgetune-make-args" 2>/dev/null)" != "${MAKE_ARGS[*]}" ]; the
 fi
 # makemanifest.py regenerates frozen_content.c only when a frozen file is newer, not when the
 # qstr pool changed: regenerate it every build (~1 s), then align the model's bytes constant
-# (host/edgetune/freeze.py explains why mpy-tool's output is not aligned at -Os).
+# (host/edgetune/device/freeze.py explains why mpy-tool's output is not aligned at -Os).
 rm -f "$OBJ/frozen_content.c"
 log "make -j$JOBS"
 make "${MAKE_ARGS[@]}" -j"$JOBS" "$OBJ/frozen_content.c" >"$OUT/make.log" 2>&1 \
     || { grep -B2 -A8 -m5 'rror' "$OUT/make.log" || tail -40 "$OUT/make.log"; die "generating frozen_content.c failed (log: $OUT/make.log)"; }
 if [ -n "$MODEL" ]; then
-    n=$("$PYTHON" -c 'import sys; from edgetune.freeze import align_frozen_content as a; print(a(sys.argv[1]))' "$OBJ/frozen_content.c")
+    n=$("$PYTHON" -c 'import sys; from edgetune.device.freeze import align_frozen_content as a; print(a(sys.argv[1]))' "$OBJ/frozen_content.c")
     [ "$n" -ge 1 ] || die "no frozen bytes constant of et_model found in $OBJ/frozen_content.c"
 fi
 make "${MAKE_ARGS[@]}" -j"$JOBS" >>"$OUT/make.log" 2>&1 \
     || { grep -B2 -A8 -m5 'rror' "$OUT/make.log" || tail -40 "$OUT/make.log"; die "build failed (log: $OUT/make.log)"; }
 
 if [ -n "$MODEL" ]; then
-    "$PYTHON" -m edgetune.freeze "$MODEL" --check-elf "$OBJ/firmware.elf" \
+    "$PYTHON" -m edgetune.device.freeze "$MODEL" --check-elf "$OBJ/firmware.elf" \
         || die "the frozen model is missing or misaligned in $OBJ/firmware.elf"
 fi
 cp "$OBJ/firmware.elf" "$OUT/firmware.elf.tmp" && mv "$OUT/firmware.elf.tmp" "$OUT/firmware.elf"

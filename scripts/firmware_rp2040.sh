@@ -61,7 +61,7 @@ MANIFEST="$OUT/manifest.py"
 if [ -n "$MODEL" ]; then
     [ -f "$MODEL" ] || die "MODEL=$MODEL: no such file"
     MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
-    ( cd "$ROOT" && "$PYTHON" -m edgetune.freeze "$MODEL" -o "$OUT/frozen/et_model.py.tmp" >/dev/null )
+    ( cd "$ROOT" && "$PYTHON" -m edgetune.device.freeze "$MODEL" -o "$OUT/frozen/et_model.py.tmp" >/dev/null )
     cmp -s "$OUT/frozen/et_model.py.tmp" "$OUT/frozen/et_model.py" && rm "$OUT/frozen/et_model.py.tmp" \
         || mv "$OUT/frozen/et_model.py.tmp" "$OUT/frozen/et_model.py"
     echo "freeze(\"$OUT/frozen\", \"et_model.py\")" >>"$MANIFEST.tmp"
@@ -90,20 +90,20 @@ if [ ! -e "$OBJ/Makefile" ] || [ "$(cat "$OBJ/.edgetune-cmake-args" 2>/dev/null)
 fi
 # makemanifest.py does not regenerate frozen_content.c when only the qstr pool changed (a new
 # qstr in our module then collides with the frozen enum): regenerate it every build (~1 s).
-# Then align the model's bytes constant (host/edgetune/freeze.py explains why mpy-tool's output
+# Then align the model's bytes constant (host/edgetune/device/freeze.py explains why mpy-tool's output
 # is not aligned); the full build keeps that file, as no frozen source is newer than it.
 rm -f "$OBJ/frozen_content.c"
 log "make -j$JOBS"
 make -C "$OBJ" -j"$JOBS" --no-print-directory BUILD_FROZEN_CONTENT >"$OUT/make.log" 2>&1 \
     || { grep -B2 -A8 -m5 'rror' "$OUT/make.log" || tail -40 "$OUT/make.log"; die "generating frozen_content.c failed (log: $OUT/make.log)"; }
 if [ -n "$MODEL" ]; then
-    ( cd "$ROOT" && "$PYTHON" -m edgetune.freeze --align-c "$OBJ/frozen_content.c" >/dev/null ) \
+    ( cd "$ROOT" && "$PYTHON" -m edgetune.device.freeze --align-c "$OBJ/frozen_content.c" >/dev/null ) \
         || die "no frozen bytes constant of et_model found in $OBJ/frozen_content.c"
 fi
 make -C "$OBJ" -j"$JOBS" --no-print-directory >>"$OUT/make.log" 2>&1 \
     || { grep -B2 -A8 -m5 'rror' "$OUT/make.log" || tail -40 "$OUT/make.log"; die "build failed (log: $OUT/make.log)"; }
 if [ -n "$MODEL" ]; then
-    ( cd "$ROOT" && "$PYTHON" -m edgetune.freeze "$MODEL" --check-elf "$OBJ/firmware.elf" ) \
+    ( cd "$ROOT" && "$PYTHON" -m edgetune.device.freeze "$MODEL" --check-elf "$OBJ/firmware.elf" ) \
         || die "the frozen model is missing or misaligned in $OBJ/firmware.elf"
 fi
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
+from edgetune.device import emulate
 
 from tests.support.natmod import VARIANTS, natmod_micropython
 

@@ -12,17 +12,18 @@ import sys
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "fleet": ("edgetune.fleet.cli", "fleet learning on Flower: simulate, serve (SuperLink), join (SuperNode + board)"),
-    "flash": ("edgetune.flash", "write firmware to a board (esptool for esp32s3, picotool/UF2 drive for rp2040)"),
-    "emulate": ("edgetune.emulate", "run a MicroPython script on an emulated board (unix port or QEMU Cortex-M3)"),
-    "deploy": ("edgetune.board:deploy_cli", "copy the device app, model and board config to a board (mpremote)"),
-    "install": ("edgetune.natmod:install_cli", "put edgetune on a stock MicroPython board: native .mpy (mip), app, model"),
-    "export": ("edgetune.export", "convert an int8 .tflite model to a .etm model file"),
-    "monitor": ("edgetune.monitor", "read a device's @et log lines from a serial port: progress, CSV, PNG"),
-    "pretrain": ("edgetune.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
-    "quantize": ("edgetune.quantize", "full-integer int8 TFLite conversion plus export metadata"),
-    "scheme": ("edgetune.search", "search a sparse-update scheme under an SRAM budget (contribution analysis, DP, Pareto)"),
-    "repl": ("edgetune.board:repl_cli", "open the board's MicroPython REPL (mpremote)"),
-    "train": ("edgetune.board:train_cli", "collect labelled windows and fine-tune on a board over its REPL"),
+    "flash": ("edgetune.device.flash", "write firmware to a board (esptool for esp32s3, picotool/UF2 drive for rp2040)"),
+    "emulate": ("edgetune.device.emulate", "run a MicroPython script on an emulated board (unix port or QEMU Cortex-M3)"),
+    "deploy": ("edgetune.device.board:deploy_cli", "copy the device app, model and board config to a board (mpremote)"),
+    "install": ("edgetune.device.natmod:install_cli", "put edgetune on a stock MicroPython board: native .mpy (mip), app, model"),
+    "export": ("edgetune.commands.export", "convert an int8 .tflite model to a .etm model file"),
+    "monitor": ("edgetune.device.monitor", "read a device's @et log lines from a serial port: progress, CSV, PNG"),
+    "pretrain": ("edgetune.learn.pretrain", "train a model of the zoo on a data-set scenario (Keras)"),
+    "quantize": ("edgetune.convert.quantize", "full-integer int8 TFLite conversion plus export metadata"),
+    "scheme": ("edgetune.commands.scheme", "search a sparse-update scheme under an SRAM budget (contribution analysis, DP, Pareto)"),
+    "freeze": ("edgetune.device.freeze", "write a .etm as a Python module to freeze into firmware (make firmware MODEL=)"),
+    "repl": ("edgetune.device.board:repl_cli", "open the board's MicroPython REPL (mpremote)"),
+    "train": ("edgetune.device.board:train_cli", "collect labelled windows and fine-tune on a board over its REPL"),
 }
 
 

@@ -1,6 +1,6 @@
 /*
  * .etm parsing, validation and arena planning (docs/etm-format.md is the contract;
- * host/edgetune/modelfile.py the writer). The forward pass is forward.c's walker.
+ * host/edgetune/format/modelfile.py the writer). The forward pass is forward.c's walker.
  *
  * Every multi-byte field is read with an explicit little-endian load; every
  * offset, length and count is checked before it is used, in 64-bit arithmetic

@@ -1,6 +1,6 @@
 /*
  * Closed-form classifier refit: the walk over windows, folds and grid (docs/training.md §9).
- * The arithmetic is in kernels/et_refit_f32.c; numpy twin host/edgetune/refit.py.
+ * The arithmetic is in kernels/et_refit_f32.c; numpy twin host/edgetune/twin/refit.py.
  */
 #include <string.h>
 

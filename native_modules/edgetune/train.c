@@ -1,6 +1,6 @@
 /*
  * On-device training, the plan: validation of a scheme against the model and the arena layout
- * of docs/training.md §6 (host/edgetune/memory.py predicts it to the byte), the batch region,
+ * of docs/training.md §6 (host/edgetune/twin/memory.py predicts it to the byte), the batch region,
  * and init/reset of the trainable parameters. The forward walker is forward.c, the backward
  * pass and update backward.c, the trained-weights file train_state.c; the arithmetic lives in
  * the kernels (kernels/et_*_grad*.c, et_update.c).

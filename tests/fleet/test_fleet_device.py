@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from edgetune.fleet import compress, update
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.scheme import Scheme, weight_layers
-from edgetune.training import Trainer
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.format.scheme import Scheme, weight_layers
+from edgetune.twin.training import Trainer
 from tests.support.trainingcases import train_model
 
 SEEDS = range(10)

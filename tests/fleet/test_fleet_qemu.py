@@ -20,10 +20,10 @@ import pytest
 from tests.support import tinymodels
 from tests.support.qemuboard import CLASSES, build_firmware, mpremote as _mpremote
 
-from edgetune import emulate
+from edgetune.device import emulate
 from edgetune.fleet import client, compress, update
-from edgetune.modelfile import write_etm
-from edgetune.training import Trainer
+from edgetune.format.modelfile import write_etm
+from edgetune.twin.training import Trainer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

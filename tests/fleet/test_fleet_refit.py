@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgetune.fleet import refit_stats as rs
-from edgetune.modelfile import write_etm
-from edgetune.training import Trainer
+from edgetune.format.modelfile import write_etm
+from edgetune.twin.training import Trainer
 
 from tests.support.trainingcases import refittable_models, run_script
 
@@ -159,7 +159,7 @@ def test_flower_refit_round_equals_centralized_refit(tmp_path):
     r = run("--l2", "0.01", "--alpha", "0.75", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    from edgetune.training import Trainer
+    from edgetune.twin.training import Trainer
 
     # a fresh Trainer: client._model's cached one may have been trained by an earlier test
     buf, _, _ = client._model(path)

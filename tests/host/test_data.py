@@ -8,7 +8,7 @@ import collections
 import numpy as np
 import pytest
 
-from edgetune import data
+from edgetune.learn import data
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from edgetune import prepare
-from edgetune.export import cli, tflite_to_etm
-from edgetune.modelfile import (
+from edgetune.convert import prepare
+from edgetune.commands.export import cli
+from edgetune.convert.export import tflite_to_etm
+from edgetune.format.modelfile import (
     ACT_NONE,
     ACT_RELU,
     ACT_RELU6,
@@ -166,7 +167,7 @@ def test_exported_model_matches_tflite_micro(models, name):
     ones TFLM runs with."""
     from tflite_micro.python.tflite_micro import runtime
 
-    from edgetune import reference
+    from edgetune.twin import reference
 
     tfl = models[name]
     m = read_etm(write_etm(tflite_to_etm(tfl)))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetune import prepare
-from edgetune.export import tflite_to_etm
-from edgetune.modelfile import ACT_RELU6, OP_FULLY_CONNECTED
+from edgetune.convert import prepare
+from edgetune.convert.export import tflite_to_etm
+from edgetune.format.modelfile import ACT_RELU6, OP_FULLY_CONNECTED
 
 from tests.support.tflitefile import edit_tflite
 

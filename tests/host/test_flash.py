@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from serial.tools.list_ports_common import ListPortInfo
 
-from edgetune import flash
+from edgetune.device import flash
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ def test_dry_run_needs_no_board(tmp_path: Path):
     fw = tmp_path / "firmware.bin"
     fw.write_bytes(bytes(16))
     cmd = [sys.executable, "-m", "edgetune.cli", "flash", "--firmware", str(fw), "--dry-run"]
-    host = str(Path(flash.__file__).resolve().parents[1])  # this checkout's edgetune, not an installed one
+    host = str(Path(flash.__file__).resolve().parents[2])  # this checkout's edgetune, not an installed one
     esp = subprocess.run([*cmd, "--board", "esp32s3"], capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": host})
     assert esp.returncode == 0, esp.stderr
@@ -178,7 +178,7 @@ def test_dry_run_plan_placeholders(tmp_path: Path):
 def test_esp32s3_stock_firmware_then_install(tmp_path: Path):
     """make flash BOARD=esp32s3 FIRMWARE=stock.bin MODEL=m.etm: esptool erase + write at 0 on the
     detected port (a fake Espressif USB port), then edgetune install of the xtensawin .mpy there."""
-    from edgetune import flash_stock
+    from edgetune.device import flash_stock
 
     fw = tmp_path / "ESP32_GENERIC_S3.bin"
     fw.write_bytes(bytes(16))
@@ -201,7 +201,7 @@ def test_esp32s3_stock_firmware_then_install(tmp_path: Path):
 def test_make_flash_esp32s3_without_idf_or_firmware_says_what_to_do(tmp_path: Path):
     """Without IDF_PATH, FIRMWARE= and a built firmware: one line on stderr, exit status 2; with
     FIRMWARE= and DRY_RUN=1 the esptool and install command lines."""
-    repo = Path(flash.__file__).resolve().parents[2]
+    repo = Path(flash.__file__).resolve().parents[3]
     env = {k: v for k, v in os.environ.items() if k != "IDF_PATH"}
     if (repo / "build" / "esp32s3" / "firmware.bin").exists():
         pytest.skip("build/esp32s3/firmware.bin exists (an ESP-IDF build): make flash would use it")

@@ -42,8 +42,8 @@ import os
 import numpy as np
 import pytest
 
-from edgetune.export import tflite_to_etm
-from edgetune.modelfile import (
+from edgetune.convert.export import tflite_to_etm
+from edgetune.format.modelfile import (
     NONE,
     OP_AVERAGE_POOL_2D,
     OP_CONV_2D,
@@ -53,9 +53,9 @@ from edgetune.modelfile import (
     OP_MEAN,
     EtmModel,
 )
-from edgetune.scheme import Scheme, channel_weights, weight_layers
-from edgetune import reference
-from edgetune.training import Trainer
+from edgetune.format.scheme import Scheme, channel_weights, weight_layers
+from edgetune.twin import reference
+from edgetune.twin.training import Trainer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402  (a real dependency: a missing TF must fail, not skip)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune.monitor import read_csv
+from edgetune.device.monitor import read_csv
 
 from tests.support.relhelp import REPO, record
 

@@ -1,4 +1,4 @@
-"""The lockstep twin (host/edgetune/lockstep.py) equals one training.Trainer per scheme, bit for bit.
+"""The lockstep twin (host/edgetune/twin/lockstep.py) equals one training.Trainer per scheme, bit for bit.
 
 Hand-built models (tests/support/tinymodels.py) with strided and padded convolutions, max pools, MEAN
 and a classifier; schemes with different first layers, bias-only and weight-only entries,
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from edgetune import search
-from edgetune.lockstep import Lockstep
-from edgetune.modelfile import write_etm
-from edgetune.scheme import Entry, Scheme, out_channels, weight_layers
-from edgetune.training import Trainer
+from edgetune.twin.lockstep import Lockstep
+from edgetune.format.modelfile import write_etm
+from edgetune.format.scheme import Entry, Scheme, out_channels, weight_layers
+from edgetune.twin.training import Trainer
 
 from tests.support.tinymodels import chain
 
@@ -93,7 +93,7 @@ def test_runner_batches_equal_single_runs():
                           rng.integers(-128, 128, (20, n_in)).astype(np.int8), rng.integers(0, n_cls, 20), "test")
     schemes = schemes_for(model, rng)[1:8]
     runs = [(s.encode(), lr) for s, lr in zip(schemes, [0.01, 0.03, 0.1, 0.01, 0.03, 0.1, 0.3])]
-    assert search._finetune_many(buf, d, True, runs) == [search._finetune(buf, d, True, e, lr) for e, lr in runs]
+    assert search.finetune_many(buf, d, True, runs) == [search.finetune(buf, d, True, e, lr) for e, lr in runs]
 
 
 def test_vanishing_gradient_stops_the_run_like_the_trainer():

@@ -1,4 +1,4 @@
-"""`edgetune monitor` (host/edgetune/monitor.py) with real pyserial over real pseudo-terminals.
+"""`edgetune monitor` (host/edgetune/device/monitor.py) with real pyserial over real pseudo-terminals.
 
 The device side is the real device app on the unix-port MicroPython (RP2040 heap budget); a
 relay copies its stdout into the pty master, as a board's UART would carry it (and keeps the
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.monitor import COLUMNS, LineSplitter, parse_line, parse_text, read_csv, row_to_csv
+from edgetune.device import emulate
+from edgetune.device.monitor import COLUMNS, LineSplitter, parse_line, parse_text, read_csv, row_to_csv
 
 from tests.support.deviceapp import demo, demo_assets
 
@@ -46,7 +46,7 @@ def test_parse_and_csv_round_trip(tmp_path):
              ">>> "]
     assert parse_text("\n".join(lines)) == rows
     assert parse_line("@et {broken") is None and parse_line("plain") is None
-    from edgetune.monitor import CsvLog
+    from edgetune.device.monitor import CsvLog
 
     log = CsvLog(tmp_path / "x.csv")
     for r in rows:

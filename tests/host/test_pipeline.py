@@ -11,8 +11,11 @@ import json
 import numpy as np
 import pytest
 
-from edgetune import cli, data, model, quantize
-from edgetune.modelfile import OP_FULLY_CONNECTED, read_etm
+from edgetune import cli
+from edgetune.learn import data, zoo as model
+from edgetune.convert import quantize
+from edgetune.format.modelfile import OP_FULLY_CONNECTED, read_etm
+from edgetune.twin.quantize_input import quantize_normalized
 
 SEED, EPOCHS = 0, 6
 N_WINDOWS = 64
@@ -30,7 +33,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scenario(run):
-    from edgetune.pretrain import load_run
+    from edgetune.learn.pretrain import load_run
 
     m, sc, split = load_run(str(run["dir"]))
     return m, sc
@@ -68,7 +71,7 @@ def _tflm_outputs(tflite_path, xq):
 
 
 def test_export_matches_tflite_micro_on_test_windows(run, scenario):
-    from edgetune import reference
+    from edgetune.twin import reference
 
     _, sc = scenario
     assert cli.main(["export", str(run["tflite"]), "-o", str(run["etm"]), "--meta", str(run["meta"])]) == 0
@@ -77,7 +80,7 @@ def test_export_matches_tflite_micro_on_test_windows(run, scenario):
     assert em.meta["class_names"] == list(data.WATCH_CLASSES)
     meta = json.loads(run["meta"].read_text())
     idx = np.random.default_rng(0).permutation(len(sc.test))[:N_WINDOWS]
-    xq = quantize.quantize_input(sc, sc.test.x[idx], meta["input_scale"], meta["input_zero_point"])
+    xq = quantize_normalized(sc.norm.apply(sc.test.x[idx]), meta["input_scale"], meta["input_zero_point"])
     want = _tflm_outputs(run["tflite"], xq)
     got = reference.forward_batch(em, xq).reshape(len(idx), -1)
     assert want.dtype == np.int8 and want.shape == (N_WINDOWS, 7)
@@ -87,7 +90,7 @@ def test_export_matches_tflite_micro_on_test_windows(run, scenario):
 
 def test_footprint_matches_the_exported_model(run, scenario):
     # model.footprint (Keras-side budget) == memory.py's arena and the .etm's constant bytes
-    from edgetune import memory
+    from edgetune.twin import memory
 
     m, _ = scenario
     if not run["etm"].exists():
@@ -104,7 +107,7 @@ def test_int8_model_keeps_float_accuracy(run, scenario):
     idx = np.random.default_rng(1).permutation(len(sc.test))[:200]
     w = sc.test.take(idx)
     fp = np.mean(np.argmax(m.predict(sc.norm.apply(w.x), verbose=0), 1) == w.y)
-    q = _tflm_outputs(run["tflite"], quantize.quantize_input(sc, w.x, meta["input_scale"], meta["input_zero_point"]))
+    q = _tflm_outputs(run["tflite"], quantize_normalized(sc.norm.apply(w.x), meta["input_scale"], meta["input_zero_point"]))
     i8 = np.mean(np.argmax(q, 1) == w.y)
     assert fp > 0.5 and abs(fp - i8) < 0.05, (fp, i8)
 
@@ -134,7 +137,8 @@ def test_zoo_fits_the_boards():
 def test_board_variants_export_bit_exact(variant, scenario, tmp_path):
     # the RP2040 and ESP32-S3 models (1 epoch: any trained weights will do) also convert, export
     # and match tflite-micro: covers 5-tap depthwise, 1x1 conv and average pooling on real data
-    from edgetune import pretrain, reference
+    from edgetune.learn import pretrain
+    from edgetune.twin import reference
 
     _, sc = scenario
     m, _ = pretrain.pretrain(sc, variant, epochs=1, seed=0, progress=False)
@@ -147,5 +151,5 @@ def test_board_variants_export_bit_exact(variant, scenario, tmp_path):
     em = read_etm(etm.read_bytes())
     fp = model.footprint(m)
     assert fp.weight_bytes == sum(t.nbytes for t in em.tensors if t.data is not None)
-    xq = quantize.quantize_input(sc, sc.test.x[::40][:24], meta["input_scale"], meta["input_zero_point"])
+    xq = quantize_normalized(sc.norm.apply(sc.test.x[::40][:24]), meta["input_scale"], meta["input_zero_point"])
     np.testing.assert_array_equal(reference.forward_batch(em, xq).reshape(len(xq), -1), _tflm_outputs(tfl, xq))

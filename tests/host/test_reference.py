@@ -1,4 +1,4 @@
-"""Unit tests of the numpy twin (host/edgetune/reference.py).
+"""Unit tests of the numpy twin (host/edgetune/twin/reference.py).
 
 The fixed-point primitives are checked against values worked out by hand from gemmlowp's
 definitions and against a literal scalar transcription of the C code; the vectorized ops are
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetune import reference as ref
-from edgetune.modelfile import (DT_INT8, DT_INT32, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MEAN, EtmModel,
+from edgetune.twin import reference as ref
+from edgetune.format.modelfile import (DT_INT8, DT_INT32, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MEAN, EtmModel,
                                 Layer, Tensor)
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1

@@ -1,4 +1,4 @@
-"""Scheme search (host/edgetune/search.py) on the tiny zoo model and real watch data.
+"""Scheme search (host/edgetune/search/) on the tiny zoo model and real watch data.
 
 One tiny model is pre-trained (4 epochs), quantized by the real TFLite converter and exported;
 the contribution analysis runs the bit-exact numpy twin on few samples (2 per class, 2 passes,
@@ -17,9 +17,10 @@ import json
 import numpy as np
 import pytest
 
-from edgetune import cli, memory, search
-from edgetune.modelfile import read_etm
-from edgetune.scheme import Scheme
+from edgetune import cli, search
+from edgetune.twin import memory
+from edgetune.format.modelfile import read_etm
+from edgetune.format.scheme import Scheme
 
 CRITS = ("l1", "fisher")
 

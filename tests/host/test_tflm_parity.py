@@ -1,7 +1,7 @@
 """The numpy twin equals the tflite-micro interpreter, bit for bit, on random models.
 
 For every random model of tests/support/modelgen.py (real TFLite converter, int8): export it with
-`edgetune.export.tflite_to_etm`, write and re-read the .etm, run N_INPUTS random int8 inputs
+`edgetune.convert.export.tflite_to_etm`, write and re-read the .etm, run N_INPUTS random int8 inputs
 through `reference.forward_batch` and through the `tflite-micro` interpreter (reference kernels,
 kPreserveAllTensors so every intermediate tensor stays readable), and compare the output and
 every layer's output tensor. Also checks `memory.inference_arena` / `inference_plan` against
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from tests.support import modelgen
-from edgetune import memory, reference
-from edgetune.export import tflite_to_etm
-from edgetune.modelfile import read_etm, write_etm
+from edgetune.twin import memory, reference
+from edgetune.convert.export import tflite_to_etm
+from edgetune.format.modelfile import read_etm, write_etm
 
 N_MODELS = 60
 N_INPUTS = 100

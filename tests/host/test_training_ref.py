@@ -1,5 +1,5 @@
-"""Unit tests of the training-step numpy twin (host/edgetune/training.py), the Scheme
-(host/edgetune/scheme.py) and the training arena model (host/edgetune/memory.py) against
+"""Unit tests of the training-step numpy twin (host/edgetune/twin/training.py), the Scheme
+(host/edgetune/format/scheme.py) and the training arena model (host/edgetune/twin/memory.py) against
 docs/training.md. No TensorFlow here except through cached random models (tests/support/modelgen.py).
 """
 
@@ -13,9 +13,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from edgetune import prepare
-from edgetune.memory import align4, inference_arena, training_arena, training_layout
-from edgetune.modelfile import (
+from edgetune.convert import prepare
+from edgetune.twin.memory import align4, inference_arena, training_arena, training_layout
+from edgetune.format.modelfile import (
     DT_INT8,
     DT_INT32,
     OP_FULLY_CONNECTED,
@@ -24,8 +24,9 @@ from edgetune.modelfile import (
     Tensor,
     write_etm,
 )
-from edgetune.scheme import Entry, Scheme, l1_channels, weight_layers
-from edgetune.training import F32, Trainer, et_expf, et_logf, rdiv, round_sat
+from edgetune.format.scheme import Entry, Scheme, l1_channels, weight_layers
+from edgetune.twin.qmath import F32, et_expf, et_logf, rdiv, round_sat
+from edgetune.twin.training import Trainer
 
 # --------------------------------------------------------------------------------------------
 # Toy models built by hand (no converter needed)
@@ -377,7 +378,7 @@ def test_training_layout_by_hand():
 def test_params_region_size_matches_memory_model_on_random_models():
     from tests.support.modelgen import tflite_model
 
-    from edgetune.export import tflite_to_etm
+    from edgetune.convert.export import tflite_to_etm
 
     for seed in range(12):
         m = tflite_to_etm(tflite_model(seed))
@@ -486,8 +487,8 @@ def test_unusable_scales_refused():
 
 
 def test_attach_writes_the_scheme_into_the_etm():
-    from edgetune.modelfile import read_etm
-    from edgetune.scheme import attach
+    from edgetune.format.modelfile import read_etm
+    from edgetune.format.scheme import attach
 
     m = fc_model(k=6, c=9, hidden=5)
     s = attach(m, "bias=1,w0=1/2")

@@ -1,6 +1,6 @@
 """The numpy twin's fast paths give the same bits as the literal spec formulas they replace.
 
-host/edgetune/reference.py and training.py compute some steps with fewer numpy operations than
+host/edgetune/twin/reference.py, training.py and grid.py compute some steps with fewer numpy operations than
 the spec's literal text (docs/training.md, gemmlowp/TFLM): the folded requantization, the
 gather-based im2col, the closed-form round_sat / rdiv and the 0/1-matrix scatter of the conv
 input gradient. The parity tests (test_unix_train, test_tflm_parity, test_training_ref) compare
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgetune import reference as R
-from edgetune import training
-from edgetune.scheme import Scheme, out_channels, weight_layers
-from edgetune.training import F32, Trainer, rdiv, round_sat
+from edgetune.twin import reference as R
+from edgetune.twin import grid, training
+from edgetune.format.scheme import Scheme, out_channels, weight_layers
+from edgetune.twin.qmath import F32, rdiv, round_sat
+from edgetune.twin.training import Trainer
 
 from tests.support.tinymodels import chain
 
@@ -76,14 +77,14 @@ def test_requantize_equals_primitive_composition():
         lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
         want = R.multiply_by_quantized_multiplier(R.wrap_int32(acc), m.astype(np.int64), s.astype(np.int64)) + 5
         want = np.clip(want, lo, hi).astype(np.int8)
-        assert np.array_equal(R._requantize(acc, m, s, 5, lo, hi), want), trial
+        assert np.array_equal(R.requantize(acc, m, s, 5, lo, hi), want), trial
     for shift in range(-31, 8):  # scalar multiplier (MEAN)
         acc = rng.integers(-(1 << 33), 1 << 33, 500)
         for mult in (1, 1 << 30, 1234567890, (1 << 31) - 1):
             want = np.clip(R.multiply_by_quantized_multiplier(R.wrap_int32(acc), mult, shift) - 3, -100, 127)
-            assert np.array_equal(R._requantize(acc, mult, shift, -3, -100, 127), want.astype(np.int8))
+            assert np.array_equal(R.requantize(acc, mult, shift, -3, -100, 127), want.astype(np.int8))
     with pytest.raises(ValueError):
-        R._requantize(np.zeros(2, np.int64), np.ones(2, np.int32), np.array([-32, 0], np.int32), 0, -128, 127)
+        R.requantize(np.zeros(2, np.int64), np.ones(2, np.int32), np.array([-32, 0], np.int32), 0, -128, 127)
 
 
 @pytest.mark.parametrize("geom", [(1, 9, 3, 1, 3, 1, 1, 0, 1), (7, 6, 2, 3, 3, 2, 2, 1, 1), (5, 5, 4, 2, 4, 1, 3, 0, 2),
@@ -96,11 +97,11 @@ def test_pad_and_im2col_equal_np_pad_and_sliding_windows(geom):
     bottom, right = need_h - ph - h, need_w - pw - w
     lit = np.pad(x[:, :h + min(bottom, 0), :w + min(right, 0)],
                  ((0, 0), (ph, max(bottom, 0)), (pw, max(right, 0)), (0, 0)), constant_values=-7)
-    xp = R._pad(x, ph, pw, kh, kw, sh, sw, oh, ow, -7)
+    xp = R.pad(x, ph, pw, kh, kw, sh, sw, oh, ow, -7)
     assert xp.dtype == lit.dtype and np.array_equal(xp, lit)
     win = sliding_window_view(lit, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :oh, :ow]
     cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(2 * oh * ow, kh * kw * c)
-    assert np.array_equal(R._im2col(xp, kh, kw, sh, sw, oh, ow), cols)
+    assert np.array_equal(R.im2col(xp, kh, kw, sh, sw, oh, ow), cols)
 
 
 def _train_all(model, n_steps=12, trace=True):
@@ -125,14 +126,14 @@ def _train_all(model, n_steps=12, trace=True):
 ])
 def test_conv_input_gradient_scatter_equals_tap_loop(monkeypatch, spec, shape):
     model = chain(spec, shape, seed=3)
-    training._SCATTER.clear()
+    grid._SCATTER.clear()
     fast = _train_all(model)
-    assert any(v is not None for v in training._SCATTER.values())  # the scatter path was taken
-    monkeypatch.setattr(training, "_SCATTER_MAX", 0)
-    training._SCATTER.clear()
+    assert any(v is not None for v in grid._SCATTER.values())  # the scatter path was taken
+    monkeypatch.setattr(grid, "_SCATTER_MAX", 0)
+    grid._SCATTER.clear()
     slow = _train_all(model)
-    assert all(v is None for v in training._SCATTER.values())  # the tap loop was taken
-    training._SCATTER.clear()
+    assert all(v is None for v in grid._SCATTER.values())  # the tap loop was taken
+    grid._SCATTER.clear()
     assert fast[0] == slow[0]
     for a, b in zip(fast[1], slow[1]):
         assert a.keys() == b.keys()

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import read_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import read_etm
 
 from tests.support.relhelp import demo_module
 from tests.support.fallback import QEMU_SEEDS, demo_windows, qemu_firmware  # noqa: F401 (fixture)

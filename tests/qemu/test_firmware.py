@@ -16,7 +16,7 @@ MicroPython bindings in bindings/ are compiled for real by the qemu and rp2040 b
   choice), which catches printf formats and pointer casts that assume one of them.
 Also: micropython.cmake (rp2, esp32) applies -ffp-contract=off to every module source, and
 `make firmware BOARD=esp32s3` fails at once with the ESP-IDF install hint where IDF_PATH is
-unset. The frozen-model alignment rewrite (host/edgetune/freeze.py) is checked on
+unset. The frozen-model alignment rewrite (host/edgetune/device/freeze.py) is checked on
 mpy-tool's real output format here and on a linked image in tests/qemu/test_qemu.py.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import freeze
+from edgetune.device import freeze
 
 REPO = Path(__file__).resolve().parents[2]
 MOD = REPO / "native_modules" / "edgetune"

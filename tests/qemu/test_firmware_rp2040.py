@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from edgetune import freeze
-from edgetune.modelfile import write_etm
+from edgetune.device import freeze
+from edgetune.format.modelfile import write_etm
 
 from tests.support import tinymodels
 

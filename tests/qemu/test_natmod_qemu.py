@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate, reference
-from edgetune.modelfile import write_etm
-from edgetune.monitor import parse_text, read_csv
+from edgetune.device import emulate
+from edgetune.twin import reference
+from edgetune.format.modelfile import write_etm
+from edgetune.device.monitor import parse_text, read_csv
 
 from tests.support import randmodels
 from tests.support import workflow

@@ -4,19 +4,19 @@ build/qemu-test/firmware.elf (scripts/firmware_qemu.sh with OUT= and MODEL=: Mic
 the MPS2-AN385 with our C module, the device app from firmware/, boards/qemu/modules and a
 small app model frozen in as a 4-byte-aligned bytes object) is built by the fixture if missing
 or stale (~1 min from scratch on 2 cores, ~3 s otherwise), booted with
-`edgetune.emulate.QemuBoard` (qemu-system-arm, serial on a pty), and then:
+`edgetune.device.emulate.QemuBoard` (qemu-system-arm, serial on a pty), and then:
 
 1. `mpremote connect <pty>` (the real mpremote, raw REPL; the filesystem is mounted at boot) copies a
    replay session and the device script over, and starts it with `exec --no-follow`;
 2. the device app boots from the FROZEN model, collects labelled windows from the replay
    sensor, trains (shuffled one-sample SGD with held-back evaluation), saves the weights;
-   its `@et` lines are read off the same pty by `edgetune.monitor.monitor` (pyserial) until
+   its `@et` lines are read off the same pty by `edgetune.device.monitor.monitor` (pyserial) until
    the "save" event;
 3. `mpremote connect <pty> resume` fetches the trained-weights file and the exact (window,
    label) sequence the model was trained on.
 
 The same script runs on the unix-port binary (x86-64) with the .etm as a file, and the numpy
-twin (host/edgetune/training.py) replays the recorded steps: the three trained-weights files
+twin (host/edgetune/twin/training.py) replays the recorded steps: the three trained-weights files
 must be identical byte for byte (cross-ISA determinism: Cortex-M3 soft-float float32 vs
 x86-64 SSE), and the sequences of training windows too. Replayed values are multiples of 1/16
 and the model's input scale is 1/16, so quantizing them is exact in float32 (qemu's
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate
-from edgetune.training import Trainer
+from edgetune.device import emulate
+from edgetune.twin.training import Trainer
 
 from tests.support import tinymodels
 from tests.support.qemuboard import CLASSES, app_model_etm, build_firmware, mpremote
@@ -120,7 +120,7 @@ def session(tmp_path_factory) -> Path:
 
 
 def test_frozen_model_is_aligned_in_the_image(firmware: Path, model_etm: bytes):
-    from edgetune.freeze import elf_offset_of
+    from edgetune.device.freeze import elf_offset_of
 
     addr = elf_offset_of(firmware, model_etm)
     assert addr is not None and addr % 4 == 0
@@ -128,7 +128,7 @@ def test_frozen_model_is_aligned_in_the_image(firmware: Path, model_etm: bytes):
 
 def test_qemu_training_is_bit_identical_to_unix_and_twin(firmware: Path, model_etm: bytes, session: Path,
                                                          tmp_path: Path, micropython):
-    from edgetune.monitor import monitor
+    from edgetune.device.monitor import monitor
 
     dev = tmp_path / "device.py"
     dev.write_text(DEVICE.replace("WAIT_MS", "1500"))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune.monitor import parse_text, read_csv
+from edgetune.device.monitor import parse_text, read_csv
 
 from tests.support import qemuboard  # the shared firmware build
 from tests.support.relhelp import demo_module

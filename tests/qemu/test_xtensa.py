@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate
-from edgetune.emulate_xtensa import XtensaBoard
-from edgetune.modelfile import read_etm
-from edgetune.scheme import Scheme
+from edgetune.device import emulate
+from edgetune.device.emulate_xtensa import XtensaBoard
+from edgetune.format.modelfile import read_etm
+from edgetune.format.scheme import Scheme
 
 from tests.support import trainingcases
 from tests.support.relhelp import demo_module
@@ -150,7 +150,7 @@ print('LOAD', y1 == y2, y0 != y1 or y0 == y2)
 
 
 def test_save_load_roundtrip(board, tmp_path):
-    from edgetune.modelfile import write_etm
+    from edgetune.format.modelfile import write_etm
 
     model = trainingcases.train_model(3)
     (tmp_path / "m.etm").write_bytes(write_etm(model))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune import emulate
-from edgetune.monitor import parse_text
+from edgetune.device import emulate
+from edgetune.device.monitor import parse_text
 
 from tests.support.relhelp import REPO, demo_module
 

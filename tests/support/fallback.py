@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import read_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import read_etm
 
 from tests.support import qemuboard
 
@@ -33,7 +33,7 @@ def run_with_firmware(code: str, tmp: Path, timeout: float = 600, heap: str | No
 
 def demo_windows(etm: Path, evalp: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n real windows of the demo's shifted eval session, quantized as the device app does."""
-    from edgetune import data
+    from edgetune.learn import data
 
     meta = read_etm(etm.read_bytes()).meta
     riq = meta["raw_input_quant"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import write_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import write_etm
 
 from tests.support import tinymodels
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import memory, reference
-from edgetune.modelfile import (
+from edgetune.twin import memory, reference
+from edgetune.format.modelfile import (
     ACT_NONE,
     ACT_RELU,
     ACT_RELU6,
@@ -33,7 +33,7 @@ from edgetune.modelfile import (
     Tensor,
     write_etm,
 )
-from edgetune.prepare import PADDING_SAME, PADDING_VALID, compute_padding, mean_params
+from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, mean_params
 
 ACT_NAMES = {ACT_NONE: "NONE", ACT_RELU: "RELU", ACT_RELU6: "RELU6"}
 

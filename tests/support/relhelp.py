@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from edgetune import emulate
+from edgetune.device import emulate
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "build" / "bench" / "reliability.d"
@@ -23,7 +23,7 @@ def demo_module():
 
 
 def reference_etm() -> Path:
-    """The reference model: host/edgetune/model.py's small variant, pre-trained, quantized and
+    """The reference model: host/edgetune/learn/zoo.py's small variant, pre-trained, quantized and
     exported exactly as `make demo` does (cached in build/demo/model)."""
     return demo_module().ensure_model(REPO / "build" / "demo")
 

@@ -2,7 +2,7 @@
 
 `chain(spec, ...)` builds a chain of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / pools /
 MEAN layers from a short spec with consistent float scales (so training gradients are
-meaningful), requantization parameters from host/edgetune/prepare.py, and metadata the device
+meaningful), requantization parameters from host/edgetune/convert/prepare.py, and metadata the device
 app (firmware/app.py) understands (class_names, sample_rate). Pure numpy, deterministic.
 """
 
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from edgetune.modelfile import (
+from edgetune.format.modelfile import (
     ACT_NONE,
     ACT_RELU,
     DT_INT8,
@@ -29,7 +29,7 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
-from edgetune.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
+from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
 
 
 def chain(spec: list[tuple], input_shape: tuple[int, int, int, int], seed: int = 0, in_scale: float = 1 / 16,

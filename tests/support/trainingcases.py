@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import memory
-from edgetune.modelfile import (
+from edgetune.twin import memory
+from edgetune.format.modelfile import (
     ACT_NONE,
     ACT_RELU,
     ACT_RELU6,
@@ -34,10 +34,10 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
-from edgetune.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
-from edgetune.refit import refit_layer
-from edgetune.scheme import Scheme, weight_layers
-from edgetune.training import Trainer
+from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
+from edgetune.twin.refit import refit_layer
+from edgetune.format.scheme import Scheme, weight_layers
+from edgetune.twin.training import Trainer
 
 STEPS = 20
 N_HAND = 36  # hand-built random models
@@ -165,7 +165,7 @@ def real_models() -> dict[str, EtmModel]:
     """Converted Keras models (cached by tests/support/modelgen.py); empty if the generator is missing."""
     try:
         from tests.support import modelgen
-        from edgetune.export import tflite_to_etm
+        from edgetune.convert.export import tflite_to_etm
     except ImportError:
         return {}
     out = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import frame
+from edgetune.twin import frame
 
 from tests.support import deviceapp
 from tests.support.deviceapp import HEAP, demo, demo_assets
@@ -90,6 +90,6 @@ print("FRAME", app.S.model.frame() is not None)
 
 
 def _meta(etm: Path) -> str:
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
 
     return json.dumps(read_etm(etm.read_bytes()).meta)

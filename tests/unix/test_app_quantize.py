@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetune.modelfile import read_etm
-from edgetune.quantize_input import quantize_input
+from edgetune.format.modelfile import read_etm
+from edgetune.twin.quantize_input import quantize_input
 
 from tests.support.relhelp import REPO, reference_etm, run_script
 

@@ -1,6 +1,6 @@
 """Every bad input through the MicroPython API on the real unix port (docs/reliability.md).
 
-The reference model (host/edgetune/model.py's small variant, exported as `make demo` does) is
+The reference model (host/edgetune/learn/zoo.py's small variant, exported as `make demo` does) is
 trained a few steps, so its state differs from the flashed weights; then each bad call below
 must raise the documented exception with an "edgetune:" message (or the runtime's own
 TypeError/OSError for wrong Python types and missing files), and leave the model UNCHANGED:
@@ -185,7 +185,7 @@ print(json.dumps(['usable', loss == loss, m2.predict(xs[1]) == m.predict(xs[1]),
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory) -> dict:
-    from edgetune.modelfile import OP_FULLY_CONNECTED, read_etm
+    from edgetune.format.modelfile import OP_FULLY_CONNECTED, read_etm
 
     d = tmp_path_factory.mktemp("bad_inputs")
     etm = reference_etm()
@@ -267,9 +267,9 @@ def test_flashed_minus_128_weight_saves_and_loads(tmp_path):
     import struct
     import zlib
 
-    from edgetune.modelfile import read_etm, write_etm
-    from edgetune.scheme import channel_weights, weight_layers
-    from edgetune.training import Trainer
+    from edgetune.format.modelfile import read_etm, write_etm
+    from edgetune.format.scheme import channel_weights, weight_layers
+    from edgetune.twin.training import Trainer
 
     model = read_etm((REPO / "fuzz" / "base.etm").read_bytes())
     clf = weight_layers(model)[-1]  # the classifier: trained (all channels) by the default scheme
@@ -313,7 +313,7 @@ except ValueError as e:
 
 def memory_offsets(model, twin, layer: int) -> int:
     """Offset of layer's weight copy inside the params region (docs/training.md §6)."""
-    from edgetune import memory
+    from edgetune.twin import memory
 
     layout = memory.training_layout(model, twin.scheme, False)
     items = {(name, ly): off for r in layout for name, ly, off, _ in r.items}

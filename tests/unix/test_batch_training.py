@@ -1,5 +1,5 @@
 """Mini-batch training (docs/training.md §5): C module, firmware/edgetune_py.py and the numpy twin
-(host/edgetune/training.py Trainer.step_batch) compute the same bits, and the arena is memory.py's.
+(host/edgetune/twin/training.py Trainer.step_batch) compute the same bits, and the arena is memory.py's.
 
 On the real unix-port MicroPython: random hand-built trainable models (tests/support/trainingcases.py
 `train_model`) x schemes {default, classifier only, classifier + channel-sliced weights} x momentum
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetune import memory
-from edgetune.training import Trainer
+from edgetune.twin import memory
+from edgetune.twin.training import Trainer
 
 from tests.support.fallback import run_with_firmware
 from tests.support.trainingcases import cases_for, f32hex, train_model
@@ -158,8 +158,8 @@ print('DONE')
 
 @pytest.mark.natmod
 def test_batch_refusals_and_arena(micropython, tmp_path):
-    from edgetune.modelfile import write_etm
-    from edgetune.scheme import Scheme
+    from edgetune.format.modelfile import write_etm
+    from edgetune.format.scheme import Scheme
 
     model = train_model(3)
     etm = write_etm(model)

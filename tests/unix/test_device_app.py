@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import board, emulate
+from edgetune.device import board, emulate
 
 from tests.support.deviceapp import FIRMWARE, HEAP, demo, demo_assets, run_device
 
@@ -69,9 +69,9 @@ def test_adaptation_improves_shifted_accuracy(assets, tmp_path, seed):
 
 def test_before_accuracy_matches_host_twin(assets, tmp_path):
     """The device's windows and predictions equal the host's int8 pipeline on the eval session."""
-    from edgetune import data
-    from edgetune.modelfile import read_etm
-    from edgetune.reference import forward_batch
+    from edgetune.learn import data
+    from edgetune.format.modelfile import read_etm
+    from edgetune.twin.reference import forward_batch
 
     code = f"""
 import app
@@ -181,7 +181,7 @@ def test_interrupted_save_keeps_last_good_file(assets, trained, tmp_path):
 
 def test_collect_records_session_file_the_host_reads(assets, tmp_path):
     """collect(..., path=) writes the raw samples as a session CSV that data.load_session reads."""
-    from edgetune import data
+    from edgetune.learn import data
 
     code = f"""
 import app
@@ -244,7 +244,7 @@ def test_board_verbs_argv(tmp_path):
 def test_boot_uses_frozen_model_when_no_file(assets, tmp_path):
     """Without model.etm on the filesystem, boot() takes et_model.MODEL (edgetune freeze output,
     what make firmware MODEL=... freezes); with neither it says so."""
-    subprocess.run([sys.executable, "-m", "edgetune.freeze", str(assets["etm"]), "-o", str(tmp_path / "et_model.py")],
+    subprocess.run([sys.executable, "-m", "edgetune.device.freeze", str(assets["etm"]), "-o", str(tmp_path / "et_model.py")],
                    check=True, capture_output=True)
     code = """
 import sys

@@ -11,7 +11,7 @@ momentum, QAS flag and samples:
   stored in the .etm, classifier + channel-sliced conv/depthwise/FC), x QAS on/off, momentum
   on/off: predict before training, the STEPS losses (float32 bits), the saved trained-weights
   files (byte for byte), evaluate's (loss, accuracy), predict after training and the whole
-  info() dict are identical, and equal the numpy twin's (host/edgetune/training.py);
+  info() dict are identical, and equal the numpy twin's (host/edgetune/twin/training.py);
 - a file saved by one implementation loads into the other and re-saves to the same bytes;
   refusals (bad label, non-finite lr, wrong input length, momentum 1, bad/truncated files,
   an overflowing scheme) raise ValueError in both;
@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import memory
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.monitor import parse_text
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.twin import memory
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.device.monitor import parse_text
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 from tests.support.relhelp import demo_module
 from tests.support.fallback import QEMU_SEEDS, demo_windows, run_edgetune_py_on_qemu, run_with_firmware

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edgetune import emulate
+from edgetune.device import emulate
 
 
 def test_runs_real_micropython(run_mpy):

@@ -3,7 +3,7 @@
 m.calibrate(xs, labels, stats, scale, zero_point, accel, gyro) of the C module
 (kernels/et_frame_f32.c via modedgetune.c) and of the pure-Python fallback
 (firmware/edgetune_py_frame.py) run on the real unix-port MicroPython; the numpy twin is
-host/edgetune/frame.py. Random cases: synthetic per-class IMU statistics, windows seen through
+host/edgetune/twin/frame.py. Random cases: synthetic per-class IMU statistics, windows seen through
 random rotations and reflections (and unrotated ones), missing classes, no gyroscope, swapped
 channel groups. Compared bit for bit: R, the choice and the three residuals; then the frame
 quantize applies, save/load of the frame trailer, and the files the two write. Also the
@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import data, frame
-from edgetune.modelfile import write_etm
-from edgetune.quantize_input import quantize_input
+from edgetune.learn import data
+from edgetune.twin import frame
+from edgetune.format.modelfile import write_etm
+from edgetune.twin.quantize_input import quantize_input
 
 from tests.support.fallback import qemu_firmware, run_edgetune_py_on_qemu  # noqa: F401 (fixture)
 from tests.support.tinymodels import chain

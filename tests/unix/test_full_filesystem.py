@@ -76,7 +76,7 @@ print('DONE')
 
 def test_save_on_full_filesystem(tmp_path: Path):
     etm = reference_etm()
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
 
     model = read_etm(etm.read_bytes())
     x = tmp_path / "x"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.modelfile import write_etm
+from edgetune.device import emulate
+from edgetune.format.modelfile import write_etm
 
 from tests.support.relhelp import REPO, record
 from tests.support.tinymodels import app_model

@@ -1,6 +1,6 @@
 """Memory pressure on the real unix port (docs/reliability.md).
 
-For the reference model (host/edgetune/model.py's small variant, exported as `make demo` does)
+For the reference model (host/edgetune/learn/zoo.py's small variant, exported as `make demo` does)
 a ladder of training schemes, ordered by training arena (memory.training_arena, checked against
 info()['arena']): classifier only, more biases, then channel slices of more and more layers,
 with and without momentum. For every board heap budget in boards/*/board.json the unix port
@@ -94,8 +94,8 @@ print('DONE', save, load)
 
 def ladder(model):
     """[(name, scheme dict, momentum, arena bytes)] ordered by training arena."""
-    from edgetune import memory
-    from edgetune.scheme import Scheme, weight_layers
+    from edgetune.twin import memory
+    from edgetune.format.scheme import Scheme, weight_layers
 
     wl = weight_layers(model)
     hidden = wl[:-1]
@@ -118,7 +118,7 @@ def ladder(model):
 
 @pytest.fixture(scope="module")
 def ref():
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
 
     etm = reference_etm()
     model = read_etm(etm.read_bytes())

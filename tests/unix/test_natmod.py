@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import natmod
+from edgetune.device import natmod
 
 REPO = Path(__file__).resolve().parents[2]
 NATMOD = REPO / "build" / "natmod"

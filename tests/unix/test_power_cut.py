@@ -209,7 +209,7 @@ for how, total in totals.items():
 
 @pytest.fixture(scope="module")
 def boots(tmp_path_factory) -> dict:
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
 
     d = tmp_path_factory.mktemp("power_cut")
     etm = reference_etm()

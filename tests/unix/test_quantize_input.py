@@ -2,7 +2,7 @@
 
 The C kernel (native_modules/edgetune/kernels/et_quantize_f32.c through modedgetune.c) and the
 pure-Python Model.quantize (firmware/edgetune_py.py) run on the real unix-port MicroPython in
-one process; the numpy twin is host/edgetune/quantize_input.py. Per model (input channels C =
+one process; the numpy twin is host/edgetune/twin/quantize_input.py. Per model (input channels C =
 1, 3, 6 and 20, the last beyond the binding's on-stack channel limit) and per case >= 10 200 values go
 through float32 arrays and through lists of float64 numbers (rounded to float32 on the way in):
 ordinary readings, exact ties (x * inv + zp = k + 0.5 in float32, both parities, both signs),
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune.modelfile import write_etm
-from edgetune.quantize_input import quantize_input
+from edgetune.format.modelfile import write_etm
+from edgetune.twin.quantize_input import quantize_input
 
 from tests.support.fallback import qemu_firmware, run_edgetune_py_on_qemu  # noqa: F401 (fixture)
 from tests.support.tinymodels import chain

@@ -1,4 +1,4 @@
-"""The default recipe (firmware/recipe.py, host/edgetune/recipe.py).
+"""The default recipe (firmware/recipe.py, host/edgetune/learn/recipe.py).
 
 - split(): per class the last n // holdout windows are the check set, the `gap` windows before
   them are dropped; no check window overlaps a training window of the same class when windows are
@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetune import memory, recipe
-from edgetune.scheme import Scheme
-from edgetune.modelfile import write_etm
+from edgetune.twin import memory
+from edgetune.learn import recipe
+from edgetune.format.scheme import Scheme
+from edgetune.format.modelfile import write_etm
 
 from tests.support.trainingcases import train_model
 
@@ -150,7 +151,7 @@ def test_checkpoint_price_with_a_frame(micropython, tmp_path):
 
     from pathlib import Path
 
-    from edgetune.modelfile import read_etm
+    from edgetune.format.modelfile import read_etm
     from tests.support.relhelp import demo_module
 
     etm = demo_module().ensure_model(Path(__file__).resolve().parents[2] / "build" / "demo")  # 6 IMU channels

@@ -1,5 +1,5 @@
 """Closed-form classifier refit (docs/training.md §9): the C module on the unix port = the numpy
-twin (host/edgetune/refit.py), bit for bit, on random models; memory; save/load; refit then SGD;
+twin (host/edgetune/twin/refit.py), bit for bit, on random models; memory; save/load; refit then SGD;
 bad inputs.
 
 Per random model (tests/support/trainingcases.py's hand-built generator, default scheme, momentum on or
@@ -17,10 +17,10 @@ import struct
 import numpy as np
 import pytest
 
-from edgetune import memory
-from edgetune.modelfile import write_etm
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.twin import memory
+from edgetune.format.modelfile import write_etm
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 from tests.support.fallback import run_with_firmware
 from tests.support.trainingcases import refittable_models, run_script
@@ -336,7 +336,7 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
     from tests.support import tinymodels
     from tests.support.qemuboard import CLASSES, build_firmware
 
-    from edgetune import emulate
+    from edgetune.device import emulate
 
     fw = build_firmware(write_etm(tinymodels.app_model(window=16, classes=CLASSES)))
     scripts, expect = [], {}

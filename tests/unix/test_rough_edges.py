@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgetune import emulate
-from edgetune.monitor import parse_text
+from edgetune.device import emulate
+from edgetune.device.monitor import parse_text
 
 from tests.support.deviceapp import demo_assets
 

@@ -141,7 +141,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results(micropython) -> dict:
-    from edgetune import emulate
+    from edgetune.device import emulate
 
     proc = emulate.run_unix(FAKE_BUS + CASES, timeout=60, extra_path=[str(FIRMWARE)])
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -191,7 +191,7 @@ def test_adc_source(results):
 
 
 def test_replay_streams_cues_and_wraps(micropython, tmp_path):
-    from edgetune import emulate
+    from edgetune.device import emulate
 
     script = tmp_path / "replay.py"
     script.write_text(REPLAY)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetune.modelfile import DT_INT8, OP_MAX_POOL_2D, EtmModel, Layer, Tensor, write_etm
+from edgetune.format.modelfile import DT_INT8, OP_MAX_POOL_2D, EtmModel, Layer, Tensor, write_etm
 
 from tests.support.randmodels import random_model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune.modelfile import (
+from edgetune.format.modelfile import (
     HEADER_SIZE,
     LAYER_REC,
     NONE,
@@ -408,7 +408,7 @@ def test_parser_and_kernels_under_sanitizers(sanitized_harness, tmp_path, bases)
 def test_random_models_under_sanitizers_match_numpy(sanitized_harness, tmp_path):
     """Valid random models (including saturating shifts) through the sanitized kernels: no
     undefined behaviour (signed overflow, bad shifts), outputs equal to the numpy twin."""
-    from edgetune import reference
+    from edgetune.twin import reference
 
     for seed in range(2000, 2080):
         model = random_model(seed)

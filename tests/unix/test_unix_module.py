@@ -4,7 +4,7 @@
     with random shapes, weights, biases, multipliers in [2^30, 2^31), shifts, SAME/VALID
     paddings, strides, clamps and MEAN layers prepared by prepare.mean_params.
 (b) Real models: 60 random Keras models converted by the TFLite converter (tests/support/modelgen.py)
-    and exported by host/edgetune/export.py: outputs and every intermediate activation.
+    and exported by host/edgetune/convert/export.py: outputs and every intermediate activation.
 
 All models and inputs of a test go to ONE MicroPython process: the script loads every .etm with
 `edgetune.Model`, runs `predict` on every input and writes the outputs to files, which are then
@@ -19,8 +19,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgetune import memory, reference
-from edgetune.modelfile import (
+from edgetune.twin import memory, reference
+from edgetune.format.modelfile import (
     ACT_RELU,
     DT_INT8,
     OP_FULLY_CONNECTED,
@@ -31,7 +31,7 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
-from edgetune.prepare import mean_params
+from edgetune.convert.prepare import mean_params
 
 from tests.support.randmodels import check_against_twin, random_inputs, random_model, run_models
 
@@ -94,7 +94,7 @@ def test_converted_keras_models_c_vs_numpy(micropython, tmp_path):
     """Random Keras models through the real TFLite converter and export.py: C == numpy twin on
     100 inputs each (the twin is checked against tflite-micro in test_tflm_parity.py)."""
     from tests.support import modelgen  # tests/support/modelgen.py (REF): cached random Keras models
-    from edgetune.export import tflite_to_etm
+    from edgetune.convert.export import tflite_to_etm
 
     models, inputs = {}, {}
     for seed in range(N_REAL):
@@ -115,7 +115,7 @@ def test_converted_keras_models_intermediates_c_vs_numpy(micropython, tmp_path):
     """Every intermediate activation of converted models, C vs numpy (the module exposes an
     intermediate tensor as the output of the model cut after that layer)."""
     from tests.support import modelgen  # tests/support/modelgen.py (REF): cached random Keras models
-    from edgetune.export import tflite_to_etm
+    from edgetune.convert.export import tflite_to_etm
 
     models, inputs = {}, {}
     for seed in range(N_REAL):

@@ -1,7 +1,7 @@
 """On-device training on the real unix-port MicroPython vs the numpy twin, bit for bit.
 
 The C training core (native_modules/edgetune/train.c, scheme.c, kernels/et_*_grad*.c,
-et_update.c) and host/edgetune/training.py both implement docs/training.md. Here:
+et_update.c) and host/edgetune/twin/training.py both implement docs/training.md. Here:
 
 - random models (hand-built random `EtmModel`s with every op and a FULLY_CONNECTED classifier,
   plus random Keras models through the real converter and export.py) x schemes (default,
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune import memory
-from edgetune.modelfile import (
+from edgetune.twin import memory
+from edgetune.format.modelfile import (
     OP_CONV_2D,
     OP_DEPTHWISE_CONV_2D,
     OP_FULLY_CONNECTED,
@@ -37,8 +37,8 @@ from edgetune.modelfile import (
     read_etm,
     write_etm,
 )
-from edgetune.scheme import Scheme, weight_layers
-from edgetune.training import Trainer
+from edgetune.format.scheme import Scheme, weight_layers
+from edgetune.twin.training import Trainer
 
 from tests.support.trainingcases import (
     bound_model,

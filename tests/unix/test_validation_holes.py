@@ -27,9 +27,9 @@ import zlib
 import numpy as np
 import pytest
 
-from edgetune.modelfile import read_etm, write_etm
-from edgetune.scheme import Scheme
-from edgetune.training import Trainer
+from edgetune.format.modelfile import read_etm, write_etm
+from edgetune.format.scheme import Scheme
+from edgetune.twin.training import Trainer
 
 from tests.support.relhelp import REPO
 from tests.support.tinymodels import chain

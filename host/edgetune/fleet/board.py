@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emulate
+from ..device import emulate
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
 

@@ -23,8 +23,8 @@ from .data import fleet_data
 
 @functools.lru_cache(maxsize=2)
 def _model(path: str):
-    from ..modelfile import read_etm
-    from ..training import Trainer
+    from ..format.modelfile import read_etm
+    from ..twin.training import Trainer
 
     with open(path, "rb") as f:
         buf = f.read()

@@ -28,8 +28,8 @@ import struct
 
 import numpy as np
 
-from ..refit import et_sqrtf
-from ..training import round_sat
+from ..twin.refit import et_sqrtf
+from ..twin.qmath import round_sat
 
 F32 = np.float32
 VERSION = 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import data
+from ..learn import data
 
 
 @dataclass
@@ -39,7 +39,7 @@ class FleetData:
 
 
 def _int8(w: data.Windows, meta: dict) -> np.ndarray:
-    from ..quantize_input import quantize_input
+    from ..twin.quantize_input import quantize_input
 
     riq = meta["raw_input_quant"]
     return quantize_input(w.x, riq["scale"], riq["zero_point"]).reshape(len(w.x), -1).astype(np.int8)

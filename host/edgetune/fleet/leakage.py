@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import reference
+from ..twin import reference
 from . import client, compress, update
 
 

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from ..outpaths import check_file
-    from ..training import Trainer
+    from ..twin.training import Trainer
     from . import client
     from .data import fleet_data
     from .refit_flower import simulate_refit

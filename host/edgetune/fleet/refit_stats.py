@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import refit as rf
+from ..twin import refit as rf
 
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -111,7 +111,7 @@ def global_state(trainer, st: dict, l2: float, alpha: float) -> bytes:
     """The refit's solve on pooled statistics st, installed on a copy of trainer's state; returns
     the trained-weights blob (Trainer.state / m.state format) that boards load with load_state.
     trainer itself is not changed."""
-    from ..training import Trainer
+    from ..twin.training import Trainer
 
     if l2 is None or alpha is None:
         raise ValueError("the fleet refit mode needs l2 and alpha (no cross-validation across boards)")

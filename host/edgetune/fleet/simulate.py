@@ -92,7 +92,7 @@ def simulate(s: Settings) -> dict:
     out: dict = {"accuracy": [], "epsilon": []}
 
     def evaluate_fn(rnd: int, arrays) -> MetricRecord:
-        from ..training import Trainer
+        from ..twin.training import Trainer
 
         ev = Trainer(t.model)
         ev.load_state(strategy.state)
@@ -134,7 +134,7 @@ def simulate(s: Settings) -> dict:
 
 def centralized(s: Settings) -> dict:
     """The same parameters fine-tuned on the pooled client windows (rounds x epochs passes)."""
-    from ..training import Trainer
+    from ..twin.training import Trainer
 
     _, t0, _ = client._model(os.path.abspath(s.model))
     fd = fleet_data(t0.model.meta, s.splits)

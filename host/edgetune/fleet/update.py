@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..modelfile import NONE, EtmModel
-from ..scheme import Scheme, out_channels, per_channel
-from ..training import _scales, round_sat
+from ..format.modelfile import NONE, EtmModel
+from ..format.scheme import Scheme, out_channels, per_channel
+from ..twin.qmath import channel_scales as _scales, round_sat
 
 F32 = np.float32
 HEADER = 32  # trained-weights file header (docs/training.md §7)

@@ -1,5 +1,5 @@
 /*
- * Sensor-frame calibration kernels; recipe and operation order: host/edgetune/frame.py.
+ * Sensor-frame calibration kernels; recipe and operation order: host/edgetune/twin/frame.py.
  */
 #include "et_frame_f32.h"
 

@@ -3,7 +3,7 @@
  * frame fit (orthogonal Procrustes with covariance terms, proper and improper, identity guard)
  * and the frame transform applied before the input quantization.
  *
- * The numpy twin host/edgetune/frame.py documents the recipe and the float32 operation order;
+ * The numpy twin host/edgetune/twin/frame.py documents the recipe and the float32 operation order;
  * this file follows it line by line (and so does firmware/edgetune_py_frame.py).
  * Plain C99, no MicroPython headers, no libm, no double. Compile with -ffp-contract=off.
  */

@@ -2,7 +2,7 @@
  * MEAN over H and W (global average pooling), int8.
  * Integer arithmetic of TFLM's int8 MEAN (micro/kernels/reduce_common.cc
  * EvalIntegerMean -> reference/reduce.h QuantizedMeanOrSum, compute_sum false)
- * with the Eval-time 1/N folding done on the host by host/edgetune/prepare.py
+ * with the Eval-time 1/N folding done on the host by host/edgetune/convert/prepare.py
  * mean_params (normative); the numpy twin is reference.mean.
  */
 #include "et_kernels.h"

@@ -1,6 +1,6 @@
 /*
  * Raw float32 samples -> int8 model input (docs/data.md §2); the numpy twin is
- * host/edgetune/quantize_input.py, the pure-Python one edgetune_py.Model.quantize.
+ * host/edgetune/twin/quantize_input.py, the pure-Python one edgetune_py.Model.quantize.
  */
 #include "et_quantize_f32.h"
 

@@ -1,5 +1,5 @@
 /*
- * Closed-form classifier refit arithmetic (docs/training.md §9; numpy twin host/edgetune/refit.py).
+ * Closed-form classifier refit arithmetic (docs/training.md §9; numpy twin host/edgetune/twin/refit.py).
  * Every sum over many terms is either an exact integer sum or a float32 sum in the written
  * order (index ascending, starting from the first term).
  */

@@ -1,7 +1,7 @@
 /*
  * Closed-form classifier refit: the arithmetic of docs/training.md §9 (integer sufficient
  * statistics, float32 ridge solve by LDL^T, logit-scale match, blend, requantization).
- * Plain C99, no allocation: the caller passes every buffer. Numpy twin: host/edgetune/refit.py.
+ * Plain C99, no allocation: the caller passes every buffer. Numpy twin: host/edgetune/twin/refit.py.
  * Compiled with -ffp-contract=off: every float operation is the written float32 operation.
  *
  * Conventions: K features (the classifier's input elements), C classes. Symmetric K x K

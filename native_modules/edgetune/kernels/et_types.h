@@ -68,7 +68,7 @@ typedef struct {
     int32_t act_max;
 } et_pool_params_t;
 
-/* MEAN over H and W (global average) parameters, as host/edgetune/prepare.py
+/* MEAN over H and W (global average) parameters, as host/edgetune/convert/prepare.py
  * mean_params computes them (TFLM QuantizedMeanOrSum with 1/N folded in). */
 typedef struct {
     int32_t input_offset;  /* -input zero point */
