@@ -19,7 +19,8 @@ features are closest to the recovered ones), `feature_cosine` between the classi
 leakage.py), `input_cosine` between the centred int8 windows, and `start_feature_cosine`, the
 same feature cosine for the search's start (the zero-point window, no information): the pooled
 features are non-negative, so unrelated windows already have a high cosine; the attack's gain is
-the difference.
+the difference; `centred_feature_cosine` (and its start value) subtracts the fleet's mean pooled
+features from both first, so an uninformed guess scores about 0.
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ def run(model_path: str, fd, glob: bytes, *, lr: float, clip: float, k: int, sig
     rng = np.random.default_rng(seed)
     xa, ya = fd.pooled()
     f0 = features(t, np.full((1, t.model.input_tensor.size), zp, np.int8))[0]  # the search's start
+    mu = features(t, xa).mean(0)  # the fleet's mean pooled features (for the centred cosine)
     res: dict = {}
     for name in ("one-sample", "local-epoch", "top-k", "clipped+noised"):
-        lab = fc = ic = fc0 = 0.0
+        lab = fc = ic = fc0 = cc = cc0 = 0.0
         for tr in range(trials):
             if name == "one-sample":
                 i = int(rng.integers(len(ya)))
@@ -155,11 +157,14 @@ def run(model_path: str, fd, glob: bytes, *, lr: float, clip: float, k: int, sig
             cs = [_cos(fr, f) for f in ft]
             j = int(np.argmax(cs))
             fc0 += max(_cos(f0, f) for f in ft)
+            cc += _cos(fr - mu, ft[j] - mu)
+            cc0 += max(_cos(f0 - mu, f - mu) for f in ft)
             lab += bool(y == ys[j])
             fc += cs[j]
             ic += _cos(x.astype(np.float64) - zp, xs[j].astype(np.float64) - zp)
         res[name] = {"label_recovery": lab / trials, "feature_cosine": fc / trials, "input_cosine": ic / trials,
-                     "start_feature_cosine": fc0 / trials, "trials": trials}
+                     "start_feature_cosine": fc0 / trials, "centred_feature_cosine": cc / trials,
+                     "start_centred_feature_cosine": cc0 / trials, "trials": trials}
     res["chance"] = 1.0 / t.model.output_tensor.size
     res["attack"] = {"iters": iters, "label_iters": label_iters, "probes": probes, "layers": "all but the classifier"}
     return res
