@@ -64,9 +64,8 @@ def main() -> int:
         for f in [a.out, *a.merge] if os.path.exists(a.out) else a.merge:
             with open(f) as fh:
                 part = json.load(fh)
-            var = {**out.get("variants", {}), **part.pop("variants", {})}
-            out.update(part)
-            out["variants"] = var
+            for k, v in part.items():  # dicts (variants, leakage) merge key by key
+                out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         report.write_json(a.out, out)
         if "global_acc" in out:
             report.plot(os.path.splitext(a.out)[0] + ".png", out)

@@ -20,7 +20,8 @@ leakage.py), `input_cosine` between the centred int8 windows, and `start_feature
 same feature cosine for the search's start (the zero-point window, no information): the pooled
 features are non-negative, so unrelated windows already have a high cosine; the attack's gain is
 the difference; `centred_feature_cosine` (and its start value) subtracts the fleet's mean pooled
-features from both first, so an uninformed guess scores about 0.
+features from both first (best over the trained windows, as the plain one), so an uninformed
+guess scores lower.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def run(model_path: str, fd, glob: bytes, *, lr: float, clip: float, k: int, sig
             cs = [_cos(fr, f) for f in ft]
             j = int(np.argmax(cs))
             fc0 += max(_cos(f0, f) for f in ft)
-            cc += _cos(fr - mu, ft[j] - mu)
+            cc += max(_cos(fr - mu, f - mu) for f in ft)
             cc0 += max(_cos(f0 - mu, f - mu) for f in ft)
             lab += bool(y == ys[j])
             fc += cs[j]
