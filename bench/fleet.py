@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--epsilon", type=float, default=8.0)
     p.add_argument("--dp-clip", type=float, default=0.0, help="server clip under DP (0: the device clip)")
     p.add_argument("--splits", type=int, default=7)
+    p.add_argument("--attack-trials", type=int, default=16, help="trials per setting of the iterative attack")
     p.add_argument("--seeds", type=int, default=1, help="seeds of the compressed run and the centralized baseline")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet.json"))
     p.add_argument("--only", default="compressed,uncompressed,scale,dp,centralized,leakage,leakage-iter",
@@ -123,7 +124,7 @@ def main() -> int:
                                          sigma=0.25, one_sample_trials=200, repeats=4)
         if "leakage-iter" in only:
             out["leakage_iterative"] = leakage_iter.run(path, fd, t.state_bytes(), lr=a.lr, clip=a.clip,
-                                                        k=_k(lay, a.topk), sigma=0.25, trials=8)
+                                                        k=_k(lay, a.topk), sigma=0.25, trials=a.attack_trials)
             out.setdefault("leakage", {}).update({f"iterative/{k}": v for k, v in out["leakage_iterative"].items()
                                                   if isinstance(v, dict) and "label_recovery" in v})
     out["settings"] = {**base, "central_lr": a.central_lr, "splits": a.splits, "epsilon_target": a.epsilon}
