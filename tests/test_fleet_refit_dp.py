@@ -90,8 +90,9 @@ def test_released_scatter_is_positive_semidefinite():
     assert np.array_equal(st["s1"], st["b"].sum(0)) and st["cnt"].min() >= 1
 
 
-@pytest.mark.parametrize("clip,n_max,z,w,word", [(0.0, 5, 1.0, (1, 1, 1), "clip"), (1.0, 0, 1.0, (1, 1, 1), "n_max"),
-                                                  (1.0, 5, -1.0, (1, 1, 1), "noise"), (1.0, 5, 1.0, (1, 0, 1), "weights")])
+@pytest.mark.parametrize("clip,n_max,z,w,word", [
+    (0.0, 5, 1.0, (1, 1, 1), "clip"), (1.0, 0, 1.0, (1, 1, 1), "n_max"),
+    (1.0, 5, -1.0, (1, 1, 1), "noise"), (1.0, 5, 1.0, (1, 0, 1), "weights")])
 def test_bad_settings(clip, n_max, z, w, word):
     part = {"cnt": np.ones(2), "g": np.eye(3), "b": np.ones((2, 3))}
     with pytest.raises(ValueError, match=word):
