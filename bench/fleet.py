@@ -1,43 +1,76 @@
 """Fleet-learning benchmark (issue 17, docs/fleet.md §8): build/bench/fleet.json and fleet.png.
 
-    python -m bench.fleet [--model build/demo/model/model.etm] [--rounds 20]
+    python -m bench.fleet [--model build/demo/model/model.etm] [--rounds 20] [--seeds 1]
 
-Runs, all through Flower's Simulation Engine on the numpy twin (2 Ray workers):
-1. `compressed`: every (subject, arm) of the non-test subjects a client (16), 20 rounds of
-   FedAvg, one local epoch, device clip 8 / top-k 5 % with error feedback / int8;
-2. `scale`: the same with every client's recordings cut in 7 time parts (112 clients);
-3. `dp`: the 112 clients under Flower's central DP wrapper (fixed clipping at the device clip)
+Runs, all federated ones through Flower's Simulation Engine on the numpy twin (2 Ray workers),
+with the local lr / local epochs / server lr / server momentum and the centralized lr chosen by
+bench/fleet_tune.py on a validation split of the training subjects (constants below):
+1. `compressed`: every (subject, arm) of the non-test subjects a client (16), 20 rounds,
+   device clip 8 / top-k 5 % with error feedback / int8 (`--seeds` seeds);
+2. `uncompressed`: the same with dense float updates and no clip (what compression costs);
+3. `scale`: the compressed run with every client's recordings cut in 7 time parts (112 clients);
+4. `dp`: the 112 clients under Flower's central DP wrapper (fixed clipping at the device clip)
    with the noise multiplier for epsilon 8 at delta 1e-5 over the rounds;
-4. `centralized`: the same parameters fine-tuned on the pooled client windows for as many passes;
-5. leakage: the analytic attack on what boards upload at the flashed state (leakage.py).
-Accuracy is on the held-out test subjects (both arms, shifted). Takes ~15 min on 2 cores.
+5. `centralized`: the same parameters fine-tuned on the pooled client windows, 20 passes;
+6. `leakage`: the analytic attack on what boards upload at the flashed state (leakage.py), and
+   `leakage-iter`: the iterative gradient-matching attack on the deeper layers (leakage_iter.py).
+Accuracy is on the held-out test subjects (both arms, shifted). `--only` runs some parts,
+`--merge` folds parts run apart into one JSON. About 45 min on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
-from edgetune.fleet import client, leakage, report
+
+from edgetune.fleet import client, leakage, leakage_iter, report
 from edgetune.fleet.data import fleet_data
 from edgetune.fleet.simulate import Settings, _k, centralized, simulate
+
+
+# Chosen with bench/fleet_tune.py on the validation split of the training subjects (docs/fleet.md §8)
+LR, EPOCHS, SERVER_LR, SERVER_MOMENTUM = 0.01, 1, 1.0, 0.0
+CENTRAL_LR = 0.02
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=os.path.join("build", "demo", "model", "model.etm"))
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=LR, help="local (board) learning rate")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="local epochs per round")
+    p.add_argument("--server-lr", type=float, default=SERVER_LR)
+    p.add_argument("--server-momentum", type=float, default=SERVER_MOMENTUM)
+    p.add_argument("--central-lr", type=float, default=CENTRAL_LR, help="the centralized baseline's learning rate")
     p.add_argument("--clip", type=float, default=8.0)
     p.add_argument("--topk", type=float, default=0.05)
     p.add_argument("--epsilon", type=float, default=8.0)
     p.add_argument("--dp-clip", type=float, default=0.0, help="server clip under DP (0: the device clip)")
     p.add_argument("--splits", type=int, default=7)
+    p.add_argument("--attack-trials", type=int, default=16, help="trials per setting of the iterative attack")
+    p.add_argument("--seeds", type=int, default=1, help="seeds of the compressed run and the centralized baseline")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet.json"))
-    p.add_argument("--only", default="compressed,scale,dp,centralized,leakage")
+    p.add_argument("--only", default="compressed,uncompressed,scale,dp,centralized,leakage,leakage-iter",
+                   help="parts to run; the others are kept from an existing --out (so parts can run apart)")
+    p.add_argument("--merge", nargs="*", default=[], help="fold these JSONs of parts run apart (--only, another "
+                   "--out) into --out and redraw the PNG; runs nothing")
     a = p.parse_args()
+    if a.merge:
+        out = {}
+        for f in [a.out, *a.merge] if os.path.exists(a.out) else a.merge:
+            with open(f) as fh:
+                part = json.load(fh)
+            for k, v in part.items():  # dicts (variants, leakage) merge key by key
+                out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        report.write_json(a.out, out)
+        if "global_acc" in out:
+            report.plot(os.path.splitext(a.out)[0] + ".png", out)
+        print(f"bench/fleet.py: merged into {a.out}")
+        return 0
     only = set(a.only.split(","))
     if not os.path.exists(a.model):
         if os.path.abspath(a.model) != os.path.abspath(os.path.join("build", "demo", "model", "model.etm")):
@@ -51,14 +84,22 @@ def main() -> int:
         demo = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(demo)
         a.model = str(demo.ensure_model(root / "build" / "demo"))  # pre-trains the demo model once
-    base = dict(model=a.model, rounds=a.rounds, lr=a.lr, clip=a.clip, topk=a.topk)
+    base = dict(model=a.model, rounds=a.rounds, lr=a.lr, epochs=a.epochs, clip=a.clip, topk=a.topk,
+                server_lr=a.server_lr, server_momentum=a.server_momentum)
     t0 = time.time()
     out: dict = {}
-    variants: dict = {}
+    if os.path.exists(a.out):
+        with open(a.out) as f:
+            out = json.load(f)
+    variants: dict = out.setdefault("variants", {})
     if "compressed" in only:
-        r = simulate(Settings(**base))
+        runs = [simulate(Settings(**base, seed=sd)) for sd in range(a.seeds)]
+        r = runs[0]
         out.update({k: r[k] for k in ("rounds", "clients", "global_acc", "bytes_up_dense", "bytes_up_sent")})
         out["detail"] = r
+        out["global_acc_final_per_seed"] = [x["global_acc"][-1] for x in runs]
+    if "uncompressed" in only:  # what the device compression costs: dense float updates, no clip
+        variants["uncompressed"] = simulate(Settings(**{**base, "topk": 1.0, "clip": 1e9}))
     if "scale" in only:
         variants["scale"] = simulate(Settings(**base, splits=a.splits))
     if "dp" in only:
@@ -66,25 +107,31 @@ def main() -> int:
         out["epsilon"] = variants["dp"]["epsilon"]
         out["delta"] = variants["dp"]["delta"]
     if "centralized" in only:
-        c = centralized(Settings(**base))
+        cs = [centralized(Settings(**{**base, "lr": a.central_lr, "epochs": 1}, seed=sd)) for sd in range(a.seeds)]
+        c = cs[0]
         out["centralized_acc"] = c["centralized_acc"]
         out["centralized_curve"] = c["centralized_curve"]
+        out["centralized_acc_per_seed"] = [x["centralized_acc"] for x in cs]
+        out["centralized_lr"] = a.central_lr
         out["pooled_windows"] = c["pooled_windows"]
-    if "leakage" in only:
+    if "leakage" in only or "leakage-iter" in only:
         path = os.path.abspath(a.model)
         _, t, lay = client._model(path)
-        t.reset()
         fd = fleet_data(t.model.meta)
-        out["leakage"] = leakage.run(path, fd, t.state_bytes(), lr=a.lr, clip=a.clip, k=_k(lay, a.topk), sigma=0.25,
-                                     one_sample_trials=200, repeats=4)
-    out["variants"] = variants
-    out["seconds"] = round(time.time() - t0, 1)
+        if "leakage" in only:
+            out["leakage"] = leakage.run(path, fd, t.state_bytes(), lr=a.lr, clip=a.clip, k=_k(lay, a.topk),
+                                         sigma=0.25, one_sample_trials=200, repeats=4)
+        if "leakage-iter" in only:
+            out["leakage_iterative"] = leakage_iter.run(path, fd, t.state_bytes(), lr=a.lr, clip=a.clip,
+                                                        k=_k(lay, a.topk), sigma=0.25, trials=a.attack_trials)
+            out.setdefault("leakage", {}).update({f"iterative/{k}": v for k, v in out["leakage_iterative"].items()
+                                                  if isinstance(v, dict) and "label_recovery" in v})
+    out["settings"] = {**base, "central_lr": a.central_lr, "splits": a.splits, "epsilon_target": a.epsilon}
+    out["seconds_last_parts"] = round(time.time() - t0, 1)
+    report.write_json(a.out, out)
     if "global_acc" in out:
-        report.write_json(a.out, out)
         report.plot(os.path.splitext(a.out)[0] + ".png", out)
-    else:
-        report.write_json(a.out, out)
-    print(f"bench/fleet.py: {a.out} in {out['seconds']} s")
+    print(f"bench/fleet.py: {a.out} in {out['seconds_last_parts']} s")
     return 0
 
 

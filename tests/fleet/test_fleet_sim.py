@@ -98,3 +98,23 @@ def test_leakage_attack_works_and_the_fleet_setting_stops_it(demo_model):
         assert res[name]["label_recovery"] <= res["chance"] + 0.10, (name, res[name])
         assert res[name]["feature_cosine"] <= 0.5, (name, res[name])
     assert res["local-epoch"]["feature_cosine"] < one["feature_cosine"]
+
+
+def test_model_cache_gives_every_caller_a_fresh_trainer(tmp_path):
+    """client._model caches the file's bytes and layout, not a Trainer: a caller that trains
+    must not change the start state the next caller gets (it did: one shared Trainer)."""
+    import tinymodels
+    from edgetune.format.modelfile import write_etm
+
+    m = tinymodels.app_model(window=16)
+    p = tmp_path / "m.etm"
+    p.write_bytes(write_etm(m))
+    buf, t1, lay = client._model(str(p))
+    flashed = t1.state_bytes()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        t1.step(rng.integers(-128, 128, t1.model.input_tensor.size).astype(np.int8), int(rng.integers(0, 3)), 0.1)
+    assert t1.state_bytes() != flashed
+    buf2, t2, lay2 = client._model(str(p))
+    assert t2 is not t1 and buf2 == buf and lay2 is lay
+    assert t2.state_bytes() == flashed

@@ -20,6 +20,8 @@ def _sim_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--splits", type=int, default=1, help="time parts per (subject, arm): 7 gives 112 clients")
     p.add_argument("--dp-epsilon", type=float, default=0.0, help="central DP (Flower's wrapper) at this epsilon")
     p.add_argument("--delta", type=float, default=1e-5)
+    p.add_argument("--server-lr", type=float, default=1.0, help="server learning rate on the aggregate (1: FedAvg)")
+    p.add_argument("--server-momentum", type=float, default=0.0, help="server momentum (FedAvgM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--centralized", action="store_true", help="also fine-tune centrally on the pooled windows")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-simulate.json"))
@@ -35,7 +37,7 @@ def simulate_cli(a: argparse.Namespace) -> int:
     check_file(a.out)
     s = Settings(model=a.model, rounds=a.rounds, epochs=a.epochs, lr=a.lr, clip=a.clip, topk=a.topk,
                  sigma=a.sigma, splits=a.splits, seed=a.seed, dp_epsilon=a.dp_epsilon, delta=a.delta,
-                 progress=not a.quiet)
+                 server_lr=a.server_lr, server_momentum=a.server_momentum, progress=not a.quiet)
     res = simulate(s)
     if a.centralized:
         res.update(centralized(s))

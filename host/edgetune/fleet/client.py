@@ -22,14 +22,23 @@ from .data import fleet_data
 
 
 @functools.lru_cache(maxsize=2)
-def _model(path: str):
-    from ..format.modelfile import read_etm
+def _model_file(path: str) -> tuple[bytes, update.Layout]:
+    """The .etm bytes and the update layout of a model file (cached: both are immutable here)."""
     from ..twin.training import Trainer
 
     with open(path, "rb") as f:
         buf = f.read()
     t = Trainer(buf)
-    return buf, t, update.layout(t.model, t.scheme)
+    return buf, update.layout(t.model, t.scheme)
+
+
+def _model(path: str):
+    """(etm bytes, a fresh Trainer at the flashed state, layout): every caller gets its own
+    Trainer, so one caller's training never leaks into another's start state."""
+    from ..twin.training import Trainer
+
+    buf, lay = _model_file(path)
+    return buf, Trainer(buf), lay
 
 
 def order(n: int, epochs: int, seed: int) -> np.ndarray:

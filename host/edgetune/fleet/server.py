@@ -27,12 +27,37 @@ from . import compress, update
 F32 = np.float32
 
 
+class ServerOpt:
+    """The server's step from the aggregate: FedAvg with a server learning rate and server
+    momentum (FedAvgM: Hsu et al. 2019; the server-lr form of Reddi et al. 2021), in float32:
+    `m = momentum * m + d; state = update.apply(state, lr * m)` with d the aggregate's mean
+    update. lr = 1, momentum = 0 is plain FedAvg. Post-processing of the aggregate: it changes
+    nothing of the central-DP guarantee."""
+
+    def __init__(self, lr: float = 1.0, momentum: float = 0.0, d: int = 0):
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"server lr={lr} must be a positive number (1: plain FedAvg)")
+        if not (0 <= momentum < 1):
+            raise ValueError(f"server momentum={momentum} must be in [0, 1) (0: none)")
+        self.lr, self.momentum = F32(lr), F32(momentum)
+        self.m = np.zeros(d, F32)
+
+    def step(self, lay: update.Layout, state: bytes, d) -> bytes:
+        d = np.asarray(d, F32).reshape(-1)
+        if self.m.size != d.size:
+            self.m = np.zeros(d.size, F32)
+        self.m = (self.momentum * self.m + d).astype(F32)
+        return update.apply(lay, state, (self.lr * self.m).astype(F32))
+
+
 class FleetStrategy(Strategy):
-    def __init__(self, inner: Strategy, lay: update.Layout, state: bytes, train_config: dict):
+    def __init__(self, inner: Strategy, lay: update.Layout, state: bytes, train_config: dict,
+                 server_lr: float = 1.0, server_momentum: float = 0.0):
         super().__init__()
         self.inner = inner
         self.lay = lay
         self.state = bytes(state)
+        self.opt = ServerOpt(server_lr, server_momentum, lay.size)
         self.train_config = dict(train_config)
         self.rounds: list[dict] = []  # per round: bytes sent, dense bytes, clients, loss
 
@@ -66,7 +91,7 @@ class FleetStrategy(Strategy):
         if arrays is None:
             return None, metrics
         new = np.asarray(arrays["params"].numpy(), F32)
-        self.state = update.apply(self.lay, self.state, (new - glob).astype(F32))
+        self.state = self.opt.step(self.lay, self.state, (new - glob).astype(F32))
         return ArrayRecord({"params": Array(update.real(self.lay, self.state))}), metrics
 
     def configure_evaluate(self, server_round, arrays, config, grid):
@@ -77,9 +102,11 @@ class FleetStrategy(Strategy):
 
 
 def build_strategy(n_clients: int, lay: update.Layout, state: bytes, train_config: dict, *,
-                   dp_noise: float = 0.0, dp_clip: float = 0.0, delta: float = 1e-5):
+                   dp_noise: float = 0.0, dp_clip: float = 0.0, delta: float = 1e-5, server_lr: float = 1.0,
+                   server_momentum: float = 0.0):
     """(FleetStrategy, accountant or None): FedAvg over every client each round, inside
-    Flower's DifferentialPrivacyServerSideFixedClipping when dp_noise > 0."""
+    Flower's DifferentialPrivacyServerSideFixedClipping when dp_noise > 0; the aggregate goes
+    into the global state through ServerOpt(server_lr, server_momentum)."""
     acc = None
     if dp_noise > 0:
         from .accountant import accountant
@@ -92,7 +119,7 @@ def build_strategy(n_clients: int, lay: update.Layout, state: bytes, train_confi
     else:
         inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n_clients,
                        min_available_nodes=n_clients, weighted_by_key="num-examples")
-    return FleetStrategy(inner, lay, state, train_config), acc
+    return FleetStrategy(inner, lay, state, train_config, server_lr, server_momentum), acc
 
 
 def deployment_app():

@@ -36,6 +36,8 @@ class Settings:
     dp_epsilon: float = 0.0  # > 0: Flower's central DP wrapper with the noise for this epsilon
     delta: float = 1e-5
     dp_clip: float = 0.0  # server-side fixed clipping norm (0: the device clip)
+    server_lr: float = 1.0  # server learning rate on the aggregate (1: plain FedAvg)
+    server_momentum: float = 0.0  # server momentum (FedAvgM; 0: none)
     driver: str = "twin"
     progress: bool = True
 
@@ -53,6 +55,10 @@ class Settings:
             raise ValueError(f"clip={self.clip} must be a positive number")
         if self.sigma < 0 or self.dp_epsilon < 0:
             raise ValueError("sigma and dp_epsilon must be >= 0")
+        if not (self.server_lr > 0 and math.isfinite(self.server_lr)):
+            raise ValueError(f"server_lr={self.server_lr} must be a positive number (1: plain FedAvg)")
+        if not (0 <= self.server_momentum < 1):
+            raise ValueError(f"server_momentum={self.server_momentum} must be in [0, 1)")
 
 
 def _k(lay: update.Layout, frac: float) -> int:
@@ -88,7 +94,8 @@ def simulate(s: Settings) -> dict:
     state0 = t.state_bytes()
     z = noise_for(s.dp_epsilon, s.rounds, s.delta) if s.dp_epsilon > 0 else 0.0
     strategy, acc = build_strategy(n, lay, state0, train_config(s, lay), dp_noise=z,
-                                   dp_clip=s.dp_clip or s.clip, delta=s.delta)
+                                   dp_clip=s.dp_clip or s.clip, delta=s.delta, server_lr=s.server_lr,
+                                   server_momentum=s.server_momentum)
     out: dict = {"accuracy": [], "epsilon": []}
 
     def evaluate_fn(rnd: int, arrays) -> MetricRecord:

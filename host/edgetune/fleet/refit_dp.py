@@ -1,0 +1,117 @@
+"""Client-level differential privacy for the fleet refit mode: one Gaussian mechanism on the
+summed sufficient statistics (docs/fleet-refit.md §5).
+
+Per board (`clipped_stats`), before anything leaves it: at most `n_max` windows (a seeded subset
+when it holds more), every window's centred classifier input u (refit_stats) scaled down to L2
+norm <= R (`u * min(1, R / |u|)`, float64), and the sums over those windows
+
+    cnt[c]  (C values),  G = sum u u^T  (lower triangle, K(K+1)/2),  B[c] = sum_{label c} u  (C x K)
+
+(S1 is not sent: S1 = sum_c B[c]). In the scaled units (cnt, G / R^2, B / R) adding or removing
+one board changes each of the three blocks by at most n_max in L2 norm (a window moves cnt by a
+one-hot, G by u u^T of Frobenius norm |u|^2 <= R^2 and the triangle holds each pair once, B by u
+in one row), so the release of (w_cnt cnt, w_G G / R^2, w_B B / R) has L2 sensitivity
+`n_max * sqrt(w_cnt^2 + w_G^2 + w_B^2)` (the weights split the budget between the blocks). The
+server (`release`) sums the boards' statistics and adds N(0, (z * sensitivity)^2) to every value
+of that vector: one Gaussian mechanism with noise multiplier z, accounted with accountant.py (one
+release, add-or-remove-one board). Everything after is post-processing: the noisy sums are
+class counts floored at 1, S1 rebuilt from B, the centred scatter n G - S1 S1^T projected onto
+the positive semidefinite matrices, rounded to integers, and refit.solved (the same
+closed-form solve as the exact mode) gives the global classifier.
+
+The guarantee is for a trusted server (it adds the noise, as Flower's central DP wrapper does);
+it covers everything derived from the release (the global state every board installs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..twin import refit as rf
+from . import refit_stats as rs
+
+def sensitivity(n_max: int, weights=(1.0, 1.0, 1.0)) -> float:
+    """L2 sensitivity of one board's statistics in the scaled units (module doc), the blocks
+    (cnt, G, B) multiplied by `weights`."""
+    return n_max * math.sqrt(sum(float(w) ** 2 for w in weights))
+
+
+def check_params(clip: float, n_max: int) -> None:
+    if not (isinstance(n_max, int) and n_max >= 1):
+        raise ValueError(f"n_max={n_max!r} must be an int >= 1 (windows one board contributes at most)")
+    if not (math.isfinite(clip) and clip > 0):
+        raise ValueError(f"clip={clip!r} must be a positive finite L2 norm (centred int8 feature units)")
+
+
+def clipped_stats(trainer, xs, labels, clip: float, n_max: int, seed: int = 0) -> dict:
+    """One board's clipped statistics (float64): cnt, G (full symmetric), B."""
+    check_params(clip, n_max)
+    layer, xs, labels = rf.check_args(trainer, xs, labels, 1.0, 1.0)
+    m = trainer.model
+    zp = int(m.tensors[m.layers[layer].input].zero_point)
+    if len(labels) > n_max:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:n_max])
+        xs, labels = xs[keep], labels[keep]
+    u = rf.features(trainer, xs).astype(np.float64) - zp
+    return clip_sum(u, labels, int(m.output_tensor.size), clip, n_max)
+
+
+def clip_sum(u: np.ndarray, labels: np.ndarray, n_cls: int, clip: float, n_max: int, seed: int = 0) -> dict:
+    """clipped_stats from the centred features u (n, K) already computed."""
+    check_params(clip, n_max)
+    u = np.asarray(u, np.float64)
+    labels = np.asarray(labels, np.int64)
+    if len(labels) > n_max:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:n_max])
+        u, labels = u[keep], labels[keep]
+    norm = np.sqrt((u * u).sum(1))
+    u = u * np.minimum(1.0, clip / np.maximum(norm, 1e-300))[:, None]
+    b = np.zeros((n_cls, u.shape[1]))
+    np.add.at(b, labels, u)
+    return {"cnt": np.bincount(labels, minlength=n_cls).astype(np.float64), "g": u.T @ u, "b": b,
+            "clipped": int((norm > clip).sum()), "windows": int(len(labels))}
+
+
+def release(parts: list[dict], clip: float, n_max: int, z: float, rng, weights=(1.0, 1.0, 1.0)) -> dict:
+    """The noised, summed statistics as refit.stats-style integers (n, cnt, s1, g, b). `weights`
+    (w_cnt, w_G, w_B) split the budget between the blocks: the release is of (w_cnt cnt,
+    w_G G / R^2, w_B B / R), so a block's noise in its own units is z * sensitivity / w."""
+    check_params(clip, n_max)
+    wc, wg, wb = (float(w) for w in weights)
+    if not all(math.isfinite(w) and w > 0 for w in (wc, wg, wb)):
+        raise ValueError(f"block weights {weights!r} must be positive numbers")
+    if not parts:
+        raise ValueError("release needs at least one board's statistics")
+    if not (math.isfinite(z) and z >= 0):
+        raise ValueError(f"noise multiplier z={z!r} must be a finite number >= 0")
+    cnt = sum(p["cnt"] for p in parts)
+    g = sum(p["g"] for p in parts)
+    b = sum(p["b"] for p in parts)
+    sd = z * sensitivity(n_max, (wc, wg, wb))
+    K = g.shape[0]
+    j, k = np.tril_indices(K)
+    tri = g[j, k] / clip ** 2 + (rng.normal(0.0, sd / wg, j.size) if sd else 0)
+    gn = np.zeros((K, K))
+    gn[j, k] = tri
+    gn[k, j] = tri
+    cnt = cnt + (rng.normal(0.0, sd / wc, cnt.size) if sd else 0)
+    b = b / clip + (rng.normal(0.0, sd / wb, b.shape) if sd else 0)
+    # post-processing: class counts >= 1, the centred scatter n G - S1 S1^T projected onto the
+    # positive semidefinite matrices (noise makes it indefinite and the refit's LDL^T needs it
+    # definite), back to integer statistics in the device's units
+    cnt_i = np.maximum(1, np.rint(cnt)).astype(np.int64)
+    n = int(cnt_i.sum())
+    b_i = np.rint(b * clip).astype(np.int64)
+    s1 = b_i.sum(0).astype(np.float64)
+    a0 = n * (gn * clip ** 2) - np.outer(s1, s1)
+    w, v = np.linalg.eigh((a0 + a0.T) / 2)
+    a0 = (v * np.maximum(w, 0.0)) @ v.T
+    g = (a0 + np.outer(s1, s1)) / n  # rounding G moves n G - S1 S1^T by at most n / 2 per entry
+    return {"n": n, "cnt": cnt_i, "s1": b_i.sum(0), "g": np.rint(g).astype(np.int64), "b": b_i}
+
+
+def global_state(trainer, st: dict, l2: float, alpha: float) -> bytes:
+    """The refit's solve (refit_stats.global_state, refit.solved) on the released statistics."""
+    return rs.global_state(trainer, st, l2, alpha)

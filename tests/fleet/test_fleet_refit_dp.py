@@ -1,0 +1,100 @@
+"""Client-level DP for the fleet refit mode (fleet/refit_dp.py): the calibration of its one
+Gaussian mechanism and its post-processing, on random refittable models.
+
+- without noise and without active clipping the release is the exact pooled statistics
+  (refit_stats.aggregate), and the solved state is the exact mode's bit for bit;
+- adding or removing one board moves the released vector (w_cnt cnt, w_G G / R^2, w_B B / R)
+  by at most `sensitivity(n_max, weights)`, for random windows at the clip;
+- the noise added has the calibrated standard deviation z * sensitivity / w per block;
+- bad settings are a ValueError naming the setting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetune.twin import refit as rf
+from edgetune.fleet import refit_dp, refit_stats as rs
+from edgetune.format.modelfile import write_etm
+from edgetune.twin.training import Trainer
+
+
+from tests.support.trainingcases import refittable_models
+
+
+def _boards(model, rng, k=4):
+    t = Trainer(write_etm(model))
+    n_in, n_cls = model.input_tensor.size, model.output_tensor.size
+    xs = [rng.integers(-128, 128, (int(rng.integers(3, 12)), n_in)).astype(np.int8) for _ in range(k)]
+    ys = [rng.integers(0, n_cls, len(x)).astype(np.int64) for x in xs]
+    return t, xs, ys
+
+
+@pytest.mark.parametrize("seed,model", refittable_models(5))
+def test_no_noise_no_clip_is_the_exact_mode(seed, model):
+    rng = np.random.default_rng([5, seed])
+    t, xs, ys = _boards(model, rng)
+    parts = [refit_dp.clipped_stats(t, x, y, 1e9, 1000) for x, y in zip(xs, ys)]
+    assert all(p["clipped"] == 0 for p in parts)
+    st = refit_dp.release(parts, 1e9, 1000, 0.0, rng)
+    want = rs.aggregate([rs.client_stats(t, x, y) for x, y in zip(xs, ys)])
+    for key in ("n", "cnt", "s1", "g", "b"):
+        assert np.array_equal(st[key], want[key]), key
+    assert refit_dp.global_state(t, st, 0.1, 1.0) == rs.global_state(t, want, 0.1, 1.0)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (0.3, 0.3, 1.0), (2.0, 0.5, 1.0)])
+def test_one_board_moves_the_release_by_at_most_the_sensitivity(weights):
+    rng = np.random.default_rng(11)
+    K, C, clip, n_max = 12, 4, 50.0, 6
+    wc, wg, wb = weights
+    j, k = np.tril_indices(K)
+    worst = 0.0
+    for _ in range(200):
+        n = int(rng.integers(1, 20))  # more windows than n_max: the board keeps n_max
+        u = rng.uniform(0, 255, (n, K)) * rng.choice([0.1, 1.0, 10.0])
+        y = rng.integers(0, C, n)
+        p = refit_dp.clip_sum(u, y, C, clip, n_max, int(rng.integers(1 << 30)))
+        assert p["windows"] == min(n, n_max)
+        vec = np.concatenate([wc * p["cnt"], wg * p["g"][j, k] / clip ** 2, wb * p["b"].ravel() / clip])
+        worst = max(worst, float(np.linalg.norm(vec)) / refit_dp.sensitivity(n_max, weights))
+    assert 0.5 < worst <= 1.0 + 1e-12
+
+
+def test_noise_has_the_calibrated_std():
+    K, C, clip, n_max, z = 6, 3, 10.0, 4, 0.7
+    w = (0.5, 0.25, 1.0)
+    part = {"cnt": np.full(C, 1e6), "g": np.eye(K) * 1e6 * clip ** 2, "b": np.full((C, K), 1e6 * clip)}
+    sd = z * refit_dp.sensitivity(n_max, w)
+    rng = np.random.default_rng(3)
+    bs, cs = [], []
+    for _ in range(400):
+        st = refit_dp.release([part], clip, n_max, z, rng, w)
+        bs.append(st["b"].ravel() / clip - 1e6)
+        cs.append(st["cnt"] - 1e6)
+    assert np.std(bs) == pytest.approx(sd / w[2], rel=0.05)
+    assert np.std(cs) == pytest.approx(sd / w[0], rel=0.08)
+
+
+def test_released_scatter_is_positive_semidefinite():
+    rng = np.random.default_rng(4)
+    K, C = 10, 3
+    u = rng.uniform(0, 200, (30, K))
+    y = rng.integers(0, C, 30)
+    p = refit_dp.clip_sum(u, y, C, 150.0, 30)
+    st = refit_dp.release([p], 150.0, 30, 2.0, rng)
+    a0 = st["n"] * st["g"].astype(float) - np.outer(st["s1"], st["s1"]).astype(float)
+    assert np.linalg.eigvalsh(a0).min() >= -st["n"] * K / 2  # only G's rounding to integers
+    raw = st["n"] * (p["g"] + rng.normal(0, 2.0 * refit_dp.sensitivity(30) * 150.0 ** 2, (K, K)))
+    assert np.linalg.eigvalsh((raw + raw.T) / 2 - np.outer(st["s1"], st["s1"])).min() < -1e3 * st["n"] * K
+    assert np.array_equal(st["s1"], st["b"].sum(0)) and st["cnt"].min() >= 1
+
+
+@pytest.mark.parametrize("clip,n_max,z,w,word", [
+    (0.0, 5, 1.0, (1, 1, 1), "clip"), (1.0, 0, 1.0, (1, 1, 1), "n_max"),
+    (1.0, 5, -1.0, (1, 1, 1), "noise"), (1.0, 5, 1.0, (1, 0, 1), "weights")])
+def test_bad_settings(clip, n_max, z, w, word):
+    part = {"cnt": np.ones(2), "g": np.eye(3), "b": np.ones((2, 3))}
+    with pytest.raises(ValueError, match=word):
+        refit_dp.release([part], clip, n_max, z, np.random.default_rng(0), w)
