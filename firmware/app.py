@@ -286,9 +286,11 @@ def train(epochs=5, lr=0.01, target=None, qas=True, seed=0, calibrate=True, refi
     Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
     Logs every step. Returns the check accuracy of the model it leaves (None without check windows).
     The code is in app_train.py, imported on first use (a board that never trains keeps the heap)."""
+    import sys
+
     import app_train
 
-    return app_train.train(epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all)
+    return app_train.train(sys.modules[__name__], epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all)
 
 
 def _reframe_ring(R, groups):

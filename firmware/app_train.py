@@ -1,15 +1,17 @@
 """app.train(): the default recipe (recipe.py) on the app's ring buffer, model and log.
 
 Kept out of app.py so that the app's bytecode (compiled into RAM when not frozen) stays small
-for boards that only collect and predict; app.train() imports it on first use.
+for boards that only collect and predict; app.train() imports it on first use and hands itself
+over (`train(app, ...)`), so this module never imports app back: no import cycle.
 """
 
 import gc
 
-import app
 import hal
 import log
 import recipe as _recipe
+
+app = None  # the device app module, handed over by app.train()
 
 
 def _refit_step(xs, ys):
@@ -46,7 +48,7 @@ def _calibrate_step():
     return {"chosen": r["chosen"], "improper": r["improper"]}
 
 
-def train(epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all):
+def train(host, epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all):
     """The default recipe (recipe.py) on the collected windows: calibrate the sensor frame ->
     refit the classifier -> `epochs` shuffled passes of one-sample SGD (qas, lr) with rollback to
     the best epoch on the check set (stopping early once its accuracy reaches `target`) -> the
@@ -54,6 +56,8 @@ def train(epochs, lr, target, qas, seed, calibrate, refit, sgd, guard, refit_all
     refit was kept, the refit repeated over every collected window (refit_all).
     Each step can be switched off (calibrate=False, refit=False, sgd=False, guard=False).
     Logs every step. Returns the check accuracy of the model it leaves (None without check windows)."""
+    global app
+    app = host
     s = app._state()
     data, held = app._split()
     if not data:

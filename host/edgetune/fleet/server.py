@@ -121,35 +121,3 @@ def build_strategy(n_clients: int, lay: update.Layout, state: bytes, train_confi
                        min_available_nodes=n_clients, weighted_by_key="num-examples")
     return FleetStrategy(inner, lay, state, train_config, server_lr, server_momentum), acc
 
-
-def deployment_app():
-    """The ServerApp of the Deployment Engine: settings from the run config (fleet_app's
-    pyproject), FedAvg over `nodes` SuperNodes for `rounds` rounds, the per-round record written
-    to `out` (JSON) when given."""
-    import json
-
-    from flwr.serverapp import ServerApp
-
-    from . import client
-    from .simulate import Settings, train_config
-
-    app = ServerApp()
-
-    @app.main()
-    def main(grid, context) -> None:
-        rc = context.run_config
-        s = Settings(model=str(rc["model"]), rounds=int(rc["rounds"]), lr=float(rc["lr"]), clip=float(rc["clip"]),
-                     topk=float(rc["topk"]), sigma=float(rc["sigma"]), driver="unix", progress=False)
-        s.check()
-        _, t, lay = client._model(s.model)
-        t.reset()
-        state0 = t.state_bytes()
-        n = int(rc["nodes"])
-        strategy, _ = build_strategy(n, lay, state0, train_config(s, lay))
-        strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
-                       num_rounds=s.rounds, timeout=600)
-        if rc.get("out"):
-            with open(str(rc["out"]), "w") as f:
-                json.dump({"rounds": strategy.rounds, "state": strategy.state.hex()}, f)
-
-    return app
