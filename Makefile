@@ -16,7 +16,7 @@
 #   make flash BOARD=esp32s3 FIRMWARE=stock.bin [MODEL=m.etm]  stock MicroPython + the xtensawin .mpy
 #   make bench                    learning, scheme and training benchmarks -> build/bench/*.json
 #   make bench-mcu                guest instructions per call/output/MAC under qemu (M3, ARMv6-M, Xtensa LX7) -> build/bench/mcu.json
-#   make bench-fleet              fleet learning on Flower (~15 min) -> build/bench/fleet.json
+#   make bench-fleet              fleet learning on Flower (~45 min) -> build/bench/fleet.json
 #   make fuzz [FUZZ_RUNS=1000000]  libFuzzer + ASan/UBSan on the C parsers -> build/bench/reliability.json
 #   make test-sanitize            the unix-port tests on an ASan+UBSan build of the unix port
 #   make clean                    remove our build outputs (keeps downloaded sources and .venv)
