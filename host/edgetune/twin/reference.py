@@ -367,6 +367,32 @@ def run_layer(model: EtmModel, layer: Layer, x: np.ndarray) -> np.ndarray:
     return y.reshape((n,) + _nhwc(t_out.shape)[1:])
 
 
+def run_layer_runs(model: EtmModel, layer: Layer, x: np.ndarray, weight: np.ndarray,
+                   bias: np.ndarray | None) -> np.ndarray:
+    """CONV_2D / FULLY_CONNECTED with a leading run axis: x (R, *input[1:]), weight (R, *weight
+    shape) int8, bias (R, C_out) int32 or None: run r is `run_layer` with weight[r] and bias[r]
+    (the same exact integer sums and the same requantization). Returns (R, *out[1:])."""
+    t_out = model.tensors[layer.output]
+    R = x.shape[0]
+    c_out = weight.shape[1]
+    w = weight.reshape(R, c_out, -1).astype(np.float64).transpose(0, 2, 1)
+    if layer.op == OP_CONV_2D:
+        _, oh, ow, _ = _nhwc(t_out.shape)
+        kh, kw = weight.shape[2], weight.shape[3]
+        xs = x.astype(np.float64) + layer.input_offset
+        xp = pad(xs, layer.pad_h, layer.pad_w, kh, kw, layer.stride_h, layer.stride_w, oh, ow, 0)
+        acc = np.matmul(im2col(xp, kh, kw, layer.stride_h, layer.stride_w, oh, ow).reshape(R, oh * ow, -1), w)
+    elif layer.op == OP_FULLY_CONNECTED:
+        acc = np.matmul(x.reshape(R, 1, -1).astype(np.float64) + layer.input_offset, w)
+    else:
+        raise ValueError(f"reference: {layer.op_name} has no run-axis weights")
+    acc = acc.astype(np.int64)
+    if bias is not None:
+        acc += bias[:, None, :]
+    y = requantize(acc, layer.multipliers, layer.shifts, layer.output_offset, layer.act_min, layer.act_max)
+    return y.reshape((R,) + _nhwc(t_out.shape)[1:])
+
+
 def forward_batch(model: EtmModel, xs: np.ndarray, keep: bool = False):
     """Run the model on N inputs at once: xs has N * input-size int8 elements (any shape with a
     leading N). Returns (N, *output_shape[1:]) int8, plus the list of activations t_0..t_L (each
