@@ -174,6 +174,7 @@ def backprop(layers, acts, g: np.ndarray, first: np.ndarray, lo: int, grad_in, u
         return stopped
     s_g = np.where(active, (big / F32(32767.0)).astype(F32), F32(1)).astype(F32)
     g_q = round_sat(g / s_g[:, None], 32767).reshape(acts[L].shape)
+    lo_active = int(first[active].min())  # the lowest layer an active run updates
     for i in range(L - 1, lo - 1, -1):
         ly = layers[i]
         if i < L - 1:  # §3: the logits layer's mask is not applied
@@ -184,20 +185,23 @@ def backprop(layers, acts, g: np.ndarray, first: np.ndarray, lo: int, grad_in, u
             acc, s_acc = grad_in(i, g_q, s_g, acts[i])
             bigi = np.abs(acc.reshape(R, -1)).max(axis=1) if acc.size else np.zeros(R, np.int64)
             zero = bigi == 0
-            stop = zero & (i > first)
-            safe = np.where(zero, 1, bigi)
+            vanished = bool(zero.any())  # (the common case without is kept cheap: R = 1 is the Trainer)
+            safe = np.where(zero, 1, bigi) if vanished else bigi
             g_next = rdiv(acc * 32767, safe.reshape((R,) + (1,) * (acc.ndim - 1)))
-            s_next = ((s_acc * bigi.astype(F32)).astype(F32) / F32(32767.0)).astype(F32)
-            s_next = np.where(zero, F32(1), s_next).astype(F32)
-        upd = active & (i >= first)
-        if upd.any():
-            update(i, g_q, s_g, acts[i], upd)
-        if stop is not None:
-            stopped[stop & active] = i
-            active = active & ~stop
+            s_next = s_acc * bigi.astype(F32) / F32(32767.0)  # float32 throughout
+            if vanished:
+                s_next = np.where(zero, F32(1), s_next).astype(F32)
+                stop = zero & (i > first)
+        if i >= lo_active:
+            update(i, g_q, s_g, acts[i], active & (i >= first))
+        if i > lo:
+            if stop is not None:
+                stopped[stop & active] = i
+                active = active & ~stop
+                if not active.any():
+                    break
+                lo_active = int(first[active].min())
             g_q, s_g = g_next, s_next
-        if not active.any():
-            break
     return stopped
 
 
@@ -229,10 +233,11 @@ def weight_grad(ly, kernel: tuple[int, int], g: np.ndarray, x: np.ndarray, zp_x:
     return np.matmul(gs.transpose(0, 2, 1), cols.astype(np.float64)).astype(np.int64)
 
 
-def factor(neg: np.ndarray, s: np.ndarray, qas: bool) -> np.ndarray:
-    """§4d: neg (R,) = -lr * s_g (times s_x for weights), s (C,) the parameter scales -> the
-    float32 factor (R, C) of each gradient sum: neg / s with QAS, neg * s in plain SGD."""
-    return ((neg[:, None] / s[None, :]) if qas else (neg[:, None] * s[None, :])).astype(F32)
+def factor(neg, s: np.ndarray, qas: bool) -> np.ndarray:
+    """§4d: neg (R,) or a scalar = -lr * s_g (times s_x for weights), float32, s (C,) the parameter
+    scales -> the float32 factor (R, C) or (C,) of each gradient sum: neg / s with QAS, neg * s in
+    plain SGD."""
+    return (np.divide.outer if qas else np.multiply.outer)(neg, s).astype(F32, copy=False)
 
 
 def to_lsb(v: np.ndarray) -> np.ndarray:

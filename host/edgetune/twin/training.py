@@ -307,7 +307,7 @@ class Trainer(WeightsFile):
             s_b = self.s_b.get(i)
             if s_b is None:
                 s_b = self.s_b[i] = channel_scales(m.tensors[ly.bias], c_out)
-            f = factor(np.array([neg]), s_b, qas)[0]
+            f = factor(neg, s_b, qas)
             if self._acc is not None:
                 a = self._acc[("b", i)]
                 a[...] = (a + (f * G.astype(F32))).astype(F32)
@@ -329,7 +329,7 @@ class Trainer(WeightsFile):
         A = self._weight_grad(i, g, x, sel, zp_x)
         s_w = self.s_w[i][sel]
         base = F32(neg * s_x)
-        f = factor(np.array([base]), s_w, qas)[0]
+        f = factor(base, s_w, qas)
         if self._acc is not None:
             a = self._acc[("w", i)]
             a[...] = (a + (f[:, None] * A.astype(F32))).astype(F32)
