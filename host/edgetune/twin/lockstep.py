@@ -17,7 +17,7 @@ The arithmetic is not copied: the step loop (`backprop`), the loss gradient, the
 weight gradients and the integer update are backward.py's run-axis functions, which `Trainer`
 calls with R = 1; what is Lockstep's own is only its state (per-run copies and masks) and the
 `update` it hands to `backprop`. The forward of a layer with per-run weights is
-`reference.run_layer_runs`.
+`reference.run_layer` with those weights.
 
 Supported: momentum 0 and, from the lowest first trained layer up, CONV_2D, FULLY_CONNECTED,
 MAX_POOL_2D and MEAN (the layers below run as inference); anything else raises
@@ -109,9 +109,7 @@ class Lockstep:
     def _layer(self, i: int, x: np.ndarray) -> np.ndarray:
         m = self.model
         ly = m.layers[i]
-        if i not in self.W:
-            return reference.run_layer(m, ly, x)
-        return reference.run_layer_runs(m, ly, x, self.W[i], self.B.get(i))
+        return reference.run_layer(m, ly, x, self.W.get(i), self.B.get(i))
 
     # ------------------------------------------------------------------ step
 
