@@ -142,15 +142,15 @@ def input_grad(ly, g: np.ndarray, s_g: np.ndarray, x: np.ndarray, w: np.ndarray 
     h_in, w_in, c_in = in_shape
     if ly.op in (OP_FULLY_CONNECTED, OP_CONV_2D, OP_DEPTHWISE_CONV_2D):
         h = round_sat(g.astype(F32) * r_c, 32767).astype(np.float64)
-        s_acc = (s_g * s_wmax).astype(F32)
+        s_acc = s_g * s_wmax  # float32 (R,) times a float32 scalar
         acc = weighted_input_grad(ly, w, h, h_in, w_in, c_in) if ly.op != OP_DEPTHWISE_CONV_2D else None
         if acc is None:
             acc = _weighted_taps(ly, w, h, h_in, w_in, c_in)
         return acc, s_acc
     if ly.op == OP_MEAN:
-        return mean_input_grad(g, h_in, w_in), (s_g / F32(h_in * w_in)).astype(F32)
+        return mean_input_grad(g, h_in, w_in), s_g / F32(h_in * w_in)
     if ly.op == OP_AVERAGE_POOL_2D:
-        return avg_pool_input_grad(ly, g, h_in, w_in), (s_g / F32(1024.0)).astype(F32)
+        return avg_pool_input_grad(ly, g, h_in, w_in), s_g / F32(1024.0)
     if ly.op == OP_MAX_POOL_2D:
         return max_pool_input_grad(ly, g, x, h_in, w_in), s_g
     raise ValueError(f"backward of {ly.op_name} is not supported")
@@ -192,8 +192,8 @@ def backprop(layers, acts, g: np.ndarray, first: np.ndarray, lo: int, grad_in, u
             if vanished:
                 s_next = np.where(zero, F32(1), s_next).astype(F32)
                 stop = zero & (i > first)
-        if i >= lo_active:
-            update(i, g_q, s_g, acts[i], active & (i >= first))
+        if i >= lo_active:  # (with one run, that run is active and trains here)
+            update(i, g_q, s_g, acts[i], active if R == 1 else active & (i >= first))
         if i > lo:
             if stop is not None:
                 stopped[stop & active] = i
