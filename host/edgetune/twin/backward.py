@@ -168,13 +168,17 @@ def backprop(layers, acts, g: np.ndarray, first: np.ndarray, lo: int, grad_in, u
     L = len(layers)
     R = g.shape[0]
     stopped = np.full(R, -1, np.int64)
-    big = np.abs(g).max(axis=1)
+    big = np.abs(g).max(axis=1)  # float32
     active = (big != 0) & (first < L)
-    if not active.any():
+    if active.all():  # (the common case, kept cheap: R = 1 is the Trainer's inner loop)
+        s_g = big / F32(32767.0)
+        lo_active = int(first.min())  # the lowest layer an active run updates
+    elif active.any():
+        s_g = np.where(active, big / F32(32767.0), F32(1)).astype(F32)
+        lo_active = int(first[active].min())
+    else:
         return stopped
-    s_g = np.where(active, (big / F32(32767.0)).astype(F32), F32(1)).astype(F32)
     g_q = round_sat(g / s_g[:, None], 32767).reshape(acts[L].shape)
-    lo_active = int(first[active].min())  # the lowest layer an active run updates
     for i in range(L - 1, lo - 1, -1):
         ly = layers[i]
         if i < L - 1:  # §3: the logits layer's mask is not applied
