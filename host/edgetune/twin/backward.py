@@ -241,7 +241,7 @@ def factor(neg, s: np.ndarray, qas: bool) -> np.ndarray:
     """§4d: neg (R,) or a scalar = -lr * s_g (times s_x for weights), float32, s (C,) the parameter
     scales -> the float32 factor (R, C) or (C,) of each gradient sum: neg / s with QAS, neg * s in
     plain SGD."""
-    return (np.divide.outer if qas else np.multiply.outer)(neg, s).astype(F32, copy=False)
+    return (np.divide.outer if qas else np.multiply.outer)(neg, s)  # float32 op float32
 
 
 def to_lsb(v: np.ndarray) -> np.ndarray:

@@ -72,6 +72,7 @@ class Trainer(WeightsFile):
         if not (self.momentum >= 0 and self.momentum < 1):
             raise ValueError(f"momentum {momentum} must be in [0, 1)")
         self.first = self.scheme.first
+        self._first_run = np.array([len(model.layers) if self.first is None else self.first])  # backprop's run axis
         self.batch = bool(batch)
         self._acc: dict | None = None  # inside step_batch: {("b"|"w", layer): float32 accumulator}
         # live model: trained tensors are replaced by our own arrays (mutated in place)
@@ -234,7 +235,7 @@ class Trainer(WeightsFile):
             if e is not None:
                 self._update(i, e, g[0], s_g[0], x[0], lr, qas, info if trace else None)
 
-        stopped = backprop(m.layers, acts, gs, np.array([self.first]), self.first, self._input_grad, update)
+        stopped = backprop(m.layers, acts, gs, self._first_run, self.first, self._input_grad, update)
         if stopped[0] >= 0:
             info.stopped_at = int(stopped[0])
         return loss
