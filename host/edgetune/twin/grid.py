@@ -1,23 +1,23 @@
 """Geometry helpers of the convolution backward pass (docs/training.md §4): the padded gradient
-grid, the 0/1 scatter matrix from output taps to input pixels, the zero-point-centred padded
-input. All on single samples: arrays (H, W, C) without the batch axis.
+grid, the 0/1 scatter matrix from output taps to input pixels. Grids carry backward.py's leading
+run axis: (R, H, W, C).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import reference
-
 
 def grid_crop(grid: np.ndarray, pad_h: int, pad_w: int, h: int, w: int) -> np.ndarray:
-    return grid[pad_h: pad_h + h, pad_w: pad_w + w]
+    """(R, GH, GW, C) in reference.pad's layout -> the (R, H, W, C) input positions."""
+    return grid[:, pad_h: pad_h + h, pad_w: pad_w + w]
 
 
-def zero_grid(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w, c, dtype=np.float64):
+def zero_grid(R, oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w, c, dtype=np.float64):
+    """Zeros (R, GH, GW, C) covering every tap of every output and every input position."""
     gh = max((oh - 1) * sh + kh, pad_h + h)
     gw = max((ow - 1) * sw + kw, pad_w + w)
-    return np.zeros((gh, gw, c), dtype)
+    return np.zeros((R, gh, gw, c), dtype)
 
 
 _SCATTER: dict[tuple, np.ndarray | None] = {}
@@ -42,10 +42,3 @@ def scatter_matrix(oh, ow, kh, kw, sh, sw, pad_h, pad_w, h, w) -> np.ndarray | N
             m[(y * w + x)[ok], np.arange(n)[ok]] = 1.0
             _SCATTER[key] = m
     return _SCATTER[key]
-
-
-def padded_input(x: np.ndarray, zp: int, ly, kh, kw, oh, ow) -> np.ndarray:
-    """(x - zp) as int64 with zero padding, laid out so tap (ky, kx) of output (oy, ox) is
-    row oy*sh+ky, column ox*sw+kx (reference.pad)."""
-    xc = x.astype(np.int64) - zp
-    return reference.pad(xc[None], ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)[0]

@@ -13,9 +13,11 @@ gradient vanished or stopped is left alone; a weight channel a run does not trai
 written). `trainer(r)` returns run r as a `Trainer` (state installed), e.g. for `evaluate`.
 tests/host/test_lockstep.py compares every run's trained-weights file with a sequential Trainer.
 
-The arithmetic is not copied: the loss gradient, the input and weight gradients and the integer
-update are backward.py's run-axis functions, which `Trainer` calls with R = 1; the forward of a
-layer with per-run weights uses reference.py's padding, im2col and requantization.
+The arithmetic is not copied: the step loop (`backprop`), the loss gradient, the input and
+weight gradients and the integer update are backward.py's run-axis functions, which `Trainer`
+calls with R = 1; what is Lockstep's own is only its state (per-run copies and masks) and the
+`update` it hands to `backprop`. The forward of a layer with per-run weights is
+`reference.run_layer` with those weights.
 
 Supported: momentum 0 and, from the lowest first trained layer up, CONV_2D, FULLY_CONNECTED,
 MAX_POOL_2D and MEAN (the layers below run as inference); anything else raises
@@ -30,8 +32,8 @@ from . import reference
 from ..format.modelfile import NONE, OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, read_etm
 from ..format.scheme import Scheme, out_channels
 from .grid import scatter_matrix
-from .backward import commit, max_pool_input_grad, mean_input_grad, softmax_xent, weight_grad, weighted_input_grad
-from .qmath import F32, channel_scales, check_scales, rdiv, round_sat
+from .backward import backprop, commit, factor, input_grad, softmax_xent, to_lsb, weight_grad
+from .qmath import F32, channel_scales, check_scales
 from .training import Trainer
 
 SUPPORTED = (OP_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN)
@@ -107,27 +109,7 @@ class Lockstep:
     def _layer(self, i: int, x: np.ndarray) -> np.ndarray:
         m = self.model
         ly = m.layers[i]
-        if i not in self.W:
-            return reference.run_layer(m, ly, x)
-        R = x.shape[0]
-        t_out = m.tensors[ly.output]
-        W = self.W[i]
-        c_out = out_channels(m, i)
-        if ly.op == OP_CONV_2D:
-            _, oh, ow, _ = t_out.shape
-            _, _, kh, kw, _ = W.shape
-            xs = x.astype(np.float64) + ly.input_offset
-            xp = reference.pad(xs, ly.pad_h, ly.pad_w, kh, kw, ly.stride_h, ly.stride_w, oh, ow, 0)
-            cols = reference.im2col(xp, kh, kw, ly.stride_h, ly.stride_w, oh, ow).reshape(R, oh * ow, -1)
-            acc = np.matmul(cols, W.reshape(R, c_out, -1).astype(np.float64).transpose(0, 2, 1))
-        else:  # FULLY_CONNECTED
-            xs = x.reshape(R, 1, -1).astype(np.float64) + ly.input_offset
-            acc = np.matmul(xs, W.reshape(R, c_out, -1).astype(np.float64).transpose(0, 2, 1))
-        acc = acc.astype(np.int64)
-        if i in self.B:
-            acc += self.B[i][:, None, :]
-        y = reference.requantize(acc, ly.multipliers, ly.shifts, ly.output_offset, ly.act_min, ly.act_max)
-        return y.reshape((R,) + tuple(t_out.shape[1:]))
+        return reference.run_layer(m, ly, x, self.W.get(i), self.B.get(i))
 
     # ------------------------------------------------------------------ step
 
@@ -148,50 +130,18 @@ class Lockstep:
             acts[i + 1] = self._layer(i, acts[i])
         t_out = m.output_tensor
         loss, g = softmax_xent(acts[L].reshape(R, -1), t_out.scale, t_out.zero_point, label)
-        big = np.abs(g).max(axis=1)
-        active = (big != 0) & (self.first < L)
-        if not active.any():
-            return loss
-        s_g = np.where(active, (big / F32(32767.0)).astype(F32), F32(1)).astype(F32)
-        g_q = round_sat(g / s_g[:, None], 32767).reshape(acts[L].shape)
-        for i in range(L - 1, self.f0 - 1, -1):
-            ly = m.layers[i]
-            if i < L - 1:
-                y = acts[i + 1]
-                g_q = np.where((y > ly.act_min) & (y < ly.act_max), g_q, 0)
-            stop = None
-            if i > self.f0:
-                acc, s_acc = self._input_grad(i, g_q, s_g, acts[i])
-                bigi = np.abs(acc.reshape(R, -1)).max(axis=1)
-                zero = bigi == 0
-                stop = zero & (i > self.first)
-                safe = np.where(zero, 1, bigi)
-                g_next = rdiv(acc * 32767, safe.reshape((R,) + (1,) * (acc.ndim - 1)))
-                s_next = ((s_acc * bigi.astype(F32)).astype(F32) / F32(32767.0)).astype(F32)
-                s_next = np.where(zero, F32(1), s_next).astype(F32)
-            upd = active & (i >= self.first)
-            if upd.any() and i in self.trained:
-                self._update(i, g_q, s_g, acts[i], upd)
-            if stop is not None:
-                active = active & ~stop
-                g_q, s_g = g_next, s_next
-            if not active.any():
-                break
+        backprop(m.layers, acts, g, self.first, self.f0, self._input_grad, self._update)
         return loss
 
     def _input_grad(self, i: int, g: np.ndarray, s_g: np.ndarray, x: np.ndarray):
         m = self.model
         ly = m.layers[i]
-        h_in, w_in, c_in = m.tensors[ly.input].shape[1:]
-        if ly.op in (OP_FULLY_CONNECTED, OP_CONV_2D):
-            h = round_sat(g.astype(F32) * self.r_c[i], 32767).astype(np.float64)
-            s_acc = (s_g * self.s_wmax[i]).astype(F32)
-            return weighted_input_grad(ly, self._weights(i), h, h_in, w_in, c_in), s_acc
-        if ly.op == OP_MEAN:
-            return mean_input_grad(g, h_in, w_in), (s_g / F32(h_in * w_in)).astype(F32)
-        return max_pool_input_grad(ly, g, x, h_in, w_in), s_g
+        w = self._weights(i) if ly.weight != NONE else None
+        return input_grad(ly, g, s_g, x, w, self.r_c.get(i), self.s_wmax.get(i), m.tensors[ly.input].shape[1:])
 
     def _update(self, i: int, g: np.ndarray, s_g: np.ndarray, x: np.ndarray, upd: np.ndarray) -> None:
+        if i not in self.bmask and i not in self.wmask:
+            return
         m = self.model
         ly = m.layers[i]
         R = g.shape[0]
@@ -202,9 +152,7 @@ class Lockstep:
             rows = upd & self.bmask[i]
             if rows.any():
                 G = g2.sum(axis=1)
-                s_b = self.s_b[i]
-                f = (neg[:, None] / s_b[None, :]) if self.qas else (neg[:, None] * s_b[None, :])
-                d = round_sat((f.astype(F32) * G.astype(F32)) * F32(32768.0))
+                d = to_lsb(factor(neg, self.s_b[i], self.qas) * G.astype(F32))
                 p, r = commit(d, self.res_b[i], self.B[i], True)
                 self.B[i][rows] = p[rows]
                 self.res_b[i][rows] = r[rows]
@@ -216,10 +164,8 @@ class Lockstep:
                 t_in = m.tensors[ly.input]
                 s_x, zp_x = F32(t_in.scale), int(t_in.zero_point)
                 A = weight_grad(ly, m.tensors[ly.weight].shape[1:3], g[rw], x[rw], zp_x)
-                base = (neg[rw] * s_x).astype(F32)
-                s_w = self.s_w[i]
-                f = (base[:, None] / s_w[None, :]) if self.qas else (base[:, None] * s_w[None, :])
-                d = round_sat((f.astype(F32)[:, :, None] * A.astype(F32)) * F32(32768.0))
+                f = factor((neg[rw] * s_x).astype(F32), self.s_w[i], self.qas)
+                d = to_lsb(f[:, :, None] * A.astype(F32))
                 view = self.W[i].reshape(R, c_out, -1)[rw]
                 res = self.res_w[i][rw]
                 p, r = commit(d, res, view, False)

@@ -210,24 +210,30 @@ def _taps(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out_h: int, out_w:
 
 def conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, stride_h: int, stride_w: int,
             pad_h: int, pad_w: int, out_h: int, out_w: int, input_offset: int, output_offset: int,
-            multipliers: np.ndarray, shifts: np.ndarray, act_min: int, act_max: int) -> np.ndarray:
+            multipliers: np.ndarray, shifts: np.ndarray, act_min: int, act_max: int, runs: bool = False) -> np.ndarray:
     """TFLM reference_integer_ops::ConvPerChannel (dilation 1).
 
     x (N, H, W, C_in) int8; weight OHWI (C_out, KH, KW, C_in) int8; bias (C_out,) int32 or None.
+    With runs, x's leading axis is a run axis and every run has its own weights: weight (N, C_out,
+    KH, KW, C_in), bias (N, C_out) (the training twin's lockstep runs, backward.py).
     Taps outside the image contribute nothing (same as padding with the input zero point).
     Returns (N, out_h, out_w, C_out) int8.
     """
-    c_out, kh, kw, c_in = weight.shape
+    c_out, kh, kw, c_in = weight.shape[-4:]
     if x.shape[3] != c_in:
         raise ValueError(f"conv_2d: input has {x.shape[3]} channels, weight expects {c_in}")
     xs = x.astype(np.float64) + input_offset
     xp = pad(xs, pad_h, pad_w, kh, kw, stride_h, stride_w, out_h, out_w, 0)
     n = x.shape[0]
     cols = im2col(xp, kh, kw, stride_h, stride_w, out_h, out_w)
-    acc = cols @ weight.reshape(c_out, -1).astype(np.float64).T
+    if runs:
+        w = weight.reshape(n, c_out, -1).astype(np.float64).transpose(0, 2, 1)
+        acc = np.matmul(cols.reshape(n, out_h * out_w, -1), w)
+    else:
+        acc = cols @ weight.reshape(c_out, -1).astype(np.float64).T
     acc = acc.astype(np.int64).reshape(n, out_h, out_w, c_out)
     if bias is not None:
-        acc = acc + np.asarray(bias, dtype=np.int64).reshape(c_out)
+        acc = acc + np.asarray(bias, dtype=np.int64).reshape((n, 1, 1, c_out) if runs else (c_out,))
     return requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
 
 
@@ -258,20 +264,25 @@ def depthwise_conv_2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 
 def fully_connected(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *, input_offset: int,
                     output_offset: int, multipliers: np.ndarray, shifts: np.ndarray, act_min: int,
-                    act_max: int) -> np.ndarray:
+                    act_max: int, runs: bool = False) -> np.ndarray:
     """TFLM reference_integer_ops::FullyConnected(PerChannel) (filter offset 0).
 
-    x (N, ...) is flattened to (N, K) in NHWC order; weight (C_out, K) or (C_out, 1, 1, K).
+    x (N, ...) is flattened to (N, K) in NHWC order; weight (C_out, K) or (C_out, 1, 1, K). With
+    runs, every run (x's leading axis) has its own weight (N, C_out, ...) and bias (N, C_out).
     Returns (N, C_out) int8.
     """
-    c_out = weight.shape[0]
-    w = weight.reshape(c_out, -1).astype(np.float64)
-    xs = x.reshape(x.shape[0], -1).astype(np.float64) + input_offset
-    if xs.shape[1] != w.shape[1]:
-        raise ValueError(f"fully_connected: input has {xs.shape[1]} elements, weight expects {w.shape[1]}")
-    acc = (xs @ w.T).astype(np.int64)
+    n = x.shape[0]
+    c_out = weight.shape[1] if runs else weight.shape[0]
+    w = weight.reshape(n if runs else 1, c_out, -1).astype(np.float64)
+    xs = x.reshape(n, -1).astype(np.float64) + input_offset
+    if xs.shape[1] != w.shape[2]:
+        raise ValueError(f"fully_connected: input has {xs.shape[1]} elements, weight expects {w.shape[2]}")
+    if runs:
+        acc = np.matmul(xs[:, None, :], w.transpose(0, 2, 1)).reshape(n, c_out).astype(np.int64)
+    else:
+        acc = (xs @ w[0].T).astype(np.int64)
     if bias is not None:
-        acc = acc + np.asarray(bias, dtype=np.int64).reshape(c_out)
+        acc = acc + np.asarray(bias, dtype=np.int64).reshape((n, c_out) if runs else (c_out,))
     return requantize(acc, multipliers, shifts, output_offset, act_min, act_max)
 
 
@@ -330,20 +341,29 @@ def _nhwc(shape) -> tuple[int, int, int, int]:
     return tuple(int(d) for d in shape)  # type: ignore[return-value]
 
 
-def run_layer(model: EtmModel, layer: Layer, x: np.ndarray) -> np.ndarray:
-    """Run one layer on a batch x of shape (N, *input_tensor.shape[1:]); returns (N, *out[1:])."""
+def run_layer(model: EtmModel, layer: Layer, x: np.ndarray, weight: np.ndarray | None = None,
+              bias: np.ndarray | None = None) -> np.ndarray:
+    """Run one layer on a batch x of shape (N, *input_tensor.shape[1:]); returns (N, *out[1:]).
+
+    With `weight` (N, *weight shape) int8 and `bias` (N, C_out) int32 or None, a CONV_2D or
+    FULLY_CONNECTED layer runs with per-run parameters instead of the model's: x's leading axis is
+    the training twin's run axis (lockstep.py) and run r uses weight[r], bias[r]."""
     t_out = model.tensors[layer.output]
     _, oh, ow, oc = _nhwc(t_out.shape)
     n = x.shape[0]
-    weight = model.tensors[layer.weight].data if layer.weight != NONE else None
-    bias = model.tensors[layer.bias].data if layer.bias != NONE else None
+    runs = weight is not None
+    if runs and layer.op not in (OP_CONV_2D, OP_FULLY_CONNECTED):
+        raise ValueError(f"reference: {layer.op_name} has no per-run weights")
+    if not runs:
+        weight = model.tensors[layer.weight].data if layer.weight != NONE else None
+        bias = model.tensors[layer.bias].data if layer.bias != NONE else None
     mults = np.asarray(layer.multipliers, dtype=np.int64)
     shifts = np.asarray(layer.shifts, dtype=np.int64)
     common = dict(act_min=layer.act_min, act_max=layer.act_max)
     if layer.op == OP_CONV_2D:
         y = conv_2d(x, weight, bias, stride_h=layer.stride_h, stride_w=layer.stride_w, pad_h=layer.pad_h,
                     pad_w=layer.pad_w, out_h=oh, out_w=ow, input_offset=layer.input_offset,
-                    output_offset=layer.output_offset, multipliers=mults, shifts=shifts, **common)
+                    output_offset=layer.output_offset, multipliers=mults, shifts=shifts, runs=runs, **common)
     elif layer.op == OP_DEPTHWISE_CONV_2D:
         y = depthwise_conv_2d(x, weight, bias, stride_h=layer.stride_h, stride_w=layer.stride_w,
                               pad_h=layer.pad_h, pad_w=layer.pad_w, out_h=oh, out_w=ow,
@@ -351,7 +371,7 @@ def run_layer(model: EtmModel, layer: Layer, x: np.ndarray) -> np.ndarray:
                               output_offset=layer.output_offset, multipliers=mults, shifts=shifts, **common)
     elif layer.op == OP_FULLY_CONNECTED:
         y = fully_connected(x, weight, bias, input_offset=layer.input_offset, output_offset=layer.output_offset,
-                            multipliers=mults, shifts=shifts, **common)
+                            multipliers=mults, shifts=shifts, runs=runs, **common)
     elif layer.op == OP_MAX_POOL_2D:
         y = max_pool_2d(x, filter_h=layer.filter_h, filter_w=layer.filter_w, stride_h=layer.stride_h,
                         stride_w=layer.stride_w, pad_h=layer.pad_h, pad_w=layer.pad_w, out_h=oh, out_w=ow, **common)

@@ -11,8 +11,10 @@ momentum, and does exactly what the C module does (`step` one sample; with batch
   the sequential softmax sum); every reduction is an exact integer sum (int64 numpy, or float64
   matmuls of integers whose partial sums stay far below 2**53, which are exact in any order);
 - `et_expf`, `et_logf`, `round_sat` and `rdiv` are the spec's functions, vectorized (qmath.py);
-  the backward pieces shared with the search's lockstep runs are backward.py's, called with one
-  run (R = 1).
+- the backward pass is backward.py's run-axis step loop (`backprop`) and its input gradients,
+  weight gradients and update arithmetic, called with one run (R = 1): the search's lockstep
+  runs (lockstep.py) are the same functions with R > 1. What is the Trainer's own is its state
+  (selected channels, momentum, the mini-batch accumulators, the trace) in `_update`.
 
 `state_bytes()` / `load_state()` / `save()` / `load()` are the trained-weights file (§7) whose
 payload is the params region of §6.3 byte for byte. Nothing here imports TensorFlow.
@@ -26,15 +28,11 @@ import struct
 import numpy as np
 
 from . import reference
-from ..format.modelfile import (
-    NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D,
-    OP_MEAN, EtmModel, read_etm, write_etm,
-)
+from ..format.modelfile import NONE, OP_FULLY_CONNECTED, EtmModel, read_etm, write_etm
 from ..format.scheme import Scheme, channel_weights, out_channels, per_channel
 from ..format.weights import WeightsFile
-from .grid import grid_crop, padded_input, scatter_matrix, zero_grid
-from .backward import commit, max_pool_input_grad, mean_input_grad, softmax_xent, weight_grad, weighted_input_grad
-from .qmath import LIM30, F32, channel_scales, check_scales, rdiv, round_sat  # noqa: F401 (LIM30: training.LIM30)
+from .backward import backprop, commit, factor, input_grad, softmax_xent, to_lsb, weight_grad
+from .qmath import LIM30, F32, channel_scales, check_scales, round_sat  # noqa: F401 (LIM30: training.LIM30)
 
 
 @dataclasses.dataclass
@@ -74,6 +72,7 @@ class Trainer(WeightsFile):
         if not (self.momentum >= 0 and self.momentum < 1):
             raise ValueError(f"momentum {momentum} must be in [0, 1)")
         self.first = self.scheme.first
+        self._first_run = np.array([len(model.layers) if self.first is None else self.first])  # backprop's run axis
         self.batch = bool(batch)
         self._acc: dict | None = None  # inside step_batch: {("b"|"w", layer): float32 accumulator}
         # live model: trained tensors are replaced by our own arrays (mutated in place)
@@ -219,44 +218,26 @@ class Trainer(WeightsFile):
         label = self._label(label)
         x = self._input(x)
         lr = F32(lr)
-        # §2 forward (all activations kept; the device keeps only what §2 lists)
+        # §2 forward (all activations kept; the device keeps only what §2 lists), one run (R = 1)
         acts = [x]
         for ly in self.live.layers:  # the classifier's multipliers may be a refit's (§6.3)
             acts.append(reference.run_layer(self.live, ly, acts[-1]))
         t_out = m.output_tensor
         losses, gs = softmax_xent(acts[-1].reshape(1, -1), t_out.scale, t_out.zero_point, label)
-        loss, g = losses[0], gs[0]
-        info = StepInfo(loss, g.copy() if trace else None)
+        loss = losses[0]
+        info = StepInfo(loss, gs[0].copy() if trace else None)
         self.info = info
         if self.first is None:
             return loss
-        big = np.abs(g).max()
-        if big == 0:
-            return loss
-        s_g = F32(big / F32(32767.0))
-        g_q = round_sat(g / s_g, 32767).reshape(acts[-1].shape[1:])
-        for i in range(len(m.layers) - 1, self.first - 1, -1):
-            ly = m.layers[i]
-            if i < len(m.layers) - 1:  # §3: the logits layer's mask is not applied
-                y = acts[i + 1][0]
-                g_q = np.where((y > ly.act_min) & (y < ly.act_max), g_q, 0)
-            stop = False
-            g_next = s_next = None
-            if i > self.first:
-                acc, s_acc = self._input_grad(i, g_q, s_g, acts[i][0])
-                big = int(np.abs(acc).max()) if acc.size else 0
-                if big == 0:
-                    stop = True
-                else:
-                    g_next = rdiv(acc * 32767, big)
-                    s_next = F32(F32(s_acc * F32(big)) / F32(32767.0))
+
+        def update(i, g, s_g, x, rows):
             e = self.scheme.entry(i)
             if e is not None:
-                self._update(i, e, g_q, s_g, acts[i][0], lr, qas, info if trace else None)
-            if stop:
-                info.stopped_at = i
-                break
-            g_q, s_g = g_next, s_next
+                self._update(i, e, g[0], s_g[0], x[0], lr, qas, info if trace else None)
+
+        stopped = backprop(m.layers, acts, gs, self._first_run, self.first, self._input_grad, update)
+        if stopped[0] >= 0:
+            info.stopped_at = int(stopped[0])
         return loss
 
     def step_batch(self, xs, labels, lr: float, qas: bool = True) -> np.float32:
@@ -308,60 +289,12 @@ class Trainer(WeightsFile):
                 view[sel] = wsel.astype(np.int8)
         return F32(total / kf)
 
-    def _input_grad(self, i: int, g: np.ndarray, s_g, x: np.ndarray):
-        """§4b: (acc int64 shaped like t_i without the batch axis, s_acc float32)."""
+    def _input_grad(self, i: int, g: np.ndarray, s_g: np.ndarray, x: np.ndarray):
+        """§4b for backprop: (acc (1, H, W, C_in) int64, s_acc (1,) float32)."""
         m = self.model
         ly = m.layers[i]
-        h_in, w_in, c_in = m.tensors[ly.input].shape[1:]
-        oh, ow, c_out = g.shape
-        if ly.op in (OP_FULLY_CONNECTED, OP_CONV_2D, OP_DEPTHWISE_CONV_2D):
-            w = self.live.tensors[ly.weight].data
-            h = round_sat(g.astype(F32) * self.r_c[i], 32767).astype(np.float64)
-            s_acc = F32(s_g * self.s_wmax[i])
-            if ly.op != OP_DEPTHWISE_CONV_2D:
-                acc = weighted_input_grad(ly, w[None], h[None], h_in, w_in, c_in)
-                if acc is not None:
-                    return acc[0], s_acc
-            kh, kw = w.shape[1], w.shape[2]
-            sc = scatter_matrix(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in)
-            if sc is not None:  # DEPTHWISE_CONV_2D as backward.weighted_input_grad does CONV_2D
-                dm = ly.depth_multiplier
-                taps = (h.reshape(-1, 1, c_out) * w.reshape(1, kh * kw, c_out).astype(np.float64))
-                taps = taps.reshape(-1, kh * kw, c_in, dm).sum(-1)
-                acc = sc @ taps.reshape(-1, c_in)
-                return acc.astype(np.int64).reshape(h_in, w_in, c_in), s_acc
-            grid = zero_grid(oh, ow, kh, kw, ly.stride_h, ly.stride_w, ly.pad_h, ly.pad_w, h_in, w_in, c_in)
-            hs = (oh - 1) * ly.stride_h + 1
-            ws = (ow - 1) * ly.stride_w + 1
-            for ky in range(kh):
-                for kx in range(kw):
-                    if ly.op == OP_CONV_2D:
-                        contrib = h.reshape(-1, c_out) @ w[:, ky, kx, :].astype(np.float64)
-                        contrib = contrib.reshape(oh, ow, c_in)
-                    else:
-                        dm = ly.depth_multiplier
-                        contrib = (h * w[0, ky, kx, :].astype(np.float64)).reshape(oh, ow, c_in, dm).sum(-1)
-                    grid[ky: ky + hs: ly.stride_h, kx: kx + ws: ly.stride_w] += contrib
-            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in).astype(np.int64), s_acc
-        if ly.op == OP_MEAN:
-            return mean_input_grad(g[None], h_in, w_in)[0], F32(s_g / F32(h_in * w_in))
-        kh, kw, sh, sw = ly.filter_h, ly.filter_w, ly.stride_h, ly.stride_w
-        grid = zero_grid(oh, ow, kh, kw, sh, sw, ly.pad_h, ly.pad_w, h_in, w_in, c_in, np.int64)
-        hs, ws = (oh - 1) * sh + 1, (ow - 1) * sw + 1
-        if ly.op == OP_AVERAGE_POOL_2D:
-            ys = np.arange(oh)[:, None] * sh - ly.pad_h
-            xs = np.arange(ow)[:, None] * sw - ly.pad_w
-            ny = ((ys + np.arange(kh)[None]) >= 0) & ((ys + np.arange(kh)[None]) < h_in)
-            nx = ((xs + np.arange(kw)[None]) >= 0) & ((xs + np.arange(kw)[None]) < w_in)
-            count = ny.sum(1)[:, None] * nx.sum(1)[None, :]
-            contrib = g * rdiv(1024, count)[..., None]
-            for ky in range(kh):
-                for kx in range(kw):
-                    grid[ky: ky + hs: sh, kx: kx + ws: sw] += contrib
-            return grid_crop(grid, ly.pad_h, ly.pad_w, h_in, w_in), F32(s_g / F32(1024.0))
-        if ly.op == OP_MAX_POOL_2D:
-            return max_pool_input_grad(ly, g[None], x[None], h_in, w_in)[0], F32(s_g)
-        raise ValueError(f"layer {i}: backward of {ly.op_name} is not supported")
+        w = self.live.tensors[ly.weight].data[None] if ly.weight != NONE else None
+        return input_grad(ly, g, s_g, x, w, self.r_c.get(i), self.s_wmax.get(i), m.tensors[ly.input].shape[1:])
 
     def _update(self, i: int, e, g: np.ndarray, s_g, x: np.ndarray, lr, qas: bool, info) -> None:
         """§4d–g for layer i with the masked output gradient g (int64 (OH, OW, C))."""
@@ -375,12 +308,12 @@ class Trainer(WeightsFile):
             s_b = self.s_b.get(i)
             if s_b is None:
                 s_b = self.s_b[i] = channel_scales(m.tensors[ly.bias], c_out)
-            f = (neg / s_b) if qas else (neg * s_b)
+            f = factor(neg, s_b, qas)
             if self._acc is not None:
                 a = self._acc[("b", i)]
                 a[...] = (a + (f * G.astype(F32))).astype(F32)
                 return self._update_w(i, g, x, neg, s_g, qas, info) if e.channels else None
-            d = round_sat((f * G.astype(F32)) * F32(32768.0))
+            d = to_lsb(f * G.astype(F32))
             if info is not None:
                 info.grads.setdefault(i, {}).update(b=float(s_g) * G.astype(np.float64), db=d.copy())
             self.res_b[i][:] = self._apply(d, self.res_b[i], self.mom_b[i], self.bias[i].reshape(-1), True)
@@ -397,12 +330,12 @@ class Trainer(WeightsFile):
         A = self._weight_grad(i, g, x, sel, zp_x)
         s_w = self.s_w[i][sel]
         base = F32(neg * s_x)
-        f = (base / s_w) if qas else (base * s_w)
+        f = factor(base, s_w, qas)
         if self._acc is not None:
             a = self._acc[("w", i)]
             a[...] = (a + (f[:, None] * A.astype(F32))).astype(F32)
             return
-        d = round_sat((f[:, None] * A.astype(F32)) * F32(32768.0))
+        d = to_lsb(f[:, None] * A.astype(F32))
         if info is not None:
             info.grads.setdefault(i, {}).update(w=float(s_g) * float(s_x) * A.astype(np.float64), dw=d.copy())
         view = channel_weights(m, i, self.weight[i])
@@ -421,23 +354,6 @@ class Trainer(WeightsFile):
 
     def _weight_grad(self, i: int, g: np.ndarray, x: np.ndarray, sel: np.ndarray, zp_x: int) -> np.ndarray:
         """§4e: A[slot, k] int64 for the selected channels."""
-        m = self.model
-        ly = m.layers[i]
-        oh, ow, c_out = g.shape
-        if ly.op == OP_FULLY_CONNECTED:
-            return weight_grad(ly, (1, 1), g[None], x[None], zp_x, sel)[0]
-        w_shape = m.tensors[ly.weight].shape
-        kh, kw = w_shape[1], w_shape[2]
-        if ly.op == OP_CONV_2D:
-            return weight_grad(ly, (kh, kw), g[None], x[None], zp_x, sel)[0]
-        xp = padded_input(x, zp_x, ly, kh, kw, oh, ow)
-        hs, ws = (oh - 1) * ly.stride_h + 1, (ow - 1) * ly.stride_w + 1
-        dm = ly.depth_multiplier
-        A = np.zeros((len(sel), kh * kw), np.int64)
-        gs = g[..., sel]
-        cin = sel // dm
-        for ky in range(kh):
-            for kx in range(kw):
-                tap = xp[ky: ky + hs: ly.stride_h, kx: kx + ws: ly.stride_w][..., cin]
-                A[:, ky * kw + kx] = (gs * tap).sum(axis=(0, 1))
-        return A
+        ly = self.model.layers[i]
+        kernel = (1, 1) if ly.op == OP_FULLY_CONNECTED else self.model.tensors[ly.weight].shape[1:3]
+        return weight_grad(ly, kernel, g[None], x[None], zp_x, sel)[0]
