@@ -156,12 +156,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--val-subjects", type=int, default=2)
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-tune.json"))
-    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..  fedavg:lr=..,ep=..,slr=..,mom=..,"
-                   "clip=..,topk=..,dense=0|1,seed=..")
+    p.add_argument("--test", action="store_true", help="after tuning only: train on every training client and "
+                   "report the held-out TEST subjects (bench/fleet.py's split) instead of the validation split")
+    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..,decay=..,refit=0|1  "
+                   "fedavg|scaffold|fedprox:lr=..,ep=..,slr=..,mom=..,clip=..,topk=..,dense=0|1,seed=..,decay=..,"
+                   "refit=0|1,every=..,mu=..,cexact=0|1")
     a = p.parse_args()
     path = os.path.abspath(a.model)
     _, t, _ = client._model(path)
-    train, vx, vy = split(fleet_data(t.model.meta), a.val_subjects)
+    fd = fleet_data(t.model.meta)
+    train, vx, vy = (fd.clients, fd.eval_x, fd.eval_y) if a.test else split(fd, a.val_subjects)
     res = []
     if os.path.exists(a.out):
         with open(a.out) as f:
@@ -186,7 +190,7 @@ def main() -> int:
         else:
             raise SystemExit(f"run kind {kind!r}: central, fedavg, scaffold or fedprox")
         r = {"run": spec, "val_acc": accs, "final": accs[-1], "best": max(accs), "seconds": round(time.time() - t0, 1),
-             "clients": len(train), "val_windows": int(len(vy)), **extra}
+             "clients": len(train), "val_windows": int(len(vy)), "split": "test" if a.test else "validation", **extra}
         print(f"{spec}: validation {accs[0]:.3f} -> {accs[-1]:.3f} (best {max(accs):.3f}) in {r['seconds']} s",
               flush=True)
         res.append(r)
