@@ -41,7 +41,7 @@ LR, EPOCHS, SERVER_LR, SERVER_MOMENTUM = 0.01, 1, 1.0, 0.0
 CENTRAL_LR = 0.02
 # refit-first (docs/fleet.md §8): the refit's l2/alpha from its own CV on the validation split's
 # training windows; local and centralized lr after the refit chosen on that split too
-REFIT_L2, REFIT_ALPHA, REFIT_LR, REFIT_CENTRAL_LR = 0.001, 1.0, 0.005, 0.005
+REFIT_L2, REFIT_ALPHA, REFIT_LR, REFIT_CENTRAL_LR = 0.001, 1.0, 0.005, 0.002
 
 
 def main() -> int:

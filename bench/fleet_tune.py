@@ -11,8 +11,12 @@ centralized baseline (rounds x epochs passes of one-sample SGD over the pooled w
 `dense=1` for the uncompressed update), the window-weighted mean of the decoded updates, then
 the server step (server learning rate `slr`, server momentum `mom`, FedAvgM) applied with
 update.apply. Same functions as the Flower run (client.order, client.twin_round, compress,
-update); Flower's FedAvg computes the same weighted mean. Results (validation accuracy per
-round) go to build/bench/fleet-tune.json (appended per run).
+update); Flower's FedAvg computes the same weighted mean. `scaffold` adds SCAFFOLD's drift
+correction (`every` local steps, `cexact`), `fedprox` FedProx's proximal term (`mu`); `decay`
+multiplies the lr per round / pass; `refit=1` starts both kinds from the exact refit on the
+training windows (l2/alpha given or from the refit's CV there). Results (validation accuracy per
+round) go to build/bench/fleet-tune.json (appended per run); `--test` (only after choosing on
+validation) trains on every training client and scores the held-out test subjects instead.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, see
                 c_loc[ci] = (c_loc[ci] - c_glob - (u if cexact else dec) / np.float32(steps * a)).astype(np.float32)
         state = opt.step(lay, state, (acc / tot).astype(np.float32))
         if scaffold:
-            c_glob = (sum(len(c.y) * c_loc[ci].astype(np.float64) for ci, c in enumerate(train)) / tot).astype(np.float32)
+            w = sum(len(c.y) * c_loc[ci].astype(np.float64) for ci, c in enumerate(train))
+            c_glob = (w / tot).astype(np.float32)
         t.load_state(state)
         accs.append(float(t.evaluate(vx, vy)[1]))
     return accs
