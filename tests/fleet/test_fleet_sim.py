@@ -103,7 +103,7 @@ def test_leakage_attack_works_and_the_fleet_setting_stops_it(demo_model):
 def test_model_cache_gives_every_caller_a_fresh_trainer(tmp_path):
     """client._model caches the file's bytes and layout, not a Trainer: a caller that trains
     must not change the start state the next caller gets (it did: one shared Trainer)."""
-    import tinymodels
+    from tests.support import tinymodels
     from edgetune.format.modelfile import write_etm
 
     m = tinymodels.app_model(window=16)
