@@ -12,10 +12,14 @@ bench/fleet_tune.py on a validation split of the training subjects (constants be
 4. `dp`: the 112 clients under Flower's central DP wrapper (fixed clipping at the device clip)
    with the noise multiplier for epsilon 8 at delta 1e-5 over the rounds;
 5. `centralized`: the same parameters fine-tuned on the pooled client windows, 20 passes;
-6. `leakage`: the analytic attack on what boards upload at the flashed state (leakage.py), and
+6. `refit-first`: the product's recipe order: one exact refit round (refit mode: the federated
+   refit is the centralized one bit for bit) and the compressed FedAvg rounds from its state, at
+   its own local lr; against its matching baseline, the centralized refit + SGD on the pooled
+   windows (`--seeds` seeds each);
+7. `leakage`: the analytic attack on what boards upload at the flashed state (leakage.py), and
    `leakage-iter`: the iterative gradient-matching attack on the deeper layers (leakage_iter.py).
 Accuracy is on the held-out test subjects (both arms, shifted). `--only` runs some parts,
-`--merge` folds parts run apart into one JSON. About 45 min on 2 cores.
+`--merge` folds parts run apart into one JSON. About 50 min on 2 cores.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from edgetune.fleet.simulate import Settings, _k, centralized, simulate
 # Chosen with bench/fleet_tune.py on the validation split of the training subjects (docs/fleet.md §8)
 LR, EPOCHS, SERVER_LR, SERVER_MOMENTUM = 0.01, 1, 1.0, 0.0
 CENTRAL_LR = 0.02
+# refit-first (docs/fleet.md §8): the refit's l2/alpha from its own CV on the validation split's
+# training windows; local and centralized lr after the refit chosen on that split too
+REFIT_L2, REFIT_ALPHA, REFIT_LR, REFIT_CENTRAL_LR = 0.001, 1.0, 0.005, 0.002
 
 
 def main() -> int:
@@ -54,7 +61,10 @@ def main() -> int:
     p.add_argument("--attack-trials", type=int, default=16, help="trials per setting of the iterative attack")
     p.add_argument("--seeds", type=int, default=1, help="seeds of the compressed run and the centralized baseline")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet.json"))
-    p.add_argument("--only", default="compressed,uncompressed,scale,dp,centralized,leakage,leakage-iter",
+    p.add_argument("--refit-lr", type=float, default=REFIT_LR, help="local lr of the refit-first run")
+    p.add_argument("--refit-central-lr", type=float, default=REFIT_CENTRAL_LR,
+                   help="lr of the refit-first run's centralized baseline")
+    p.add_argument("--only", default="compressed,uncompressed,scale,dp,centralized,refit-first,leakage,leakage-iter",
                    help="parts to run; the others are kept from an existing --out (so parts can run apart)")
     p.add_argument("--merge", nargs="*", default=[], help="fold these JSONs of parts run apart (--only, another "
                    "--out) into --out and redraw the PNG; runs nothing")
@@ -114,6 +124,16 @@ def main() -> int:
         out["centralized_acc_per_seed"] = [x["centralized_acc"] for x in cs]
         out["centralized_lr"] = a.central_lr
         out["pooled_windows"] = c["pooled_windows"]
+    if "refit-first" in only:
+        rb = {**base, "lr": a.refit_lr, "refit_l2": REFIT_L2, "refit_alpha": REFIT_ALPHA}
+        runs = [simulate(Settings(**rb, seed=sd)) for sd in range(a.seeds)]
+        variants["refit-first"] = runs[0]
+        cs = [centralized(Settings(**{**rb, "lr": a.refit_central_lr}, seed=sd)) for sd in range(a.seeds)]
+        out["refit_first"] = {"global_acc_final_per_seed": [x["global_acc"][-1] for x in runs],
+                              "refit_acc": runs[0]["global_acc"][0],
+                              "centralized_acc_per_seed": [x["centralized_acc"] for x in cs],
+                              "centralized_curve": cs[0]["centralized_curve"], "lr": a.refit_lr,
+                              "central_lr": a.refit_central_lr, "l2": REFIT_L2, "alpha": REFIT_ALPHA}
     if "leakage" in only or "leakage-iter" in only:
         path = os.path.abspath(a.model)
         _, t, lay = client._model(path)

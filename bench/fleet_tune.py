@@ -11,8 +11,12 @@ centralized baseline (rounds x epochs passes of one-sample SGD over the pooled w
 `dense=1` for the uncompressed update), the window-weighted mean of the decoded updates, then
 the server step (server learning rate `slr`, server momentum `mom`, FedAvgM) applied with
 update.apply. Same functions as the Flower run (client.order, client.twin_round, compress,
-update); Flower's FedAvg computes the same weighted mean. Results (validation accuracy per
-round) go to build/bench/fleet-tune.json (appended per run).
+update); Flower's FedAvg computes the same weighted mean. `scaffold` adds SCAFFOLD's drift
+correction (`every` local steps, `cexact`), `fedprox` FedProx's proximal term (`mu`); `decay`
+multiplies the lr per round / pass; `refit=1` starts both kinds from the exact refit on the
+training windows (l2/alpha given or from the refit's CV there). Results (validation accuracy per
+round) go to build/bench/fleet-tune.json (appended per run); `--test` (only after choosing on
+validation) trains on every training client and scores the held-out test subjects instead.
 """
 
 from __future__ import annotations
@@ -39,22 +43,35 @@ def split(fd, n_val: int):
     return train, vx, vy
 
 
-def central(path, train, vx, vy, rounds, lr, ep, seed):
+def central(path, train, vx, vy, rounds, lr, ep, seed, start=None, decay=1.0):
     _, t, _ = client._model(path)
+    if start is not None:
+        t.load_state(start)
     x = np.concatenate([c.x for c in train])
     y = np.concatenate([c.y for c in train])
     accs = [float(t.evaluate(vx, vy)[1])]
     rng = np.random.default_rng(seed + 99)
-    for _ in range(rounds * ep):
+    for p in range(rounds * ep):
+        a = lr * decay ** (p // ep)
         for i in rng.permutation(len(y)):
-            t.step(x[i], int(y[i]), lr, True)
+            t.step(x[i], int(y[i]), a, True)
         accs.append(float(t.evaluate(vx, vy)[1]))
     return accs
 
 
-def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, seed):
+def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, seed, start=None,
+           scaffold=False, every=1, mu=0.0, decay=1.0, cexact=False):
+    """FedAvg rounds; `scaffold`: SCAFFOLD (Karimireddy et al. 2020, option II control variates):
+    client i corrects its steps by c - c_i (local_round), then c_i += -c - u_i / (K_i lr) with u_i
+    the update as decoded from the wire (so server and board hold the same c_i; `cexact=1`: the
+    board's own uncompressed u_i, which the server then cannot know without a second upload),
+    and c = the window-weighted mean of the c_i (all clients take part every round)."""
     _, t, lay = client._model(path)
+    if start is not None:
+        t.load_state(start)
     state = t.state_bytes()
+    c_glob = np.zeros(lay.size, np.float32)
+    c_loc = [np.zeros(lay.size, np.float32) for _ in train]
     k = lay.size if dense else max(1, int(round(lay.size * topk)))
     comps = [compress.Compressor(lay.size, 1e30 if dense else clip, k, 0.0, i + 1) for i in range(len(train))]
     opt = ServerOpt(slr, mom, lay.size)
@@ -64,13 +81,72 @@ def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, see
         tot = 0
         for ci, c in enumerate(train):
             idx = client.order(len(c.y), ep, (seed * 1_000_003 + ci) * 131 + rnd)
-            wire, _ = client.twin_round(path, state, c.x, c.y, idx, lr, comps[ci])
-            acc += len(c.y) * compress.decode(wire, lay.size).astype(np.float64)
+            a = lr * decay ** (rnd - 1)
+            corr = (c_glob - c_loc[ci]).astype(np.float32) if scaffold else None
+            local, steps = local_round(path, state, c.x, c.y, idx, a, corr, every, mu)
+            u = update.delta(lay, local, state)
+            dec = compress.decode(comps[ci].compress(u), lay.size)
+            acc += len(c.y) * dec.astype(np.float64)
             tot += len(c.y)
+            if scaffold:
+                c_loc[ci] = (c_loc[ci] - c_glob - (u if cexact else dec) / np.float32(steps * a)).astype(np.float32)
         state = opt.step(lay, state, (acc / tot).astype(np.float32))
+        if scaffold:
+            w = sum(len(c.y) * c_loc[ci].astype(np.float64) for ci, c in enumerate(train))
+            c_glob = (w / tot).astype(np.float32)
         t.load_state(state)
         accs.append(float(t.evaluate(vx, vy)[1]))
     return accs
+
+
+def local_round(path, state, x, y, idx, lr, corr, every, mu):
+    """One client's local round on the twin from `state`: one-sample SGD over idx, and every
+    `every` steps a real-unit drift correction added with update.apply (what firmware/fleet.py's
+    apply can do on a board between m.train calls): `-lr * steps * corr` (SCAFFOLD's c - c_i,
+    a constant per round) and `-lr * steps * mu * (w - w_global)` (FedProx's proximal term).
+    Returns (local state, steps taken)."""
+    _, t, lay = client._model(path)
+    t.load_state(state)
+    pend = 0
+    for j, i in enumerate(idx):
+        t.step(x[i], int(y[i]), lr, True)
+        pend += 1
+        if (corr is not None or mu) and (pend == every or j == len(idx) - 1):
+            v = np.zeros(lay.size, np.float32)
+            if corr is not None:
+                v -= np.float32(lr * pend) * corr
+            if mu:
+                v -= np.float32(lr * pend * mu) * update.delta(lay, t.state_bytes(), state)
+            t.load_state(update.apply(lay, t.state_bytes(), v))
+            pend = 0
+    return t.state_bytes(), len(idx)
+
+
+def refit_start(path, train, l2, alpha):
+    """The exact federated refit round (fleet/refit_stats.py): every client's statistics at the
+    flashed state, summed, solved with (l2, alpha); bit-equal to the centralized refit on the
+    pooled windows, which is checked. l2/alpha None: the centralized refit's own CV on the
+    pooled training windows chooses them (then used by the federated solve)."""
+    from edgetune.fleet import refit_stats as rs
+    from edgetune.twin.training import Trainer
+
+    _, t, _ = client._model(path)
+    state0 = t.state_bytes()
+    x = np.concatenate([c.x for c in train])
+    y = np.concatenate([c.y for c in train])
+    cen = Trainer(t.model)
+    cen.load_state(state0)
+    r = cen.refit(x, y, l2, alpha)
+    K, C = rs.dims(t)
+    parts = []
+    for c in train:
+        tr = Trainer(t.model)
+        tr.load_state(state0)
+        parts.append(rs.unpack(rs.pack(rs.client_stats(tr, c.x, c.y)), K, C))
+    glob = rs.global_state(t, rs.aggregate(parts), r["l2"], r["alpha"])
+    if glob != cen.state_bytes():
+        raise RuntimeError("federated refit != centralized refit")
+    return glob, r["l2"], r["alpha"]
 
 
 def parse(spec: str) -> tuple[str, dict]:
@@ -85,12 +161,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--val-subjects", type=int, default=2)
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-tune.json"))
-    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..  fedavg:lr=..,ep=..,slr=..,mom=..,"
-                   "clip=..,topk=..,dense=0|1,seed=..")
+    p.add_argument("--test", action="store_true", help="after tuning only: train on every training client and "
+                   "report the held-out TEST subjects (bench/fleet.py's split) instead of the validation split")
+    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..,decay=..,refit=0|1  "
+                   "fedavg|scaffold|fedprox:lr=..,ep=..,slr=..,mom=..,clip=..,topk=..,dense=0|1,seed=..,decay=..,"
+                   "refit=0|1,every=..,mu=..,cexact=0|1")
     a = p.parse_args()
     path = os.path.abspath(a.model)
     _, t, _ = client._model(path)
-    train, vx, vy = split(fleet_data(t.model.meta), a.val_subjects)
+    fd = fleet_data(t.model.meta)
+    train, vx, vy = (fd.clients, fd.eval_x, fd.eval_y) if a.test else split(fd, a.val_subjects)
     res = []
     if os.path.exists(a.out):
         with open(a.out) as f:
@@ -99,15 +179,23 @@ def main() -> int:
         kind, o = parse(spec)
         t0 = time.time()
         lr, ep, seed = o.get("lr", 0.01), int(o.get("ep", 1)), int(o.get("seed", 0))
+        start, extra = None, {}
+        if o.get("refit", 0):
+            start, l2, alpha = refit_start(path, train, o.get("l2"), o.get("alpha"))
+            _, tv, _ = client._model(path)
+            tv.load_state(start)
+            extra = {"refit_l2": float(l2), "refit_alpha": float(alpha), "refit_val_acc": float(tv.evaluate(vx, vy)[1])}
         if kind == "central":
-            accs = central(path, train, vx, vy, a.rounds, lr, ep, seed)
-        elif kind == "fedavg":
+            accs = central(path, train, vx, vy, a.rounds, lr, ep, seed, start, o.get("decay", 1.0))
+        elif kind in ("fedavg", "scaffold", "fedprox"):
             accs = fedavg(path, train, vx, vy, a.rounds, lr, ep, o.get("slr", 1.0), o.get("mom", 0.0),
-                          o.get("clip", 8.0), o.get("topk", 0.05), bool(o.get("dense", 0)), seed)
+                          o.get("clip", 8.0), o.get("topk", 0.05), bool(o.get("dense", 0)), seed, start,
+                          kind == "scaffold", int(o.get("every", 1)), o.get("mu", 0.0), o.get("decay", 1.0),
+                          bool(o.get("cexact", 0)))
         else:
-            raise SystemExit(f"run kind {kind!r}: central or fedavg")
+            raise SystemExit(f"run kind {kind!r}: central, fedavg, scaffold or fedprox")
         r = {"run": spec, "val_acc": accs, "final": accs[-1], "best": max(accs), "seconds": round(time.time() - t0, 1),
-             "clients": len(train), "val_windows": int(len(vy))}
+             "clients": len(train), "val_windows": int(len(vy)), "split": "test" if a.test else "validation", **extra}
         print(f"{spec}: validation {accs[0]:.3f} -> {accs[-1]:.3f} (best {max(accs):.3f}) in {r['seconds']} s",
               flush=True)
         res.append(r)

@@ -118,3 +118,28 @@ def test_model_cache_gives_every_caller_a_fresh_trainer(tmp_path):
     buf2, t2, lay2 = client._model(str(p))
     assert t2 is not t1 and buf2 == buf and lay2 is lay
     assert t2.state_bytes() == flashed
+
+
+def test_simulate_refit_first_starts_from_the_centralized_refit(demo_model, tmp_path):
+    """`--refit-l2`: one Flower refit query round first (client.app answers it), the SGD round
+    from the refit's global state; the round-0 accuracy is that of the centralized refit on the
+    pooled windows (bit-equal states, docs/fleet-refit.md), not the flashed model's."""
+    from edgetune.fleet import refit_stats as rs
+
+    out = tmp_path / "rf.json"
+    r = _run(["--model", str(demo_model), "--rounds", "1", "--refit-l2", "0.001", "--refit-alpha", "1",
+              "--centralized", "--quiet", "--out", str(out)])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    _, t, _ = client._model(str(demo_model))
+    K, C = rs.dims(t)
+    assert res["refit_bytes_up"] == [4 * rs.upload_values(K, C)] * 16
+    fd = fleet_data(t.model.meta)
+    flashed = float(t.evaluate(fd.eval_x, fd.eval_y)[1])
+    x, y = fd.pooled()
+    t.refit(x, y, 0.001, 1.0)
+    refit = float(t.evaluate(fd.eval_x, fd.eval_y)[1])
+    assert res["global_acc"][0] == res["centralized_curve"][0] == refit != flashed
+    assert len(res["global_acc"]) == 2 and res["bytes_up_sent"] * 10 <= res["bytes_up_dense"]
+    r = _run(["--refit-alpha", "2", "--refit-l2", "1", "--quiet", "--out", str(tmp_path / "bad.json")])
+    assert r.returncode == 2 and "refit_alpha" in r.stderr and not (tmp_path / "bad.json").exists()

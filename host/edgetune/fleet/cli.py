@@ -22,6 +22,9 @@ def _sim_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--server-lr", type=float, default=1.0, help="server learning rate on the aggregate (1: FedAvg)")
     p.add_argument("--server-momentum", type=float, default=0.0, help="server momentum (FedAvgM)")
+    p.add_argument("--refit-l2", type=float, default=0.0, help="> 0: one exact refit round first (refit mode, "
+                   "this ridge strength), the SGD rounds from its state; the centralized baseline refits too")
+    p.add_argument("--refit-alpha", type=float, default=1.0, help="the refit's blend with the flashed classifier")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--centralized", action="store_true", help="also fine-tune centrally on the pooled windows")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-simulate.json"))
@@ -37,7 +40,8 @@ def simulate_cli(a: argparse.Namespace) -> int:
     check_file(a.out)
     s = Settings(model=a.model, rounds=a.rounds, epochs=a.epochs, lr=a.lr, clip=a.clip, topk=a.topk,
                  sigma=a.sigma, splits=a.splits, seed=a.seed, dp_epsilon=a.dp_epsilon, delta=a.delta,
-                 server_lr=a.server_lr, server_momentum=a.server_momentum, progress=not a.quiet)
+                 server_lr=a.server_lr, server_momentum=a.server_momentum, refit_l2=a.refit_l2,
+                 refit_alpha=a.refit_alpha, progress=not a.quiet)
     res = simulate(s)
     if a.centralized:
         res.update(centralized(s))

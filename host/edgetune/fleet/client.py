@@ -109,3 +109,11 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict({"arrays": ArrayRecord({"update": Array(np.frombuffer(wire, np.uint8).copy())}),
                           "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """The refit query (the refit-first round of `edgetune fleet simulate`, refit_flower.py)."""
+    from .refit_flower import answer
+
+    return answer(msg, int(context.node_config["partition-id"]))

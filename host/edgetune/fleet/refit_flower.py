@@ -20,10 +20,10 @@ from .data import fleet_data
 app = ClientApp()
 
 
-@app.query()
-def query(msg: Message, context: Context) -> Message:
+def answer(msg: Message, part: int) -> Message:
+    """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
+    (also client.app's query handler: the refit-first round of `edgetune fleet simulate`)."""
     cfg = msg.content["config"]
-    part = int(context.node_config["partition-id"])
     _, t, _ = client._model(str(cfg["model"]))
     t.load_state(bytes(cfg["state"]))
     fd = fleet_data(t.model.meta, int(cfg.get("splits", 1)))
@@ -33,6 +33,41 @@ def query(msg: Message, context: Context) -> Message:
     wire = rs.pack(rs.client_stats(t, c.x, c.y))
     return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())})}),
                    reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    return answer(msg, int(context.node_config["partition-id"]))
+
+
+def refit_round(grid, n: int, path: str, state: bytes, splits: int, l2: float, alpha: float) -> dict:
+    """The server side of one refit round inside a ServerApp: wait for n SuperNodes, query each
+    for its statistics under `state`, sum them exactly and solve; {"state", "bytes_up"}."""
+    import time
+
+    _, t, _ = client._model(path)
+    t.load_state(state)
+    K, C = rs.dims(t)
+    nodes = list(grid.get_node_ids())
+    for _ in range(600):  # the SuperNodes register after the ServerApp starts
+        if len(nodes) >= n:
+            break
+        time.sleep(0.5)
+        nodes = list(grid.get_node_ids())
+    if len(nodes) < n:
+        raise RuntimeError(f"{len(nodes)} of {n} SuperNodes joined")
+    cfg = ConfigRecord({"model": path, "state": state, "splits": int(splits)})
+    msgs = [Message(content=RecordDict({"config": cfg}), dst_node_id=nid, message_type="query") for nid in nodes]
+    replies = list(grid.send_and_receive(msgs, timeout=3600))
+    ups = []
+    for r in replies:
+        if r.has_error():
+            raise RuntimeError(f"refit query failed on a node: {r.error}")
+        ups.append(r.content["arrays"]["stats"].numpy().tobytes())
+    if len(ups) != n:
+        raise RuntimeError(f"{len(ups)} of {n} clients answered")
+    return {"state": rs.global_state(t, rs.aggregate([rs.unpack(u, K, C) for u in ups]), l2, alpha),
+            "bytes_up": [len(u) for u in ups]}
 
 
 def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1) -> dict:
@@ -45,32 +80,12 @@ def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1) -> dict
     _, t, _ = client._model(path)
     state0 = t.state_bytes()
     n = len(fleet_data(t.model.meta, splits).clients)
-    K, C = rs.dims(t)
     out: dict = {}
     server = ServerApp()
 
     @server.main()
     def main(grid, context) -> None:
-        import time
-
-        nodes = list(grid.get_node_ids())
-        for _ in range(600):  # the SuperNodes register after the ServerApp starts
-            if len(nodes) >= n:
-                break
-            time.sleep(0.5)
-            nodes = list(grid.get_node_ids())
-        if len(nodes) < n:
-            raise RuntimeError(f"{len(nodes)} of {n} SuperNodes joined")
-        cfg = ConfigRecord({"model": path, "state": state0, "splits": int(splits)})
-        msgs = [Message(content=RecordDict({"config": cfg}), dst_node_id=nid, message_type="query") for nid in nodes]
-        replies = list(grid.send_and_receive(msgs, timeout=3600))
-        ups = []
-        for r in replies:
-            if r.has_error():
-                raise RuntimeError(f"refit query failed on a node: {r.error}")
-            ups.append(r.content["arrays"]["stats"].numpy().tobytes())
-        out["bytes_up"] = [len(u) for u in ups]
-        out["state"] = rs.global_state(t, rs.aggregate([rs.unpack(u, K, C) for u in ups]), l2, alpha)
+        out.update(refit_round(grid, n, path, state0, splits, l2, alpha))
 
     run_simulation(server_app=server, client_app=app, num_supernodes=n,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

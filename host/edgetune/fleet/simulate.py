@@ -38,6 +38,8 @@ class Settings:
     dp_clip: float = 0.0  # server-side fixed clipping norm (0: the device clip)
     server_lr: float = 1.0  # server learning rate on the aggregate (1: plain FedAvg)
     server_momentum: float = 0.0  # server momentum (FedAvgM; 0: none)
+    refit_l2: float = 0.0  # > 0: one exact refit round first (refit mode, ridge l2), then the SGD rounds
+    refit_alpha: float = 1.0  # the refit's blend with the flashed classifier
     driver: str = "twin"
     progress: bool = True
 
@@ -59,6 +61,10 @@ class Settings:
             raise ValueError(f"server_lr={self.server_lr} must be a positive number (1: plain FedAvg)")
         if not (0 <= self.server_momentum < 1):
             raise ValueError(f"server_momentum={self.server_momentum} must be in [0, 1)")
+        if not (self.refit_l2 >= 0 and math.isfinite(self.refit_l2)):
+            raise ValueError(f"refit_l2={self.refit_l2} must be >= 0 (0: no refit round first)")
+        if not 0 <= self.refit_alpha <= 1:
+            raise ValueError(f"refit_alpha={self.refit_alpha} must be in [0, 1]")
 
 
 def _k(lay: update.Layout, frac: float) -> int:
@@ -117,6 +123,15 @@ def simulate(s: Settings) -> dict:
 
     @app.main()
     def main(grid, context) -> None:
+        nonlocal state0
+        if s.refit_l2 > 0:  # the product's recipe: the exact refit first (refit_flower.py), SGD from there
+            from .refit_flower import refit_round
+
+            r = refit_round(grid, n, path, state0, s.splits, s.refit_l2, s.refit_alpha)
+            state0 = strategy.state = r["state"]
+            out["refit_bytes_up"] = r["bytes_up"]
+            t.load_state(state0)
+            _say(s, f"fleet: refit round: held-out accuracy {t.evaluate(fd.eval_x, fd.eval_y)[1]:.3f}")
         strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
                        num_rounds=s.rounds, evaluate_fn=evaluate_fn, timeout=3600)
 
@@ -135,7 +150,8 @@ def simulate(s: Settings) -> dict:
             "bytes_up_dense": int(sum(r["bytes_dense"] for r in rounds)),
             "bytes_per_round": [r["bytes_sent"] for r in rounds],
             "loss_per_round": [r["loss"] for r in rounds],
-            "noise_multiplier": z, "epsilon": acc.get_epsilon(s.delta) if acc is not None else None,
+            "refit_bytes_up": out.get("refit_bytes_up"), "noise_multiplier": z,
+            "epsilon": acc.get_epsilon(s.delta) if acc is not None else None,
             "delta": s.delta if acc is not None else None, "settings": dataclasses.asdict(s)}
 
 
@@ -147,6 +163,8 @@ def centralized(s: Settings) -> dict:
     fd = fleet_data(t0.model.meta, s.splits)
     x, y = fd.pooled()
     t = Trainer(t0.model)
+    if s.refit_l2 > 0:  # the centralized refit on the pooled windows (= the federated one, bit for bit)
+        t.refit(x, y, s.refit_l2, s.refit_alpha)
     accs = [float(t.evaluate(fd.eval_x, fd.eval_y)[1])]
     passes = s.rounds * s.epochs
     rng = np.random.default_rng(s.seed + 99)
