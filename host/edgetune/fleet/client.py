@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import compress, update
+from . import compress, refit_stats, update
 from .data import fleet_data
 
 
@@ -93,6 +93,21 @@ def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = Non
     return wire, metrics, mem
 
 
+def refit_answer(msg: Message, part: int) -> Message:
+    """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
+    (the query handler of this app and of refit_flower.app)."""
+    cfg = msg.content["config"]
+    _, t, _ = _model(str(cfg["model"]))
+    t.load_state(bytes(cfg["state"]))
+    fd = fleet_data(t.model.meta, int(cfg.get("splits", 1)))
+    if not 0 <= part < len(fd.clients):
+        raise ValueError(f"partition {part} is not a client (0..{len(fd.clients) - 1})")
+    c = fd.clients[part]
+    wire = refit_stats.pack(refit_stats.client_stats(t, c.x, c.y))
+    return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())})}),
+                   reply_to=msg)
+
+
 app = ClientApp()
 
 
@@ -114,6 +129,4 @@ def train(msg: Message, context: Context) -> Message:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """The refit query (the refit-first round of `edgetune fleet simulate`, refit_flower.py)."""
-    from .refit_flower import answer
-
-    return answer(msg, int(context.node_config["partition-id"]))
+    return refit_answer(msg, int(context.node_config["partition-id"]))

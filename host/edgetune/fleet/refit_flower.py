@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from . import client, refit_stats as rs
@@ -20,24 +19,9 @@ from .data import fleet_data
 app = ClientApp()
 
 
-def answer(msg: Message, part: int) -> Message:
-    """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
-    (also client.app's query handler: the refit-first round of `edgetune fleet simulate`)."""
-    cfg = msg.content["config"]
-    _, t, _ = client._model(str(cfg["model"]))
-    t.load_state(bytes(cfg["state"]))
-    fd = fleet_data(t.model.meta, int(cfg.get("splits", 1)))
-    if not 0 <= part < len(fd.clients):
-        raise ValueError(f"partition {part} is not a client (0..{len(fd.clients) - 1})")
-    c = fd.clients[part]
-    wire = rs.pack(rs.client_stats(t, c.x, c.y))
-    return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())})}),
-                   reply_to=msg)
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    return answer(msg, int(context.node_config["partition-id"]))
+    return client.refit_answer(msg, int(context.node_config["partition-id"]))
 
 
 def refit_round(grid, n: int, path: str, state: bytes, splits: int, l2: float, alpha: float) -> dict:
