@@ -19,15 +19,7 @@ from edgetune.convert import prepare
 from edgetune.commands.export import cli
 from edgetune.convert.export import tflite_to_etm
 from edgetune.format.modelfile import (
-    ACT_NONE,
-    ACT_RELU,
-    ACT_RELU6,
-    DT_INT8,
-    DT_INT32,
-    KIND_CONST,
-    NONE,
-    read_etm,
-    write_etm,
+    ACT_NONE, ACT_RELU, ACT_RELU6, DT_INT8, DT_INT32, KIND_CONST, NONE, read_etm, write_etm,
 )
 
 from tests.support.tflitefile import edit_tflite

@@ -44,14 +44,8 @@ import pytest
 
 from edgetune.convert.export import tflite_to_etm
 from edgetune.format.modelfile import (
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    EtmModel,
+    NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D,
+    OP_MEAN, EtmModel,
 )
 from edgetune.format.scheme import Scheme, channel_weights, weight_layers
 from edgetune.twin import reference

@@ -16,13 +16,7 @@ import pytest
 from edgetune.convert import prepare
 from edgetune.twin.memory import align4, inference_arena, training_arena, training_layout
 from edgetune.format.modelfile import (
-    DT_INT8,
-    DT_INT32,
-    OP_FULLY_CONNECTED,
-    EtmModel,
-    Layer,
-    Tensor,
-    write_etm,
+    DT_INT8, DT_INT32, OP_FULLY_CONNECTED, EtmModel, Layer, Tensor, write_etm,
 )
 from edgetune.format.scheme import Entry, Scheme, l1_channels, weight_layers
 from edgetune.twin.qmath import F32, et_expf, et_logf, rdiv, round_sat

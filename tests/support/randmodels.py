@@ -15,23 +15,9 @@ import pytest
 
 from edgetune.twin import memory, reference
 from edgetune.format.modelfile import (
-    ACT_NONE,
-    ACT_RELU,
-    ACT_RELU6,
-    DT_INT8,
-    DT_INT32,
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    OP_NAMES,
-    EtmModel,
-    Layer,
-    Tensor,
-    write_etm,
+    ACT_NONE, ACT_RELU, ACT_RELU6, DT_INT8, DT_INT32, NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D,
+    OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, OP_NAMES, EtmModel, Layer,
+    Tensor, write_etm,
 )
 from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, mean_params
 

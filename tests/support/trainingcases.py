@@ -16,23 +16,9 @@ import numpy as np
 
 from edgetune.twin import memory
 from edgetune.format.modelfile import (
-    ACT_NONE,
-    ACT_RELU,
-    ACT_RELU6,
-    DT_INT8,
-    DT_INT32,
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    EtmModel,
-    Layer,
-    Tensor,
-    read_etm,
-    write_etm,
+    ACT_NONE, ACT_RELU, ACT_RELU6, DT_INT8, DT_INT32, NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D,
+    OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, EtmModel, Layer, Tensor,
+    read_etm, write_etm,
 )
 from edgetune.convert.prepare import PADDING_SAME, PADDING_VALID, compute_padding, conv_multipliers, fc_multipliers, mean_params
 from edgetune.twin.refit import refit_layer

@@ -19,20 +19,8 @@ import numpy as np
 import pytest
 
 from edgetune.format.modelfile import (
-    HEADER_SIZE,
-    LAYER_REC,
-    NONE,
-    OP_AVERAGE_POOL_2D,
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    OP_MAX_POOL_2D,
-    OP_MEAN,
-    TENSOR_REC,
-    EtmModel,
-    Layer,
-    Tensor,
-    read_etm,
+    HEADER_SIZE, LAYER_REC, NONE, OP_AVERAGE_POOL_2D, OP_CONV_2D, OP_DEPTHWISE_CONV_2D,
+    OP_FULLY_CONNECTED, OP_MAX_POOL_2D, OP_MEAN, TENSOR_REC, EtmModel, Layer, Tensor, read_etm,
     write_etm,
 )
 

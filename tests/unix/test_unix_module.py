@@ -21,15 +21,7 @@ import pytest
 
 from edgetune.twin import memory, reference
 from edgetune.format.modelfile import (
-    ACT_RELU,
-    DT_INT8,
-    OP_FULLY_CONNECTED,
-    OP_NAMES,
-    EtmModel,
-    Layer,
-    Tensor,
-    read_etm,
-    write_etm,
+    ACT_RELU, DT_INT8, OP_FULLY_CONNECTED, OP_NAMES, EtmModel, Layer, Tensor, read_etm, write_etm,
 )
 from edgetune.convert.prepare import mean_params
 

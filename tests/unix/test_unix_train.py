@@ -30,28 +30,14 @@ import pytest
 
 from edgetune.twin import memory
 from edgetune.format.modelfile import (
-    OP_CONV_2D,
-    OP_DEPTHWISE_CONV_2D,
-    OP_FULLY_CONNECTED,
-    EtmModel,
-    read_etm,
-    write_etm,
+    OP_CONV_2D, OP_DEPTHWISE_CONV_2D, OP_FULLY_CONNECTED, EtmModel, read_etm, write_etm,
 )
 from edgetune.format.scheme import Scheme, weight_layers
 from edgetune.twin.training import Trainer
 
 from tests.support.trainingcases import (
-    bound_model,
-    cases_for,
-    check_cases,
-    f32hex,
-    hand_cases,
-    N_HAND,
-    N_REAL,
-    real_models,
-    run_script,
-    STEPS,
-    train_model,
+    bound_model, cases_for, check_cases, f32hex, hand_cases, N_HAND, N_REAL, real_models,
+    run_script, STEPS, train_model,
 )
 
 
