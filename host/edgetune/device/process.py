@@ -1,5 +1,6 @@
 """The emulators' child processes (qemu-system-arm, qemu-system-xtensa): tied to their parent's
-life, stopped the same way by emulate.py and emulate_xtensa.py.
+life, stopped the same way by emulate.py and emulate_xtensa.py (and fleet/deploy.py's Flower
+processes, with a longer grace).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ def die_with_parent() -> None:
         pass
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate an emulator process, kill it if it is still there after 5 s, and reap it."""
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Terminate a child process, kill it if it is still there after `grace` s, and reap it."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(5)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..device.process import stop_process
+
 APP_DIR = Path(__file__).resolve().parent / "fleet_app"
 
 
@@ -166,13 +168,8 @@ def _toml(v) -> str:
 
 
 def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+    """Stop a SuperLink / SuperNode: SIGTERM, 10 s to shut down, then SIGKILL."""
+    stop_process(p, grace=10)
 
 
 # ------------------------------------------------------------------------------ CLI
