@@ -1,10 +1,12 @@
-"""Client-level DP for the fleet refit mode (fleet/refit_dp.py): the calibration of its one
-Gaussian mechanism and its post-processing, on random refittable models.
+"""DP for the fleet refit mode (fleet/refit_dp.py): the calibration of its one Gaussian
+mechanism and its post-processing, on random refittable models.
 
 - without noise and without active clipping the release is the exact pooled statistics
-  (refit_stats.aggregate), and the solved state is the exact mode's bit for bit;
-- adding or removing one board moves the released vector (w_cnt cnt, w_G G / R^2, w_B B / R)
-  by at most `sensitivity(n_max, weights)`, for random windows at the clip;
+  (refit_stats.aggregate), and the solved state is the exact mode's bit for bit, with and
+  without a public centre;
+- adding or removing one board (board unit) or one window (window unit) moves the released
+  vector (w_cnt cnt, w_G G / R^2, w_B B / R) by at most `sensitivity(n_max, weights)`, for random
+  windows at the clip and random centres;
 - the noise added has the calibrated standard deviation z * sensitivity / w per block;
 - bad settings are a ValueError naming the setting.
 """
@@ -44,6 +46,43 @@ def test_no_noise_no_clip_is_the_exact_mode(seed, model):
     assert refit_dp.global_state(t, st, 0.1, 1.0) == rs.global_state(t, want, 0.1, 1.0)
 
 
+@pytest.mark.parametrize("seed,model", refittable_models(5))
+def test_centred_no_noise_no_clip_is_the_exact_mode(seed, model):
+    rng = np.random.default_rng([6, seed])
+    t, xs, ys = _boards(model, rng)
+    K = rs.dims(t)[0]
+    m = rng.uniform(-40, 200, K)  # any centre: the server moves the sums back to u exactly
+    parts = [refit_dp.clipped_stats(t, x, y, 1e9, None, centre=m) for x, y in zip(xs, ys)]
+    assert all(p["clipped"] == 0 for p in parts) and sum(p["windows"] for p in parts) == sum(map(len, ys))
+    st = refit_dp.release(parts, 1e9, None, 0.0, rng, centre=m)
+    want = rs.aggregate([rs.client_stats(t, x, y) for x, y in zip(xs, ys)])
+    for key in ("n", "cnt", "s1", "g", "b"):
+        assert np.array_equal(st[key], want[key]), key
+    assert refit_dp.global_state(t, st, 0.1, 1.0) == rs.global_state(t, want, 0.1, 1.0)
+
+
+def test_one_window_moves_the_release_by_at_most_the_window_sensitivity():
+    rng = np.random.default_rng(12)
+    K, C, clip, w = 12, 4, 50.0, (0.3, 0.5, 1.0)
+    j, k = np.tril_indices(K)
+    worst = 0.0
+    for _ in range(200):
+        n = int(rng.integers(2, 30))
+        u = rng.uniform(0, 255, (n, K))
+        y = rng.integers(0, C, n)
+        m = rng.uniform(0, 150, K)
+        full = refit_dp.clip_sum(u, y, C, clip, None, centre=m)
+        less = refit_dp.clip_sum(u[1:], y[1:], C, clip, None, centre=m)
+        assert full["windows"] == n  # the window unit keeps every window
+        vec = [w[0] * (full["cnt"] - less["cnt"]), w[1] * (full["g"] - less["g"])[j, k] / clip ** 2,
+               w[2] * (full["b"] - less["b"]).ravel() / clip]
+        worst = max(worst, float(np.linalg.norm(np.concatenate(vec))) / refit_dp.sensitivity(None, w))
+        v = u[0] - m
+        assert np.linalg.norm(v * min(1.0, clip / np.linalg.norm(v))) <= clip * (1 + 1e-12)
+    assert 0.5 < worst <= 1.0 + 1e-12
+    assert refit_dp.sensitivity(None, w) == refit_dp.sensitivity(1, w)
+
+
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (0.3, 0.3, 1.0), (2.0, 0.5, 1.0)])
 def test_one_board_moves_the_release_by_at_most_the_sensitivity(weights):
     rng = np.random.default_rng(11)
@@ -62,8 +101,9 @@ def test_one_board_moves_the_release_by_at_most_the_sensitivity(weights):
     assert 0.5 < worst <= 1.0 + 1e-12
 
 
-def test_noise_has_the_calibrated_std():
-    K, C, clip, n_max, z = 6, 3, 10.0, 4, 0.7
+@pytest.mark.parametrize("n_max", [4, None])
+def test_noise_has_the_calibrated_std(n_max):
+    K, C, clip, z = 6, 3, 10.0, 0.7
     w = (0.5, 0.25, 1.0)
     part = {"cnt": np.full(C, 1e6), "g": np.eye(K) * 1e6 * clip ** 2, "b": np.full((C, K), 1e6 * clip)}
     sd = z * refit_dp.sensitivity(n_max, w)
@@ -93,8 +133,18 @@ def test_released_scatter_is_positive_semidefinite():
 
 @pytest.mark.parametrize("clip,n_max,z,w,word", [
     (0.0, 5, 1.0, (1, 1, 1), "clip"), (1.0, 0, 1.0, (1, 1, 1), "n_max"),
-    (1.0, 5, -1.0, (1, 1, 1), "noise"), (1.0, 5, 1.0, (1, 0, 1), "weights")])
+    (1.0, 5, -1.0, (1, 1, 1), "noise"), (1.0, 5, 1.0, (1, 0, 1), "weights"),
+    (1.0, 2.5, 1.0, (1, 1, 1), "n_max")])
 def test_bad_settings(clip, n_max, z, w, word):
     part = {"cnt": np.ones(2), "g": np.eye(3), "b": np.ones((2, 3))}
     with pytest.raises(ValueError, match=word):
         refit_dp.release([part], clip, n_max, z, np.random.default_rng(0), w)
+
+
+@pytest.mark.parametrize("centre", [np.zeros(2), np.array([0.0, np.nan, 1.0])])
+def test_bad_centre(centre):
+    part = {"cnt": np.ones(2), "g": np.eye(3), "b": np.ones((2, 3))}
+    with pytest.raises(ValueError, match="centre"):
+        refit_dp.release([part], 1.0, None, 1.0, np.random.default_rng(0), centre=centre)
+    with pytest.raises(ValueError, match="centre"):
+        refit_dp.clip_sum(np.ones((2, 3)), np.zeros(2, np.int64), 2, 1.0, None, centre=centre)

@@ -89,3 +89,29 @@ def fleet_data(meta: dict, splits: int = 1) -> FleetData:
     if "raw_input_quant" not in keep:
         raise ValueError("the model's metadata has no raw_input_quant: export it with edgetune export")
     return _load(json.dumps(keep, sort_keys=True), int(splits))
+
+
+@functools.lru_cache(maxsize=4)
+def _server(meta_key: str) -> np.ndarray:
+    import json
+
+    meta = json.loads(meta_key)
+    split = meta.get("split") or {}
+    name = split.get("name", meta.get("scenario", "rotation"))
+    sc = data.build_scenario(name, window=int(meta.get("window", data.WINDOW)), step=int(meta.get("step", data.STEP)),
+                             val_subjects=split.get("val_subjects", data.DEFAULT_VAL_SUBJECTS),
+                             test_subjects=split.get("test_subjects", data.DEFAULT_TEST_SUBJECTS),
+                             train_side=split.get("train_side", 1))
+    return _int8(sc.train, meta)
+
+
+def server_windows(meta: dict) -> np.ndarray:
+    """The server's own windows: the model's pre-training windows (the source domain's training
+    subjects of its split, unshifted), int8 through the device's input path. No board sent them;
+    the DP refit's public centre is computed from them (refit_dp.public_centre)."""
+    import json
+
+    keep = {k: meta[k] for k in ("split", "scenario", "window", "step", "raw_input_quant") if k in meta}
+    if "raw_input_quant" not in keep:
+        raise ValueError("the model's metadata has no raw_input_quant: export it with edgetune export")
+    return _server(json.dumps(keep, sort_keys=True))

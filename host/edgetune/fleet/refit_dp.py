@@ -1,23 +1,38 @@
-"""Client-level differential privacy for the fleet refit mode: one Gaussian mechanism on the
-summed sufficient statistics (docs/fleet-refit.md §5).
+"""Differential privacy for the fleet refit mode: one Gaussian mechanism on the summed
+sufficient statistics (docs/fleet-refit.md §5).
 
-Per board (`clipped_stats`), before anything leaves it: at most `n_max` windows (a seeded subset
-when it holds more), every window's centred classifier input u (refit_stats) scaled down to L2
-norm <= R (`u * min(1, R / |u|)`, float64), and the sums over those windows
+Two privacy units, one mechanism:
+- **board** (client-level): `n_max` is an int; a board uses at most `n_max` windows (a seeded
+  subset when it holds more), and adding or removing one board is what the guarantee covers;
+- **window** (example-level): `n_max` is None; every window is used, and adding or removing one
+  labelled window is what the guarantee covers. The same arithmetic as a fleet of one-window
+  boards (board unit with n_max = 1).
 
-    cnt[c]  (C values),  G = sum u u^T  (lower triangle, K(K+1)/2),  B[c] = sum_{label c} u  (C x K)
+Per board (`clipped_stats`), before anything leaves it: every window's centred classifier input
+u (refit_stats) minus the server's public `centre` m (a float vector sent with the global
+parameters, None = 0), v = u - m, scaled down to L2 norm <= R (`v * min(1, R / |v|)`, float64),
+and the sums over the windows
 
-(S1 is not sent: S1 = sum_c B[c]). In the scaled units (cnt, G / R^2, B / R) adding or removing
-one board changes each of the three blocks by at most n_max in L2 norm (a window moves cnt by a
-one-hot, G by u u^T of Frobenius norm |u|^2 <= R^2 and the triangle holds each pair once, B by u
-in one row), so the release of (w_cnt cnt, w_G G / R^2, w_B B / R) has L2 sensitivity
-`n_max * sqrt(w_cnt^2 + w_G^2 + w_B^2)` (the weights split the budget between the blocks). The
+    cnt[c]  (C values),  G = sum v v^T  (lower triangle, K(K+1)/2),  B[c] = sum_{label c} v  (C x K)
+
+(S1 is not sent: S1 = sum_c B[c]). In the scaled units (cnt, G / R^2, B / R) one window changes
+each of the three blocks by at most 1 in L2 norm (cnt by a one-hot, G by v v^T of Frobenius norm
+|v|^2 <= R^2, the triangle holding each pair once, B by v in one row), so the release of
+(w_cnt cnt, w_G G / R^2, w_B B / R) has L2 sensitivity `units * sqrt(w_cnt^2 + w_G^2 + w_B^2)`
+with units = n_max (board) or 1 (window); the weights split the budget between the blocks. The
 server (`release`) sums the boards' statistics and adds N(0, (z * sensitivity)^2) to every value
 of that vector: one Gaussian mechanism with noise multiplier z, accounted with accountant.py (one
-release, add-or-remove-one board). Everything after is post-processing: the noisy sums are
-class counts floored at 1, S1 rebuilt from B, the centred scatter n G - S1 S1^T projected onto
-the positive semidefinite matrices, rounded to integers, and refit.solved (the same
-closed-form solve as the exact mode) gives the global classifier.
+release, add-or-remove-one unit). Everything after is post-processing: class counts floored at 1,
+the sums moved back to u by the public centre (B[c] + cnt[c] m, G + S1 m^T + m S1^T + n m m^T),
+S1 rebuilt from B, the centred scatter n G - S1 S1^T projected onto the positive semidefinite
+matrices, rounded to integers, and refit.solved (the same closed-form solve as the exact mode)
+gives the global classifier.
+
+Why the centre: u is a ReLU output, so its norm is mostly the common mean (median |u| 285, |u - m|
+180 on the demo fleet); clipping u throws away the class information that is left, and the
+noise on S1 enters the centred scatter through S1 S1^T. The centre is the mean of u over the
+server's own pre-training windows (`public_centre`), data the boards never sent, so it costs
+no privacy.
 
 The guarantee is for a trusted server (it adds the noise, as Flower's central DP wrapper does);
 it covers everything derived from the release (the global state every board installs).
@@ -32,40 +47,57 @@ import numpy as np
 from ..twin import refit as rf
 from . import refit_stats as rs
 
-def sensitivity(n_max: int, weights=(1.0, 1.0, 1.0)) -> float:
-    """L2 sensitivity of one board's statistics in the scaled units (module doc), the blocks
-    (cnt, G, B) multiplied by `weights`."""
-    return n_max * math.sqrt(sum(float(w) ** 2 for w in weights))
+def sensitivity(n_max: int | None, weights=(1.0, 1.0, 1.0)) -> float:
+    """L2 sensitivity of one unit's statistics in the scaled units (module doc), the blocks
+    (cnt, G, B) multiplied by `weights`: n_max windows for the board unit, one for the window
+    unit (n_max None)."""
+    return (1 if n_max is None else n_max) * math.sqrt(sum(float(w) ** 2 for w in weights))
 
 
-def check_params(clip: float, n_max: int) -> None:
-    if not (isinstance(n_max, int) and n_max >= 1):
-        raise ValueError(f"n_max={n_max!r} must be an int >= 1 (windows one board contributes at most)")
+def check_params(clip: float, n_max: int | None) -> None:
+    if not (n_max is None or (isinstance(n_max, int) and n_max >= 1)):
+        raise ValueError(f"n_max={n_max!r} must be an int >= 1 (windows one board contributes at most; "
+                         "None: every window, the window is the privacy unit)")
     if not (math.isfinite(clip) and clip > 0):
         raise ValueError(f"clip={clip!r} must be a positive finite L2 norm (centred int8 feature units)")
 
 
-def clipped_stats(trainer, xs, labels, clip: float, n_max: int, seed: int = 0) -> dict:
+def _centre(centre, K: int) -> np.ndarray:
+    m = np.zeros(K) if centre is None else np.asarray(centre, np.float64)
+    if m.shape != (K,) or not np.all(np.isfinite(m)):
+        raise ValueError(f"centre must be {K} finite numbers (the classifier's input size), got shape {m.shape}")
+    return m
+
+
+def public_centre(trainer, xs) -> np.ndarray:
+    """The centre m: the mean centred classifier input over windows the server holds itself
+    (fleet.data.server_windows: the model's pre-training windows), float64 (K,)."""
+    layer, xs, _ = rf.check_args(trainer, xs, np.zeros(len(xs), np.int64), 1.0, 1.0)
+    m = trainer.model
+    zp = int(m.tensors[m.layers[layer].input].zero_point)
+    return (rf.features(trainer, xs).astype(np.float64) - zp).mean(0)
+
+
+def clipped_stats(trainer, xs, labels, clip: float, n_max: int | None, seed: int = 0, centre=None) -> dict:
     """One board's clipped statistics (float64): cnt, G (full symmetric), B."""
     check_params(clip, n_max)
     layer, xs, labels = rf.check_args(trainer, xs, labels, 1.0, 1.0)
     m = trainer.model
     zp = int(m.tensors[m.layers[layer].input].zero_point)
-    if len(labels) > n_max:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:n_max])
-        xs, labels = xs[keep], labels[keep]
     u = rf.features(trainer, xs).astype(np.float64) - zp
-    return clip_sum(u, labels, int(m.output_tensor.size), clip, n_max)
+    return clip_sum(u, labels, int(m.output_tensor.size), clip, n_max, seed, centre)
 
 
-def clip_sum(u: np.ndarray, labels: np.ndarray, n_cls: int, clip: float, n_max: int, seed: int = 0) -> dict:
+def clip_sum(u: np.ndarray, labels: np.ndarray, n_cls: int, clip: float, n_max: int | None, seed: int = 0,
+             centre=None) -> dict:
     """clipped_stats from the centred features u (n, K) already computed."""
     check_params(clip, n_max)
     u = np.asarray(u, np.float64)
     labels = np.asarray(labels, np.int64)
-    if len(labels) > n_max:
+    if n_max is not None and len(labels) > n_max:
         keep = np.sort(np.random.default_rng(seed).permutation(len(labels))[:n_max])
         u, labels = u[keep], labels[keep]
+    u = u - _centre(centre, u.shape[1])
     norm = np.sqrt((u * u).sum(1))
     u = u * np.minimum(1.0, clip / np.maximum(norm, 1e-300))[:, None]
     b = np.zeros((n_cls, u.shape[1]))
@@ -74,10 +106,12 @@ def clip_sum(u: np.ndarray, labels: np.ndarray, n_cls: int, clip: float, n_max: 
             "clipped": int((norm > clip).sum()), "windows": int(len(labels))}
 
 
-def release(parts: list[dict], clip: float, n_max: int, z: float, rng, weights=(1.0, 1.0, 1.0)) -> dict:
-    """The noised, summed statistics as refit.stats-style integers (n, cnt, s1, g, b). `weights`
-    (w_cnt, w_G, w_B) split the budget between the blocks: the release is of (w_cnt cnt,
-    w_G G / R^2, w_B B / R), so a block's noise in its own units is z * sensitivity / w."""
+def release(parts: list[dict], clip: float, n_max: int | None, z: float, rng, weights=(1.0, 1.0, 1.0),
+            centre=None) -> dict:
+    """The noised, summed statistics as refit.stats-style integers (n, cnt, s1, g, b) of u (the
+    boards' statistics are of v = u - centre). `weights` (w_cnt, w_G, w_B) split the budget
+    between the blocks: the release is of (w_cnt cnt, w_G G / R^2, w_B B / R), so a block's noise
+    in its own units is z * sensitivity / w."""
     check_params(clip, n_max)
     wc, wg, wb = (float(w) for w in weights)
     if not all(math.isfinite(w) and w > 0 for w in (wc, wg, wb)):
@@ -91,6 +125,7 @@ def release(parts: list[dict], clip: float, n_max: int, z: float, rng, weights=(
     b = sum(p["b"] for p in parts)
     sd = z * sensitivity(n_max, (wc, wg, wb))
     K = g.shape[0]
+    m = _centre(centre, K)
     j, k = np.tril_indices(K)
     tri = g[j, k] / clip ** 2 + (rng.normal(0.0, sd / wg, j.size) if sd else 0)
     gn = np.zeros((K, K))
@@ -98,14 +133,19 @@ def release(parts: list[dict], clip: float, n_max: int, z: float, rng, weights=(
     gn[k, j] = tri
     cnt = cnt + (rng.normal(0.0, sd / wc, cnt.size) if sd else 0)
     b = b / clip + (rng.normal(0.0, sd / wb, b.shape) if sd else 0)
-    # post-processing: class counts >= 1, the centred scatter n G - S1 S1^T projected onto the
-    # positive semidefinite matrices (noise makes it indefinite and the refit's LDL^T needs it
-    # definite), back to integer statistics in the device's units
+    # post-processing: class counts >= 1; v = u - m back to u; the centred scatter n G - S1 S1^T
+    # projected onto the positive semidefinite matrices (noise makes it indefinite and the
+    # refit's LDL^T needs it definite); back to integer statistics in the device's units
     cnt_i = np.maximum(1, np.rint(cnt)).astype(np.int64)
     n = int(cnt_i.sum())
-    b_i = np.rint(b * clip).astype(np.int64)
+    bv, gv = b * clip, gn * clip ** 2
+    if centre is not None:
+        s1v = bv.sum(0)
+        gv = gv + np.outer(s1v, m) + np.outer(m, s1v) + n * np.outer(m, m)
+        bv = bv + cnt_i[:, None] * m[None, :]
+    b_i = np.rint(bv).astype(np.int64)
     s1 = b_i.sum(0).astype(np.float64)
-    a0 = n * (gn * clip ** 2) - np.outer(s1, s1)
+    a0 = n * gv - np.outer(s1, s1)
     w, v = np.linalg.eigh((a0 + a0.T) / 2)
     a0 = (v * np.maximum(w, 0.0)) @ v.T
     g = (a0 + np.outer(s1, s1)) / n  # rounding G moves n G - S1 S1^T by at most n / 2 per entry
