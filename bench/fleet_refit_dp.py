@@ -1,16 +1,18 @@
-"""Client-level DP for the fleet refit mode (fleet/refit_dp.py, docs/fleet-refit.md §5):
+"""DP for the fleet refit mode (fleet/refit_dp.py, docs/fleet-refit.md §5):
 build/bench/fleet-refit-dp.json.
 
-    python -m bench.fleet_refit_dp [--epsilon 8] [--delta 1e-5] [--splits 7] [--draws 5]
+    python -m bench.fleet_refit_dp [--epsilon 8] [--delta 1e-5] [--splits 7] [--draws 10]
 
 The clients of bench/fleet.py's scale run (every (subject, arm) of the non-test subjects cut in
-`--splits` time parts: 112 clients for 7). Hyperparameters (window clip R, windows per board
-n_max, l2, alpha) are chosen on a validation split of the TRAINING subjects (the last two
-subjects' windows validate, the others' clients release), mean over `--draws` noise draws; the
-held-out test subjects are only used for the final numbers: the chosen setting on all clients,
-`--draws` noise draws, against the matching non-DP refits (the same clipped statistics without
-noise, and the exact centralized refit on the pooled windows with the same l2/alpha and with its
-own cross-validation). ~2 min.
+`--splits` time parts: 112 clients for 7). For each privacy unit (`sample`: one raw IMU sample,
+which lies in up to window/step overlapping windows, so the window mechanism with its noise
+multiplied by that; `window`: one labelled window; `board`: one client) the settings (window clip R, the public centre or none, block weights;
+for boards the windows per board n_max; l2, alpha) are chosen on a validation split of the
+TRAINING subjects (the last two subjects' windows validate, the others' clients release), mean
+over `--val-draws` noise draws. The held-out test subjects are only used for the final numbers:
+the chosen setting on all clients, `--draws` noise draws, against the matching non-DP refits (the
+same clipped statistics without noise, and the exact centralized refit on the pooled windows with
+the same l2/alpha and with its own cross-validation). ~6 min.
 """
 
 from __future__ import annotations
@@ -26,16 +28,24 @@ import edgetune.fleet  # noqa: E402,F401  (one BLAS thread, before numpy loads)
 import numpy as np
 
 from edgetune.twin import refit as rf
-from edgetune.fleet import client, refit_dp, refit_stats as rs
+from edgetune.fleet import client, refit_dp
 from edgetune.fleet.accountant import GaussianPrivacyEvent, accountant, noise_for
-from edgetune.fleet.data import fleet_data
+from edgetune.fleet.data import fleet_data, server_windows
 from edgetune.fleet.report import write_json
 from edgetune.twin.training import Trainer
 
-CLIPS = (150.0, 200.0, 300.0)
-WEIGHTS = ((1.0, 1.0, 1.0), (0.3, 0.3, 1.0), (0.3, 1.0, 1.0))
-L2S = (0.01, 0.1, 1.0, 10.0)
-ALPHAS = (0.5, 0.75, 1.0)
+WEIGHTS = ((1.0, 1.0, 1.0), (0.3, 0.5, 1.0))  # (w_cnt, w_G, w_B)
+GRID = {"sample": {"clip": (100.0, 150.0, 200.0, 300.0)}, "window": {"clip": (100.0, 150.0, 200.0, 300.0)},
+        "board": {"clip": (100.0, 200.0)}}
+L2S = (0.01, 0.03, 0.1, 0.3, 1.0)
+ALPHAS = (0.75, 1.0)
+
+
+def epsilon(z: float, delta: float) -> float:
+    """epsilon of one Gaussian release with noise multiplier z (add-or-remove-one unit)."""
+    acc = accountant(1, delta)
+    acc.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=1, population_size=1))
+    return float(acc.get_epsilon(delta))
 
 
 def main() -> int:
@@ -44,11 +54,17 @@ def main() -> int:
     p.add_argument("--epsilon", type=float, default=8.0)
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--splits", type=int, default=7)
-    p.add_argument("--draws", type=int, default=5, help="noise draws per setting")
+    p.add_argument("--draws", type=int, default=10, help="noise draws for the held-out numbers")
+    p.add_argument("--val-draws", type=int, default=3, help="noise draws per validation setting")
+    p.add_argument("--units", default="sample,window,board", help="privacy units to run (sample, window, board)")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-refit-dp.json"))
     a = p.parse_args()
     if not os.path.exists(a.model):
         print(f"bench/fleet_refit_dp.py: {a.model} does not exist (make demo builds it)", file=sys.stderr)
+        return 2
+    units = [u for u in a.units.split(",") if u]
+    if not units or any(u not in GRID for u in units):
+        print(f"bench/fleet_refit_dp.py: --units {a.units!r}: choose from {sorted(GRID)}", file=sys.stderr)
         return 2
     t0 = time.time()
     _, t, _ = client._model(os.path.abspath(a.model))
@@ -58,13 +74,15 @@ def main() -> int:
     layer = rf.refit_layer(t.model, t.scheme)
     zp = int(t.model.tensors[t.model.layers[layer].input].zero_point)
     us = [rf.features(t, c.x).astype(np.float64) - zp for c in fd.clients]
+    centre = refit_dp.public_centre(t, server_windows(t.model.meta))
     z = noise_for(a.epsilon, 1, a.delta)
-    acc = accountant(len(fd.clients), a.delta)
-    acc.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=len(fd.clients),
-                                     population_size=len(fd.clients)))
-    eps = acc.get_epsilon(a.delta)
+    eps = epsilon(z, a.delta)
+    group = refit_dp.windows_per_sample(t.model.meta)
     sizes = [len(c.y) for c in fd.clients]
-    nmaxes = [int(np.percentile(sizes, 50))]
+    grid = dict(GRID)
+    grid["board"] = dict(GRID["board"], n_max=(4, int(np.percentile(sizes, 50))))
+    grid["window"] = dict(GRID["window"], n_max=(None,))
+    grid["sample"] = dict(GRID["sample"], n_max=(None,))
 
     def accuracy(st, l2, alpha, x, y) -> float:
         tr = Trainer(t.model)
@@ -74,9 +92,10 @@ def main() -> int:
             return 0.0
         return float(tr.evaluate(x, y)[1])
 
-    def run(ids, clip, n_max, zz, seed, settings, x, y, w) -> list:
-        parts = [refit_dp.clip_sum(us[i], fd.clients[i].y, C, clip, n_max, seed * 7919 + i) for i in ids]
-        st = refit_dp.release(parts, clip, n_max, zz, np.random.default_rng(seed), w)
+    def run(ids, s, zz, seed, settings, x, y) -> list:
+        m = centre if s["centre"] else None
+        parts = [refit_dp.clip_sum(us[i], fd.clients[i].y, C, s["clip"], s["n_max"], seed * 7919 + i, m) for i in ids]
+        st = refit_dp.release(parts, s["clip"], s["n_max"], zz, np.random.default_rng(seed), s["weights"], m)
         return [accuracy(st, l2, al, x, y) for l2, al in settings]
 
     # validation split of the training subjects
@@ -86,54 +105,62 @@ def main() -> int:
     vx = np.concatenate([c.x for c in fd.clients if c.subject in val])
     vy = np.concatenate([c.y for c in fd.clients if c.subject in val])
     settings = list(itertools.product(L2S, ALPHAS))
-    val_grid = {}
-    for clip, n_max, wi in itertools.product(CLIPS, nmaxes, range(len(WEIGHTS))):
-        w = WEIGHTS[wi]
-        accs = np.mean([run(tr_ids, clip, n_max, z, d, settings, vx, vy, w) for d in range(a.draws)], axis=0)
-        for (l2, al), v in zip(settings, accs):
-            val_grid[f"clip={clip};n_max={n_max};w={wi};l2={l2};alpha={al}"] = float(v)
-        print(f"validation clip {clip} n_max {n_max} weights {w}: best {accs.max():.3f}", file=sys.stderr, flush=True)
-    for l2, al in settings:  # the matching non-DP number on the validation split
-        val_grid[f"no-noise-unclipped;l2={l2};alpha={al}"] = run(tr_ids, 1e9, 10 ** 9, 0.0, 0, [(l2, al)], vx, vy,
-                                                                  WEIGHTS[0])[0]
-    best = max((k for k in val_grid if k.startswith("clip")), key=val_grid.get)
-    kv = dict(s.split("=") for s in best.split(";"))
-    clip, n_max, l2, al = float(kv["clip"]), int(kv["n_max"]), float(kv["l2"]), float(kv["alpha"])
-    w = WEIGHTS[int(kv["w"])]
-    # held-out test: all clients, the chosen setting
-    ids = list(range(len(fd.clients)))
-    dp = [run(ids, clip, n_max, z, 100 + d, [(l2, al)], fd.eval_x, fd.eval_y, w)[0] for d in range(a.draws)]
-    nodp_clipped = run(ids, clip, n_max, 0.0, 100, [(l2, al)], fd.eval_x, fd.eval_y, w)[0]
     px, py = fd.pooled()
-    ex = Trainer(t.model)
-    ex.load_state(state0)
-    ex.refit(px, py, l2=l2, alpha=al)
-    exact_same = float(ex.evaluate(fd.eval_x, fd.eval_y)[1])
+    start = float(Trainer(t.model).evaluate(fd.eval_x, fd.eval_y)[1])
     cv = Trainer(t.model)
     cv.load_state(state0)
     r = cv.refit(px, py)
     exact_cv = float(cv.evaluate(fd.eval_x, fd.eval_y)[1])
-    start = float(Trainer(t.model).evaluate(fd.eval_x, fd.eval_y)[1])
     out = {
         "model": a.model, "clients": len(fd.clients), "splits": a.splits, "pooled_windows": int(len(py)),
+        "windows_per_client_median": int(np.percentile(sizes, 50)),
         "epsilon": eps, "delta": a.delta, "noise_multiplier": z, "releases": 1,
-        "chosen_on_validation": {"clip": clip, "n_max": n_max, "block_weights": list(w), "l2": l2, "alpha": al,
-                                 "validation_acc": val_grid[best]},
-        "sensitivity": refit_dp.sensitivity(n_max, w),
-        "start_acc": start,
-        "dp_acc_draws": dp, "dp_acc_mean": float(np.mean(dp)), "dp_acc_min": float(np.min(dp)),
-        "nodp_clipped_acc": nodp_clipped,
-        "centralized_refit_same_l2_alpha_acc": exact_same,
-        "centralized_refit_cv": {"acc": exact_cv, "l2": r["l2"], "alpha": r["alpha"]},
+        "windows_per_sample": group,
+        "start_acc": start, "centralized_refit_cv": {"acc": exact_cv, "l2": r["l2"], "alpha": r["alpha"]},
         "bytes_up_per_client": 4 * (C + (us[0].shape[1] * (us[0].shape[1] + 1)) // 2 + C * us[0].shape[1]),
-        "validation_grid": val_grid, "seconds": round(time.time() - t0, 1),
+        "units": {},
     }
+    for unit in units:
+        g = grid[unit]
+        zu = z * group if unit == "sample" else z  # the window mechanism, noise for `group` windows
+        val_grid = {}
+        for clip, n_max, wi, cen in itertools.product(g["clip"], g["n_max"], range(len(WEIGHTS)), (False, True)):
+            s = {"clip": clip, "n_max": n_max, "weights": WEIGHTS[wi], "centre": cen}
+            accs = np.mean([run(tr_ids, s, zu, d, settings, vx, vy) for d in range(a.val_draws)], axis=0)
+            for (l2, al), v in zip(settings, accs):
+                val_grid[f"clip={clip};n_max={n_max};w={wi};centre={int(cen)};l2={l2};alpha={al}"] = float(v)
+            print(f"{unit}: validation clip {clip} n_max {n_max} weights {WEIGHTS[wi]} centre {cen}: best "
+                  f"{accs.max():.3f}", file=sys.stderr, flush=True)
+        best = max(val_grid, key=val_grid.get)
+        kv = dict(q.split("=") for q in best.split(";"))
+        s = {"clip": float(kv["clip"]), "n_max": None if kv["n_max"] == "None" else int(kv["n_max"]),
+             "weights": WEIGHTS[int(kv["w"])], "centre": kv["centre"] == "1"}
+        l2, al = float(kv["l2"]), float(kv["alpha"])
+        ids = list(range(len(fd.clients)))
+        dp = [run(ids, s, zu, 100 + d, [(l2, al)], fd.eval_x, fd.eval_y)[0] for d in range(a.draws)]
+        nodp = run(ids, s, 0.0, 100, [(l2, al)], fd.eval_x, fd.eval_y)[0]
+        ex = Trainer(t.model)
+        ex.load_state(state0)
+        ex.refit(px, py, l2=l2, alpha=al)
+        exact_same = float(ex.evaluate(fd.eval_x, fd.eval_y)[1])
+        out["units"][unit] = {
+            "noise_multiplier": zu, "epsilon_per_window": epsilon(zu, a.delta) if unit != "board" else None,
+            "chosen_on_validation": {**s, "weights": list(s["weights"]), "l2": l2, "alpha": al,
+                                     "validation_acc": val_grid[best]},
+            "sensitivity": refit_dp.sensitivity(s["n_max"], s["weights"]),
+            "dp_acc_draws": dp, "dp_acc_mean": float(np.mean(dp)), "dp_acc_min": float(np.min(dp)),
+            "dp_acc_max": float(np.max(dp)), "nodp_clipped_acc": nodp,
+            "centralized_refit_same_l2_alpha_acc": exact_same, "validation_grid": val_grid,
+        }
+        print(f"bench/fleet_refit_dp.py: unit {unit}: chosen {s} l2 {l2} alpha {al}; held-out: DP refit "
+              f"{np.mean(dp):.3f} ({np.min(dp):.3f}-{np.max(dp):.3f}, {a.draws} draws), same statistics without "
+              f"noise {nodp:.3f}, centralized refit same l2/alpha {exact_same:.3f}", file=sys.stderr, flush=True)
+    out["seconds"] = round(time.time() - t0, 1)
     write_json(a.out, out)
     print(f"bench/fleet_refit_dp.py: {a.out}: {len(fd.clients)} clients, epsilon {eps:.2f} (delta {a.delta:g}, "
-          f"z {z:.3f}); chosen on validation clip {clip} n_max {n_max} weights {w} l2 {l2} alpha {al}; held-out: start "
-          f"{start:.3f}, DP refit {np.mean(dp):.3f} (min {np.min(dp):.3f}, {a.draws} draws), no noise "
-          f"{nodp_clipped:.3f}, centralized refit same l2/alpha {exact_same:.3f}, with CV {exact_cv:.3f}; "
-          f"{out['seconds']} s")
+          f"z {z:.3f} per unit; a raw sample is in {group} windows); start {start:.3f}, centralized refit with CV "
+          f"{exact_cv:.3f}; " + "; ".join(f"{u}: DP {v['dp_acc_mean']:.3f}" for u, v in out["units"].items())
+          + f"; {out['seconds']} s")
     return 0
 
 

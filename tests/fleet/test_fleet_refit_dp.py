@@ -148,3 +148,75 @@ def test_bad_centre(centre):
         refit_dp.release([part], 1.0, None, 1.0, np.random.default_rng(0), centre=centre)
     with pytest.raises(ValueError, match="centre"):
         refit_dp.clip_sum(np.ones((2, 3)), np.zeros(2, np.int64), 2, 1.0, None, centre=centre)
+
+
+def test_windows_per_sample():
+    assert refit_dp.windows_per_sample({"window": 100, "step": 50}) == 2
+    assert refit_dp.windows_per_sample({"window": 100, "step": 30}) == 4  # a sample in up to 4 windows
+    assert refit_dp.windows_per_sample({"window": 100, "step": 100}) == 1
+    with pytest.raises(ValueError, match="step"):
+        refit_dp.windows_per_sample({"window": 100, "step": 0})
+
+
+def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
+    """`edgetune fleet refit --dp-epsilon 8`: one query round through Flower's Simulation Engine
+    (16 ClientApps on the twin, the demo model's fleet); with the server's noise seeded, the global
+    state written is the twin's release (clipped_stats per board, release, solve) bit for bit;
+    the noise is calibrated for one raw sample (z doubled for the demo's overlapping windows);
+    bad DP arguments are refused before anything runs."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.support import deviceapp
+    from edgetune.fleet import client
+    from edgetune.fleet.accountant import noise_for
+    from edgetune.fleet.data import fleet_data, server_windows
+
+    repo = Path(__file__).resolve().parents[2]
+    path = str(deviceapp.demo.ensure_model(repo / "build" / "demo"))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "refit", "--model", path,
+                               "--l2", "0.3", "--alpha", "1", *args],
+                              capture_output=True, text=True, timeout=900, cwd=repo)
+
+    for args, word in ((["--dp-epsilon", "0"], "--dp-epsilon"), (["--dp-epsilon", "8", "--dp-weights", "1,2"],
+                                                                 "--dp-weights"),
+                       (["--dp-epsilon", "8", "--dp-clip", "-1"], "clip"),
+                       (["--dp-epsilon", "8", "--dp-unit", "board", "--dp-n-max", "0"], "--dp-n-max")):
+        r = run(*args, "--out", str(tmp_path / "bad.state"))
+        assert r.returncode == 2 and word in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "bad.state").exists()
+    out = tmp_path / "dp.state"
+    r = run("--dp-epsilon", "8", "--dp-seed", "7", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    z = noise_for(8.0, 1, 1e-5) * 2
+    assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and res["dp"]["epsilon"] == 8.0
+    buf, _, _ = client._model(path)
+    t = Trainer(buf)
+    fd = fleet_data(t.model.meta)
+    K, C = rs.dims(t)
+    assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 8 * refit_dp.upload_values(K, C)
+    centre = refit_dp.public_centre(t, server_windows(t.model.meta))
+    parts = [refit_dp.unpack(refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, 150.0, None, i, centre)), K, C)
+             for i, c in enumerate(fd.clients)]
+    st = refit_dp.release(parts, 150.0, None, z, np.random.default_rng(7), (0.3, 0.5, 1.0), centre)
+    assert out.read_bytes() == refit_dp.global_state(t, st, 0.3, 1.0)
+    assert res["held_out_after"] > res["held_out_before"] + 0.3
+
+
+def test_pack_unpack():
+    rng = np.random.default_rng(9)
+    K, C = 5, 3
+    p = refit_dp.clip_sum(rng.uniform(0, 99, (7, K)), rng.integers(0, C, 7), C, 50.0, None)
+    q = refit_dp.unpack(refit_dp.pack(p), K, C)
+    for key in ("cnt", "g", "b"):
+        assert np.array_equal(p[key], q[key]), key
+    wire = refit_dp.pack(p)
+    with pytest.raises(ValueError, match="bytes"):
+        refit_dp.unpack(wire[:-8], K, C)
+    with pytest.raises(ValueError, match="non-finite"):
+        refit_dp.unpack(np.full(refit_dp.upload_values(K, C), np.nan).tobytes(), K, C)

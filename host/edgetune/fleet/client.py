@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import compress, refit_stats, update
+from . import compress, refit_dp, refit_stats, update
 from .data import fleet_data
 
 
@@ -95,7 +95,9 @@ def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = Non
 
 def refit_answer(msg: Message, part: int) -> Message:
     """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
-    (the query handler of this app and of refit_flower.app)."""
+    (the query handler of this app and of refit_flower.app); with `dp-clip` in the config, its
+    clipped float64 statistics instead (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 =
+    all, minus the centre `dp-centre`) and its partition id (the server sums in that order)."""
     cfg = msg.content["config"]
     _, t, _ = _model(str(cfg["model"]))
     t.load_state(bytes(cfg["state"]))
@@ -103,9 +105,16 @@ def refit_answer(msg: Message, part: int) -> Message:
     if not 0 <= part < len(fd.clients):
         raise ValueError(f"partition {part} is not a client (0..{len(fd.clients) - 1})")
     c = fd.clients[part]
-    wire = refit_stats.pack(refit_stats.client_stats(t, c.x, c.y))
-    return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())})}),
-                   reply_to=msg)
+    metrics = {}
+    if "dp-clip" in cfg:
+        centre = np.frombuffer(bytes(cfg["dp-centre"]), "<f8") if "dp-centre" in cfg else None
+        wire = refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, float(cfg["dp-clip"]),
+                                                    int(cfg["dp-n-max"]) or None, part, centre))
+        metrics = {"partition": part}
+    else:
+        wire = refit_stats.pack(refit_stats.client_stats(t, c.x, c.y))
+    return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())}),
+                                       "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 app = ClientApp()

@@ -1,5 +1,6 @@
 """`edgetune fleet refit`: the refit mode over the watch fleet on Flower's Simulation Engine
-(docs/fleet-refit.md): one query round, the global state written to --out."""
+(docs/fleet-refit.md): one query round, the global state written to --out; with --dp-epsilon
+the differentially private release (§5)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,20 @@ def add_parser(sub) -> None:
     p.add_argument("--splits", type=int, default=1, help="time parts per (subject, arm)")
     p.add_argument("--out", default=os.path.join("build", "fleet-refit.state"),
                    help="global state (m.load_state / Trainer.load_state format)")
+    p.add_argument("--dp-epsilon", type=float, default=None,
+                   help="differential privacy: one Gaussian release at this epsilon (off when not given)")
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="DP delta (default 1e-5)")
+    p.add_argument("--dp-unit", choices=("sample", "window", "board"), default="sample",
+                   help="what the guarantee covers: one raw sensor sample (default; it lies in "
+                        "window/step windows), one labelled window, or one board")
+    p.add_argument("--dp-clip", type=float, default=150.0,
+                   help="L2 clip of every window's centred features (default 150, chosen by bench/fleet_refit_dp.py)")
+    p.add_argument("--dp-n-max", type=int, default=4, help="board unit: windows one board contributes at most")
+    p.add_argument("--dp-weights", default="0.3,0.5,1.0",
+                   help="budget split over (counts, Gram, class sums), default 0.3,0.5,1.0")
+    p.add_argument("--dp-no-centre", action="store_true", help="clip u itself, not u minus the public centre")
+    p.add_argument("--dp-seed", type=int, default=None,
+                   help="seed the server's noise (tests only: a known seed voids the guarantee)")
 
 
 def run(a: argparse.Namespace) -> int:
@@ -36,15 +51,52 @@ def run(a: argparse.Namespace) -> int:
         raise ValueError(f"{a.model} does not exist: run `make demo` or give --model")
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     check_file(a.out)
-    r = simulate_refit(a.model, a.l2, a.alpha, a.splits)
+    _, t, _ = client._model(os.path.abspath(a.model))
+    dp = None if a.dp_epsilon is None else dp_setting(a, t)
+    r = simulate_refit(a.model, a.l2, a.alpha, a.splits, dp)
     with open(a.out, "wb") as f:
         f.write(r["state"])
-    _, t, _ = client._model(os.path.abspath(a.model))
     fd = fleet_data(t.model.meta, a.splits)
     before = float(t.evaluate(fd.eval_x, fd.eval_y)[1])
     ev = Trainer(t.model)
     ev.load_state(r["state"])
     after = float(ev.evaluate(fd.eval_x, fd.eval_y)[1])
-    print(json.dumps({"clients": r["clients"], "bytes_up_per_client": r["bytes_up"][0], "held_out_before": before,
-                      "held_out_after": after, "state": a.out}))
+    res = {"clients": r["clients"], "bytes_up_per_client": r["bytes_up"][0], "held_out_before": before,
+           "held_out_after": after, "state": a.out}
+    if dp is not None:
+        res["dp"] = {"unit": a.dp_unit, "epsilon": dp["epsilon"], "delta": a.dp_delta, "noise_multiplier": dp["z"],
+                     "clip": dp["clip"], "n_max": dp["n_max"], "weights": list(dp["weights"]),
+                     "centre": dp["centre"] is not None}
+    print(json.dumps(res))
     return 0
+
+
+def dp_setting(a: argparse.Namespace, t) -> dict:
+    """refit_flower's `dp` from the arguments (ValueError on a bad one): z for --dp-epsilon on one
+    release of the chosen unit, the public centre from the server's own windows."""
+    import math
+
+    from . import refit_dp
+    from .accountant import noise_for
+    from .data import server_windows
+
+    if not (math.isfinite(a.dp_epsilon) and 0 < a.dp_epsilon <= 100):
+        raise ValueError(f"--dp-epsilon {a.dp_epsilon} must be in (0, 100]")
+    if not 0 < a.dp_delta < 1:
+        raise ValueError(f"--dp-delta {a.dp_delta} must be in (0, 1)")
+    if a.dp_unit == "board" and a.dp_n_max < 1:
+        raise ValueError(f"--dp-n-max {a.dp_n_max} must be >= 1 (windows one board contributes at most)")
+    try:
+        weights = tuple(float(w) for w in a.dp_weights.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != 3 or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"--dp-weights {a.dp_weights!r} must be three positive numbers, e.g. 0.3,0.5,1.0")
+    z = noise_for(a.dp_epsilon, 1, a.dp_delta)
+    if a.dp_unit == "sample":
+        z *= refit_dp.windows_per_sample(t.model.meta)
+    n_max = a.dp_n_max if a.dp_unit == "board" else None
+    refit_dp.check_params(a.dp_clip, n_max)
+    centre = None if a.dp_no_centre else refit_dp.public_centre(t, server_windows(t.model.meta))
+    return {"clip": a.dp_clip, "n_max": n_max, "z": z, "weights": weights, "centre": centre, "seed": a.dp_seed,
+            "epsilon": a.dp_epsilon}

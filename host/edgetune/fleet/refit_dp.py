@@ -6,7 +6,10 @@ Two privacy units, one mechanism:
   subset when it holds more), and adding or removing one board is what the guarantee covers;
 - **window** (example-level): `n_max` is None; every window is used, and adding or removing one
   labelled window is what the guarantee covers. The same arithmetic as a fleet of one-window
-  boards (board unit with n_max = 1).
+  boards (board unit with n_max = 1);
+- **sample**: the window mechanism with z multiplied by `windows_per_sample` (2 for the demo's
+  overlapping windows), so that one raw sensor sample, which lies in that many windows, is
+  covered at the epsilon a window has at z.
 
 Per board (`clipped_stats`), before anything leaves it: every window's centred classifier input
 u (refit_stats) minus the server's public `centre` m (a float vector sent with the global
@@ -44,6 +47,7 @@ import math
 
 import numpy as np
 
+from ..learn import data as ldata
 from ..twin import refit as rf
 from . import refit_stats as rs
 
@@ -52,6 +56,16 @@ def sensitivity(n_max: int | None, weights=(1.0, 1.0, 1.0)) -> float:
     (cnt, G, B) multiplied by `weights`: n_max windows for the board unit, one for the window
     unit (n_max None)."""
     return (1 if n_max is None else n_max) * math.sqrt(sum(float(w) ** 2 for w in weights))
+
+
+def windows_per_sample(meta: dict) -> int:
+    """How many windows one raw sensor sample can lie in: ceil(window / step) (2 for the demo's
+    2-s windows with 50 % overlap). The window mechanism protects one raw sample at the epsilon
+    of noise multiplier z / windows_per_sample, so the `sample` unit multiplies z by it."""
+    w, s = int(meta.get("window", ldata.WINDOW)), int(meta.get("step", ldata.STEP))
+    if not (w >= 1 and s >= 1):
+        raise ValueError(f"window {w} and step {s} must be >= 1")
+    return -(-w // s)
 
 
 def check_params(clip: float, n_max: int | None) -> None:
@@ -104,6 +118,34 @@ def clip_sum(u: np.ndarray, labels: np.ndarray, n_cls: int, clip: float, n_max: 
     np.add.at(b, labels, u)
     return {"cnt": np.bincount(labels, minlength=n_cls).astype(np.float64), "g": u.T @ u, "b": b,
             "clipped": int((norm > clip).sum()), "windows": int(len(labels))}
+
+
+def upload_values(K: int, C: int) -> int:
+    """Values one board sends: cnt (C), G's lower triangle (K(K+1)/2), B (C K)."""
+    return C + K * (K + 1) // 2 + C * K
+
+
+def pack(p: dict) -> bytes:
+    """One board's clipped statistics on the wire: float64 little-endian cnt, G's lower triangle
+    row by row, B row-major (8 * upload_values bytes)."""
+    K = p["g"].shape[0]
+    j, k = np.tril_indices(K)
+    return np.concatenate([p["cnt"], p["g"][j, k], p["b"].ravel()]).astype("<f8").tobytes()
+
+
+def unpack(buf: bytes, K: int, C: int) -> dict:
+    """pack's inverse; ValueError on a wrong size or a non-finite value."""
+    n = upload_values(K, C)
+    if len(buf) != 8 * n:
+        raise ValueError(f"DP refit statistics are {len(buf)} bytes, expected {8 * n} (K={K}, C={C})")
+    v = np.frombuffer(buf, "<f8").astype(np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("DP refit statistics hold a non-finite value")
+    j, k = np.tril_indices(K)
+    g = np.zeros((K, K))
+    g[j, k] = v[C:C + j.size]
+    g[k, j] = v[C:C + j.size]
+    return {"cnt": v[:C].copy(), "g": g, "b": v[C + j.size:].reshape(C, K).copy()}
 
 
 def release(parts: list[dict], clip: float, n_max: int | None, z: float, rng, weights=(1.0, 1.0, 1.0),
