@@ -195,15 +195,16 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     z = noise_for(8.0, 1, 1e-5) * 2
     assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and res["dp"]["epsilon"] == 8.0
+    assert res["dp"]["clip"] == refit_dp.DEFAULTS["sample"]["clip"] == 100.0 and res["dp"]["centre"]
     buf, _, _ = client._model(path)
     t = Trainer(buf)
     fd = fleet_data(t.model.meta)
     K, C = rs.dims(t)
     assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 8 * refit_dp.upload_values(K, C)
     centre = refit_dp.public_centre(t, server_windows(t.model.meta))
-    parts = [refit_dp.unpack(refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, 150.0, None, i, centre)), K, C)
+    parts = [refit_dp.unpack(refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, 100.0, None, i, centre)), K, C)
              for i, c in enumerate(fd.clients)]
-    st = refit_dp.release(parts, 150.0, None, z, np.random.default_rng(7), (0.3, 0.5, 1.0), centre)
+    st = refit_dp.release(parts, 100.0, None, z, np.random.default_rng(7), (0.3, 0.5, 1.0), centre)
     assert out.read_bytes() == refit_dp.global_state(t, st, 0.3, 1.0)
     assert res["held_out_after"] > res["held_out_before"] + 0.3
 

@@ -24,11 +24,12 @@ def add_parser(sub) -> None:
     p.add_argument("--dp-unit", choices=("sample", "window", "board"), default="sample",
                    help="what the guarantee covers: one raw sensor sample (default; it lies in "
                         "window/step windows), one labelled window, or one board")
-    p.add_argument("--dp-clip", type=float, default=150.0,
-                   help="L2 clip of every window's centred features (default 150, chosen by bench/fleet_refit_dp.py)")
-    p.add_argument("--dp-n-max", type=int, default=4, help="board unit: windows one board contributes at most")
-    p.add_argument("--dp-weights", default="0.3,0.5,1.0",
-                   help="budget split over (counts, Gram, class sums), default 0.3,0.5,1.0")
+    p.add_argument("--dp-clip", type=float, default=None,
+                   help="L2 clip of every window's centred features (default per unit: refit_dp.DEFAULTS, "
+                        "chosen by bench/fleet_refit_dp.py on validation; use --l2 0.3 --alpha 1 with them)")
+    p.add_argument("--dp-n-max", type=int, default=None, help="board unit: windows one board contributes at most (4)")
+    p.add_argument("--dp-weights", default=None,
+                   help="budget split over (counts, Gram, class sums), e.g. 0.3,0.5,1.0 (default per unit)")
     p.add_argument("--dp-no-centre", action="store_true", help="clip u itself, not u minus the public centre")
     p.add_argument("--dp-seed", type=int, default=None,
                    help="seed the server's noise (tests only: a known seed voids the guarantee)")
@@ -84,19 +85,25 @@ def dp_setting(a: argparse.Namespace, t) -> dict:
         raise ValueError(f"--dp-epsilon {a.dp_epsilon} must be in (0, 100]")
     if not 0 < a.dp_delta < 1:
         raise ValueError(f"--dp-delta {a.dp_delta} must be in (0, 1)")
-    if a.dp_unit == "board" and a.dp_n_max < 1:
+    d = refit_dp.DEFAULTS[a.dp_unit]
+    n_max = d["n_max"] if a.dp_n_max is None else a.dp_n_max
+    if a.dp_unit == "board" and n_max < 1:
         raise ValueError(f"--dp-n-max {a.dp_n_max} must be >= 1 (windows one board contributes at most)")
-    try:
-        weights = tuple(float(w) for w in a.dp_weights.split(","))
-    except ValueError:
-        weights = ()
-    if len(weights) != 3 or not all(math.isfinite(w) and w > 0 for w in weights):
-        raise ValueError(f"--dp-weights {a.dp_weights!r} must be three positive numbers, e.g. 0.3,0.5,1.0")
+    if a.dp_unit != "board":
+        n_max = None
+    clip = d["clip"] if a.dp_clip is None else a.dp_clip
+    weights = d["weights"]
+    if a.dp_weights is not None:
+        try:
+            weights = tuple(float(w) for w in a.dp_weights.split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != 3 or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"--dp-weights {a.dp_weights!r} must be three positive numbers, e.g. 0.3,0.5,1.0")
     z = noise_for(a.dp_epsilon, 1, a.dp_delta)
     if a.dp_unit == "sample":
         z *= refit_dp.windows_per_sample(t.model.meta)
-    n_max = a.dp_n_max if a.dp_unit == "board" else None
-    refit_dp.check_params(a.dp_clip, n_max)
+    refit_dp.check_params(clip, n_max)
     centre = None if a.dp_no_centre else refit_dp.public_centre(t, server_windows(t.model.meta))
-    return {"clip": a.dp_clip, "n_max": n_max, "z": z, "weights": weights, "centre": centre, "seed": a.dp_seed,
+    return {"clip": clip, "n_max": n_max, "z": z, "weights": weights, "centre": centre, "seed": a.dp_seed,
             "epsilon": a.dp_epsilon}

@@ -51,6 +51,16 @@ from ..learn import data as ldata
 from ..twin import refit as rf
 from . import refit_stats as rs
 
+# Per unit, the settings bench/fleet_refit_dp.py chose on its validation split (demo model, 112
+# boards, epsilon 8): the window clip R, the block weights (w_cnt, w_G, w_B), the board cap n_max;
+# with l2 0.3 (board: 1.0) and alpha 1 for the solve. `edgetune fleet refit --dp-*` defaults.
+DEFAULTS = {
+    "sample": {"clip": 100.0, "weights": (0.3, 0.5, 1.0), "n_max": None, "l2": 0.3},
+    "window": {"clip": 150.0, "weights": (0.3, 0.5, 1.0), "n_max": None, "l2": 0.3},
+    "board": {"clip": 100.0, "weights": (1.0, 1.0, 1.0), "n_max": 4, "l2": 1.0},
+}
+
+
 def sensitivity(n_max: int | None, weights=(1.0, 1.0, 1.0)) -> float:
     """L2 sensitivity of one unit's statistics in the scaled units (module doc), the blocks
     (cnt, G, B) multiplied by `weights`: n_max windows for the board unit, one for the window
