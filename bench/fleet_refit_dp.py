@@ -117,7 +117,7 @@ def main() -> int:
         "epsilon": eps, "delta": a.delta, "noise_multiplier": z, "releases": 1,
         "windows_per_sample": group,
         "start_acc": start, "centralized_refit_cv": {"acc": exact_cv, "l2": r["l2"], "alpha": r["alpha"]},
-        "bytes_up_per_client": 4 * (C + (us[0].shape[1] * (us[0].shape[1] + 1)) // 2 + C * us[0].shape[1]),
+        "bytes_up_per_client": 8 * refit_dp.upload_values(us[0].shape[1], C),  # refit_dp.pack, once
         "units": {},
     }
     for unit in units:
