@@ -135,30 +135,14 @@ def test_flower_refit_round_equals_centralized_refit(tmp_path):
     """`edgetune fleet refit`: one query round through Flower's Simulation Engine (16 ClientApps
     on the twin, the demo model's fleet clients); the global state written is Trainer.refit's on
     the pooled windows; bad arguments are refused before anything runs."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.support import deviceapp
+    from tests.support.fleetcli import demo_model, fleet_refit
     from edgetune.fleet import client
     from edgetune.fleet.data import fleet_data
 
-    repo = Path(__file__).resolve().parents[2]
-    path = str(deviceapp.demo.ensure_model(repo / "build" / "demo"))
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "refit", "--model", path, *args],
-                              capture_output=True, text=True, timeout=900, cwd=repo)
-
-    for args, word in ((["--l2", "0", "--alpha", "1"], "--l2"), (["--l2", "1", "--alpha", "2"], "--alpha")):
-        r = run(*args, "--out", str(tmp_path / "bad.state"))
-        assert r.returncode == 2 and word in r.stderr, r.stderr[-2000:]
-        assert not (tmp_path / "bad.state").exists()
+    path = demo_model()
     out = tmp_path / "glob.state"
-    r = run("--l2", "0.01", "--alpha", "0.75", "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = fleet_refit(out, ["--l2", "0.01", "--alpha", "0.75"],
+                      bad=((["--l2", "0", "--alpha", "1"], "--l2"), (["--l2", "1", "--alpha", "2"], "--alpha")))
     from edgetune.twin.training import Trainer
 
     # a fresh Trainer: client._model's cached one may have been trained by an earlier test

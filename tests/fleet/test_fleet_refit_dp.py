@@ -164,35 +164,17 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
     state written is the twin's release (clipped_stats per board, release, solve) bit for bit;
     the noise is calibrated for one raw sample (z doubled for the demo's overlapping windows);
     bad DP arguments are refused before anything runs."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.support import deviceapp
+    from tests.support.fleetcli import demo_model, fleet_refit
     from edgetune.fleet import client
     from edgetune.fleet.accountant import noise_for
     from edgetune.fleet.data import fleet_data, server_windows
 
-    repo = Path(__file__).resolve().parents[2]
-    path = str(deviceapp.demo.ensure_model(repo / "build" / "demo"))
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "edgetune.cli", "fleet", "refit", "--model", path,
-                               "--l2", "0.3", "--alpha", "1", *args],
-                              capture_output=True, text=True, timeout=900, cwd=repo)
-
-    for args, word in ((["--dp-epsilon", "0"], "--dp-epsilon"), (["--dp-epsilon", "8", "--dp-weights", "1,2"],
-                                                                 "--dp-weights"),
-                       (["--dp-epsilon", "8", "--dp-clip", "-1"], "clip"),
-                       (["--dp-epsilon", "8", "--dp-unit", "board", "--dp-n-max", "0"], "--dp-n-max")):
-        r = run(*args, "--out", str(tmp_path / "bad.state"))
-        assert r.returncode == 2 and word in r.stderr, r.stderr[-2000:]
-        assert not (tmp_path / "bad.state").exists()
+    path = demo_model()
     out = tmp_path / "dp.state"
-    r = run("--dp-epsilon", "8", "--dp-seed", "7", "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    bad = ((["--dp-epsilon", "0"], "--dp-epsilon"), (["--dp-epsilon", "8", "--dp-weights", "1,2"], "--dp-weights"),
+           (["--dp-epsilon", "8", "--dp-clip", "-1"], "clip"),
+           (["--dp-epsilon", "8", "--dp-unit", "board", "--dp-n-max", "0"], "--dp-n-max"))
+    res = fleet_refit(out, ["--l2", "0.3", "--alpha", "1", "--dp-epsilon", "8", "--dp-seed", "7"], bad)
     z = noise_for(8.0, 1, 1e-5) * 2
     assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and res["dp"]["epsilon"] == 8.0
     assert res["dp"]["clip"] == refit_dp.DEFAULTS["sample"]["clip"] == 100.0 and res["dp"]["centre"]
