@@ -1,7 +1,7 @@
 """Differential privacy for the fleet refit mode: one Gaussian mechanism on the summed
 sufficient statistics (docs/fleet-refit.md §5).
 
-Two privacy units, one mechanism:
+Three privacy units, one mechanism:
 - **board** (client-level): `n_max` is an int; a board uses at most `n_max` windows (a seeded
   subset when it holds more), and adding or removing one board is what the guarantee covers;
 - **window** (example-level): `n_max` is None; every window is used, and adding or removing one
