@@ -94,7 +94,9 @@ def main() -> int:
 
     def run(ids, s, zz, seed, settings, x, y) -> list:
         m = centre if s["centre"] else None
-        parts = [refit_dp.clip_sum(us[i], fd.clients[i].y, C, s["clip"], s["n_max"], seed * 7919 + i, m) for i in ids]
+        K = us[0].shape[1]
+        parts = [refit_dp.unpack(refit_dp.pack(refit_dp.clip_sum(us[i], fd.clients[i].y, C, s["clip"], s["n_max"],
+                                                                 seed * 7919 + i, m)), K, C) for i in ids]  # the wire
         st = refit_dp.release(parts, s["clip"], s["n_max"], zz, np.random.default_rng(seed), s["weights"], m)
         return [accuracy(st, l2, al, x, y) for l2, al in settings]
 
@@ -117,7 +119,7 @@ def main() -> int:
         "epsilon": eps, "delta": a.delta, "noise_multiplier": z, "releases": 1,
         "windows_per_sample": group,
         "start_acc": start, "centralized_refit_cv": {"acc": exact_cv, "l2": r["l2"], "alpha": r["alpha"]},
-        "bytes_up_per_client": 8 * refit_dp.upload_values(us[0].shape[1], C),  # refit_dp.pack, once
+        "bytes_up_per_client": 4 * refit_dp.upload_values(us[0].shape[1], C),  # refit_dp.pack, once
         "units": {},
     }
     for unit in units:

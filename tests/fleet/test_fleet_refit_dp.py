@@ -182,7 +182,7 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
     t = Trainer(buf)
     fd = fleet_data(t.model.meta)
     K, C = rs.dims(t)
-    assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 8 * refit_dp.upload_values(K, C)
+    assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == 4 * refit_dp.upload_values(K, C)
     centre = refit_dp.public_centre(t, server_windows(t.model.meta))
     parts = [refit_dp.unpack(refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, 100.0, None, i, centre)), K, C)
              for i, c in enumerate(fd.clients)]
@@ -197,9 +197,10 @@ def test_pack_unpack():
     p = refit_dp.clip_sum(rng.uniform(0, 99, (7, K)), rng.integers(0, C, 7), C, 50.0, None)
     q = refit_dp.unpack(refit_dp.pack(p), K, C)
     for key in ("cnt", "g", "b"):
-        assert np.array_equal(p[key], q[key]), key
+        assert np.array_equal(p[key].astype(np.float32), q[key]), key
     wire = refit_dp.pack(p)
+    assert len(wire) == 4 * refit_dp.upload_values(K, C)
     with pytest.raises(ValueError, match="bytes"):
-        refit_dp.unpack(wire[:-8], K, C)
+        refit_dp.unpack(wire[:-4], K, C)
     with pytest.raises(ValueError, match="non-finite"):
-        refit_dp.unpack(np.full(refit_dp.upload_values(K, C), np.nan).tobytes(), K, C)
+        refit_dp.unpack(np.full(refit_dp.upload_values(K, C), np.nan, np.float32).tobytes(), K, C)

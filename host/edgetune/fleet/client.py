@@ -96,7 +96,7 @@ def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = Non
 def refit_answer(msg: Message, part: int) -> Message:
     """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
     (the query handler of this app and of refit_flower.app); with `dp-clip` in the config, its
-    clipped float64 statistics instead (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 =
+    clipped statistics instead (float32, refit_dp.pack) (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 =
     all, minus the centre `dp-centre`) and its partition id (the server sums in that order)."""
     cfg = msg.content["config"]
     _, t, _ = _model(str(cfg["model"]))

@@ -136,19 +136,20 @@ def upload_values(K: int, C: int) -> int:
 
 
 def pack(p: dict) -> bytes:
-    """One board's clipped statistics on the wire: float64 little-endian cnt, G's lower triangle
-    row by row, B row-major (8 * upload_values bytes)."""
+    """One board's clipped statistics on the wire: float32 little-endian cnt, G's lower triangle
+    row by row, B row-major (4 * upload_values bytes; float32 is what a board's sums are, and its
+    rounding is far below the noise)."""
     K = p["g"].shape[0]
     j, k = np.tril_indices(K)
-    return np.concatenate([p["cnt"], p["g"][j, k], p["b"].ravel()]).astype("<f8").tobytes()
+    return np.concatenate([p["cnt"], p["g"][j, k], p["b"].ravel()]).astype("<f4").tobytes()
 
 
 def unpack(buf: bytes, K: int, C: int) -> dict:
     """pack's inverse; ValueError on a wrong size or a non-finite value."""
     n = upload_values(K, C)
-    if len(buf) != 8 * n:
-        raise ValueError(f"DP refit statistics are {len(buf)} bytes, expected {8 * n} (K={K}, C={C})")
-    v = np.frombuffer(buf, "<f8").astype(np.float64)
+    if len(buf) != 4 * n:
+        raise ValueError(f"DP refit statistics are {len(buf)} bytes, expected {4 * n} (K={K}, C={C})")
+    v = np.frombuffer(buf, "<f4").astype(np.float64)
     if not np.all(np.isfinite(v)):
         raise ValueError("DP refit statistics hold a non-finite value")
     j, k = np.tril_indices(K)
