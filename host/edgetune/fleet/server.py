@@ -5,16 +5,25 @@ behind a thin strategy that speaks the fleet's wire format (docs/fleet.md §4).
 - `configure_train` adds the global int8 + residual state (trained-weights bytes) and the
   round's settings to the config the inner strategy sends; the ArrayRecord the Flower loop
   carries is the global parameters in real units (update.real).
-- `aggregate_train` counts the bytes each board sent, decodes its sparse int8 update into the
+- `aggregate_train` puts the replies in a canonical order first (`canonical`: by wire bytes,
+  then metrics; the order they arrived in, and the Flower node ids, which are random per run,
+  play no part), counts the bytes each board sent, decodes its sparse int8 update into the
   dense real-unit parameters `global + update` (the form Flower's strategies aggregate), hands
   the replies to the inner strategy (FedAvg weighted by `num-examples`; under DP the wrapper
   clips every client's `reply - global` to C, FedAvg averages uniformly (`weight`), the wrapper
   adds N(0, (z C / m)^2) and the accountant composes the release), and applies the aggregate's
   difference to the global state with update.apply, the same rule a board uses.
+
+The canonical order is what makes a non-DP run bit-reproducible: Flower's FedAvg sums
+`weight * params` in float32 in list order, and float32 addition is not associative, so the same
+replies in another arrival order gave another global state (docs/fleet.md §4). Under central DP
+the wrapper's noise comes from numpy's global, unseeded generator (np.random.normal), so a DP
+run is not reproducible, by design: seeding it would make the noise predictable.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,6 +34,22 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from . import compress, update
 
 F32 = np.float32
+
+
+def _key(r: Message) -> tuple:
+    """A reply's place in the canonical order: error replies last (the inner strategy drops
+    them), the others by their wire bytes, then their metrics (repr is exact for floats), so
+    replies with equal keys are equal in everything the aggregate reads."""
+    if r.has_error():
+        return (1, b"", ())
+    wire = r.content["arrays"]["update"].numpy().tobytes()
+    metrics = tuple(sorted((k, repr(v)) for rec in r.content.metric_records.values() for k, v in rec.items()))
+    return (0, wire, metrics)
+
+
+def canonical(replies: Iterable[Message]) -> list[Message]:
+    """The replies in an order that depends only on their contents (see the module doc)."""
+    return sorted(replies, key=_key)
 
 
 class ServerOpt:
@@ -59,7 +84,7 @@ class FleetStrategy(Strategy):
         self.state = bytes(state)
         self.opt = ServerOpt(server_lr, server_momentum, lay.size)
         self.train_config = dict(train_config)
-        self.rounds: list[dict] = []  # per round: bytes sent, dense bytes, clients, loss
+        self.rounds: list[dict] = []  # per round: bytes sent, dense bytes, clients, loss, state hash
 
     def summary(self) -> None:
         self.inner.summary()
@@ -70,7 +95,7 @@ class FleetStrategy(Strategy):
         return self.inner.configure_train(server_round, arrays, cfg, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        replies = list(replies)
+        replies = canonical(replies)
         glob = update.real(self.lay, self.state)
         sent = dense = 0
         losses = []
@@ -88,10 +113,12 @@ class FleetStrategy(Strategy):
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         self.rounds.append({"round": server_round, "clients": ok, "bytes_sent": sent, "bytes_dense": dense,
                             "loss": float(np.mean(losses)) if losses else None})
+        if arrays is not None:
+            new = np.asarray(arrays["params"].numpy(), F32)
+            self.state = self.opt.step(self.lay, self.state, (new - glob).astype(F32))
+        self.rounds[-1]["state_sha256"] = hashlib.sha256(self.state).hexdigest()
         if arrays is None:
             return None, metrics
-        new = np.asarray(arrays["params"].numpy(), F32)
-        self.state = self.opt.step(self.lay, self.state, (new - glob).astype(F32))
         return ArrayRecord({"params": Array(update.real(self.lay, self.state))}), metrics
 
     def configure_evaluate(self, server_round, arrays, config, grid):

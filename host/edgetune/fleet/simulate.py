@@ -150,6 +150,7 @@ def simulate(s: Settings) -> dict:
             "bytes_up_dense": int(sum(r["bytes_dense"] for r in rounds)),
             "bytes_per_round": [r["bytes_sent"] for r in rounds],
             "loss_per_round": [r["loss"] for r in rounds],
+            "state_sha256_per_round": [r["state_sha256"] for r in rounds], "state": strategy.state.hex(),
             "refit_bytes_up": out.get("refit_bytes_up"), "noise_multiplier": z,
             "epsilon": acc.get_epsilon(s.delta) if acc is not None else None,
             "delta": s.delta if acc is not None else None, "settings": dataclasses.asdict(s)}
