@@ -29,7 +29,7 @@ import numpy as np
 
 from edgetune.twin import refit as rf
 from edgetune.fleet import client, refit_dp
-from edgetune.fleet.accountant import GaussianPrivacyEvent, accountant, noise_for
+from edgetune.fleet.accountant import epsilon_for, noise_for
 from edgetune.fleet.data import fleet_data, server_windows
 from edgetune.fleet.report import write_json
 from edgetune.twin.training import Trainer
@@ -39,13 +39,6 @@ GRID = {"sample": {"clip": (100.0, 150.0, 200.0, 300.0)}, "window": {"clip": (10
         "board": {"clip": (100.0, 200.0)}}
 L2S = (0.01, 0.03, 0.1, 0.3, 1.0)
 ALPHAS = (0.75, 1.0)
-
-
-def epsilon(z: float, delta: float) -> float:
-    """epsilon of one Gaussian release with noise multiplier z (add-or-remove-one unit)."""
-    acc = accountant(1, delta)
-    acc.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=1, population_size=1))
-    return float(acc.get_epsilon(delta))
 
 
 def main() -> int:
@@ -76,7 +69,7 @@ def main() -> int:
     us = [rf.features(t, c.x).astype(np.float64) - zp for c in fd.clients]
     centre = refit_dp.public_centre(t, server_windows(t.model.meta))
     z = noise_for(a.epsilon, 1, a.delta)
-    eps = epsilon(z, a.delta)
+    eps = epsilon_for(z, 1, a.delta)
     group = refit_dp.windows_per_sample(t.model.meta)
     sizes = [len(c.y) for c in fd.clients]
     grid = dict(GRID)
@@ -146,7 +139,7 @@ def main() -> int:
         ex.refit(px, py, l2=l2, alpha=al)
         exact_same = float(ex.evaluate(fd.eval_x, fd.eval_y)[1])
         out["units"][unit] = {
-            "noise_multiplier": zu, "epsilon_per_window": epsilon(zu, a.delta) if unit != "board" else None,
+            "noise_multiplier": zu, "epsilon_per_window": epsilon_for(zu, 1, a.delta) if unit != "board" else None,
             "chosen_on_validation": {**s, "weights": list(s["weights"]), "l2": l2, "alpha": al,
                                      "validation_acc": val_grid[best]},
             "sensitivity": refit_dp.sensitivity(s["n_max"], s["weights"]),

@@ -176,7 +176,7 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
            (["--dp-epsilon", "8", "--dp-unit", "board", "--dp-n-max", "0"], "--dp-n-max"))
     res = fleet_refit(out, ["--l2", "0.3", "--alpha", "1", "--dp-epsilon", "8", "--dp-seed", "7"], bad)
     z = noise_for(8.0, 1, 1e-5) * 2
-    assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and res["dp"]["epsilon"] == 8.0
+    assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and 7.9 < res["dp"]["epsilon"] <= 8.0
     assert res["dp"]["clip"] == refit_dp.DEFAULTS["sample"]["clip"] == 100.0 and res["dp"]["centre"]
     buf, _, _ = client._model(path)
     t = Trainer(buf)

@@ -120,3 +120,10 @@ def noise_for(epsilon: float, rounds: int, delta: float = 1e-5) -> float:
         else:
             hi = mid
     return math.ceil(hi * 1000) / 1000
+
+
+def epsilon_for(z: float, rounds: int = 1, delta: float = 1e-5) -> float:
+    """The epsilon of `rounds` releases at noise multiplier z (add-or-remove-one unit)."""
+    acc = accountant(1, delta)
+    acc.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=1, population_size=1), rounds)
+    return float(acc.get_epsilon(delta))

@@ -78,7 +78,7 @@ def dp_setting(a: argparse.Namespace, t) -> dict:
     import math
 
     from . import refit_dp
-    from .accountant import noise_for
+    from .accountant import epsilon_for, noise_for
     from .data import server_windows
 
     if not (math.isfinite(a.dp_epsilon) and 0 < a.dp_epsilon <= 100):
@@ -101,9 +101,10 @@ def dp_setting(a: argparse.Namespace, t) -> dict:
         if len(weights) != 3 or not all(math.isfinite(w) and w > 0 for w in weights):
             raise ValueError(f"--dp-weights {a.dp_weights!r} must be three positive numbers, e.g. 0.3,0.5,1.0")
     z = noise_for(a.dp_epsilon, 1, a.dp_delta)
+    eps = epsilon_for(z, 1, a.dp_delta)  # what the accountant gives for the unit (<= --dp-epsilon)
     if a.dp_unit == "sample":
         z *= refit_dp.windows_per_sample(t.model.meta)
     refit_dp.check_params(clip, n_max)
     centre = None if a.dp_no_centre else refit_dp.public_centre(t, server_windows(t.model.meta))
     return {"clip": clip, "n_max": n_max, "z": z, "weights": weights, "centre": centre, "seed": a.dp_seed,
-            "epsilon": a.dp_epsilon}
+            "epsilon": eps}
