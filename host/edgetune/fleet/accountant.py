@@ -113,9 +113,7 @@ def noise_for(epsilon: float, rounds: int, delta: float = 1e-5) -> float:
     lo, hi = 0.05, 200.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        acc = accountant(1, delta)
-        acc.compose(GaussianPrivacyEvent(noise_multiplier=mid, sample_size=1, population_size=1), rounds)
-        if acc.get_epsilon(delta) > epsilon:
+        if epsilon_for(mid, rounds, delta) > epsilon:
             lo = mid
         else:
             hi = mid
