@@ -1274,6 +1274,12 @@ class Model:
 
         return refit(self, xs, labels, l2, alpha)
 
+    def refit_stats(self, xs, labels):
+        """The refit's integer statistics under the current parameters, packed (docs/training.md §8)."""
+        from edgetune_py_refit import refit_stats
+
+        return refit_stats(self, xs, labels)
+
     # ------------------------------------------------------------------ training
 
     def train(self, x, label, lr=0.01, qas=True):

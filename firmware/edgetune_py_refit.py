@@ -229,8 +229,9 @@ def _flashed(self, i):
     return self._weights_of(i), bq, q0
 
 
-def refit(self, xs, labels, l2, alpha):
-    """Model.refit (docs/training.md §9) -> {"l2", "alpha", "cv_accuracy", "n", "scratch"}."""
+def _args(self, xs, labels, l2, alpha):
+    """The refit's arguments converted, then checked (ValueError, nothing changed):
+    (xs, labels, l2, alpha, classifier layer index)."""
     xs = list(xs)
     if isinstance(labels, (list, tuple)):
         labs = [int(v) for v in labels]
@@ -257,17 +258,15 @@ def refit(self, xs, labels, l2, alpha):
         raise ValueError("edgetune: l2 must be a positive finite number")
     if alpha is not None and not (alpha >= 0.0 and alpha <= 1.0):
         raise ValueError("edgetune: alpha must be in [0, 1]")
-    ts = self._tensors
-    s_out = ts[self._output].scale
+    s_out = self._tensors[self._output].scale
     if not (s_out > 0.0 and s_out <= FLT_MAX):
         raise ValueError("edgetune: refit needs a positive output scale")
-    L = self._layers[li]
-    K, C = L.per, L.oc
-    t_in = ts[L.inp]
-    zp, s_x = t_in.zp, t_in.scale
-    gc.collect()
-    W = _Work(K, C)
-    # the classifier's input of every window (forward passes only)
+    return xs, labs, l2, alpha, li
+
+
+def _centred(self, xs, L):
+    """The classifier's centred input u = x - zp of every window (forward passes only), n x K int16."""
+    K, zp = L.per, self._tensors[L.inp].zp
     U = []
     acts = self._acts
     for x in xs:
@@ -280,6 +279,39 @@ def refit(self, xs, labels, l2, alpha):
         U.append(u)
     if self._inference_arena > self._peak:
         self._peak = self._inference_arena
+    return U
+
+
+def refit_stats(self, xs, labels):
+    """Model.refit_stats -> bytes: the integer statistics (§10 a) of the windows under the current
+    parameters, packed as the fleet refit mode's upload (cnt, S1, G lower triangle row by row,
+    B row-major; int32 little-endian); the refit's checks, nothing in the model changes."""
+    xs, labs, _, _, li = _args(self, xs, labels, None, None)
+    L = self._layers[li]
+    K, C = L.per, L.oc
+    gc.collect()
+    W = _Work(K, C)
+    st = _stats(W, _centred(self, xs, L), labs, range(len(xs)), K, C)
+    out = bytearray(4 * (C + K + len(W.g) + C * K))
+    o = 0
+    for a in (st[4], st[2], st[1], st[3]):
+        for v in a:
+            struct.pack_into("<i", out, o, v)
+            o += 4
+    return bytes(out)
+
+
+def refit(self, xs, labels, l2, alpha):
+    """Model.refit (docs/training.md §9) -> {"l2", "alpha", "cv_accuracy", "n", "scratch"}."""
+    xs, labs, l2, alpha, li = _args(self, xs, labels, l2, alpha)
+    n = len(xs)
+    L = self._layers[li]
+    K, C = L.per, L.oc
+    t_in = self._tensors[L.inp]
+    s_x, s_out = t_in.scale, self._tensors[self._output].scale
+    gc.collect()
+    W = _Work(K, C)
+    U = _centred(self, xs, L)
     wrows, bq, q0 = _flashed(self, li)
     swf, sbf = q0[0], q0[1]
     sf = [_r(s_x * swf[c]) for c in range(C)]

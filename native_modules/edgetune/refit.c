@@ -155,11 +155,51 @@ static const int8_t *features(et_train_t *t, const int8_t *x) {
     return (const int8_t *)(t->arena + et_model_chain_offset(t->m, t->m->n_layers - 1));
 }
 
-static void zero_stats(const scratch_t *s, int32_t K, int32_t C) {
-    memset(s->g, 0, 4u * et_tri(K));
-    memset(s->s1, 0, 4u * (size_t)K);
-    memset(s->b, 0, 4u * (size_t)C * K);
-    memset(s->cnt, 0, 4u * (size_t)C);
+static void zero_stats(int32_t K, int32_t C, int32_t *g, int32_t *s1, int32_t *b, int32_t *cnt) {
+    memset(g, 0, 4u * et_tri(K));
+    memset(s1, 0, 4u * (size_t)K);
+    memset(b, 0, 4u * (size_t)C * K);
+    memset(cnt, 0, 4u * (size_t)C);
+}
+
+void et_refit_stats(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, int32_t *g,
+    int32_t *s1, int32_t *b, int32_t *cnt) {
+    int32_t K, C;
+    geometry(t, &K, &C);
+    et_layer_t l;
+    et_tensor_t tin;
+    et_model_layer(t->m, (unsigned)t->refit_layer, &l);
+    et_model_tensor(t->m, l.input, &tin);
+    zero_stats(K, C, g, s1, b, cnt);
+    for (int32_t q = 0; q < n; ++q) {
+        et_refit_accumulate(features(t, xs[q]), tin.zero_point, K, labels[q], g, s1, b, cnt);
+    }
+}
+
+size_t et_refit_stats_bytes(const et_train_t *t) {
+    int32_t K, C;
+    geometry(t, &K, &C);
+    return 4u * ((size_t)C + (size_t)K + et_tri(K) + (size_t)C * K);
+}
+
+/* Store v as 4 little-endian bytes at p (in place of the int32 it was read from). */
+static void put_le32(uint8_t *p, int32_t v) {
+    const uint32_t u = (uint32_t)v;
+    p[0] = (uint8_t)u;
+    p[1] = (uint8_t)(u >> 8);
+    p[2] = (uint8_t)(u >> 16);
+    p[3] = (uint8_t)(u >> 24);
+}
+
+void et_refit_stats_pack(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, void *out) {
+    int32_t K, C;
+    geometry(t, &K, &C);
+    int32_t *cnt = (int32_t *)out, *s1 = cnt + C, *g = s1 + K, *b = g + et_tri(K);
+    et_refit_stats(t, xs, labels, n, g, s1, b, cnt);
+    const size_t count = et_refit_stats_bytes(t) / 4u;
+    for (size_t i = 0; i < count; ++i) {
+        put_le32((uint8_t *)(cnt + i), cnt[i]);
+    }
 }
 
 const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, float l2,
@@ -198,7 +238,7 @@ const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *
     if (cv) {
         memset(s.correct, 0, 4u * ET_REFIT_N_L2 * ET_REFIT_N_ALPHA);
         for (int32_t f = 0; f < ET_REFIT_FOLDS; ++f) {
-            zero_stats(&s, K, C);
+            zero_stats(K, C, s.g, s.s1, s.b, s.cnt);
             memset(s.seen, 0, 4u * (size_t)C);
             int32_t n_tr = 0, n_te = 0;
             for (int32_t q = 0; q < n; ++q) {
@@ -256,10 +296,7 @@ const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *
         et_train_classifier_flashed(t);
         return NULL;
     }
-    zero_stats(&s, K, C);
-    for (int32_t q = 0; q < n; ++q) {
-        et_refit_accumulate(features(t, xs[q]), zp, K, labels[q], s.g, s.s1, s.b, s.cnt);
-    }
+    et_refit_stats(t, xs, labels, n, s.g, s.s1, s.b, s.cnt);
     float gamma, delta;
     et_refit_solve(n, K, C, s.g, s.s1, s.b, s.cnt, l2v, s.L, s.D, s.e, s.wr, s.ir);
     et_refit_terms(n, K, C, s.g, s.s1, s.wr, wq, s.sf, s.bf, &gamma, &delta);

@@ -41,4 +41,19 @@ void et_refit_scratch_blocks(const et_train_t *t, const int32_t *labels, int32_t
 const char *et_refit_run(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, float l2,
     float alpha, void *const scratch[ET_REFIT_BLOCKS], et_refit_result_t *res);
 
+/* The integer statistics of §10a (cnt[c], S1[k], G lower triangle, B[c][k]; zeroed here) of the
+ * windows xs (arguments checked as for et_refit_run) under the current parameters: one forward
+ * pass per window, nothing in the model changes. et_refit_run builds its final solve's
+ * statistics with it. */
+void et_refit_stats(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, int32_t *g,
+    int32_t *s1, int32_t *b, int32_t *cnt);
+
+/* Bytes of the packed statistics: 4 * (C + K + K(K+1)/2 + C*K). */
+size_t et_refit_stats_bytes(const et_train_t *t);
+
+/* The packed statistics (the fleet refit mode's upload, docs/fleet-refit.md §1): cnt, S1, G's
+ * lower triangle row by row, B row-major, each int32 little-endian, into out (4-byte aligned,
+ * et_refit_stats_bytes() bytes). */
+void et_refit_stats_pack(et_train_t *t, const int8_t *const *xs, const int32_t *labels, int32_t n, void *out);
+
 #endif /* EDGETUNE_REFIT_H */

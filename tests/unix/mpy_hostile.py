@@ -271,11 +271,13 @@ RX = [win(k) for k in range(12)]
 RL = [k % K for k in range(12)]
 
 
-def rf(label_act=None, l2=None, alpha=None, xs=None):
+def rf(label_act=None, l2=None, alpha=None, xs=None, stats=False):
     xs = list(RX) if xs is None else xs
     labels = list(RL)
     if label_act:
         labels[3] = Int(RL[3], lambda: label_act(xs, labels))
+    if stats:
+        return lambda: m.refit_stats(xs, labels)
     return lambda: m.refit(xs, labels, l2=l2, alpha=alpha)
 
 
@@ -298,6 +300,26 @@ ra, rb = fresh(), fresh()
 same_result("refit.Int_Flt_no_side_effect", ra, lambda: sorted(ra.refit(RX, [Int(v) for v in RL], l2=Flt(1.0),
                                                                      alpha=Flt(0.5)).items()),
             rb, lambda: sorted(rb.refit(RX, RL, l2=1.0, alpha=0.5).items()))
+
+# ---------------------------------------------------------------- refit_stats (the refit's arguments)
+case("refit_stats.label.clears_xs", m, rf(lambda xs, ls: (xs.clear(), churn()), stats=True), "ValueError")
+case("refit_stats.label.grows_xs", m, rf(lambda xs, ls: (xs.extend([X0] * 300), churn()), stats=True), "ValueError")
+case("refit_stats.label.clears_labels", m, rf(lambda xs, ls: (ls.clear(), churn()), stats=True), "ValueError")
+case("refit_stats.label.grows_input_bytearray", m,
+     rf(lambda xs, ls: (xs[0].extend(bytes(4096)), churn()), xs=[bytearray(x) for x in RX], stats=True), "ValueError")
+case("refit_stats.label.empties_input_bytearray", m,
+     rf(lambda xs, ls: (empty(xs[0]), churn()), xs=[bytearray(x) for x in RX], stats=True), "ValueError")
+case("refit_stats.label.raise", m, rf(lambda xs, ls: boom(), stats=True), "Boom")
+case("refit_stats.labels.array_b_-1", m, lambda: m.refit_stats(RX[:3], array("b", [0, -1, 1])), "ValueError")
+case("refit_stats.labels.2**100", m, lambda: m.refit_stats(RX[:2], [0, 2**100]), "OverflowError,ValueError")
+case("refit_stats.labels.Int_2**62", m, lambda: m.refit_stats(RX[:2], [0, Int(2**62)]), "ValueError")
+case("refit_stats.xs.str_item", m, lambda: m.refit_stats(["a" * NIN, X0], [0, 0]), "TypeError")
+case("refit_stats.xs.int", m, lambda: m.refit_stats(5, RL), "TypeError")
+sa, sb = fresh(), fresh()
+same_result("refit_stats.Int_no_side_effect", sa, lambda: sa.refit_stats(RX, [Int(v) for v in RL]),
+            sb, lambda: sb.refit_stats(RX, RL))
+sa, sb = fresh(), fresh()
+same_result("refit_stats.changes_nothing", sa, lambda: len(sa.refit_stats(RX, RL)) > 0, sb, lambda: True)
 
 # ---------------------------------------------------------------- calibrate / frame
 ST = [((i * 7) % 11) / 10.0 for i in range(K * 15)]

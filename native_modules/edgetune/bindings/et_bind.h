@@ -110,6 +110,7 @@ mp_obj_t edgetune_model_train(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
 mp_obj_t edgetune_model_evaluate(mp_obj_t self_in, mp_obj_t xs_in, mp_obj_t labels_in);
 mp_obj_t edgetune_model_reset(mp_obj_t self_in);
 mp_obj_t edgetune_model_refit(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args);
+mp_obj_t edgetune_model_refit_stats(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args);
 mp_obj_t edgetune_model_save(mp_obj_t self_in, mp_obj_t path);
 mp_obj_t edgetune_model_load(mp_obj_t self_in, mp_obj_t path);
 mp_obj_t edgetune_model_state(mp_obj_t self_in);

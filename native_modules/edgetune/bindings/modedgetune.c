@@ -246,6 +246,7 @@ static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_predict_class_obj, edgetune_mode
 static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_train_obj, 3, edgetune_model_train);
 static MP_DEFINE_CONST_FUN_OBJ_3(edgetune_model_evaluate_obj, edgetune_model_evaluate);
 static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_refit_obj, 3, edgetune_model_refit);
+static MP_DEFINE_CONST_FUN_OBJ_KW(edgetune_model_refit_stats_obj, 3, edgetune_model_refit_stats);
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_save_obj, edgetune_model_save);
 static MP_DEFINE_CONST_FUN_OBJ_2(edgetune_model_load_obj, edgetune_model_load);
 static MP_DEFINE_CONST_FUN_OBJ_1(edgetune_model_state_obj, edgetune_model_state);
@@ -267,6 +268,7 @@ static const mp_rom_map_elem_t edgetune_model_locals_dict_table[] = {
     { MP_ROM_QSTR(MP_QSTR_train), MP_ROM_PTR(&edgetune_model_train_obj) },
     { MP_ROM_QSTR(MP_QSTR_evaluate), MP_ROM_PTR(&edgetune_model_evaluate_obj) },
     { MP_ROM_QSTR(MP_QSTR_refit), MP_ROM_PTR(&edgetune_model_refit_obj) },
+    { MP_ROM_QSTR(MP_QSTR_refit_stats), MP_ROM_PTR(&edgetune_model_refit_stats_obj) },
     { MP_ROM_QSTR(MP_QSTR_save), MP_ROM_PTR(&edgetune_model_save_obj) },
     { MP_ROM_QSTR(MP_QSTR_load), MP_ROM_PTR(&edgetune_model_load_obj) },
     { MP_ROM_QSTR(MP_QSTR_state), MP_ROM_PTR(&edgetune_model_state_obj) },
@@ -303,7 +305,7 @@ MP_REGISTER_MODULE(MP_QSTR_edgetune, edgetune_user_cmodule);
 /* The native module (make natmod): the type and its locals dict live in the module's RAM and
  * are filled when the .mpy is imported; same names as the table above (tests compare dir()). */
 mp_obj_full_type_t edgetune_type_Model;
-mp_map_elem_t edgetune_model_locals_dict_table[14]; /* not static: mpy_ld relocates bss only through the GOT */
+mp_map_elem_t edgetune_model_locals_dict_table[15]; /* not static: mpy_ld relocates bss only through the GOT */
 static MP_DEFINE_CONST_DICT(edgetune_model_locals_dict, edgetune_model_locals_dict_table);
 
 mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *args) {
@@ -323,6 +325,7 @@ mp_obj_t mpy_init(mp_obj_fun_bc_t *self, size_t n_args, size_t n_kw, mp_obj_t *a
     t[11] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_quantize), MP_OBJ_FROM_PTR(&edgetune_model_quantize_obj) };
     t[12] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_calibrate), MP_OBJ_FROM_PTR(&edgetune_model_calibrate_obj) };
     t[13] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_frame), MP_OBJ_FROM_PTR(&edgetune_model_frame_obj) };
+    t[14] = (mp_map_elem_t){ MP_OBJ_NEW_QSTR(MP_QSTR_refit_stats), MP_OBJ_FROM_PTR(&edgetune_model_refit_stats_obj) };
     edgetune_type_Model.base.type = (void *)&mp_type_type;
     edgetune_type_Model.flags = MP_TYPE_FLAG_NONE;
     edgetune_type_Model.name = MP_QSTR_Model;
