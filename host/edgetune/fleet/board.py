@@ -1,6 +1,7 @@
 """A board process for a fleet node: the unix-port MicroPython with the C module
 (build/unix/micropython) running firmware/fleet_round.py in the board's own directory (its
-"flash": the model, its windows, the fleet memory that survives between rounds).
+"flash": the model, its windows, the fleet memory that survives between rounds), and
+firmware/fleet_refit.py for the refit mode's query (m.refit_stats under the global state).
 
 Every round's inputs and outputs are kept as `r<N>-global.bin`, `r<N>-mem.bin` (memory before
 the round) and `r<N>-wire.bin`, so a test can replay the round on the numpy twin.
@@ -33,11 +34,7 @@ class UnixBoard:
 
     def round(self, model_path: str, lay, glob: bytes, x: np.ndarray, y: np.ndarray, idx: np.ndarray, lr: float,
               comp, memory: bytes | None, server_round: int = 0) -> tuple[bytes, float, bytes]:
-        d = self.dir
-        shutil.copyfile(model_path, d / "model.etm")
-        (d / "windows.bin").write_bytes(np.ascontiguousarray(x, np.int8).tobytes())
-        (d / "labels.bin").write_bytes(np.asarray(y, np.uint8).tobytes())
-        (d / "global.bin").write_bytes(glob)
+        d = self._inputs(model_path, glob, x, y)
         segs, scales = lay.to_device()
         mem_file = d / "fleet.mem"
         before = mem_file.read_bytes() if mem_file.exists() else b""
@@ -45,12 +42,7 @@ class UnixBoard:
                "sigma": float(comp.sigma), "seed": int(comp.seed), "n_in": int(x.shape[1]),
                "order": [int(i) for i in idx]}
         (d / "round.json").write_text(json.dumps(cfg))
-        binary = emulate.find_micropython()
-        env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
-        proc = subprocess.run([str(binary), str(FIRMWARE / "fleet_round.py")], cwd=d, env=env, capture_output=True,
-                              text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"board {d} failed:\n{proc.stdout}\n{proc.stderr}")
+        proc = self._run("fleet_round.py")
         wire = (d / "wire.bin").read_bytes()
         tag = f"r{server_round}"
         (d / f"{tag}-global.bin").write_bytes(glob)
@@ -59,3 +51,33 @@ class UnixBoard:
         (d / f"{tag}-round.json").write_text(json.dumps(cfg))
         loss = float(proc.stdout.split()[-1])
         return wire, loss, mem_file.read_bytes()
+
+    def refit_stats(self, model_path: str, glob: bytes, x: np.ndarray, y: np.ndarray) -> bytes:
+        """The board's answer to a refit query (firmware/fleet_refit.py): m.refit_stats of its
+        windows x (n, n_in int8) with labels y under the global state glob, the packed int32
+        statistics of refit_stats.pack. Kept as `refit-global.bin` and `refit-stats.bin`."""
+        d = self._inputs(model_path, glob, x, y)
+        self._run("fleet_refit.py")
+        stats = (d / "stats.bin").read_bytes()
+        (d / "refit-global.bin").write_bytes(glob)
+        (d / "refit-stats.bin").write_bytes(stats)
+        return stats
+
+    def _inputs(self, model_path: str, glob: bytes, x: np.ndarray, y: np.ndarray) -> Path:
+        """Put the model, the board's windows and labels and the global state into its directory."""
+        d = self.dir
+        shutil.copyfile(model_path, d / "model.etm")
+        (d / "windows.bin").write_bytes(np.ascontiguousarray(x, np.int8).tobytes())
+        (d / "labels.bin").write_bytes(np.asarray(y, np.uint8).tobytes())
+        (d / "global.bin").write_bytes(glob)
+        return d
+
+    def _run(self, script: str) -> subprocess.CompletedProcess:
+        """Run firmware/<script> on the unix port in the board's directory; RuntimeError if it fails."""
+        binary = emulate.find_micropython()
+        env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
+        proc = subprocess.run([str(binary), str(FIRMWARE / script)], cwd=self.dir, env=env, capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"board {self.dir} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc

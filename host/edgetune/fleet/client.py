@@ -93,11 +93,17 @@ def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = Non
     return wire, metrics, mem
 
 
-def refit_answer(msg: Message, part: int) -> Message:
+def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
     """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
     (the query handler of this app and of refit_flower.app); with `dp-clip` in the config, its
     clipped statistics instead (float32, refit_dp.pack) (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 =
-    all, minus the centre `dp-centre`) and its partition id (the server sums in that order)."""
+    all, minus the centre `dp-centre`) and its partition id (the server sums in that order).
+    The node's `driver` says who computes the exact statistics: the twin, or (`unix`) a unix-port
+    board's m.refit_stats (board.UnixBoard.refit_stats); the same bytes."""
+    node = node or {}
+    driver = str(node.get("driver", "twin"))
+    if driver not in ("twin", "unix"):
+        raise ValueError(f"driver {driver!r}: choose twin or unix")
     cfg = msg.content["config"]
     _, t, _ = _model(str(cfg["model"]))
     t.load_state(bytes(cfg["state"]))
@@ -110,7 +116,14 @@ def refit_answer(msg: Message, part: int) -> Message:
         centre = np.frombuffer(bytes(cfg["dp-centre"]), "<f8") if "dp-centre" in cfg else None
         wire = refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, float(cfg["dp-clip"]),
                                                     int(cfg["dp-n-max"]) or None, part, centre))
+        if driver != "twin":
+            raise ValueError("the DP refit's clipped statistics are computed on the twin only (driver twin)")
         metrics = {"partition": part}
+    elif driver == "unix":
+        from .board import UnixBoard
+
+        wire = UnixBoard.for_partition(part, node.get("board-dir")).refit_stats(
+            str(cfg["model"]), bytes(cfg["state"]), c.x, c.y)
     else:
         wire = refit_stats.pack(refit_stats.client_stats(t, c.x, c.y))
     return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())}),
@@ -137,5 +150,6 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """The refit query (the refit-first round of `edgetune fleet simulate`, refit_flower.py)."""
-    return refit_answer(msg, int(context.node_config["partition-id"]))
+    """The refit query (the refit-first round of `edgetune fleet simulate`, refit_flower.py);
+    a node with `driver="unix"` answers with its board."""
+    return refit_answer(msg, int(context.node_config["partition-id"]), dict(context.node_config))
