@@ -3,8 +3,11 @@
 One SuperLink (`flower-superlink`, TLS with a CA and server certificate generated here by the
 `cryptography` package, `--enable-supernode-auth`), three registered SuperNodes
 (`flower-supernode` with their P-384 keys), each driving a unix-port MicroPython board process
-with the C module (firmware/fleet_round.py + fleet.py), 3 rounds of `flwr run` of the fleet app.
-Checked: every round aggregated 3 clients; every board's upload of every round equals the numpy
+with the C module (firmware/fleet_round.py + fleet.py), 3 rounds of `flwr run` of the fleet app,
+after the refit round of the product's recipe (`refit-l2`: every board answers the refit query
+with m.refit_stats, firmware/fleet_refit.py; docs/fleet-refit.md). Checked: every board's refit
+upload equals the twin's statistics at the flashed state and the server's refit state is their
+exact solve, the first SGD round starts from it; every round aggregated 3 clients; every board's upload of every round equals the numpy
 twin's replay of that round bit for bit (global state, error-feedback memory and visiting order
 as the board had them); the global state moved. A SuperNode with an unregistered key and one
 that speaks plaintext are refused (non-zero exit, never part of a round).
@@ -20,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune.fleet import client, compress, deploy
+from edgetune.fleet import client, compress, deploy, refit_stats as rs
 from edgetune.fleet.data import fleet_data
 
 ROUNDS = 3
 NODES = 3
+REFIT_L2 = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,8 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
         assert "Failed to initialize the connection" in _log(d / "plain.log")
 
         r = deploy.submit(home, {"model": str(demo_model), "rounds": ROUNDS, "nodes": NODES, "lr": 0.01, "clip": 8.0,
-                                 "topk": 0.05, "sigma": 0.25, "out": str(d / "result.json")}, str(d))
+                                 "topk": 0.05, "sigma": 0.25, "refit-l2": REFIT_L2, "refit-alpha": 1.0,
+                                 "out": str(d / "result.json")}, str(d))
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         t = time.time()
         while not (d / "result.json").exists() and time.time() - t < 60:
@@ -85,6 +90,19 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
     path = str(demo_model)
     _, tw, lay = client._model(path)
     fd = fleet_data(tw.model.meta)
+    # the refit round: the boards' statistics at the flashed state, solved exactly by the server
+    flashed = tw.state_bytes()
+    ups = []
+    for i in range(NODES):
+        b = d / "boards" / f"board{i}"
+        assert (b / "refit-global.bin").read_bytes() == flashed
+        up = (b / "refit-stats.bin").read_bytes()
+        assert up == rs.pack(rs.client_stats(tw, fd.clients[i].x, fd.clients[i].y)), f"board {i}'s refit statistics"
+        ups.append(rs.unpack(up, *rs.dims(tw)))
+    assert res["refit_bytes_up"] == [len(up)] * NODES
+    refit_state = rs.global_state(tw, rs.aggregate(ups), REFIT_L2, 1.0)
+    assert bytes.fromhex(res["refit_state"]) == refit_state != flashed
+    assert (d / "boards" / "board0" / "r1-global.bin").read_bytes() == refit_state
     globs = []
     for i in range(NODES):
         b = d / "boards" / f"board{i}"

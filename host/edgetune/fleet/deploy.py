@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import math
 import os
 import shutil
 import socket
@@ -187,6 +188,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--clip", type=float, default=8.0)
     s.add_argument("--topk", type=float, default=0.05)
     s.add_argument("--sigma", type=float, default=0.0)
+    s.add_argument("--refit-l2", type=float, default=0.0,
+                   help="> 0: one exact refit round first (every board sends m.refit_stats, the server solves with "
+                        "this ridge strength), the SGD rounds from its state")
+    s.add_argument("--refit-alpha", type=float, default=1.0, help="the refit's blend with the flashed classifier")
     j = sub.add_parser("join", help="start a SuperNode that drives a unix-port board process")
     j.add_argument("--dir", default=os.path.join("build", "fleet-deploy"))
     j.add_argument("--port", type=int, default=9092, help="the SuperLink's port")
@@ -195,6 +200,9 @@ def add_parsers(sub) -> None:
 
 
 def run_cli(a) -> int:
+    if a.cmd == "serve" and not (a.refit_l2 >= 0 and math.isfinite(a.refit_l2) and 0 <= a.refit_alpha <= 1):
+        raise ValueError(f"--refit-l2 {a.refit_l2} must be >= 0 (0: no refit round) and --refit-alpha "
+                         f"{a.refit_alpha} in [0, 1]")
     d = os.path.abspath(a.dir)
     os.makedirs(d, exist_ok=True)
     certs = certificates(os.path.join(d, "certs"))
@@ -226,7 +234,8 @@ def run_cli(a) -> int:
                 raise ValueError(f"flwr supernode register {k} failed: {r.stdout}{r.stderr}")
         print(f"SuperLink on 127.0.0.1:{a.port} (TLS), {len(keys)} SuperNode keys registered")
         r = submit(home, {"model": os.path.abspath(a.model), "rounds": a.rounds, "nodes": a.nodes, "lr": a.lr,
-                          "clip": a.clip, "topk": a.topk, "sigma": a.sigma, "out": os.path.join(d, "result.json")}, d)
+                          "clip": a.clip, "topk": a.topk, "sigma": a.sigma, "refit-l2": a.refit_l2,
+                          "refit-alpha": a.refit_alpha, "out": os.path.join(d, "result.json")}, d)
         sys.stdout.write(r.stdout[-4000:])
         return r.returncode
     finally:
