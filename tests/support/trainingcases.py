@@ -332,3 +332,30 @@ def bound_model() -> EtmModel:
               Layer(OP_FULLY_CONNECTED, 2, 4, weight=3, multipliers=m1, shifts=s1)]
     del m
     return EtmModel(t, layers, 0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Window sets on disk for a MicroPython runner script
+# --------------------------------------------------------------------------------------------
+
+# Lines of a runner's loop body (4 spaces in, with D the directory and name, n in scope) that read
+# what write_windows wrote: buf (the .etm bytes), xs (n windows), lab (bytes, one label each).
+READ_WINDOWS = """
+    buf = open(D + '/' + name + '.etm', 'rb').read()
+    raw = open(D + '/' + name + '.x', 'rb').read()
+    lab = open(D + '/' + name + '.lab', 'rb').read()
+    xs = [raw[i * (len(raw) // n):(i + 1) * (len(raw) // n)] for i in range(n)]
+"""
+
+
+def write_windows(tmp: Path, name: str, model: EtmModel, rng: np.random.Generator, n_lo: int,
+                  n_hi: int) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """n in [n_lo, n_hi) random int8 windows and labels of model, written with its .etm for
+    READ_WINDOWS as tmp/name.{etm,x,lab}; returns (etm, xs, labels)."""
+    etm = write_etm(model)
+    n = int(rng.integers(n_lo, n_hi))
+    xs = rng.integers(-128, 128, (n, model.input_tensor.size)).astype(np.int8)
+    labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
+    for ext, data in (("etm", etm), ("x", xs.tobytes()), ("lab", labels.tobytes())):
+        (tmp / f"{name}.{ext}").write_bytes(data)
+    return etm, xs, labels
