@@ -19,7 +19,7 @@ OUT="$ROOT/build/unix-asan"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 JOBS="${JOBS:-2}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-sanitize=nonnull-attribute -fno-omit-frame-pointer"
-TESTS_DEFAULT="tests/unix/test_unix_module.py tests/unix/test_unix_malformed.py tests/unix/test_unix_limits.py tests/unix/test_unix_train.py tests/unix/test_bad_inputs.py tests/unix/test_hostile.py tests/unix/test_validation_holes.py tests/unix/test_power_cut.py tests/unix/test_memory_pressure.py tests/unix/test_device_app.py"
+TESTS_DEFAULT="tests/unix/test_unix_module.py tests/unix/test_unix_malformed.py tests/unix/test_unix_limits.py tests/unix/test_unix_train.py tests/unix/test_bad_inputs.py tests/unix/test_hostile.py tests/unix/test_refit_stats.py tests/unix/test_validation_holes.py tests/unix/test_power_cut.py tests/unix/test_memory_pressure.py tests/unix/test_device_app.py"
 export ASAN_OPTIONS="detect_leaks=0:detect_stack_use_after_return=0:abort_on_error=0:exitcode=86:log_path=$OUT/reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$OUT/reports/ubsan"
 
