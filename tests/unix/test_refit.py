@@ -17,6 +17,7 @@ import struct
 import numpy as np
 import pytest
 
+from edgetune.fleet import refit_stats
 from edgetune.twin import memory
 from edgetune.format.modelfile import write_etm
 from edgetune.format.scheme import Scheme
@@ -315,6 +316,7 @@ for name, etm, xs, labels, py in {cases!r}:
         gc.collect()
         m = mod.Model(buf)
         gc.collect()
+        rs = binascii.hexlify(m.refit_stats(ws, labels)).decode()
         r = m.refit(ws, labels)
         l = hx(m.train(ws[0], labels[0], lr=0.05))
         m.save('s')
@@ -323,14 +325,15 @@ for name, etm, xs, labels, py in {cases!r}:
         os.remove('s')
         if st != m.state():
             st = b'state() differs from the saved file'
-        print('CASE', tag, name, hx(r['l2']), hx(r['alpha']), hx(r['cv_accuracy']), l, binascii.hexlify(st).decode())
+        print('CASE', tag, name, rs, hx(r['l2']), hx(r['alpha']), hx(r['cv_accuracy']), l, binascii.hexlify(st).decode())
         m = None
 print('DONE')
 """
 
 
 def test_refit_on_single_precision_cortex_m3(tmp_path):
-    """C module and edgetune_py_refit (frozen) on the qemu board's float32 MicroPython == the twin."""
+    """C module and edgetune_py_refit (frozen) on the qemu board's float32 MicroPython == the twin
+    (m.refit_stats before the refit, then the refit, a step and the state)."""
     import subprocess
 
     from tests.support import tinymodels
@@ -359,9 +362,10 @@ def test_refit_on_single_precision_cortex_m3(tmp_path):
             labels = rng.integers(0, model.output_tensor.size, n).astype(np.uint8)
             spec.append((f"q{seed}", etm.hex(), xs.tobytes().hex(), labels.tobytes().hex(), py))
             tr = Trainer(etm)
+            st = refit_stats.pack(refit_stats.client_stats(tr, xs, labels))
             r = tr.refit(xs, labels)
             loss = tr.step(xs[0], int(labels[0]), 0.05)
-            expect[f"q{seed}"] = " ".join([fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), fx(loss),
+            expect[f"q{seed}"] = " ".join([st.hex(), fx(r["l2"]), fx(r["alpha"]), fx(r["cv_accuracy"]), fx(loss),
                                           tr.state_bytes().hex()])
         script = tmp_path / f"r{part}_{int(py)}.py"
         script.write_text(QEMU_SCRIPT.format(cases=spec))
