@@ -14,7 +14,11 @@ update.apply. Same functions as the Flower run (client.order, client.twin_round,
 update); Flower's FedAvg computes the same weighted mean. `scaffold` adds SCAFFOLD's drift
 correction (`every` local steps, `cexact`), `fedprox` FedProx's proximal term (`mu`); `decay`
 multiplies the lr per round / pass; `refit=1` starts both kinds from the exact refit on the
-training windows (l2/alpha given or from the refit's CV there). Results (validation accuracy per
+training windows (l2/alpha given or from the refit's CV there); `last=1` ends either kind with
+the exact refit under the final state (every training client's statistics under the final
+global parameters, summed = Trainer.refit on the pooled windows, checked; `last_l2`/`last_alpha`
+given or from the refit's CV there) and records its accuracy (`last_acc`) next to the SGD's, and
+that of every (l2, alpha) grid point (`last_grid`). Results (validation accuracy per
 round) go to build/bench/fleet-tune.json (appended per run); `--test` (only after choosing on
 validation) trains on every training client and scores the held-out test subjects instead.
 """
@@ -56,7 +60,7 @@ def central(path, train, vx, vy, rounds, lr, ep, seed, start=None, decay=1.0):
         for i in rng.permutation(len(y)):
             t.step(x[i], int(y[i]), a, True)
         accs.append(float(t.evaluate(vx, vy)[1]))
-    return accs
+    return accs, t.state_bytes()
 
 
 def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, seed, start=None,
@@ -96,7 +100,7 @@ def fedavg(path, train, vx, vy, rounds, lr, ep, slr, mom, clip, topk, dense, see
             c_glob = (w / tot).astype(np.float32)
         t.load_state(state)
         accs.append(float(t.evaluate(vx, vy)[1]))
-    return accs
+    return accs, state
 
 
 def local_round(path, state, x, y, idx, lr, corr, every, mu):
@@ -122,15 +126,19 @@ def local_round(path, state, x, y, idx, lr, corr, every, mu):
     return t.state_bytes(), len(idx)
 
 
-def refit_start(path, train, l2, alpha):
-    """The exact federated refit round (fleet/refit_stats.py): every client's statistics at the
-    flashed state, summed, solved with (l2, alpha); bit-equal to the centralized refit on the
-    pooled windows, which is checked. l2/alpha None: the centralized refit's own CV on the
-    pooled training windows chooses them (then used by the federated solve)."""
+def refit_exact(path, train, l2, alpha, state=None):
+    """The exact federated refit round (fleet/refit_stats.py): every client's statistics under
+    `state` (None: the flashed state), summed, solved with (l2, alpha); bit-equal to the
+    centralized refit (Trainer.refit) on the pooled windows under the same state, which is
+    checked. l2/alpha None: the centralized refit's own CV on the pooled training windows
+    chooses them (then used by the federated solve). Returns (global state, l2, alpha, pooled
+    statistics)."""
     from edgetune.fleet import refit_stats as rs
     from edgetune.twin.training import Trainer
 
     _, t, _ = client._model(path)
+    if state is not None:
+        t.load_state(state)
     state0 = t.state_bytes()
     x = np.concatenate([c.x for c in train])
     y = np.concatenate([c.y for c in train])
@@ -143,10 +151,32 @@ def refit_start(path, train, l2, alpha):
         tr = Trainer(t.model)
         tr.load_state(state0)
         parts.append(rs.unpack(rs.pack(rs.client_stats(tr, c.x, c.y)), K, C))
-    glob = rs.global_state(t, rs.aggregate(parts), r["l2"], r["alpha"])
+    st = rs.aggregate(parts)
+    glob = rs.global_state(t, st, r["l2"], r["alpha"])
     if glob != cen.state_bytes():
         raise RuntimeError("federated refit != centralized refit")
-    return glob, r["l2"], r["alpha"]
+    return glob, r["l2"], r["alpha"], st
+
+
+def refit_last(path, train, state, l2, alpha, vx, vy):
+    """The refit at the end: refit_exact under the run's final state, and the accuracy on
+    (vx, vy) of the solve at every (l2, alpha) of the refit's grid from the same pooled
+    statistics (what a fleet that fixes l2/alpha in advance would get; chosen on validation)."""
+    from edgetune.fleet import refit_stats as rs
+    from edgetune.twin import refit as rf
+
+    glob, l2, alpha, st = refit_exact(path, train, l2, alpha, state)
+    _, t, _ = client._model(path)
+    t.load_state(state)
+    _, ev, _ = client._model(path)
+    grid = {}
+    for av in rf.ALPHA_GRID[1:]:
+        for lv in rf.L2_GRID:
+            ev.load_state(rs.global_state(t, st, lv, av))
+            grid[f"l2={lv:g},alpha={av:g}"] = float(ev.evaluate(vx, vy)[1])
+    ev.load_state(glob)
+    return {"last_l2": float(l2), "last_alpha": float(alpha), "last_acc": float(ev.evaluate(vx, vy)[1]),
+            "last_grid": grid}
 
 
 def parse(spec: str) -> tuple[str, dict]:
@@ -163,9 +193,9 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-tune.json"))
     p.add_argument("--test", action="store_true", help="after tuning only: train on every training client and "
                    "report the held-out TEST subjects (bench/fleet.py's split) instead of the validation split")
-    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..,decay=..,refit=0|1  "
+    p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..,decay=..,refit=0|1,last=0|1  "
                    "fedavg|scaffold|fedprox:lr=..,ep=..,slr=..,mom=..,clip=..,topk=..,dense=0|1,seed=..,decay=..,"
-                   "refit=0|1,every=..,mu=..,cexact=0|1")
+                   "refit=0|1,every=..,mu=..,cexact=0|1,last=0|1 (last_l2=..,last_alpha=..)")
     a = p.parse_args()
     path = os.path.abspath(a.model)
     _, t, _ = client._model(path)
@@ -181,22 +211,26 @@ def main() -> int:
         lr, ep, seed = o.get("lr", 0.01), int(o.get("ep", 1)), int(o.get("seed", 0))
         start, extra = None, {}
         if o.get("refit", 0):
-            start, l2, alpha = refit_start(path, train, o.get("l2"), o.get("alpha"))
+            start, l2, alpha, _ = refit_exact(path, train, o.get("l2"), o.get("alpha"))
             _, tv, _ = client._model(path)
             tv.load_state(start)
             extra = {"refit_l2": float(l2), "refit_alpha": float(alpha), "refit_val_acc": float(tv.evaluate(vx, vy)[1])}
         if kind == "central":
-            accs = central(path, train, vx, vy, a.rounds, lr, ep, seed, start, o.get("decay", 1.0))
+            accs, final = central(path, train, vx, vy, a.rounds, lr, ep, seed, start, o.get("decay", 1.0))
         elif kind in ("fedavg", "scaffold", "fedprox"):
-            accs = fedavg(path, train, vx, vy, a.rounds, lr, ep, o.get("slr", 1.0), o.get("mom", 0.0),
+            accs, final = fedavg(path, train, vx, vy, a.rounds, lr, ep, o.get("slr", 1.0), o.get("mom", 0.0),
                           o.get("clip", 8.0), o.get("topk", 0.05), bool(o.get("dense", 0)), seed, start,
                           kind == "scaffold", int(o.get("every", 1)), o.get("mu", 0.0), o.get("decay", 1.0),
                           bool(o.get("cexact", 0)))
         else:
             raise SystemExit(f"run kind {kind!r}: central, fedavg, scaffold or fedprox")
+        if o.get("last", 0):
+            extra.update(refit_last(path, train, final, o.get("last_l2"), o.get("last_alpha"), vx, vy))
         r = {"run": spec, "val_acc": accs, "final": accs[-1], "best": max(accs), "seconds": round(time.time() - t0, 1),
              "clients": len(train), "val_windows": int(len(vy)), "split": "test" if a.test else "validation", **extra}
-        print(f"{spec}: validation {accs[0]:.3f} -> {accs[-1]:.3f} (best {max(accs):.3f}) in {r['seconds']} s",
+        tail = (f", refit last (l2 {extra['last_l2']:g}, alpha {extra['last_alpha']:g}) {extra['last_acc']:.3f}"
+                if "last_acc" in extra else "")
+        print(f"{spec}: {r['split']} {accs[0]:.3f} -> {accs[-1]:.3f} (best {max(accs):.3f}){tail} in {r['seconds']} s",
               flush=True)
         res.append(r)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
