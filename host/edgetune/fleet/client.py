@@ -96,8 +96,9 @@ def run_round(cfg, partition: int, memory: bytes | None, node: dict | None = Non
 def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
     """Client `part`'s reply to a refit query: its packed int32 statistics under the sent state
     (the query handler of this app and of refit_flower.app); with `dp-clip` in the config, its
-    clipped statistics instead (float32, refit_dp.pack) (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 =
-    all, minus the centre `dp-centre`) and its partition id (the server sums in that order).
+    clipped statistics instead (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 = all,
+    minus the centre `dp-centre`; float32 on the wire, refit_dp.pack) and its partition id (the
+    server sums in that order).
     The node's `driver` says who computes the exact statistics: the twin, or (`unix`) a unix-port
     board's m.refit_stats (board.UnixBoard.refit_stats); the same bytes."""
     node = node or {}
@@ -113,11 +114,11 @@ def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
     c = fd.clients[part]
     metrics = {}
     if "dp-clip" in cfg:
+        if driver != "twin":
+            raise ValueError("the DP refit's clipped statistics are computed on the twin only (driver twin)")
         centre = np.frombuffer(bytes(cfg["dp-centre"]), "<f8") if "dp-centre" in cfg else None
         wire = refit_dp.pack(refit_dp.clipped_stats(t, c.x, c.y, float(cfg["dp-clip"]),
                                                     int(cfg["dp-n-max"]) or None, part, centre))
-        if driver != "twin":
-            raise ValueError("the DP refit's clipped statistics are computed on the twin only (driver twin)")
         metrics = {"partition": part}
     elif driver == "unix":
         from .board import UnixBoard
