@@ -5,10 +5,12 @@ them with Flower's FedAvg (optionally under its central DP wrapper with fixed cl
 One concept per module: `update` (the update in real units, apply to int8 + residual state),
 `compress` (the device-side clip / top-k / int8 / noise and the wire format, numpy twin of
 firmware/fleet.py), `data` (clients by person and arm), `accountant` (RDP of the Gaussian
-mechanism), `client` (the ClientApp), `server` (strategy, server step and ServerApp), `simulate`
-(Simulation Engine run and the centralized baseline), `leakage` (the analytic gradient-leakage
-attack), `leakage_iter` (the iterative gradient-matching attack), `refit_stats` / `refit_dp`
-(the refit mode's exact and differentially private statistics), `deploy`
+mechanism), `client` (the ClientApp), `board` (a unix-port board process a node drives),
+`server` (strategy and server step), `server_app` (the Deployment Engine's ServerApp),
+`simulate` (Simulation Engine run and the centralized baseline), `leakage` (the analytic
+gradient-leakage attack), `leakage_iter` (the iterative gradient-matching attack),
+`refit_stats` / `refit_dp` (the refit mode's exact and differentially private statistics),
+`refit_flower` / `refit_cli` (its Flower round and `edgetune fleet refit`), `deploy`
 (SuperLink / SuperNode processes), `report` (JSON and PNG), `cli` (`edgetune fleet`).
 """
 
