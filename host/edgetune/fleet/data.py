@@ -81,14 +81,19 @@ def _load(meta_key: str, splits: int) -> FleetData:
 
 def fleet_data(meta: dict, splits: int = 1) -> FleetData:
     """Clients and the held-out set for a model's metadata (cached per process)."""
-    import json
-
     if splits < 1:
         raise ValueError(f"splits={splits} must be >= 1")
+    return _load(_meta_key(meta), int(splits))
+
+
+def _meta_key(meta: dict) -> str:
+    """The metadata the windows depend on, as a cache key (ValueError without raw_input_quant)."""
+    import json
+
     keep = {k: meta[k] for k in ("split", "scenario", "window", "step", "raw_input_quant") if k in meta}
     if "raw_input_quant" not in keep:
         raise ValueError("the model's metadata has no raw_input_quant: export it with edgetune export")
-    return _load(json.dumps(keep, sort_keys=True), int(splits))
+    return json.dumps(keep, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,9 +114,4 @@ def server_windows(meta: dict) -> np.ndarray:
     """The server's own windows: the model's pre-training windows (the source domain's training
     subjects of its split, unshifted), int8 through the device's input path. No board sent them;
     the DP refit's public centre is computed from them (refit_dp.public_centre)."""
-    import json
-
-    keep = {k: meta[k] for k in ("split", "scenario", "window", "step", "raw_input_quant") if k in meta}
-    if "raw_input_quant" not in keep:
-        raise ValueError("the model's metadata has no raw_input_quant: export it with edgetune export")
-    return _server(json.dumps(keep, sort_keys=True))
+    return _server(_meta_key(meta))
