@@ -123,3 +123,20 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
                 assert glob == globs[rnd - 1], "every board got the same global state"
     assert len(set(globs)) == ROUNDS, "the global state changed every round"
     assert bytes.fromhex(res["state"]) not in globs
+
+
+@pytest.mark.parametrize("args,word", [(["--refit-l2", "-1"], "refit_l2"), (["--refit-alpha", "2"], "refit_alpha"),
+                                       (["--lr", "0"], "lr")])
+def test_serve_refuses_bad_settings_before_starting(tmp_path, args, word):
+    """`edgetune fleet serve` checks the ServerApp's settings before it starts any process or
+    writes its directory."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    deploy.add_parsers(p.add_subparsers(dest="cmd"))
+    model = tmp_path / "model.etm"  # the checks only need it to exist; the bad setting is refused first
+    model.write_bytes(b"")
+    a = p.parse_args(["serve", "--dir", str(tmp_path / "d"), "--model", str(model), *args])
+    with pytest.raises(ValueError, match=word):
+        deploy.run_cli(a)
+    assert not (tmp_path / "d").exists()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import math
 import os
 import shutil
 import socket
@@ -200,9 +199,11 @@ def add_parsers(sub) -> None:
 
 
 def run_cli(a) -> int:
-    if a.cmd == "serve" and not (a.refit_l2 >= 0 and math.isfinite(a.refit_l2) and 0 <= a.refit_alpha <= 1):
-        raise ValueError(f"--refit-l2 {a.refit_l2} must be >= 0 (0: no refit round) and --refit-alpha "
-                         f"{a.refit_alpha} in [0, 1]")
+    if a.cmd == "serve":  # the ServerApp's own checks (server_app.py), before any process starts
+        from .simulate import Settings
+
+        Settings(model=os.path.abspath(a.model), rounds=a.rounds, lr=a.lr, clip=a.clip, topk=a.topk, sigma=a.sigma,
+                 refit_l2=a.refit_l2, refit_alpha=a.refit_alpha, driver="unix").check()
     d = os.path.abspath(a.dir)
     os.makedirs(d, exist_ok=True)
     certs = certificates(os.path.join(d, "certs"))
