@@ -52,11 +52,19 @@ class UnixBoard:
         loss = float(proc.stdout.split()[-1])
         return wire, loss, mem_file.read_bytes()
 
-    def refit_stats(self, model_path: str, glob: bytes, x: np.ndarray, y: np.ndarray) -> bytes:
+    def refit_stats(self, model_path: str, glob: bytes, x: np.ndarray, y: np.ndarray,
+                    quant: tuple[int, np.ndarray] | None = None) -> bytes:
         """The board's answer to a refit query (firmware/fleet_refit.py): m.refit_stats of its
         windows x (n, n_in int8) with labels y under the global state glob, the packed int32
-        statistics of refit_stats.pack. Kept as `refit-global.bin` and `refit-stats.bin`."""
+        statistics of refit_stats.pack; with quant = (bits, integer centre) the quantized upload
+        of refit_quant.quantize. Kept as `refit-global.bin` and `refit-stats.bin`."""
         d = self._inputs(model_path, glob, x, y)
+        qf = d / "quant.bin"
+        if quant is None:
+            qf.unlink(missing_ok=True)
+        else:
+            bits, m = quant
+            qf.write_bytes(bytes([int(bits)]) + np.asarray(m, "<i2").tobytes())
         self._run("fleet_refit.py")
         stats = (d / "stats.bin").read_bytes()
         (d / "refit-global.bin").write_bytes(glob)
