@@ -12,10 +12,11 @@ bench/fleet_tune.py on a validation split of the training subjects (constants be
 4. `dp`: the 112 clients under Flower's central DP wrapper (fixed clipping at the device clip)
    with the noise multiplier for epsilon 8 at delta 1e-5 over the rounds;
 5. `centralized`: the same parameters fine-tuned on the pooled client windows, 20 passes;
-6. `refit-first`: the product's recipe order: one exact refit round (refit mode: the federated
+6. `refit-first`: the product's recipe order: one refit round (refit mode; the boards' statistics
+   quantized to `--refit-bits` 12 bits, fleet/refit_quant.py, 0 = exact int32, where the federated
    refit is the centralized one bit for bit) and the compressed FedAvg rounds from its state, at
-   its own local lr; against its matching baseline, the centralized refit + SGD on the pooled
-   windows (`--seeds` seeds each);
+   its own local lr; against its matching baseline, the centralized (exact) refit + SGD on the
+   pooled windows (`--seeds` seeds each); bytes per client include the refit's upload;
 7. `leakage`: the analytic attack on what boards upload at the flashed state (leakage.py), and
    `leakage-iter`: the iterative gradient-matching attack on the deeper layers (leakage_iter.py).
 Accuracy is on the held-out test subjects (both arms, shifted). `--only` runs some parts,
@@ -42,6 +43,8 @@ CENTRAL_LR = 0.02
 # refit-first (docs/fleet.md §8): the refit's l2/alpha from its own CV on the validation split's
 # training windows; local and centralized lr after the refit chosen on that split too
 REFIT_L2, REFIT_ALPHA, REFIT_LR, REFIT_CENTRAL_LR = 0.001, 1.0, 0.005, 0.002
+# the refit statistics' bits: 12 keeps the refit's validation accuracy (docs/fleet-refit.md §7)
+REFIT_BITS = 12
 
 
 def main() -> int:
@@ -62,6 +65,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds of the compressed run and the centralized baseline")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet.json"))
     p.add_argument("--refit-lr", type=float, default=REFIT_LR, help="local lr of the refit-first run")
+    p.add_argument("--refit-bits", type=int, default=REFIT_BITS,
+                   help="bits of the refit-first run's quantized statistics (0: exact int32)")
     p.add_argument("--refit-central-lr", type=float, default=REFIT_CENTRAL_LR,
                    help="lr of the refit-first run's centralized baseline")
     p.add_argument("--only", default="compressed,uncompressed,scale,dp,centralized,refit-first,leakage,leakage-iter",
@@ -126,14 +131,20 @@ def main() -> int:
         out["pooled_windows"] = c["pooled_windows"]
     if "refit-first" in only:
         rb = {**base, "lr": a.refit_lr, "refit_l2": REFIT_L2, "refit_alpha": REFIT_ALPHA}
-        runs = [simulate(Settings(**rb, seed=sd)) for sd in range(a.seeds)]
+        runs = [simulate(Settings(**rb, refit_bits=a.refit_bits, seed=sd)) for sd in range(a.seeds)]
         variants["refit-first"] = runs[0]
         cs = [centralized(Settings(**{**rb, "lr": a.refit_central_lr}, seed=sd)) for sd in range(a.seeds)]
         out["refit_first"] = {"global_acc_final_per_seed": [x["global_acc"][-1] for x in runs],
                               "refit_acc": runs[0]["global_acc"][0],
                               "centralized_acc_per_seed": [x["centralized_acc"] for x in cs],
                               "centralized_curve": cs[0]["centralized_curve"], "lr": a.refit_lr,
-                              "central_lr": a.refit_central_lr, "l2": REFIT_L2, "alpha": REFIT_ALPHA}
+                              "central_lr": a.refit_central_lr, "l2": REFIT_L2, "alpha": REFIT_ALPHA,
+                              "bits": a.refit_bits}
+        r0 = runs[0]  # bytes per client over the recipe: the refit's upload once + the rounds' uploads
+        sent = r0["refit_bytes_up"][0] + r0["bytes_up_sent"] / r0["clients"]
+        dense = 4 * r0["refit_values"] + r0["bytes_up_dense"] / r0["clients"]
+        out["refit_first"].update({"bytes_per_client_sent": sent, "bytes_per_client_dense_float32": dense,
+                                   "bytes_reduction": dense / sent})
     if "leakage" in only or "leakage-iter" in only:
         path = os.path.abspath(a.model)
         _, t, lay = client._model(path)

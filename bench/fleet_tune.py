@@ -14,7 +14,9 @@ update.apply. Same functions as the Flower run (client.order, client.twin_round,
 update); Flower's FedAvg computes the same weighted mean. `scaffold` adds SCAFFOLD's drift
 correction (`every` local steps, `cexact`), `fedprox` FedProx's proximal term (`mu`); `decay`
 multiplies the lr per round / pass; `refit=1` starts both kinds from the exact refit on the
-training windows (l2/alpha given or from the refit's CV there); `last=1` ends either kind with
+training windows (l2/alpha given or from the refit's CV there; `qbits=B` with l2/alpha given:
+the federated refit from the boards' B-bit quantized statistics, fleet/refit_quant.py, which the
+centralized counterpart does not have); `last=1` ends either kind with
 the exact refit under the final state (every training client's statistics under the final
 global parameters, summed = Trainer.refit on the pooled windows, checked; `last_l2`/`last_alpha`
 given or from the refit's CV there) and records its accuracy (`last_acc`) next to the SGD's, and
@@ -158,6 +160,28 @@ def refit_exact(path, train, l2, alpha, state=None):
     return glob, r["l2"], r["alpha"], st
 
 
+def refit_quant(path, train, l2, alpha, bits):
+    """The federated refit round with quantized statistics (fleet/refit_quant.py): every client's
+    upload about the server's integer centre, dequantized, summed, projected, solved. Returns
+    (global state, bytes per client, projected)."""
+    from edgetune.fleet import refit_quant as rq, refit_stats as rs
+    from edgetune.fleet.data import server_windows
+    from edgetune.twin.training import Trainer
+
+    if l2 is None or alpha is None:
+        raise SystemExit("qbits needs l2 and alpha (the server cannot cross-validate)")
+    _, t, _ = client._model(path)
+    K, C = rs.dims(t)
+    m = rq.centre(t, server_windows(t.model.meta))
+    parts = []
+    for c in train:
+        tr = Trainer(t.model)
+        tr.load_state(t.state_bytes())
+        parts.append(rq.unpack(rq.quantize(rs.client_stats(tr, c.x, c.y), m, bits), K, C, bits, m))
+    st, projected = rq.pooled(parts)
+    return rs.global_state(t, st, l2, alpha), rq.wire_bytes(K, C, bits), projected
+
+
 def refit_last(path, train, state, l2, alpha, vx, vy):
     """The refit at the end: refit_exact under the run's final state, and the accuracy on
     (vx, vy) of the solve at every (l2, alpha) of the refit's grid from the same pooled
@@ -195,7 +219,7 @@ def main() -> int:
                    "report the held-out TEST subjects (bench/fleet.py's split) instead of the validation split")
     p.add_argument("--runs", nargs="+", required=True, help="central:lr=..,ep=..,decay=..,refit=0|1,last=0|1  "
                    "fedavg|scaffold|fedprox:lr=..,ep=..,slr=..,mom=..,clip=..,topk=..,dense=0|1,seed=..,decay=..,"
-                   "refit=0|1,every=..,mu=..,cexact=0|1,last=0|1 (last_l2=..,last_alpha=..)")
+                   "refit=0|1,qbits=..,every=..,mu=..,cexact=0|1,last=0|1 (last_l2=..,last_alpha=..)")
     a = p.parse_args()
     path = os.path.abspath(a.model)
     _, t, _ = client._model(path)
@@ -211,10 +235,16 @@ def main() -> int:
         lr, ep, seed = o.get("lr", 0.01), int(o.get("ep", 1)), int(o.get("seed", 0))
         start, extra = None, {}
         if o.get("refit", 0):
-            start, l2, alpha, _ = refit_exact(path, train, o.get("l2"), o.get("alpha"))
+            if o.get("qbits"):
+                l2, alpha = o.get("l2"), o.get("alpha")
+                start, qbytes, projected = refit_quant(path, train, l2, alpha, int(o["qbits"]))
+            else:
+                start, l2, alpha, _ = refit_exact(path, train, o.get("l2"), o.get("alpha"))
             _, tv, _ = client._model(path)
             tv.load_state(start)
             extra = {"refit_l2": float(l2), "refit_alpha": float(alpha), "refit_val_acc": float(tv.evaluate(vx, vy)[1])}
+            if o.get("qbits"):
+                extra.update({"refit_bytes": qbytes, "refit_projected": bool(projected)})
         if kind == "central":
             accs, final = central(path, train, vx, vy, a.rounds, lr, ep, seed, start, o.get("decay", 1.0))
         elif kind in ("fedavg", "scaffold", "fedprox"):

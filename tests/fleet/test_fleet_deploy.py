@@ -4,10 +4,11 @@ One SuperLink (`flower-superlink`, TLS with a CA and server certificate generate
 `cryptography` package, `--enable-supernode-auth`), three registered SuperNodes
 (`flower-supernode` with their P-384 keys), each driving a unix-port MicroPython board process
 with the C module (firmware/fleet_round.py + fleet.py), 3 rounds of `flwr run` of the fleet app,
-after the refit round of the product's recipe (`refit-l2`: every board answers the refit query
-with m.refit_stats, firmware/fleet_refit.py; docs/fleet-refit.md). Checked: every board's refit
-upload equals the twin's statistics at the flashed state and the server's refit state is their
-exact solve, the first SGD round starts from it; every round aggregated 3 clients; every board's upload of every round equals the numpy
+after the refit round of the product's recipe (`refit-l2`, `refit-bits` 12: every board answers
+the refit query with m.refit_stats quantized by firmware/refit_quant.py, firmware/fleet_refit.py;
+docs/fleet-refit.md §7). Checked: every board's refit upload equals the twin's quantized statistics
+at the flashed state about the server's centre, and the server's refit state is the solve of their
+exact dequantized sum, the first SGD round starts from it; every round aggregated 3 clients; every board's upload of every round equals the numpy
 twin's replay of that round bit for bit (global state, error-feedback memory and visiting order
 as the board had them); the global state moved. A SuperNode with an unregistered key and one
 that speaks plaintext are refused (non-zero exit, never part of a round).
@@ -23,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetune.fleet import client, compress, deploy, refit_stats as rs
-from edgetune.fleet.data import fleet_data
+from edgetune.fleet import client, compress, deploy, refit_quant as rq, refit_stats as rs
+from edgetune.fleet.data import fleet_data, server_windows
 
 ROUNDS = 3
 NODES = 3
 REFIT_L2 = 0.01
+REFIT_BITS = 12
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
 
         r = deploy.submit(home, {"model": str(demo_model), "rounds": ROUNDS, "nodes": NODES, "lr": 0.01, "clip": 8.0,
                                  "topk": 0.05, "sigma": 0.25, "refit-l2": REFIT_L2, "refit-alpha": 1.0,
-                                 "out": str(d / "result.json")}, str(d))
+                                 "refit-bits": REFIT_BITS, "out": str(d / "result.json")}, str(d))
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         t = time.time()
         while not (d / "result.json").exists() and time.time() - t < 60:
@@ -90,17 +92,20 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
     path = str(demo_model)
     _, tw, lay = client._model(path)
     fd = fleet_data(tw.model.meta)
-    # the refit round: the boards' statistics at the flashed state, solved exactly by the server
+    # the refit round: the boards' quantized statistics at the flashed state, solved by the server
     flashed = tw.state_bytes()
+    centre = rq.centre(tw, server_windows(tw.model.meta))
+    K, C = rs.dims(tw)
     ups = []
     for i in range(NODES):
         b = d / "boards" / f"board{i}"
         assert (b / "refit-global.bin").read_bytes() == flashed
         up = (b / "refit-stats.bin").read_bytes()
-        assert up == rs.pack(rs.client_stats(tw, fd.clients[i].x, fd.clients[i].y)), f"board {i}'s refit statistics"
-        ups.append(rs.unpack(up, *rs.dims(tw)))
-    assert res["refit_bytes_up"] == [len(up)] * NODES
-    refit_state = rs.global_state(tw, rs.aggregate(ups), REFIT_L2, 1.0)
+        want = rq.quantize(rs.client_stats(tw, fd.clients[i].x, fd.clients[i].y), centre, REFIT_BITS)
+        assert up == want, f"board {i}'s refit statistics"
+        ups.append(rq.unpack(up, K, C, REFIT_BITS, centre))
+    assert res["refit_bytes_up"] == [rq.wire_bytes(K, C, REFIT_BITS)] * NODES
+    refit_state = rs.global_state(tw, rq.pooled(ups)[0], REFIT_L2, 1.0)
     assert bytes.fromhex(res["refit_state"]) == refit_state != flashed
     assert (d / "boards" / "board0" / "r1-global.bin").read_bytes() == refit_state
     globs = []
@@ -126,7 +131,8 @@ def test_superlink_three_boards_tls_and_auth(micropython, demo_model, tmp_path):
 
 
 @pytest.mark.parametrize("args,word", [(["--refit-l2", "-1"], "refit_l2"), (["--refit-alpha", "2"], "refit_alpha"),
-                                       (["--lr", "0"], "lr")])
+                                       (["--lr", "0"], "lr"), (["--refit-l2", "0.01", "--refit-bits", "3"], "bits=3"),
+                                       (["--refit-bits", "12"], "refit_bits needs the refit round")])
 def test_serve_refuses_bad_settings_before_starting(tmp_path, args, word):
     """`edgetune fleet serve` checks the ServerApp's settings before it starts any process or
     writes its directory."""

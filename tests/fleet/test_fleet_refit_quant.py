@@ -153,3 +153,30 @@ def test_unix_boards_send_the_twins_quantized_statistics(micropython, tmp_path, 
         assert got == want, (seed, bits)
     # without quant the same board sends the exact statistics again
     assert board.refit_stats(str(tmp_path / "m.etm"), glob, x, y) == rs.pack(rs.client_stats(t, x, y))
+
+
+def test_flower_refit_round_with_quantized_statistics(tmp_path):
+    """`edgetune fleet refit --bits 12`: one query round through Flower's Simulation Engine (16
+    ClientApps on the twin); every upload is wire_bytes long and the global state written is the
+    solve of the boards' dequantized statistics summed (about the server's centre); bad
+    arguments are refused before anything runs."""
+    from tests.support.fleetcli import demo_model, fleet_refit
+    from edgetune.fleet import client
+    from edgetune.fleet.data import fleet_data, server_windows
+
+    path = demo_model()
+    out = tmp_path / "glob.state"
+    res = fleet_refit(out, ["--l2", "0.01", "--alpha", "1", "--bits", "12"],
+                      bad=((["--l2", "0.01", "--alpha", "1", "--bits", "3"], "bits=3"),
+                           (["--l2", "0.01", "--alpha", "1", "--bits", "12", "--dp-epsilon", "8"], "--bits")))
+    buf, _, _ = client._model(path)
+    t = Trainer(buf)
+    fd = fleet_data(t.model.meta)
+    K, C = rs.dims(t)
+    assert res["clients"] == len(fd.clients) and res["bytes_up_per_client"] == rq.wire_bytes(K, C, 12)
+    assert res["bits"] == 12 and res["held_out_after"] > res["held_out_before"] + 0.2
+    m = rq.centre(t, server_windows(t.model.meta))
+    ups = [rq.unpack(rq.quantize(rs.client_stats(t, c.x, c.y), m, 12), K, C, 12, m) for c in fd.clients]
+    st, projected = rq.pooled(ups)
+    assert res["projected"] == projected
+    assert out.read_bytes() == rs.global_state(t, st, 0.01, 1.0)

@@ -25,6 +25,8 @@ def _sim_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refit-l2", type=float, default=0.0, help="> 0: one exact refit round first (refit mode, "
                    "this ridge strength), the SGD rounds from its state; the centralized baseline refits too")
     p.add_argument("--refit-alpha", type=float, default=1.0, help="the refit's blend with the flashed classifier")
+    p.add_argument("--refit-bits", type=int, default=0, help="4..16: the refit round's statistics quantized to this "
+                   "many bits a value (docs/fleet-refit.md §7; 12 is the measured choice); 0: exact int32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--centralized", action="store_true", help="also fine-tune centrally on the pooled windows")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-simulate.json"))
@@ -41,7 +43,7 @@ def simulate_cli(a: argparse.Namespace) -> int:
     s = Settings(model=a.model, rounds=a.rounds, epochs=a.epochs, lr=a.lr, clip=a.clip, topk=a.topk,
                  sigma=a.sigma, splits=a.splits, seed=a.seed, dp_epsilon=a.dp_epsilon, delta=a.delta,
                  server_lr=a.server_lr, server_momentum=a.server_momentum, refit_l2=a.refit_l2,
-                 refit_alpha=a.refit_alpha, progress=not a.quiet)
+                 refit_alpha=a.refit_alpha, refit_bits=a.refit_bits, progress=not a.quiet)
     res = simulate(s)
     if a.centralized:
         res.update(centralized(s))

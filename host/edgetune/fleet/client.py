@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import compress, refit_dp, refit_stats, update
+from . import compress, refit_dp, refit_quant, refit_stats, update
 from .data import fleet_data
 
 
@@ -98,7 +98,8 @@ def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
     (the query handler of this app and of refit_flower.app); with `dp-clip` in the config, its
     clipped statistics instead (refit_dp.clipped_stats: `dp-n-max` windows at most, 0 = all,
     minus the centre `dp-centre`; float32 on the wire, refit_dp.pack) and its partition id (the
-    server sums in that order).
+    server sums in that order); with `q-bits` the quantized statistics about the integer centre
+    `q-centre` (refit_quant.quantize).
     The node's `driver` says who computes the exact statistics: the twin, or (`unix`) a unix-port
     board's m.refit_stats (board.UnixBoard.refit_stats); the same bytes."""
     node = node or {}
@@ -113,6 +114,9 @@ def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
         raise ValueError(f"partition {part} is not a client (0..{len(fd.clients) - 1})")
     c = fd.clients[part]
     metrics = {}
+    quant = None
+    if "q-bits" in cfg:
+        quant = (int(cfg["q-bits"]), np.frombuffer(bytes(cfg["q-centre"]), "<i2").astype(np.int64))
     if "dp-clip" in cfg:
         if driver != "twin":
             raise ValueError("the DP refit's clipped statistics are computed on the twin only (driver twin)")
@@ -124,7 +128,9 @@ def refit_answer(msg: Message, part: int, node: dict | None = None) -> Message:
         from .board import UnixBoard
 
         wire = UnixBoard.for_partition(part, node.get("board-dir")).refit_stats(
-            str(cfg["model"]), bytes(cfg["state"]), c.x, c.y)
+            str(cfg["model"]), bytes(cfg["state"]), c.x, c.y, quant)
+    elif quant is not None:
+        wire = refit_quant.quantize(refit_stats.client_stats(t, c.x, c.y), quant[1], quant[0])
     else:
         wire = refit_stats.pack(refit_stats.client_stats(t, c.x, c.y))
     return Message(content=RecordDict({"arrays": ArrayRecord({"stats": Array(np.frombuffer(wire, np.uint8).copy())}),

@@ -191,6 +191,8 @@ def add_parsers(sub) -> None:
                    help="> 0: one exact refit round first (every board sends m.refit_stats, the server solves with "
                         "this ridge strength), the SGD rounds from its state")
     s.add_argument("--refit-alpha", type=float, default=1.0, help="the refit's blend with the flashed classifier")
+    s.add_argument("--refit-bits", type=int, default=0,
+                   help="4..16: the boards send the refit statistics quantized to this many bits (12 measured); 0: exact")
     j = sub.add_parser("join", help="start a SuperNode that drives a unix-port board process")
     j.add_argument("--dir", default=os.path.join("build", "fleet-deploy"))
     j.add_argument("--port", type=int, default=9092, help="the SuperLink's port")
@@ -203,7 +205,7 @@ def run_cli(a) -> int:
         from .simulate import Settings
 
         Settings(model=os.path.abspath(a.model), rounds=a.rounds, lr=a.lr, clip=a.clip, topk=a.topk, sigma=a.sigma,
-                 refit_l2=a.refit_l2, refit_alpha=a.refit_alpha, driver="unix").check()
+                 refit_l2=a.refit_l2, refit_alpha=a.refit_alpha, refit_bits=a.refit_bits, driver="unix").check()
     d = os.path.abspath(a.dir)
     os.makedirs(d, exist_ok=True)
     certs = certificates(os.path.join(d, "certs"))
@@ -236,7 +238,8 @@ def run_cli(a) -> int:
         print(f"SuperLink on 127.0.0.1:{a.port} (TLS), {len(keys)} SuperNode keys registered")
         r = submit(home, {"model": os.path.abspath(a.model), "rounds": a.rounds, "nodes": a.nodes, "lr": a.lr,
                           "clip": a.clip, "topk": a.topk, "sigma": a.sigma, "refit-l2": a.refit_l2,
-                          "refit-alpha": a.refit_alpha, "out": os.path.join(d, "result.json")}, d)
+                          "refit-alpha": a.refit_alpha, "refit-bits": a.refit_bits,
+                          "out": os.path.join(d, "result.json")}, d)
         sys.stdout.write(r.stdout[-4000:])
         return r.returncode
     finally:

@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--splits", type=int, default=1, help="time parts per (subject, arm)")
     p.add_argument("--out", default=os.path.join("build", "fleet-refit.state"),
                    help="global state (m.load_state / Trainer.load_state format)")
+    p.add_argument("--bits", type=int, default=0,
+                   help="4..16: boards send their statistics quantized to this many bits a value (docs/fleet-refit.md "
+                        "§7; 12 is the measured choice); 0 (default): exact int32")
     p.add_argument("--dp-epsilon", type=float, default=None,
                    help="differential privacy: one Gaussian release at this epsilon (off when not given)")
     p.add_argument("--dp-delta", type=float, default=1e-5, help="DP delta (default 1e-5)")
@@ -52,9 +55,15 @@ def run(a: argparse.Namespace) -> int:
         raise ValueError(f"{a.model} does not exist: run `make demo` or give --model")
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     check_file(a.out)
+    if a.bits:
+        from .refit_quant import check_bits
+
+        check_bits(a.bits)
+        if a.dp_epsilon is not None:
+            raise ValueError("--bits quantizes the exact statistics; the DP release (--dp-epsilon) sends float32")
     _, t, _ = client._model(os.path.abspath(a.model))
     dp = None if a.dp_epsilon is None else dp_setting(a, t)
-    r = simulate_refit(a.model, a.l2, a.alpha, a.splits, dp)
+    r = simulate_refit(a.model, a.l2, a.alpha, a.splits, dp, a.bits)
     with open(a.out, "wb") as f:
         f.write(r["state"])
     fd = fleet_data(t.model.meta, a.splits)
@@ -64,6 +73,9 @@ def run(a: argparse.Namespace) -> int:
     after = float(ev.evaluate(fd.eval_x, fd.eval_y)[1])
     res = {"clients": r["clients"], "bytes_up_per_client": r["bytes_up"][0], "held_out_before": before,
            "held_out_after": after, "state": a.out}
+    if a.bits:
+        res["bits"] = a.bits
+        res["projected"] = r["projected"]
     if dp is not None:
         res["dp"] = {"unit": a.dp_unit, "epsilon": dp["epsilon"], "delta": a.dp_delta, "noise_multiplier": dp["z"],
                      "clip": dp["clip"], "n_max": dp["n_max"], "weights": list(dp["weights"]),

@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import client, refit_dp, refit_stats as rs
+from . import client, refit_dp, refit_quant as rq, refit_stats as rs
 from .data import fleet_data
 
 app = ClientApp()
@@ -31,9 +31,12 @@ def query(msg: Message, context: Context) -> Message:
 
 
 def refit_round(grid, n: int, path: str, state: bytes, splits: int, l2: float, alpha: float,
-                dp: dict | None = None) -> dict:
+                dp: dict | None = None, bits: int = 0) -> dict:
     """The server side of one refit round inside a ServerApp: wait for n SuperNodes, query each
     for its statistics under `state`, sum them exactly and solve; {"state", "bytes_up"}.
+    `bits` > 0: the boards send the quantized statistics (refit_quant.py) about the server's
+    integer centre (its own pre-training windows under `state`), the server sums their exact
+    dequantized values and projects the scatter if it came out indefinite ("projected").
     `dp`: {"clip", "n_max" (None: every window), "z", "weights", "centre" (None or K floats),
     "seed" (None: fresh entropy; a known seed voids the guarantee)} for the DP release."""
     import time
@@ -50,6 +53,13 @@ def refit_round(grid, n: int, path: str, state: bytes, splits: int, l2: float, a
     if len(nodes) < n:
         raise RuntimeError(f"{len(nodes)} of {n} SuperNodes joined")
     cfg = {"model": path, "state": state, "splits": int(splits)}
+    if bits and dp is not None:
+        raise ValueError("the quantized statistics are for the exact mode, not the DP release")
+    if bits:
+        from .data import server_windows
+
+        centre = rq.centre(t, server_windows(t.model.meta))
+        cfg.update({"q-bits": rq.check_bits(bits), "q-centre": centre.astype("<i2").tobytes()})
     if dp is not None:
         cfg.update({"dp-clip": float(dp["clip"]), "dp-n-max": int(dp["n_max"] or 0)})
         if dp.get("centre") is not None:
@@ -65,16 +75,21 @@ def refit_round(grid, n: int, path: str, state: bytes, splits: int, l2: float, a
         ups.append((part, r.content["arrays"]["stats"].numpy().tobytes()))
     if len(ups) != n:
         raise RuntimeError(f"{len(ups)} of {n} clients answered")
-    if dp is None:
+    projected = None
+    if bits:
+        st, projected = rq.pooled([rq.unpack(u, K, C, bits, centre) for _, u in ups])
+    elif dp is None:
         st = rs.aggregate([rs.unpack(u, K, C) for _, u in ups])
     else:  # float sums: in partition order, so a run is reproducible given the seed
         parts = [refit_dp.unpack(u, K, C) for _, u in sorted(ups, key=lambda pu: pu[0])]
         st = refit_dp.release(parts, dp["clip"], dp["n_max"], dp["z"], np.random.default_rng(dp.get("seed")),
                               dp["weights"], dp.get("centre"))
-    return {"state": rs.global_state(t, st, l2, alpha), "bytes_up": [len(u) for _, u in ups]}
+    return {"state": rs.global_state(t, st, l2, alpha), "bytes_up": [len(u) for _, u in ups],
+            "projected": projected}
 
 
-def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1, dp: dict | None = None) -> dict:
+def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1, dp: dict | None = None,
+                   bits: int = 0) -> dict:
     """One Flower round of the refit mode over every client of the fleet data (with `dp`: the
     DP release, refit_round); returns {"state": global state bytes, "clients": K, "bytes_up":
     [per client]}."""
@@ -90,7 +105,7 @@ def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1, dp: dic
 
     @server.main()
     def main(grid, context) -> None:
-        out.update(refit_round(grid, n, path, state0, splits, l2, alpha, dp))
+        out.update(refit_round(grid, n, path, state0, splits, l2, alpha, dp, bits))
 
     run_simulation(server_app=server, client_app=app, num_supernodes=n,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -28,7 +28,8 @@ def deployment_app():
         rc = context.run_config
         s = Settings(model=str(rc["model"]), rounds=int(rc["rounds"]), lr=float(rc["lr"]), clip=float(rc["clip"]),
                      topk=float(rc["topk"]), sigma=float(rc["sigma"]), driver="unix", progress=False,
-                     refit_l2=float(rc.get("refit-l2", 0.0)), refit_alpha=float(rc.get("refit-alpha", 1.0)))
+                     refit_l2=float(rc.get("refit-l2", 0.0)), refit_alpha=float(rc.get("refit-alpha", 1.0)),
+                     refit_bits=int(rc.get("refit-bits", 0)))
         s.check()
         _, t, lay = client._model(s.model)
         t.reset()
@@ -38,7 +39,7 @@ def deployment_app():
         if s.refit_l2 > 0:  # the product's recipe: the exact refit first, SGD from its state
             from .refit_flower import refit_round
 
-            refit = refit_round(grid, n, s.model, state0, s.splits, s.refit_l2, s.refit_alpha)
+            refit = refit_round(grid, n, s.model, state0, s.splits, s.refit_l2, s.refit_alpha, bits=s.refit_bits)
             state0 = refit["state"]
         strategy, _ = build_strategy(n, lay, state0, train_config(s, lay))
         strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import client, update
+from . import client, refit_stats as rs, update
 from .data import fleet_data
 
 
@@ -40,6 +40,7 @@ class Settings:
     server_momentum: float = 0.0  # server momentum (FedAvgM; 0: none)
     refit_l2: float = 0.0  # > 0: one exact refit round first (refit mode, ridge l2), then the SGD rounds
     refit_alpha: float = 1.0  # the refit's blend with the flashed classifier
+    refit_bits: int = 0  # > 0: the refit round's statistics quantized to this many bits (refit_quant.py)
     driver: str = "twin"
     progress: bool = True
 
@@ -65,6 +66,12 @@ class Settings:
             raise ValueError(f"refit_l2={self.refit_l2} must be >= 0 (0: no refit round first)")
         if not 0 <= self.refit_alpha <= 1:
             raise ValueError(f"refit_alpha={self.refit_alpha} must be in [0, 1]")
+        if self.refit_bits:
+            from .refit_quant import check_bits
+
+            if self.refit_l2 <= 0:
+                raise ValueError("refit_bits needs the refit round (refit_l2 > 0)")
+            check_bits(self.refit_bits)
 
 
 def _k(lay: update.Layout, frac: float) -> int:
@@ -127,9 +134,10 @@ def simulate(s: Settings) -> dict:
         if s.refit_l2 > 0:  # the product's recipe: the exact refit first (refit_flower.py), SGD from there
             from .refit_flower import refit_round
 
-            r = refit_round(grid, n, path, state0, s.splits, s.refit_l2, s.refit_alpha)
+            r = refit_round(grid, n, path, state0, s.splits, s.refit_l2, s.refit_alpha, bits=s.refit_bits)
             state0 = strategy.state = r["state"]
             out["refit_bytes_up"] = r["bytes_up"]
+            out["refit_projected"] = r["projected"]
             t.load_state(state0)
             _say(s, f"fleet: refit round: held-out accuracy {t.evaluate(fd.eval_x, fd.eval_y)[1]:.3f}")
         strategy.start(grid=grid, initial_arrays=ArrayRecord({"params": Array(update.real(lay, state0))}),
@@ -151,7 +159,8 @@ def simulate(s: Settings) -> dict:
             "bytes_per_round": [r["bytes_sent"] for r in rounds],
             "loss_per_round": [r["loss"] for r in rounds],
             "state_sha256_per_round": [r["state_sha256"] for r in rounds], "state": strategy.state.hex(),
-            "refit_bytes_up": out.get("refit_bytes_up"), "noise_multiplier": z,
+            "refit_bytes_up": out.get("refit_bytes_up"), "refit_projected": out.get("refit_projected"),
+            "refit_values": rs.upload_values(*rs.dims(t)) if s.refit_l2 > 0 else None, "noise_multiplier": z,
             "epsilon": acc.get_epsilon(s.delta) if acc is not None else None,
             "delta": s.delta if acc is not None else None, "settings": dataclasses.asdict(s)}
 
@@ -164,7 +173,8 @@ def centralized(s: Settings) -> dict:
     fd = fleet_data(t0.model.meta, s.splits)
     x, y = fd.pooled()
     t = Trainer(t0.model)
-    if s.refit_l2 > 0:  # the centralized refit on the pooled windows (= the federated one, bit for bit)
+    if s.refit_l2 > 0:  # the centralized refit on the pooled windows (= the federated one, bit for bit,
+        # unless the federated statistics were quantized)
         t.refit(x, y, s.refit_l2, s.refit_alpha)
     accs = [float(t.evaluate(fd.eval_x, fd.eval_y)[1])]
     passes = s.rounds * s.epochs
