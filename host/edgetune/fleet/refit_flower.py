@@ -103,6 +103,10 @@ def simulate_refit(model: str, l2: float, alpha: float, splits: int = 1, dp: dic
     out: dict = {}
     server = ServerApp()
 
+    from . import quiet_flower
+
+    quiet_flower()
+
     @server.main()
     def main(grid, context) -> None:
         out.update(refit_round(grid, n, path, state0, splits, l2, alpha, dp, bits))

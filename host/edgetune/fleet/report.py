@@ -42,7 +42,8 @@ def plot(path: str, result: dict) -> None:
     ax[2].set(xlabel="round", ylabel="epsilon (delta %g)" % (result.get("delta") or 1e-5), title="central DP")
     for a in ax:
         a.grid(alpha=0.3)
-        a.legend(fontsize=7)
+        if a.get_legend_handles_labels()[0]:  # a panel with nothing drawn (no DP) has no legend
+            a.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -96,8 +96,11 @@ def simulate(s: Settings) -> dict:
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
+    from . import quiet_flower
     from .accountant import noise_for
     from .server import build_strategy
+
+    quiet_flower()
 
     path = os.path.abspath(s.model)
     _, t, lay = client._model(path)
