@@ -4,7 +4,9 @@ The qemu firmware of tests/qemu/test_qemu.py (C module, single-precision floats)
 copies firmware/fleet.py, firmware/fleet_round.py, the model, the global state and the board's
 windows onto its LittleFS and runs two rounds (the second with the error-feedback memory the
 first left in fleet.mem). The uploads are copied back and must equal the numpy twin's bytes:
-the device-side clip / top-k / int8 / noise on the MCU float32 = the twin.
+the device-side clip / top-k / int8 / noise on the MCU float32 = the twin. Then the same board
+answers a refit query (firmware/fleet_refit.py + refit_quant.py, docs/fleet-refit.md §7) under the
+global state: its 12-bit quantized statistics equal the twin's bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tests.support import tinymodels
 from tests.support.qemuboard import CLASSES, build_firmware, mpremote as _mpremote
 
 from edgetune.device import emulate
-from edgetune.fleet import client, compress, update
+from edgetune.fleet import client, compress, refit_quant, refit_stats, update
 from edgetune.format.modelfile import write_etm
 from edgetune.twin.training import Trainer
 
@@ -44,12 +46,15 @@ def test_qemu_board_fleet_rounds_equal_the_twin(tmp_path):
     segs, scales = lay.to_device()
     cfg = {"segs": segs, "scales": scales, "lr": 0.05, "clip": 0.5, "k": k, "sigma": 0.2, "seed": 99,
            "n_in": n_in, "order": [int(i) for i in order]}
+    tr = Trainer(etm)
+    tr.load_state(g)
+    centre = rng.integers(-30, 90, refit_stats.dims(tr)[0])
     files = {"model.etm": etm, "global.bin": g, "windows.bin": x.tobytes(), "labels.bin": y.astype(np.uint8).tobytes(),
-             "round.json": json.dumps(cfg).encode()}
+             "round.json": json.dumps(cfg).encode(), "quant.bin": bytes([12]) + centre.astype("<i2").tobytes()}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     args = ["exec", "import qemufs"]
-    for name in ("fleet.py", "fleet_round.py"):
+    for name in ("fleet.py", "fleet_round.py", "fleet_refit.py", "refit_quant.py"):
         args += ["+", "cp", str(REPO / "firmware" / name), f":{name}"]
     for name in files:
         args += ["+", "cp", str(tmp_path / name), f":{name}"]
@@ -59,7 +64,11 @@ def test_qemu_board_fleet_rounds_equal_the_twin(tmp_path):
                          timeout=600)
         out2 = _mpremote(board.pty, "exec", "import fleet_round", "+", "cp", ":wire.bin", str(tmp_path / "w2.bin"),
                          "+", "exec", "import sys; print(sys.platform)", timeout=600)
-    assert "loss" in out1 and "loss" in out2 and "qemu" in out2
+        out3 = _mpremote(board.pty, "exec", "import fleet_refit", "+", "cp", ":stats.bin", str(tmp_path / "stats.bin"),
+                         timeout=600)
+    assert "loss" in out1 and "loss" in out2 and "qemu" in out2 and "stats" in out3
+    want = refit_quant.quantize(refit_stats.client_stats(tr, x, y), centre, 12)
+    assert (tmp_path / "stats.bin").read_bytes() == want, "the qemu board's quantized refit statistics"
     comp = compress.Compressor(lay.size, cfg["clip"], k, cfg["sigma"], cfg["seed"])
     path = str(tmp_path / "model.etm")
     w1, _ = client.twin_round(path, g, x, y, order, cfg["lr"], comp)
