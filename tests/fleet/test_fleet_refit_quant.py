@@ -15,10 +15,9 @@ import pytest
 
 from edgetune.fleet import refit_quant as rq, refit_stats as rs
 from edgetune.fleet.board import UnixBoard
-from edgetune.format.modelfile import write_etm
 from edgetune.twin.training import Trainer
 
-from tests.support.trainingcases import refittable_models
+from tests.support.trainingcases import refittable_models, stepped_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,14 +131,10 @@ def test_projection_only_when_the_scatter_is_indefinite():
 @pytest.mark.parametrize("seed,model", refittable_models(6))
 def test_unix_boards_send_the_twins_quantized_statistics(micropython, tmp_path, seed, model):
     rng = np.random.default_rng([43, seed])
-    etm = write_etm(model)
+    etm, glob = stepped_state(model, rng)
     (tmp_path / "m.etm").write_bytes(etm)
     n_in, n_cls = model.input_tensor.size, model.output_tensor.size
-    t0 = Trainer(etm)
-    for _ in range(4):  # the global state is not the flashed one
-        t0.step(rng.integers(-128, 128, n_in).astype(np.int8), int(rng.integers(0, n_cls)), 0.05)
-    glob = t0.state_bytes()
-    K, C = rs.dims(t0)
+    K, C = rs.dims(Trainer(etm))
     m = rng.integers(-20, 120, K)
     board = UnixBoard(tmp_path / "board")
     for bits in (4, 9, 12, 16):

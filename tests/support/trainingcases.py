@@ -171,6 +171,17 @@ def refittable_models(n: int) -> list[tuple[int, EtmModel]]:
         seed += 1
     return out
 
+
+def stepped_state(model: EtmModel, rng, steps: int = 4) -> tuple[bytes, bytes]:
+    """(etm bytes, a global state that is not the flashed one): `steps` SGD steps on random
+    windows from the flashed state (a fleet's global state after some training)."""
+    etm = write_etm(model)
+    t = Trainer(etm)
+    n_in, n_cls = model.input_tensor.size, model.output_tensor.size
+    for _ in range(steps):
+        t.step(rng.integers(-128, 128, n_in).astype(np.int8), int(rng.integers(0, n_cls)), 0.05)
+    return etm, t.state_bytes()
+
 # --------------------------------------------------------------------------------------------
 # Cases: model x scheme x qas x momentum
 # --------------------------------------------------------------------------------------------
