@@ -16,7 +16,7 @@ held-out test subjects are only used for the final numbers: the chosen setting o
 noise, and the exact centralized refit on the pooled windows with the same l2/alpha and with its
 own cross-validation). Accuracy is the twin's classifier layer on the windows' classifier inputs
 (the refit changes nothing before it; checked against Trainer.evaluate at the start).
-~1 min on 2 cores (~4 min with --val-folds 4).
+~1 min on 2 cores (~2 min with --val-folds 4).
 """
 
 from __future__ import annotations
