@@ -6,7 +6,9 @@ mechanism and its post-processing, on random refittable models.
   without a public centre;
 - adding or removing one board (board unit) or one window (window unit) moves the released
   vector (w_cnt cnt, w_G G / R^2, w_B B / R) by at most `sensitivity(n_max, weights)`, for random
-  windows at the clip and random centres;
+  windows at the clip and random centres; removing one raw sample (sample unit: every window
+  make_windows cut around it) by at most windows_per_sample times that, and by more than
+  windows_per_sample - 1 times it for near-equal overlapping windows;
 - the noise added has the calibrated standard deviation z * sensitivity / w per block;
 - bad settings are a ValueError naming the setting.
 """
@@ -81,6 +83,41 @@ def test_one_window_moves_the_release_by_at_most_the_window_sensitivity():
         assert np.linalg.norm(v * min(1.0, clip / np.linalg.norm(v))) <= clip * (1 + 1e-12)
     assert 0.5 < worst <= 1.0 + 1e-12
     assert refit_dp.sensitivity(None, w) == refit_dp.sensitivity(1, w)
+
+
+@pytest.mark.parametrize("window,step", [(100, 50), (100, 30), (60, 60)])
+def test_one_raw_sample_moves_the_release_by_at_most_windows_per_sample_sensitivities(window, step):
+    """The sample unit: a raw sample lies in the windows make_windows cuts around it; removing it
+    removes them all. The release moves by at most windows_per_sample * sensitivity (what the
+    sample unit's z * windows_per_sample covers), and by more than (windows_per_sample - 1) *
+    sensitivity for consecutive windows of one class pointing the same way (so a smaller
+    multiplier would be wrong)."""
+    from edgetune.learn.data import Recording, make_windows
+
+    rng = np.random.default_rng([13, window, step])
+    K, C, clip, w = 8, 3, 40.0, (0.3, 0.5, 1.0)
+    group = refit_dp.windows_per_sample({"window": window, "step": step})
+    j, k = np.tril_indices(K)
+    worst = 0.0
+    for trial in range(40):
+        recs = [Recording(np.zeros((int(rng.integers(window, 6 * window)), 6), np.float32), int(rng.integers(C)))
+                for _ in range(3)]
+        wins = make_windows(recs, window, step)
+        m = rng.uniform(0, 100, K)
+        if trial % 2:  # near-equal windows far outside the clip: the worst case
+            u = m + rng.uniform(5e3, 5.1e3) * (1 + rng.uniform(0, 1e-3, (len(wins), K)))
+        else:
+            u = rng.uniform(0, 255, (len(wins), K))
+        full = refit_dp.clip_sum(u, wins.y, C, clip, None, centre=m)
+        for r, rec in enumerate(recs):
+            for i in rng.choice(len(rec.x), 5, replace=False):
+                keep = ~((wins.rec == r) & (wins.start <= i) & (i < wins.start + window))
+                assert (~keep).sum() <= group
+                less = refit_dp.clip_sum(u[keep], wins.y[keep], C, clip, None, centre=m)
+                vec = [w[0] * (full["cnt"] - less["cnt"]), w[1] * (full["g"] - less["g"])[j, k] / clip ** 2,
+                       w[2] * (full["b"] - less["b"]).ravel() / clip]
+                worst = max(worst, float(np.linalg.norm(np.concatenate(vec))) / refit_dp.sensitivity(None, w))
+    assert group - 1 < worst <= group * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0), (0.3, 0.3, 1.0), (2.0, 0.5, 1.0)])
