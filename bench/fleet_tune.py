@@ -214,6 +214,8 @@ def main() -> int:
     p.add_argument("--model", default=os.path.join("build", "demo", "model", "model.etm"))
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--val-subjects", type=int, default=2)
+    p.add_argument("--splits", type=int, default=1, help="time parts per (subject, arm): 7 gives the scale run's "
+                   "112 clients (validation: their windows of the last subjects)")
     p.add_argument("--out", default=os.path.join("build", "bench", "fleet-tune.json"))
     p.add_argument("--test", action="store_true", help="after tuning only: train on every training client and "
                    "report the held-out TEST subjects (bench/fleet.py's split) instead of the validation split")
@@ -223,7 +225,7 @@ def main() -> int:
     a = p.parse_args()
     path = os.path.abspath(a.model)
     _, t, _ = client._model(path)
-    fd = fleet_data(t.model.meta)
+    fd = fleet_data(t.model.meta, a.splits)
     train, vx, vy = (fd.clients, fd.eval_x, fd.eval_y) if a.test else split(fd, a.val_subjects)
     res = []
     if os.path.exists(a.out):
@@ -257,7 +259,8 @@ def main() -> int:
         if o.get("last", 0):
             extra.update(refit_last(path, train, final, o.get("last_l2"), o.get("last_alpha"), vx, vy))
         r = {"run": spec, "val_acc": accs, "final": accs[-1], "best": max(accs), "seconds": round(time.time() - t0, 1),
-             "clients": len(train), "val_windows": int(len(vy)), "split": "test" if a.test else "validation", **extra}
+             "clients": len(train), "splits": a.splits, "val_windows": int(len(vy)),
+             "split": "test" if a.test else "validation", **extra}
         tail = (f", refit last (l2 {extra['last_l2']:g}, alpha {extra['last_alpha']:g}) {extra['last_acc']:.3f}"
                 if "last_acc" in extra else "")
         print(f"{spec}: {r['split']} {accs[0]:.3f} -> {accs[-1]:.3f} (best {max(accs):.3f}){tail} in {r['seconds']} s",
