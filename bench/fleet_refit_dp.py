@@ -33,7 +33,7 @@ import numpy as np
 
 from edgetune.twin import reference, refit as rf
 from edgetune.fleet import client, refit_dp
-from edgetune.fleet.accountant import epsilon_for, noise_for
+from edgetune.fleet.accountant import gaussian_epsilon_for, gaussian_noise_for
 from edgetune.fleet.data import fleet_data, server_windows
 from edgetune.fleet.report import write_json
 from edgetune.twin.training import Trainer
@@ -78,8 +78,8 @@ def main() -> int:
     zp = int(t.model.tensors[t.model.layers[layer].input].zero_point)
     us = [rf.features(t, c.x).astype(np.float64) - zp for c in fd.clients]
     centre = refit_dp.public_centre(t, server_windows(t.model.meta))
-    z = noise_for(a.epsilon, 1, a.delta)
-    eps = epsilon_for(z, 1, a.delta)
+    z = gaussian_noise_for(a.epsilon, a.delta)  # one release: the exact calibration
+    eps = gaussian_epsilon_for(z, a.delta)
     group = refit_dp.windows_per_sample(t.model.meta)
     sizes = [len(c.y) for c in fd.clients]
     grid = dict(GRID)
@@ -175,7 +175,7 @@ def main() -> int:
         ex.refit(px, py, l2=l2, alpha=al)
         exact_same = float(ex.evaluate(fd.eval_x, fd.eval_y)[1])
         out["units"][unit] = {
-            "noise_multiplier": zu, "epsilon_per_window": epsilon_for(zu, 1, a.delta) if unit != "board" else None,
+            "noise_multiplier": zu, "epsilon_per_window": gaussian_epsilon_for(zu, a.delta) if unit != "board" else None,
             "chosen_on_validation": {**s, "weights": list(s["weights"]), "l2": l2, "alpha": al,
                                      "validation_acc": val_grid[best]},
             "sensitivity": refit_dp.sensitivity(s["n_max"], s["weights"]),

@@ -203,7 +203,7 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
     bad DP arguments are refused before anything runs."""
     from tests.support.fleetcli import demo_model, fleet_refit
     from edgetune.fleet import client
-    from edgetune.fleet.accountant import noise_for
+    from edgetune.fleet.accountant import gaussian_noise_for
     from edgetune.fleet.data import fleet_data, server_windows
 
     path = demo_model()
@@ -212,7 +212,7 @@ def test_flower_dp_refit_round_is_the_twin_release(tmp_path):
            (["--dp-epsilon", "8", "--dp-clip", "-1"], "clip"),
            (["--dp-epsilon", "8", "--dp-unit", "board", "--dp-n-max", "0"], "--dp-n-max"))
     res = fleet_refit(out, ["--l2", "0.3", "--alpha", "1", "--dp-epsilon", "8", "--dp-seed", "7"], bad)
-    z = noise_for(8.0, 1, 1e-5) * 2
+    z = gaussian_noise_for(8.0, 1e-5) * 2
     assert res["dp"]["unit"] == "sample" and res["dp"]["noise_multiplier"] == z and 7.9 < res["dp"]["epsilon"] <= 8.0
     assert res["dp"]["clip"] == refit_dp.DEFAULTS["sample"]["clip"] == 100.0 and res["dp"]["centre"]
     buf, _, _ = client._model(path)

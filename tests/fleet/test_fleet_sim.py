@@ -84,9 +84,7 @@ def test_accountant_against_the_gaussian_mechanism():
     close to it; releases compose; the noise for a target epsilon meets it."""
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
-    def exact_delta(eps: float, z: float) -> float:  # Balle & Wang 2018, sensitivity 1
-        phi = lambda x: 0.5 * math.erfc(-x / math.sqrt(2))  # noqa: E731
-        return phi(-eps * z + 1 / (2 * z)) - math.exp(eps) * phi(-eps * z - 1 / (2 * z))
+    from edgetune.fleet.accountant import gaussian_delta as exact_delta  # checked below by integration
 
     for z in (0.8, 1.5, 4.0):
         a = accountant(10)
@@ -104,6 +102,39 @@ def test_accountant_against_the_gaussian_mechanism():
     c = accountant(10)
     c.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=10, population_size=10), 20)
     assert 7.9 < c.get_epsilon(1e-5) <= 8.0
+
+
+def _hockey_stick(eps: float, z: float) -> float:
+    """δ(ε) of N(0, z²) against N(1, z²) by numerical integration: ∫ max(0, p - e^ε q)."""
+    x = np.linspace(-60 * z - 2, 60 * z + 2, 2_000_001)
+    p = np.exp(-x * x / (2 * z * z))
+    q = np.exp(-(x - 1) ** 2 / (2 * z * z))
+    return float(np.trapezoid(np.maximum(0.0, p - math.exp(eps) * q), x) / (z * math.sqrt(2 * math.pi)))
+
+
+@pytest.mark.parametrize("eps,z", [(8.0, 0.601), (8.0, 1.2), (1.0, 3.731), (0.5, 2.0), (3.0, 0.9)])
+def test_exact_gaussian_delta_against_integration(eps, z):
+    """accountant.gaussian_delta (the closed form the refit's one DP release is calibrated with)
+    equals the hockey-stick divergence of the two Gaussians, integrated numerically."""
+    from edgetune.fleet.accountant import gaussian_delta
+
+    assert gaussian_delta(eps, z) == pytest.approx(_hockey_stick(eps, z), rel=1e-4, abs=1e-12)
+
+
+def test_exact_gaussian_calibration():
+    """One release at ε 8, δ 1e-5: the exact calibration's z meets δ and 0.001 less does not;
+    it is below the RDP bound's z (same guarantee, less noise); gaussian_epsilon_for inverts it;
+    bad arguments are ValueErrors."""
+    from edgetune.fleet.accountant import gaussian_delta, gaussian_epsilon_for, gaussian_noise_for
+
+    z = gaussian_noise_for(8.0, 1e-5)
+    assert gaussian_delta(8.0, z) <= 1e-5 < gaussian_delta(8.0, z - 0.001)
+    assert z == 0.601 and z < noise_for(8.0, 1, 1e-5) == 0.638
+    assert 7.98 < gaussian_epsilon_for(z, 1e-5) <= 8.0
+    assert gaussian_epsilon_for(noise_for(8.0, 1, 1e-5), 1e-5) < 7.5  # RDP's z is over-calibrated
+    for bad in ((0.0, 1e-5), (8.0, 0.0), (8.0, 1.0)):
+        with pytest.raises(ValueError):
+            gaussian_noise_for(*bad)
 
 
 def test_leakage_attack_works_and_the_fleet_setting_stops_it(demo_model):

@@ -90,7 +90,7 @@ def dp_setting(a: argparse.Namespace, t) -> dict:
     import math
 
     from . import refit_dp
-    from .accountant import epsilon_for, noise_for
+    from .accountant import gaussian_epsilon_for, gaussian_noise_for
     from .data import server_windows
 
     if not (math.isfinite(a.dp_epsilon) and 0 < a.dp_epsilon <= 100):
@@ -112,8 +112,8 @@ def dp_setting(a: argparse.Namespace, t) -> dict:
             weights = ()
         if len(weights) != 3 or not all(math.isfinite(w) and w > 0 for w in weights):
             raise ValueError(f"--dp-weights {a.dp_weights!r} must be three positive numbers, e.g. 0.3,0.5,1.0")
-    z = noise_for(a.dp_epsilon, 1, a.dp_delta)
-    eps = epsilon_for(z, 1, a.dp_delta)  # what the accountant gives for the unit (<= --dp-epsilon)
+    z = gaussian_noise_for(a.dp_epsilon, a.dp_delta)  # one release: the exact calibration
+    eps = gaussian_epsilon_for(z, a.dp_delta)  # what that z gives for the unit (<= --dp-epsilon)
     if a.dp_unit == "sample":
         z *= refit_dp.windows_per_sample(t.model.meta)
     refit_dp.check_params(clip, n_max)

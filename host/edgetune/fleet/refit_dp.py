@@ -24,8 +24,8 @@ each of the three blocks by at most 1 in L2 norm (cnt by a one-hot, G by v v^T o
 (w_cnt cnt, w_G G / R^2, w_B B / R) has L2 sensitivity `units * sqrt(w_cnt^2 + w_G^2 + w_B^2)`
 with units = n_max (board) or 1 (window); the weights split the budget between the blocks. The
 server (`release`) sums the boards' statistics and adds N(0, (z * sensitivity)^2) to every value
-of that vector: one Gaussian mechanism with noise multiplier z, accounted with accountant.py (one
-release, add-or-remove-one unit). Everything after is post-processing: class counts floored at 1,
+of that vector: one Gaussian mechanism with noise multiplier z, calibrated exactly for one
+release (accountant.gaussian_noise_for, add-or-remove-one unit). Everything after is post-processing: class counts floored at 1,
 the sums moved back to u by the public centre (B[c] + cnt[c] m, G + S1 m^T + m S1^T + n m m^T),
 S1 rebuilt from B, the centred scatter n G - S1 S1^T projected onto the positive semidefinite
 matrices, rounded to integers, and refit.solved (the same closed-form solve as the exact mode)
