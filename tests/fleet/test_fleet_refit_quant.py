@@ -93,8 +93,16 @@ def test_malformed_uploads_and_bad_settings_are_refused():
     with pytest.raises(ValueError, match="expected"):
         rq.unpack(wire, K, C, bits + 1, m)
     bad = bytearray(wire)
-    bad[2 * C] = 41
-    with pytest.raises(ValueError, match="exponent 41"):
+    bad[2 * C] = 40  # G row 0: 2^(9 + 40) is more than any int32 statistics about an int16 centre
+    with pytest.raises(ValueError, match="row 0 has exponent 40 > 39"):
+        rq.unpack(bytes(bad), K, C, bits, m)
+    bad = bytearray(wire)
+    bad[2 * C + K] = 255  # a B row
+    with pytest.raises(ValueError, match=f"row {K} has exponent 255 > 23"):
+        rq.unpack(bytes(bad), K, C, bits, m)
+    bad = bytearray(wire)
+    bad[2 * C:2 * C + K + C] = bytes([39] * K + [23] * C)  # every exponent at its limit: no overflow,
+    with pytest.raises(ValueError, match="beyond 2"):  # but not statistics a board can send
         rq.unpack(bytes(bad), K, C, bits, m)
     vals = K * (K + 1) // 2 + C * K
     if (vals * bits) % 8:

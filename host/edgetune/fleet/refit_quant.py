@@ -30,7 +30,13 @@ import numpy as np
 from . import refit_stats as rs
 
 MIN_BITS, MAX_BITS = 4, 16
-MAX_EXP = 40  # |v| < 2^47 for any int32 statistics about an int16 centre
+# A board's statistics are int32 (m.refit_stats) and the centre int16, with at most 65535
+# windows: |G_v| < 2^31 + 2 * 2^31 * 2^15 + 2^16 * 2^30 < 2^48 and |B_v| < 2^31 + 2^16 * 2^15
+# = 2^32. An upload claiming more is refused before any arithmetic that could overflow int64.
+G_V_BITS, B_V_BITS = 48, 32
+# Decoded back to u, a board's statistics are int32 plus the rounding; anything past 2^40 is not
+# an upload (and the server's sums stay exact in int64 over up to 2^23 boards).
+U_LIMIT = 1 << 40
 
 
 def check_bits(bits) -> int:
@@ -102,7 +108,8 @@ def _pack_bits(q: np.ndarray, bits: int) -> bytes:
 
 def unpack(buf: bytes, K: int, C: int, bits: int, m) -> dict:
     """The statistics of u (refit_stats' dict, exact integers) from one board's upload; ValueError
-    for a wrong size, an exponent out of range or non-zero padding."""
+    for a wrong size, non-zero padding, or values no board's int32 statistics can give (an
+    exponent or a value out of range)."""
     bits = check_bits(bits)
     m = _centre(m, K)
     want = wire_bytes(K, C, bits)
@@ -112,8 +119,11 @@ def unpack(buf: bytes, K: int, C: int, bits: int, m) -> dict:
     raw = np.frombuffer(buf, np.uint8)
     cnt = np.frombuffer(buf, "<u2", C).astype(np.int64)
     exps = raw[2 * C:2 * C + K + C].astype(np.int64)
-    if exps.max(initial=0) > MAX_EXP:
-        raise ValueError(f"quantized refit upload has an exponent {int(exps.max())} > {MAX_EXP}")
+    lim = np.r_[np.full(K, G_V_BITS), np.full(C, B_V_BITS)] - (bits - 1)  # |q| < 2^(bits-1)
+    if np.any(exps > lim):
+        i = int(np.argmax(exps > lim))
+        raise ValueError(f"quantized refit upload: row {i} has exponent {int(exps[i])} > {int(lim[i])}, more than "
+                         "a board's int32 statistics can need")
     vals = K * (K + 1) // 2 + C * K
     bitv = np.unpackbits(raw[2 * C + K + C:], bitorder="little")
     if bitv[vals * bits:].any():
@@ -129,10 +139,13 @@ def unpack(buf: bytes, K: int, C: int, bits: int, m) -> dict:
     gv[k, j] = v[:T]
     bv = v[T:].reshape(C, K)
     n = int(cnt.sum())
-    s1v = bv.sum(0)
+    s1v = bv.sum(0)  # |s1v| < C 2^32, so the products below stay far inside int64
     g = gv + np.outer(s1v, m) + np.outer(m, s1v) + n * np.outer(m, m)
     b = bv + np.outer(cnt, m)
-    return {"n": n, "cnt": cnt, "s1": b.sum(0), "g": g, "b": b}
+    s1 = b.sum(0)
+    if max(np.abs(g).max(initial=0), np.abs(b).max(initial=0), np.abs(s1).max(initial=0)) > U_LIMIT:
+        raise ValueError("quantized refit upload decodes to statistics beyond 2^40: not what a board sends")
+    return {"n": n, "cnt": cnt, "s1": s1, "g": g, "b": b}
 
 
 def project(st: dict) -> tuple[dict, bool]:
