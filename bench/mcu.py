@@ -417,7 +417,7 @@ def bare_bench(reps: int = 8, demo=None) -> dict:
             if mr is not None:
                 fwd = (mr["forward"] - mr["loop"]) * ipt / mr["reps"]
                 step = (mr["step"] - mr["loop"]) * ipt / mr["reps"]
-                res["demo_model"] = {"model": "tests/tinymodels.app_model() (the device app's qemu model), "
+                res["demo_model"] = {"model": "tests/support/tinymodels.app_model() (the device app's qemu model), "
                                               "default scheme (biases + classifier)",
                                      "instructions_per_predict": round(fwd), "instructions_per_train_step": round(step),
                                      "train_over_predict": step / fwd, "arena_bytes": mr["arena"],
