@@ -197,12 +197,8 @@ def release(parts: list[dict], clip: float, n_max: int | None, z: float, rng, we
         gv = gv + np.outer(s1v, m) + np.outer(m, s1v) + n * np.outer(m, m)
         bv = bv + cnt_i[:, None] * m[None, :]
     b_i = np.rint(bv).astype(np.int64)
-    s1 = b_i.sum(0).astype(np.float64)
-    a0 = n * gv - np.outer(s1, s1)
-    w, v = np.linalg.eigh((a0 + a0.T) / 2)
-    a0 = (v * np.maximum(w, 0.0)) @ v.T
-    g = (a0 + np.outer(s1, s1)) / n  # rounding G moves n G - S1 S1^T by at most n / 2 per entry
-    return {"n": n, "cnt": cnt_i, "s1": b_i.sum(0), "g": np.rint(g).astype(np.int64), "b": b_i}
+    g, _ = rs.psd_gram(n, gv, b_i.sum(0))
+    return {"n": n, "cnt": cnt_i, "s1": b_i.sum(0), "g": g, "b": b_i}
 
 
 def global_state(trainer, st: dict, l2: float, alpha: float) -> bytes:

@@ -150,15 +150,10 @@ def unpack(buf: bytes, K: int, C: int, bits: int, m) -> dict:
 
 def project(st: dict) -> tuple[dict, bool]:
     """Pooled statistics whose centred scatter n G - S1 S1^T has no negative eigenvalue: st itself
-    if it has none, else with them clipped to 0 (G rounded back to integers). Returns (st, projected)."""
-    n = int(st["n"])
-    s1 = np.asarray(st["s1"], np.float64)
-    a0 = n * np.asarray(st["g"], np.float64) - np.outer(s1, s1)
-    w, v = np.linalg.eigh((a0 + a0.T) / 2)
-    if w.min() >= 0:
+    if it has none, else with them clipped to 0 (refit_stats.psd_gram). Returns (st, projected)."""
+    g, lowest = rs.psd_gram(int(st["n"]), st["g"], st["s1"])
+    if lowest >= 0:
         return st, False
-    a0 = (v * np.maximum(w, 0.0)) @ v.T
-    g = np.rint((a0 + np.outer(s1, s1)) / n).astype(np.int64)
     return dict(st, g=g), True
 
 

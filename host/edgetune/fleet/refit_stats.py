@@ -107,6 +107,18 @@ def aggregate(parts: list[dict]) -> dict:
     return out
 
 
+def psd_gram(n: int, g, s1) -> tuple[np.ndarray, float]:
+    """G whose centred scatter n G - S1 S1^T has its negative eigenvalues clipped to 0, rounded
+    to integers (the refit's LDL^T needs the scatter definite; noise or rounding in shared
+    statistics can make it indefinite), and the smallest eigenvalue before the clipping. Rounding
+    G moves the scatter by at most n / 2 per entry."""
+    s1 = np.asarray(s1, np.float64)
+    a0 = n * np.asarray(g, np.float64) - np.outer(s1, s1)
+    w, v = np.linalg.eigh((a0 + a0.T) / 2)
+    a0 = (v * np.maximum(w, 0.0)) @ v.T
+    return np.rint((a0 + np.outer(s1, s1)) / n).astype(np.int64), float(w.min())
+
+
 def global_state(trainer, st: dict, l2: float, alpha: float) -> bytes:
     """The refit's solve on pooled statistics st, installed on a copy of trainer's state; returns
     the trained-weights blob (Trainer.state / m.state format) that boards load with load_state.
